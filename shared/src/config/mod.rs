@@ -1,0 +1,503 @@
+//! The experiment file (DESIGN §4): parsing, validation with file/line/column
+//! errors, and the canonical form whose SHA-256 identifies a submitted config.
+
+mod change;
+mod placeholders;
+
+pub use change::{compare_configs, ConfigChange};
+pub use placeholders::{substitute, BUILTIN_PLACEHOLDERS};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_saphyr::{Location, Spanned};
+use sha2::{Digest, Sha256};
+
+use crate::duration::parse_duration;
+use crate::naming::check_experiment_name;
+
+/// A problem in an experiment file, located precisely enough to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// Dotted path of the field, e.g. `variations[1].values`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        } else {
+            write!(f, "{}: ", self.file)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How a run is carried out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RunConfig {
+    /// Start a program per run (DESIGN §5).
+    Command {
+        command: Vec<String>,
+        /// As written in the file: relative to the file's directory unless absolute.
+        workdir: String,
+        timeout_ms: u64,
+    },
+    /// Does nothing and succeeds at once, with no metrics and no run directory.
+    /// Exists to measure Flotilla's own overhead.
+    Noop { timeout_ms: u64 },
+}
+
+impl RunConfig {
+    pub fn timeout(&self) -> Duration {
+        match self {
+            RunConfig::Command { timeout_ms, .. } | RunConfig::Noop { timeout_ms } => {
+                Duration::from_millis(*timeout_ms)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Axis {
+    pub param: String,
+    pub values: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub total_usd: f64,
+    pub per_run_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retries {
+    /// Attempts per run, the first included.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Goal {
+    Maximize,
+    Minimize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSpec {
+    pub name: String,
+    pub goal: Goal,
+}
+
+/// A validated experiment. Its serde form is the canonical form that is hashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentConfig {
+    pub name: String,
+    pub description: String,
+    pub run: RunConfig,
+    pub params: BTreeMap<String, Value>,
+    pub variations: Vec<Axis>,
+    pub runs_per_variation: u32,
+    pub seed: u64,
+    pub max_parallel: Option<u32>,
+    pub budget: Option<Budget>,
+    pub retries: Retries,
+    pub continue_on_error: bool,
+    pub baseline: Option<BTreeMap<String, Value>>,
+    pub metrics: Vec<MetricSpec>,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_SEED: u64 = 0;
+
+impl ExperimentConfig {
+    /// The canonical JSON form: keys sorted, defaults filled in.
+    pub fn canonical_json(&self) -> String {
+        // serde_json's map keeps keys sorted, so the same config always
+        // serialises to the same bytes.
+        serde_json::to_string(&serde_json::to_value(self).expect("config serialises"))
+            .expect("value serialises")
+    }
+
+    /// SHA-256 of the canonical form, hex-encoded.
+    pub fn hash(&self) -> String {
+        hex(&Sha256::digest(self.canonical_json().as_bytes()))
+    }
+
+    pub fn from_canonical_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Number of runs of the full grid.
+    pub fn total_runs(&self) -> u64 {
+        let variations: u64 = self.variations.iter().map(|a| a.values.len() as u64).product();
+        variations * u64::from(self.runs_per_variation)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ------------------------------------------------------------------ raw form
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExperiment {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    run: Spanned<RawRun>,
+    #[serde(default)]
+    params: BTreeMap<String, Value>,
+    #[serde(default)]
+    variations: Vec<Spanned<RawAxis>>,
+    #[serde(default)]
+    runs_per_variation: Option<Spanned<i64>>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    max_parallel: Option<Spanned<i64>>,
+    #[serde(default)]
+    budget: Option<Spanned<RawBudget>>,
+    #[serde(default)]
+    retries: Option<RawRetries>,
+    #[serde(default)]
+    continue_on_error: Option<bool>,
+    #[serde(default)]
+    baseline: Option<Spanned<BTreeMap<String, Value>>>,
+    #[serde(default)]
+    metrics: Vec<Spanned<RawMetric>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    kind: Spanned<String>,
+    #[serde(default)]
+    command: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAxis {
+    param: Spanned<String>,
+    values: Spanned<Vec<Spanned<Value>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    total_usd: Spanned<f64>,
+    #[serde(default)]
+    per_run_usd: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetries {
+    max_attempts: Spanned<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetric {
+    name: Spanned<String>,
+    goal: Spanned<String>,
+}
+
+/// Builds errors that point into one file.
+struct Locator<'a> {
+    file: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, location: &Location, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: location.line(),
+            column: location.column(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses and validates an experiment file. `file` is used in error messages only.
+pub fn parse_experiment(yaml: &str, file: &str) -> Result<ExperimentConfig, ConfigError> {
+    let raw: RawExperiment = serde_saphyr::from_str(yaml).map_err(|error| yaml_error(file, &error))?;
+    validate(raw, &Locator { file })
+}
+
+fn yaml_error(file: &str, error: &serde_saphyr::Error) -> ConfigError {
+    let location = error.location().unwrap_or(Location::UNKNOWN);
+    let message = error.without_snippet().to_string();
+    // The library appends its own position; ours is already in front.
+    let message = match message.rfind(" at line ") {
+        Some(cut) => message[..cut].to_string(),
+        None => message,
+    };
+    let message = if message.contains("unknown field") {
+        message.replace("expected one of", "valid fields are")
+    } else {
+        message
+    };
+    ConfigError {
+        file: file.to_string(),
+        line: location.line(),
+        column: location.column(),
+        field: String::new(),
+        message,
+    }
+}
+
+fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, ConfigError> {
+    check_experiment_name(&raw.name.value).map_err(|m| at.at(&raw.name.referenced, "name", m))?;
+
+    let timeout = match &raw.run.value.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(text) => {
+            let timeout = parse_duration(&text.value).map_err(|m| at.at(&text.referenced, "run.timeout", m))?;
+            if timeout.is_zero() {
+                return Err(at.at(&text.referenced, "run.timeout", "must be longer than 0s"));
+            }
+            timeout
+        }
+    };
+    let timeout_ms = timeout.as_millis() as u64;
+
+    let mut params = BTreeMap::new();
+    for (name, value) in raw.params {
+        check_param_name(&name).map_err(|m| at.at(&raw.run.referenced, format!("params.{name}"), m))?;
+        params.insert(name, value);
+    }
+
+    let mut variations = Vec::new();
+    let mut axis_names = BTreeSet::new();
+    for (index, axis) in raw.variations.iter().enumerate() {
+        let field = format!("variations[{index}]");
+        let param = &axis.value.param;
+        check_param_name(&param.value).map_err(|m| at.at(&param.referenced, format!("{field}.param"), m))?;
+        if !axis_names.insert(param.value.clone()) {
+            return Err(at.at(
+                &param.referenced,
+                format!("{field}.param"),
+                format!("'{}' already has an axis; each parameter can vary on one axis only", param.value),
+            ));
+        }
+        let values = &axis.value.values;
+        if values.value.is_empty() {
+            return Err(at.at(
+                &values.referenced,
+                format!("{field}.values"),
+                "an axis needs at least one value",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (value_index, value) in values.value.iter().enumerate() {
+            let canonical = value.value.to_string();
+            if !seen.insert(canonical.clone()) {
+                return Err(at.at(
+                    &value.referenced,
+                    format!("{field}.values[{value_index}]"),
+                    format!("duplicate value {canonical}; values on an axis must be distinct"),
+                ));
+            }
+        }
+        variations.push(Axis {
+            param: param.value.clone(),
+            values: values.value.iter().map(|v| v.value.clone()).collect(),
+        });
+    }
+
+    let run = match raw.run.value.kind.value.as_str() {
+        "command" => {
+            let Some(command) = &raw.run.value.command else {
+                return Err(at.at(
+                    &raw.run.referenced,
+                    "run.command",
+                    "a command run needs `command`, the program and its arguments as a list, e.g. [\"python3\", \"scenario.py\", \"--rounds\", \"{rounds}\"]",
+                ));
+            };
+            if command.value.is_empty() || command.value[0].value.trim().is_empty() {
+                return Err(at.at(&command.referenced, "run.command", "must name a program to run"));
+            }
+            let mut known: BTreeSet<&str> = params.keys().map(String::as_str).collect();
+            known.extend(axis_names.iter().map(String::as_str));
+            known.extend(BUILTIN_PLACEHOLDERS.iter().copied());
+            for (arg_index, argument) in command.value.iter().enumerate() {
+                placeholders::check(&argument.value, &known)
+                    .map_err(|m| at.at(&argument.referenced, format!("run.command[{arg_index}]"), m))?;
+            }
+            let workdir = raw.run.value.workdir.as_ref().map(|w| w.value.clone()).unwrap_or_else(|| ".".to_string());
+            if workdir.trim().is_empty() {
+                let location = raw.run.value.workdir.as_ref().map(|w| w.referenced).unwrap_or(raw.run.referenced);
+                return Err(at.at(&location, "run.workdir", "must be a directory path, e.g. ."));
+            }
+            RunConfig::Command {
+                command: command.value.iter().map(|a| a.value.clone()).collect(),
+                workdir,
+                timeout_ms,
+            }
+        }
+        "noop" => {
+            if let Some(command) = &raw.run.value.command {
+                return Err(at.at(&command.referenced, "run.command", "a noop run takes no command; use kind: command"));
+            }
+            RunConfig::Noop { timeout_ms }
+        }
+        other => {
+            return Err(at.at(
+                &raw.run.value.kind.referenced,
+                "run.kind",
+                format!("unknown run kind '{other}'; valid kinds are command (run a program) and noop (measure overhead)"),
+            ))
+        }
+    };
+
+    let runs_per_variation = match &raw.runs_per_variation {
+        None => 1,
+        Some(count) => positive_u32(count, "runs_per_variation", at)?,
+    };
+    let max_parallel = raw.max_parallel.as_ref().map(|m| positive_u32(m, "max_parallel", at)).transpose()?;
+    let max_attempts = match &raw.retries {
+        None => DEFAULT_MAX_ATTEMPTS,
+        Some(retries) => positive_u32(&retries.max_attempts, "retries.max_attempts", at)?,
+    };
+
+    let budget = match &raw.budget {
+        None => None,
+        Some(budget) => {
+            let total = &budget.value.total_usd;
+            if !(total.value.is_finite() && total.value > 0.0) {
+                return Err(at.at(&total.referenced, "budget.total_usd", "must be a positive number of dollars"));
+            }
+            if let Some(per_run) = &budget.value.per_run_usd {
+                if !(per_run.value.is_finite() && per_run.value > 0.0 && per_run.value <= total.value) {
+                    return Err(at.at(
+                        &per_run.referenced,
+                        "budget.per_run_usd",
+                        format!("must be a positive number of dollars no larger than total_usd ({})", total.value),
+                    ));
+                }
+            }
+            Some(Budget {
+                total_usd: total.value,
+                per_run_usd: budget.value.per_run_usd.as_ref().map(|p| p.value),
+            })
+        }
+    };
+
+    let baseline = match &raw.baseline {
+        None => None,
+        Some(baseline) => {
+            check_baseline(&baseline.value, &variations)
+                .map_err(|m| at.at(&baseline.referenced, "baseline", m))?;
+            Some(baseline.value.clone())
+        }
+    };
+
+    let mut metrics = Vec::new();
+    let mut metric_names = BTreeSet::new();
+    for (index, metric) in raw.metrics.iter().enumerate() {
+        let name = &metric.value.name;
+        if name.value.trim().is_empty() {
+            return Err(at.at(&name.referenced, format!("metrics[{index}].name"), "must not be empty"));
+        }
+        if !metric_names.insert(name.value.clone()) {
+            return Err(at.at(
+                &name.referenced,
+                format!("metrics[{index}].name"),
+                format!("metric '{}' is declared twice", name.value),
+            ));
+        }
+        let goal = match metric.value.goal.value.as_str() {
+            "maximize" => Goal::Maximize,
+            "minimize" => Goal::Minimize,
+            other => {
+                return Err(at.at(
+                    &metric.value.goal.referenced,
+                    format!("metrics[{index}].goal"),
+                    format!("unknown goal '{other}'; valid goals are maximize and minimize"),
+                ))
+            }
+        };
+        metrics.push(MetricSpec { name: name.value.clone(), goal });
+    }
+
+    Ok(ExperimentConfig {
+        name: raw.name.value,
+        description: raw.description.unwrap_or_default(),
+        run,
+        params,
+        variations,
+        runs_per_variation,
+        seed: raw.seed.unwrap_or(DEFAULT_SEED),
+        max_parallel,
+        budget,
+        retries: Retries { max_attempts },
+        continue_on_error: raw.continue_on_error.unwrap_or(true),
+        baseline,
+        metrics,
+    })
+}
+
+fn positive_u32(value: &Spanned<i64>, field: &str, at: &Locator<'_>) -> Result<u32, ConfigError> {
+    u32::try_from(value.value)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| at.at(&value.referenced, field, format!("must be a whole number from 1 to {}, not {}", u32::MAX, value.value)))
+}
+
+fn check_param_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !name.starts_with('.')
+        && !name.ends_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid parameter name; use letters, digits, '_', '-' and '.' (for dotted names such as actors.regulator.model)"
+        ))
+    }
+}
+
+fn check_baseline(baseline: &BTreeMap<String, Value>, axes: &[Axis]) -> Result<(), String> {
+    for (param, value) in baseline {
+        let Some(axis) = axes.iter().find(|a| &a.param == param) else {
+            let names: Vec<&str> = axes.iter().map(|a| a.param.as_str()).collect();
+            return Err(format!("'{param}' is not an axis; the baseline names one value for each axis: {}", names.join(", ")));
+        };
+        if !axis.values.contains(value) {
+            return Err(format!("{value} is not a value of axis '{param}'; valid values are {}", Value::from(axis.values.clone())));
+        }
+    }
+    let missing: Vec<&str> = axes.iter().filter(|a| !baseline.contains_key(&a.param)).map(|a| a.param.as_str()).collect();
+    if !missing.is_empty() {
+        return Err(format!("the baseline must name a value for every axis; missing: {}", missing.join(", ")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+use super::*;
+
+const GOOD: &str = r#"name: model-comparison
+description: "which strategies cooperate?"
+run:
+  kind: command
+  command: ["python3", "scenario.py", "--rounds", "{rounds}", "--seed", "{seed}"]
+  workdir: .
+  timeout: 10m
+params:
+  rounds: 10
+  actors.regulator.model: sim/tit-for-tat
+variations:
+  - param: actors.regulator.model
+    values: [sim/tit-for-tat, sim/always-defect]
+  - param: temperature
+    values: [0.2, 0.8]
+runs_per_variation: 10
+seed: 42
+max_parallel: 8
+budget: {total_usd: 50.0, per_run_usd: 2.0}
+retries: {max_attempts: 3}
+continue_on_error: true
+baseline: {temperature: 0.2, actors.regulator.model: sim/tit-for-tat}
+metrics:
+  - {name: cooperation_rate, goal: maximize}
+"#;
+
+fn error_of(yaml: &str) -> ConfigError {
+    parse_experiment(yaml, "exp.yaml").unwrap_err()
+}
+
+#[test]
+fn parses_the_design_example() {
+    let config = parse_experiment(GOOD, "exp.yaml").unwrap();
+    assert_eq!(config.name, "model-comparison");
+    assert_eq!(config.total_runs(), 40);
+    assert_eq!(config.run.timeout(), Duration::from_secs(600));
+    assert_eq!(config.retries.max_attempts, 3);
+    assert_eq!(config.metrics[0].goal, Goal::Maximize);
+}
+
+#[test]
+fn hash_is_stable_and_ignores_formatting() {
+    let a = parse_experiment(GOOD, "a.yaml").unwrap();
+    let reformatted = GOOD.replace("seed: 42", "seed:    42   # same");
+    let b = parse_experiment(&reformatted, "b.yaml").unwrap();
+    assert_eq!(a.hash(), b.hash());
+    assert_eq!(a.hash().len(), 64);
+    let c = parse_experiment(&GOOD.replace("seed: 42", "seed: 43"), "c.yaml").unwrap();
+    assert_ne!(a.hash(), c.hash());
+    assert_eq!(ExperimentConfig::from_canonical_json(&a.canonical_json()).unwrap(), a);
+}
+
+#[test]
+fn unknown_field_names_line_column_and_valid_fields() {
+    let error = error_of("name: x\nrun: {kind: noop}\nrepeats: 3\n");
+    assert_eq!(error.line, 3);
+    assert_eq!(error.column, 1);
+    let text = error.to_string();
+    assert!(text.starts_with("exp.yaml:3:1:"), "{text}");
+    assert!(text.contains("repeats"), "{text}");
+    assert!(text.contains("runs_per_variation"), "{text}");
+}
+
+#[test]
+fn empty_axis_is_refused_where_it_stands() {
+    let error = error_of("name: x\nrun: {kind: noop}\nvariations:\n  - param: a\n    values: []\n");
+    assert_eq!(error.field, "variations[0].values");
+    assert_eq!(error.line, 5);
+    assert!(error.message.contains("at least one value"));
+}
+
+#[test]
+fn duplicate_axis_values_are_refused() {
+    let error = error_of("name: x\nrun: {kind: noop}\nvariations:\n  - param: a\n    values: [0.2, 0.8, 0.2]\n");
+    assert_eq!(error.field, "variations[0].values[2]");
+    assert_eq!((error.line, error.column), (5, 24));
+    assert!(error.message.contains("duplicate value 0.2"));
+}
+
+#[test]
+fn bad_durations_say_what_is_valid() {
+    let error = error_of("name: x\nrun:\n  kind: noop\n  timeout: 10 minutes\n");
+    assert_eq!(error.field, "run.timeout");
+    assert_eq!(error.line, 4);
+    assert!(error.message.contains("valid units"), "{}", error.message);
+}
+
+#[test]
+fn unknown_placeholders_are_refused() {
+    let error = error_of("name: x\nrun:\n  kind: command\n  command: [echo, \"{rounds}\", \"{nope}\"]\nparams: {rounds: 3}\n");
+    assert_eq!(error.field, "run.command[2]");
+    assert!(error.message.contains("unknown placeholder {nope}"));
+    assert!(error.message.contains("rounds"));
+}
+
+#[test]
+fn names_that_escape_the_root_are_refused() {
+    for name in ["../x", "/abs", "a/b"] {
+        let error = error_of(&format!("name: \"{name}\"\nrun: {{kind: noop}}\n"));
+        assert_eq!(error.field, "name");
+        assert_eq!(error.line, 1);
+    }
+}
+
+#[test]
+fn unknown_run_kind_lists_valid_kinds() {
+    let error = error_of("name: x\nrun: {kind: shell}\n");
+    assert_eq!(error.field, "run.kind");
+    assert!(error.message.contains("command"));
+}
+
+#[test]
+fn baseline_must_name_axis_values() {
+    let error = error_of("name: x\nrun: {kind: noop}\nvariations: [{param: a, values: [1, 2]}]\nbaseline: {a: 3}\n");
+    assert_eq!(error.field, "baseline");
+    assert!(error.message.contains("not a value of axis"));
+}
+
+#[test]
+fn zero_repetitions_are_refused() {
+    let error = error_of("name: x\nrun: {kind: noop}\nruns_per_variation: 0\n");
+    assert_eq!(error.field, "runs_per_variation");
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    let error = error_of("name: x\nrun: {kind: noop\n");
+    assert!(error.line >= 2, "{error}");
+}
+
+#[test]
+fn extension_and_conflict_are_told_apart() {
+    let base = parse_experiment(GOOD, "a.yaml").unwrap();
+    let more_runs = parse_experiment(&GOOD.replace("runs_per_variation: 10", "runs_per_variation: 12"), "a.yaml").unwrap();
+    assert_eq!(compare_configs(&base, &more_runs), ConfigChange::Extension);
+    let more_values = parse_experiment(&GOOD.replace("values: [0.2, 0.8]", "values: [0.2, 0.8, 1.0]"), "a.yaml").unwrap();
+    assert_eq!(compare_configs(&base, &more_values), ConfigChange::Extension);
+    assert_eq!(compare_configs(&base, &base.clone()), ConfigChange::Identical);
+
+    let fewer_values = parse_experiment(&GOOD.replace("values: [0.2, 0.8]", "values: [0.2, 0.9]"), "a.yaml").unwrap();
+    assert!(matches!(compare_configs(&base, &fewer_values), ConfigChange::Conflict(_)));
+    let changed = parse_experiment(&GOOD.replace("rounds: 10", "rounds: 11").replace("timeout: 10m", "timeout: 5m"), "a.yaml").unwrap();
+    match compare_configs(&base, &changed) {
+        ConfigChange::Conflict(fields) => {
+            assert!(fields.contains(&"params.rounds".to_string()), "{fields:?}");
+            assert!(fields.contains(&"run.timeout_ms".to_string()), "{fields:?}");
+        }
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    let fewer_runs = parse_experiment(&GOOD.replace("runs_per_variation: 10", "runs_per_variation: 5"), "a.yaml").unwrap();
+    assert!(matches!(compare_configs(&base, &fewer_runs), ConfigChange::Conflict(_)));
+}
+
+#[test]
+fn substitution_renders_values_and_escapes() {
+    let rendered = substitute("--x={a} {{literal}}", |name| (name == "a").then(|| "7".to_string())).unwrap();
+    assert_eq!(rendered, "--x=7 {literal}");
+}

@@ -1,0 +1,87 @@
+//! Domain types of runs as they travel between coordinator and worker.
+//! The wire module converts them to and from protobuf at the edge.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::naming::run_id;
+
+/// Which run: experiment, variation (1-based) and repetition (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunKey {
+    pub experiment: String,
+    pub variation: u32,
+    pub repetition: u32,
+}
+
+impl RunKey {
+    pub fn run_id(&self) -> String {
+        run_id(self.variation, self.repetition)
+    }
+}
+
+impl std::fmt::Display for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.experiment, self.run_id())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunSpec {
+    Command {
+        /// Templates; `{param}` placeholders are substituted by the worker.
+        argv: Vec<String>,
+        /// Where the workdir is on the submitting machine.
+        workdir_path: PathBuf,
+        /// Content hash of the workdir; workers whose copy differs fetch it.
+        workdir_hash: String,
+    },
+    Noop,
+}
+
+/// One run handed to a worker under a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub lease_id: u64,
+    pub run: RunKey,
+    pub attempt: u32,
+    pub seed: u64,
+    /// JSON object of the run's parameters.
+    pub params_json: String,
+    pub spec: RunSpec,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// A file of the run's directory, shipped from worker to coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShippedFile {
+    pub path: String,
+    pub content: Vec<u8>,
+}
+
+/// What a worker reports when a run attempt ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    pub lease_id: u64,
+    pub run: RunKey,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    /// JSON object of metrics, when the run produced them.
+    pub metrics_json: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    /// Why the run failed, in words; empty on success.
+    pub error: String,
+    pub stderr_tail: String,
+    pub duration_s: f64,
+    pub started_at_ms: i64,
+    pub files: Vec<ShippedFile>,
+}
