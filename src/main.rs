@@ -1,1 +1,271 @@
-fn main(){}
+//! The `flotilla` command line: argument parsing and dispatch only.
+
+mod commands;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use flotilla_shared::duration::parse_duration;
+use flotilla_shared::error::exit_code;
+
+#[derive(Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Run experiment sweeps: a scenario over a grid of parameter variations, on one machine or many.",
+    long_about = "Run experiment sweeps: a scenario (any program, usually one that drives LLM agents) is run many \
+                  times over a grid of parameter variations, on one machine or on many, with results organised \
+                  on disk and in SQLite.\n\nStart with `flotilla run EXPERIMENT.yaml`; the README documents the \
+                  experiment file.",
+    after_help = "Exit codes: 0 done, 1 failure, 2 invalid input, 3 experiment failed or was cancelled, \
+                  4 coordinator unreachable, 5 token refused, 6 config conflicts with the stored one, \
+                  7 no such experiment, 130 interrupted."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment on this machine: embedded coordinator and local workers, live progress.
+    ///
+    /// Running the same file again runs only the runs that have not finished (resume); a file
+    /// with more runs_per_variation or new axis values runs only the new runs (extension).
+    Run(RunArgs),
+    /// Check an experiment file and print its expanded grid.
+    Validate(ValidateArgs),
+    /// Long-lived coordinator: registry, run manifests, leases; serves workers and the CLI over gRPC.
+    #[command(subcommand)]
+    Coordinator(CoordinatorCommand),
+    /// Worker node: joins a coordinator and runs the runs it is assigned.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Submit an experiment file to a coordinator.
+    Submit(SubmitArgs),
+    /// Show experiments' progress: counts by state, per variation and per worker.
+    Status(StatusArgs),
+    /// List the coordinator's experiments.
+    Ls(ListArgs),
+    /// Cancel an experiment: pending runs are cancelled; with --kill running runs are stopped too.
+    Cancel(CancelArgs),
+}
+
+#[derive(Args)]
+struct RootArg {
+    /// Experiments root: flotilla.db and one directory per experiment.
+    #[arg(long, env = "FLOTILLA_ROOT", default_value = "./experiments")]
+    root: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The experiment file (YAML).
+    file: PathBuf,
+    #[command(flatten)]
+    root: RootArg,
+    /// Local workers to start (each runs one run at a time); default: the number of cores.
+    #[arg(long)]
+    workers: Option<u32>,
+    /// Runs each local worker runs at once.
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Also re-run runs that failed for good in an earlier run of this file.
+    #[arg(long)]
+    retry_failed: bool,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// The experiment file (YAML).
+    file: PathBuf,
+    /// Print the grid as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum CoordinatorCommand {
+    /// Start the coordinator and serve until stopped (Ctrl+C or SIGTERM).
+    Start(CoordinatorStartArgs),
+}
+
+fn parse_lease_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+#[derive(Args)]
+struct TokenArg {
+    /// File whose first line is the shared token. Without it, clients and workers read
+    /// <root>/coordinator.token, which `coordinator start` writes when given no token file.
+    #[arg(long, env = "FLOTILLA_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CoordinatorStartArgs {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one, printed at start).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    root: RootArg,
+    #[command(flatten)]
+    token: TokenArg,
+    /// A worker silent for this long loses its runs, which are requeued (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_lease_timeout)]
+    lease_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Join the coordinator at ADDR (HOST:PORT) and run runs until stopped; reconnects by itself.
+    Join(WorkerJoinArgs),
+}
+
+#[derive(Args)]
+struct WorkerJoinArgs {
+    /// Coordinator address, HOST:PORT.
+    #[arg(env = "FLOTILLA_COORDINATOR")]
+    coordinator: String,
+    /// Runs to run at once; default: the number of cores.
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Name unique among the coordinator's workers; default: HOSTNAME-PID.
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    token: TokenArg,
+    /// Scratch space for run directories and cached workdirs; default: a directory under the system temp dir.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    root: RootArg,
+}
+
+#[derive(Args)]
+struct CoordinatorArg {
+    /// Coordinator address, HOST:PORT.
+    #[arg(long, env = "FLOTILLA_COORDINATOR", default_value = "127.0.0.1:7700")]
+    coordinator: String,
+    #[command(flatten)]
+    token: TokenArg,
+    #[command(flatten)]
+    root: RootArg,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// The experiment file (YAML).
+    file: PathBuf,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+    /// Wait until the experiment ends, showing progress; the exit code tells how it ended.
+    #[arg(long)]
+    wait: bool,
+    /// Also re-run runs that failed for good earlier.
+    #[arg(long)]
+    retry_failed: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Experiment name; without it, every experiment.
+    name: Option<String>,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CancelArgs {
+    /// Experiment name.
+    name: String,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+    /// Also stop runs that are running now.
+    #[arg(long)]
+    kill: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let code = runtime.block_on(dispatch(cli));
+    // Do not wait for lingering tasks (e.g. open streams) at exit.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let outcome = match cli.command {
+        Command::Run(args) => {
+            commands::init_logging("warn");
+            commands::run::run(commands::run::Options {
+                file: args.file,
+                root: args.root.root,
+                workers: args.workers,
+                slots: args.slots,
+                retry_failed: args.retry_failed,
+            })
+            .await
+        }
+        Command::Validate(args) => commands::validate::validate(&args.file, args.json),
+        Command::Coordinator(CoordinatorCommand::Start(args)) => {
+            commands::init_logging("info");
+            commands::serve::coordinator(args.listen, args.root.root, args.token.token_file, args.lease_timeout).await
+        }
+        Command::Worker(WorkerCommand::Join(args)) => {
+            commands::init_logging("info");
+            commands::serve::worker(commands::serve::WorkerOptions {
+                coordinator: args.coordinator,
+                slots: args.slots,
+                name: args.name,
+                token_file: args.token.token_file,
+                root: args.root.root,
+                work_dir: args.work_dir,
+            })
+            .await
+        }
+        Command::Submit(args) => {
+            commands::init_logging("warn");
+            let target = target(args.coordinator);
+            commands::client::submit(&target, &args.file, args.wait, args.retry_failed).await
+        }
+        Command::Status(args) => {
+            commands::init_logging("warn");
+            commands::client::status(&target(args.coordinator), args.name, args.json).await
+        }
+        Command::Ls(args) => {
+            commands::init_logging("warn");
+            commands::client::list(&target(args.coordinator), args.json).await
+        }
+        Command::Cancel(args) => {
+            commands::init_logging("warn");
+            commands::client::cancel(&target(args.coordinator), args.name, args.kill).await
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            error.downcast_ref::<flotilla_shared::Error>().map(|e| e.exit_code()).unwrap_or(exit_code::FAILURE)
+        }
+    }
+}
+
+fn target(args: CoordinatorArg) -> commands::client::Target {
+    commands::client::Target { address: args.coordinator, token_file: args.token.token_file, root: args.root.root }
+}

@@ -1,1 +1,128 @@
+//! Flotilla's coordinator: the registry of experiments, run manifests, worker
+//! leases, the SQLite store and the gRPC services that workers and the command
+//! line talk to. [`start`] is the one entry point, used by the binary and tests.
 
+mod actor;
+mod grpc;
+mod outputs;
+mod restore;
+pub mod state;
+mod store;
+mod views;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_shared::proto::control_service_server::ControlServiceServer;
+use flotilla_shared::proto::worker_service_server::WorkerServiceServer;
+use flotilla_shared::wire::MAX_MESSAGE_BYTES;
+use flotilla_shared::{Error, Result};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use actor::CoordinatorHandle;
+
+/// Default lease timeout: a worker silent this long loses its runs.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Experiments root: flotilla.db and one directory per experiment.
+    pub root: PathBuf,
+    /// Shared secret workers and clients must present.
+    pub token: String,
+    pub lease_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.token.is_empty() {
+            return Err(Error::InvalidInput("the coordinator needs a non-empty token".into()));
+        }
+        if self.lease_timeout < Duration::from_millis(300) {
+            return Err(Error::InvalidInput(format!(
+                "--lease-timeout {:?} is too short; use at least 300ms (workers heartbeat at a third of it)",
+                self.lease_timeout
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    pub address: SocketAddr,
+    pub handle: CoordinatorHandle,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    store_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Coordinator {
+    /// Stops serving; committed results are already durable.
+    pub async fn shutdown(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = (&mut self.server).await;
+        drop(self.store_thread.take());
+    }
+
+    /// Waits until the server stops (it runs until shut down or failed).
+    pub async fn serve_forever(mut self) -> Result<()> {
+        match (&mut self.server).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Internal(format!("server failed: {e}"))),
+            Err(e) => Err(Error::Internal(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+/// Opens the store under `config.root`, restores state and serves gRPC on `listener`.
+pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<Coordinator> {
+    config.validate()?;
+    let address = listener.local_addr().map_err(|e| Error::io("cannot read the listening address", e))?;
+    let root = config.root.clone();
+    let (store, loaded, store_thread) = tokio::task::spawn_blocking(move || store::open(&root))
+        .await
+        .map_err(|e| Error::Internal(format!("store start failed: {e}")))??;
+    let mut initial = state::Outbox::default();
+    // Lease ids start at the current time in microseconds, above any id handed
+    // out before a restart, so a late result can never match a newer lease.
+    let first_lease_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    let state = restore::restore(config.root.clone(), loaded, config.lease_timeout, first_lease_id, &mut initial)?;
+    let handle = actor::spawn(state, store, initial);
+    let token: Arc<str> = config.token.as_str().into();
+    let worker_api = grpc::WorkerApi {
+        handle: handle.clone(),
+        token: token.clone(),
+        heartbeat_interval: config.lease_timeout / 3,
+        lease_timeout: config.lease_timeout,
+    };
+    let control_api = grpc::ControlApi { handle: handle.clone() };
+    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            WorkerServiceServer::new(worker_api)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ControlServiceServer::new(control_api)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            grpc::TokenCheck { token },
+        ));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        let _ = shutdown_signal.await;
+    }));
+    Ok(Coordinator { address, handle, shutdown: Some(shutdown), server, store_thread: Some(store_thread) })
+}

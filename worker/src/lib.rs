@@ -1,1 +1,66 @@
+//! Flotilla's worker: joins a coordinator, runs the runs it is assigned and
+//! ships their results back. [`run`] is the one entry point, used by the
+//! binary and tests.
 
+mod connection;
+mod run_kinds;
+mod session;
+mod workdir_cache;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flotilla_shared::{Error, Result};
+
+pub use connection::endpoint_url;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Coordinator address, `HOST:PORT`.
+    pub coordinator: String,
+    pub token: String,
+    /// Unique among the coordinator's workers.
+    pub name: String,
+    /// Runs this worker runs at once.
+    pub slots: u32,
+    /// Scratch run directories and the workdir cache live here.
+    pub work_dir: PathBuf,
+}
+
+impl WorkerConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.slots == 0 {
+            return Err(Error::InvalidInput("--slots must be at least 1".into()));
+        }
+        if self.name.is_empty() || self.name.len() > 128 || self.name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(Error::InvalidInput(format!(
+                "'{}' is not a valid worker name; use 1 to 128 printable characters without '/'",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A default worker name: host name and process id.
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Joins the coordinator and serves until `shutdown` resolves (running runs are
+/// then cancelled). Returns an error if the coordinator refuses the token.
+pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    config.validate()?;
+    let scratch = config.work_dir.join("runs");
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
+    let link = connection::CoordinatorLink::new(&config.coordinator, &config.token);
+    let workdirs = workdir_cache::WorkdirCache::new(config.work_dir.join("workdirs"), link.clone());
+    let context = Arc::new(run_kinds::RunContext { scratch, workdirs });
+    session::Session::new(config, link, context).run(shutdown).await
+}

@@ -1,0 +1,328 @@
+//! The Coordinator actor: the one writer of the registry, run manifests, worker
+//! table and leases. gRPC handlers talk to it through a [`CoordinatorHandle`];
+//! it decides with the functions of [`crate::state`] and carries out their
+//! outbox: messages to workers and writes to the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_shared::clock::now_ms;
+use flotilla_shared::proto;
+use flotilla_shared::proto::coordinator_message::Kind as ToWorker;
+use flotilla_shared::run::{RunKey, RunResult};
+use flotilla_shared::{Error, Result};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use tracing::{debug, warn};
+
+use crate::outputs::Summary;
+use crate::state::{Outbox, Persist, State, Submission, SubmitOutcome};
+use crate::store::{ExperimentRow, StoreHandle, Write};
+use crate::views;
+
+/// Messages to one worker's stream.
+pub type WorkerSender = mpsc::UnboundedSender<Result<proto::CoordinatorMessage, Status>>;
+
+/// How often leases are checked and summaries rewritten.
+const TICK: Duration = Duration::from_millis(500);
+/// batch-summary.json of running experiments is rewritten this often (at most 2 s apart).
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
+
+pub enum WorkerEvent {
+    Results(Vec<RunResult>),
+    Heartbeat,
+    Ready,
+}
+
+enum Msg {
+    WorkerHello {
+        name: String,
+        slots: u32,
+        running: Vec<(u64, RunKey, u32)>,
+        outbound: WorkerSender,
+        reply: oneshot::Sender<u64>,
+    },
+    Worker { name: Arc<str>, session: u64, event: WorkerEvent },
+    WorkerGone { name: Arc<str>, session: u64 },
+    Submit { submission: Box<Submission>, workdir_bundle: Option<(String, Vec<u8>)>, reply: oneshot::Sender<Result<SubmitOutcome>> },
+    Status { name: Option<String>, reply: oneshot::Sender<Result<proto::StatusReply>> },
+    Cancel { name: String, kill_running: bool, reply: oneshot::Sender<Result<u64>> },
+    Finalized { index: usize },
+    WorkerCount { reply: oneshot::Sender<u32> },
+}
+
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    sender: mpsc::UnboundedSender<Msg>,
+    store: StoreHandle,
+}
+
+fn gone() -> Error {
+    Error::Unavailable("the coordinator is shutting down".into())
+}
+
+impl CoordinatorHandle {
+    pub async fn worker_hello(&self, name: String, slots: u32, running: Vec<(u64, RunKey, u32)>, outbound: WorkerSender) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Msg::WorkerHello { name, slots, running, outbound, reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
+    pub fn worker_event(&self, name: Arc<str>, session: u64, event: WorkerEvent) {
+        let _ = self.sender.send(Msg::Worker { name, session, event });
+    }
+
+    pub fn worker_gone(&self, name: Arc<str>, session: u64) {
+        let _ = self.sender.send(Msg::WorkerGone { name, session });
+    }
+
+    pub async fn submit(&self, submission: Submission, workdir_bundle: Option<(String, Vec<u8>)>) -> Result<SubmitOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::Submit { submission: Box::new(submission), workdir_bundle, reply })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn status(&self, name: Option<String>) -> Result<proto::StatusReply> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Msg::Status { name, reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn cancel(&self, name: String, kill_running: bool) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Msg::Cancel { name, kill_running, reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn worker_count(&self) -> Result<u32> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Msg::WorkerCount { reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
+    pub async fn load_workdir(&self, hash: String) -> Result<Option<Vec<u8>>> {
+        self.store.load_workdir(hash).await
+    }
+}
+
+struct Actor {
+    state: State,
+    store: StoreHandle,
+    outbound: HashMap<Arc<str>, (u64, WorkerSender)>,
+    self_sender: mpsc::UnboundedSender<Msg>,
+    last_summary: Instant,
+}
+
+/// Starts the actor over restored state; `initial` holds writes the restore decided.
+pub fn spawn(state: State, store: StoreHandle, initial: Outbox) -> CoordinatorHandle {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let mut actor = Actor { state, store: store.clone(), outbound: HashMap::new(), self_sender: sender.clone(), last_summary: Instant::now() };
+    actor.carry_out(initial, None);
+    tokio::spawn(actor.run(receiver));
+    CoordinatorHandle { sender, store }
+}
+
+impl Actor {
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Msg>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = receiver.recv() => match message {
+                    Some(message) => self.handle(message),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn handle(&mut self, message: Msg) {
+        let mut outbox = Outbox::default();
+        let mut ack: Option<(Arc<str>, Vec<u64>)> = None;
+        match message {
+            Msg::WorkerHello { name, slots, running, outbound, reply } => {
+                let session = self.state.worker_connected(&name, slots, running, Instant::now(), &mut outbox);
+                let name: Arc<str> = self.state.workers.get_key_value(name.as_str()).map(|(k, _)| k.clone()).expect("just connected");
+                self.outbound.insert(name, (session, outbound));
+                let _ = reply.send(session);
+            }
+            Msg::Worker { name, session, event } => {
+                if !self.is_current(&name, session) {
+                    // Results are not acknowledged: the worker resends them on its current connection.
+                    debug!(worker = %name, "message from a replaced connection, ignored");
+                    return;
+                }
+                self.state.worker_seen(&name, session, Instant::now());
+                if let WorkerEvent::Results(results) = event {
+                    let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
+                    self.state.apply_results(&name, results, now_ms(), &mut outbox);
+                    ack = Some((name, lease_ids));
+                }
+            }
+            Msg::WorkerGone { name, session } => {
+                if self.is_current(&name, session) {
+                    self.outbound.remove(&name);
+                }
+                self.state.worker_disconnected(&name, session);
+            }
+            Msg::Submit { submission, workdir_bundle, reply } => {
+                if let Some((hash, bundle)) = workdir_bundle {
+                    self.store.write(vec![Write::Workdir { hash, bundle }], None);
+                }
+                match self.state.submit(*submission, now_ms(), &mut outbox) {
+                    Ok(outcome) => {
+                        let on_commit: crate::store::OnCommit = Box::new(move || {
+                            let _ = reply.send(Ok(outcome));
+                        });
+                        self.carry_out(outbox, Some(on_commit));
+                        self.schedule();
+                        return;
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Msg::Status { name, reply } => {
+                let _ = reply.send(views::status(&self.state, name.as_deref()));
+            }
+            Msg::Cancel { name, kill_running, reply } => match self.state.by_name.get(&name).copied() {
+                Some(index) => {
+                    let count = self.state.stop_experiment(index, crate::state::StopReason::Cancelled, kill_running, &mut outbox);
+                    let _ = reply.send(Ok(count));
+                }
+                None => {
+                    let _ = reply.send(Err(Error::NotFound(format!("no experiment named '{name}'"))));
+                }
+            },
+            Msg::Finalized { index } => self.state.finalized(index, now_ms()),
+            Msg::WorkerCount { reply } => {
+                let _ = reply.send(self.state.workers.values().filter(|w| w.connected).count() as u32);
+            }
+        }
+        let on_commit = ack.map(|(name, lease_ids)| self.ack_after_commit(&name, lease_ids));
+        self.carry_out(outbox, on_commit);
+        self.schedule();
+    }
+
+    fn is_current(&self, name: &Arc<str>, session: u64) -> bool {
+        self.state.workers.get(name).is_some_and(|w| w.session == session)
+    }
+
+    /// Results are acknowledged only once their writes are committed (DESIGN §7.2).
+    fn ack_after_commit(&self, name: &Arc<str>, lease_ids: Vec<u64>) -> crate::store::OnCommit {
+        let sender = self.outbound.get(name).map(|(_, s)| s.clone());
+        Box::new(move || {
+            if let Some(sender) = sender {
+                let _ = sender.send(Ok(proto::CoordinatorMessage { kind: Some(ToWorker::Ack(proto::Ack { lease_ids })) }));
+            }
+        })
+    }
+
+    fn schedule(&mut self) {
+        let mut outbox = Outbox::default();
+        self.state.schedule(&mut outbox);
+        self.carry_out(outbox, None);
+    }
+
+    fn on_tick(&mut self) {
+        let mut outbox = Outbox::default();
+        self.state.expire_leases(Instant::now(), &mut outbox);
+        self.carry_out(outbox, None);
+        if self.last_summary.elapsed() >= SUMMARY_INTERVAL {
+            self.last_summary = Instant::now();
+            let now = now_ms();
+            let writes: Vec<Write> = self
+                .state
+                .experiments
+                .iter()
+                .filter(|e| !e.state.is_final() && e.finalizing.is_none())
+                .map(|e| Write::Summary { dir: e.dir.clone(), summary: summary(e, e.state.as_str(), None, now) })
+                .collect();
+            self.store.write(writes, None);
+        }
+        self.schedule();
+    }
+
+    /// Sends what the decisions want sent and queues what they want persisted.
+    fn carry_out(&mut self, outbox: Outbox, on_commit: Option<crate::store::OnCommit>) {
+        for (worker, assignments) in outbox.assignments {
+            let message = proto::CoordinatorMessage {
+                kind: Some(ToWorker::Assign(proto::Assign { runs: assignments.into_iter().map(Into::into).collect() })),
+            };
+            self.send_to(&worker, message);
+        }
+        for (worker, lease_ids) in outbox.cancels {
+            self.send_to(&worker, proto::CoordinatorMessage { kind: Some(ToWorker::Cancel(proto::Cancel { lease_ids })) });
+        }
+        let mut writes: Vec<Write> = outbox.persist.into_iter().map(|p| self.to_write(p)).collect();
+        let now = now_ms();
+        for index in outbox.finalize {
+            let experiment = &self.state.experiments[index];
+            let final_state = experiment.finalizing.unwrap_or(experiment.state);
+            let sender = self.self_sender.clone();
+            writes.push(Write::Finalize {
+                experiment_id: experiment.db_id,
+                dir: experiment.dir.clone(),
+                summary: summary(experiment, final_state.as_str(), Some(now), now),
+                config: Box::new(experiment.config.clone()),
+            });
+            self.store.write(std::mem::take(&mut writes), Some(Box::new(move || {
+                let _ = sender.send(Msg::Finalized { index });
+            })));
+        }
+        self.store.write(writes, on_commit);
+    }
+
+    fn send_to(&mut self, worker: &Arc<str>, message: proto::CoordinatorMessage) {
+        match self.outbound.get(worker) {
+            Some((_, sender)) => {
+                if sender.send(Ok(message)).is_err() {
+                    warn!(worker = %worker, "worker stream closed; its leases will expire");
+                }
+            }
+            None => warn!(worker = %worker, "no connection to worker; its leases will expire"),
+        }
+    }
+
+    fn to_write(&self, persist: Persist) -> Write {
+        match persist {
+            Persist::Experiment { index } => {
+                let e = &self.state.experiments[index];
+                Write::Experiment(Box::new(ExperimentRow {
+                    id: e.db_id,
+                    name: e.config.name.clone(),
+                    config_yaml: e.config_yaml.clone(),
+                    config_json: e.config.canonical_json(),
+                    config_hash: e.hash.clone(),
+                    state: e.state.as_str().to_string(),
+                    workdir_path: e.workdir.as_ref().map(|w| w.path.to_string_lossy().into_owned()),
+                    workdir_hash: e.workdir.as_ref().map(|w| w.hash.clone()),
+                    started_at_ms: e.started_at_ms,
+                    finished_at_ms: e.finished_at_ms,
+                    dir: e.dir.clone(),
+                }))
+            }
+            Persist::Variations { experiment_id, variations } => Write::Variations { experiment_id, variations },
+            Persist::NewRuns { experiment_id, runs } => Write::Runs { experiment_id, runs },
+            Persist::Attempt(record) => Write::Attempt(record),
+            Persist::RunStatus { experiment_id, runs, status } => Write::RunStatus { experiment_id, runs, status },
+        }
+    }
+}
+
+fn summary(experiment: &crate::state::Experiment, state: &str, finished_at_ms: Option<i64>, now: i64) -> Summary {
+    Summary {
+        name: experiment.config.name.clone(),
+        state: state.to_string(),
+        counts: experiment.counts,
+        started_at_ms: experiment.started_at_ms,
+        finished_at_ms,
+        now_ms: now,
+        config_hash: experiment.hash.clone(),
+    }
+}

@@ -1,0 +1,237 @@
+//! The files of an experiment directory (DESIGN §8), all written atomically:
+//! config.yaml, .meta/config.hash, runs/<run-id>/*, batch-summary.json, results.csv.
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path};
+
+use flotilla_shared::atomic_file::write_atomic;
+use flotilla_shared::clock::rfc3339;
+use flotilla_shared::config::ExperimentConfig;
+use flotilla_shared::naming::run_id;
+use flotilla_shared::{Error, Result};
+use serde_json::{json, Map, Value};
+
+use crate::state::{AttemptRecord, Counts};
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |e| Error::io(context, e)
+}
+
+/// config.yaml (read-only, as submitted) and .meta/config.hash.
+pub fn write_config_files(dir: &Path, config_yaml: &str, hash: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = dir.join(".meta");
+    std::fs::create_dir_all(&meta).map_err(io(format!("cannot create {}", meta.display())))?;
+    let config_path = dir.join("config.yaml");
+    write_atomic(&config_path, config_yaml.as_bytes()).map_err(io(format!("cannot write {}", config_path.display())))?;
+    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o444))
+        .map_err(io(format!("cannot make {} read-only", config_path.display())))?;
+    let hash_path = meta.join("config.hash");
+    write_atomic(&hash_path, format!("{hash}\n").as_bytes()).map_err(io(format!("cannot write {}", hash_path.display())))
+}
+
+/// The run directory of an attempt: params.json, result.json and what the
+/// worker shipped (stdout.log, stderr.log, artifacts/). The latest attempt's
+/// files replace an earlier attempt's.
+pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
+    let (Some(run_dir), Some(result)) = (&record.run_dir, &record.result) else { return Ok(()) };
+    let artifacts = run_dir.join("artifacts");
+    std::fs::create_dir_all(&artifacts).map_err(io(format!("cannot create {}", artifacts.display())))?;
+    write_atomic(&run_dir.join("params.json"), record.params_json.as_bytes())
+        .map_err(io(format!("cannot write params.json in {}", run_dir.display())))?;
+    for file in &result.files {
+        let relative = Path::new(&file.path);
+        if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(Error::Protocol(format!("worker shipped a file with an unsafe path '{}'", file.path)));
+        }
+        let target = run_dir.join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+        }
+        write_atomic(&target, &file.content).map_err(io(format!("cannot write {}", target.display())))?;
+    }
+    let metrics: Value = result
+        .metrics_json
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or(Value::Null);
+    let document = json!({
+        "run_id": run_id(record.variation, record.repetition),
+        "experiment": record.experiment,
+        "variation": record.variation,
+        "repetition": record.repetition,
+        "attempt": record.attempt,
+        "status": record.run_status.as_str(),
+        "attempt_outcome": record.outcome.as_str(),
+        "worker": &*record.worker,
+        "seed": record.seed,
+        "started_at": rfc3339(result.started_at_ms),
+        "finished_at": rfc3339(record.finished_at_ms),
+        "duration_s": result.duration_s,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "timed_out": result.timed_out,
+        "error": if result.error.is_empty() { Value::Null } else { Value::from(result.error.clone()) },
+        "stderr_tail": result.stderr_tail,
+        "metrics": metrics,
+    });
+    let path = run_dir.join("result.json");
+    write_atomic(&path, pretty(&document).as_bytes()).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// The figures of batch-summary.json.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub name: String,
+    pub state: String,
+    pub counts: Counts,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub now_ms: i64,
+    pub config_hash: String,
+}
+
+pub fn summary_json(summary: &Summary) -> String {
+    let end = summary.finished_at_ms.unwrap_or(summary.now_ms);
+    let counts = &summary.counts;
+    pretty(&json!({
+        "name": summary.name,
+        "state": summary.state,
+        "total_runs": counts.total(),
+        "succeeded": counts.succeeded,
+        "failed": counts.failed,
+        "cancelled": counts.cancelled,
+        "pending": counts.pending,
+        "running": counts.running,
+        "started_at": rfc3339(summary.started_at_ms),
+        "finished_at": summary.finished_at_ms.map(rfc3339),
+        "duration_s": (end - summary.started_at_ms).max(0) as f64 / 1000.0,
+        "config_hash": summary.config_hash,
+        "updated_at": rfc3339(summary.now_ms),
+    }))
+}
+
+pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    let path = dir.join("batch-summary.json");
+    write_atomic(&path, summary_json(summary).as_bytes()).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// One row of results.csv, as read from the database.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub variation: u32,
+    pub repetition: u32,
+    pub attempt: u32,
+    pub status: String,
+    pub worker: Option<String>,
+    pub duration_s: Option<f64>,
+    pub params: Map<String, Value>,
+    pub metrics: Map<String, Value>,
+}
+
+/// results.csv: `run_id, variation, repetition, attempt, status, worker,
+/// duration_s`, then one column per parameter and one per metric (declared
+/// metrics first, then the others alphabetically).
+pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
+    let params: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
+    let declared: Vec<&String> = config.metrics.iter().map(|m| &m.name).collect();
+    let mut metrics: Vec<&String> = declared.clone();
+    let others: BTreeSet<&String> =
+        rows.iter().flat_map(|r| r.metrics.keys()).filter(|k| !declared.contains(k)).collect();
+    metrics.extend(others);
+
+    let mut out = String::with_capacity(rows.len() * 96);
+    let mut header: Vec<String> =
+        ["run_id", "variation", "repetition", "attempt", "status", "worker", "duration_s"].map(String::from).to_vec();
+    // A metric named like a parameter gets a prefix so that columns stay unique.
+    header.extend(params.iter().map(|p| p.to_string()));
+    header.extend(metrics.iter().map(|m| if params.contains(m) { format!("metric.{m}") } else { m.to_string() }));
+    push_row(&mut out, header.iter().map(String::as_str));
+    for row in rows {
+        let mut cells: Vec<String> = vec![
+            run_id(row.variation, row.repetition),
+            row.variation.to_string(),
+            row.repetition.to_string(),
+            row.attempt.to_string(),
+            row.status.clone(),
+            row.worker.clone().unwrap_or_default(),
+            row.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
+        ];
+        cells.extend(params.iter().map(|p| cell(row.params.get(*p))));
+        cells.extend(metrics.iter().map(|m| cell(row.metrics.get(*m))));
+        push_row(&mut out, cells.iter().map(String::as_str));
+    }
+    out
+}
+
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn push_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>) {
+    for (i, cell) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if cell.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&cell.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(cell);
+        }
+    }
+    out.push('\n');
+}
+
+pub fn write_results_csv(dir: &Path, content: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    let path = dir.join("results.csv");
+    write_atomic(&path, content.as_bytes()).map_err(io(format!("cannot write {}", path.display())))
+}
+
+fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("json serialises");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_shared::config::parse_experiment;
+
+    #[test]
+    fn csv_has_params_and_metrics_columns_and_quotes() {
+        let config = parse_experiment(
+            "name: x\nrun: {kind: noop}\nmetrics: [{name: score, goal: maximize}]\n",
+            "x.yaml",
+        )
+        .unwrap();
+        let mut params = Map::new();
+        params.insert("strategy".into(), Value::from("tit, for tat"));
+        let mut metrics = Map::new();
+        metrics.insert("score".into(), Value::from(3.5));
+        metrics.insert("extra".into(), Value::from(true));
+        let rows = vec![ResultRow {
+            variation: 1,
+            repetition: 2,
+            attempt: 1,
+            status: "succeeded".into(),
+            worker: Some("w1".into()),
+            duration_s: Some(0.25),
+            params,
+            metrics,
+        }];
+        let csv = results_csv(&config, &rows);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "run_id,variation,repetition,attempt,status,worker,duration_s,strategy,score,extra");
+        assert_eq!(lines[1], "var-001-run-002,1,2,1,succeeded,w1,0.250,\"tit, for tat\",3.5,true");
+    }
+}

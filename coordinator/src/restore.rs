@@ -1,0 +1,57 @@
+//! Rebuilds the coordinator's state from the database after a (re)start
+//! (DESIGN §7.3): runs that were running when the coordinator stopped are
+//! pending again unless their worker reports them as still running.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_shared::config::ExperimentConfig;
+use flotilla_shared::{Error, Result};
+
+use crate::state::{Experiment, ExperimentState, Outbox, RunEntry, RunStatus, State, WorkdirRef};
+use crate::store::Loaded;
+
+pub fn restore(root: PathBuf, loaded: Loaded, lease_timeout: Duration, first_lease_id: u64, outbox: &mut Outbox) -> Result<State> {
+    let mut state = State::new(root, lease_timeout, first_lease_id);
+    for (row, variations, runs) in loaded.experiments {
+        let config = ExperimentConfig::from_canonical_json(&row.config_json)
+            .map_err(|e| Error::Internal(format!("stored config of '{}' cannot be read: {e}", row.name)))?;
+        let experiment_state = ExperimentState::parse(&row.state).unwrap_or(ExperimentState::Running);
+        let mut experiment = Experiment {
+            db_id: row.id,
+            config,
+            config_yaml: row.config_yaml,
+            hash: row.config_hash,
+            dir: row.dir,
+            workdir: match (row.workdir_path, row.workdir_hash) {
+                (Some(path), Some(hash)) => Some(WorkdirRef { path: path.into(), hash }),
+                _ => None,
+            },
+            state: experiment_state,
+            stopping: None,
+            finalizing: None,
+            variations,
+            runs: Vec::new(),
+            run_slots: Default::default(),
+            pending: Default::default(),
+            counts: Default::default(),
+            started_at_ms: row.started_at_ms,
+            finished_at_ms: row.finished_at_ms,
+        };
+        for run in runs {
+            let status = match RunStatus::parse(&run.status) {
+                Some(RunStatus::Running) | None => RunStatus::Pending,
+                Some(status) => status,
+            };
+            let mut entry = RunEntry::pending(run.variation, run.repetition);
+            entry.status = status;
+            entry.attempts_recorded = run.attempts;
+            entry.worker = run.worker.map(Into::into);
+            experiment.add_run(entry);
+        }
+        let index = state.insert_experiment(experiment);
+        // Crashed between the last result and the final files: finish now.
+        state.check_finished(index, outbox);
+    }
+    Ok(state)
+}

@@ -1,0 +1,256 @@
+//! One experiment's manifest in memory: its variations, every run's state,
+//! the queue of pending runs and running counts.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flotilla_shared::config::ExperimentConfig;
+use flotilla_shared::grid::Variation;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => RunStatus::Pending,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExperimentState {
+    Running,
+    /// Every run ended (some may have failed).
+    Completed,
+    /// Stopped at a run that failed for good, with `continue_on_error: false`.
+    Failed,
+    Cancelled,
+}
+
+impl ExperimentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExperimentState::Running => "running",
+            ExperimentState::Completed => "completed",
+            ExperimentState::Failed => "failed",
+            ExperimentState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => ExperimentState::Running,
+            "completed" => ExperimentState::Completed,
+            "failed" => ExperimentState::Failed,
+            "cancelled" => ExperimentState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        self != ExperimentState::Running
+    }
+}
+
+/// Why an experiment takes no new assignments any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled,
+    RunFailed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl Counts {
+    fn slot(&mut self, status: RunStatus) -> &mut u64 {
+        match status {
+            RunStatus::Pending => &mut self.pending,
+            RunStatus::Running => &mut self.running,
+            RunStatus::Succeeded => &mut self.succeeded,
+            RunStatus::Failed => &mut self.failed,
+            RunStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn add(&mut self, status: RunStatus) {
+        *self.slot(status) += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.pending + self.running + self.succeeded + self.failed + self.cancelled
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VariationEntry {
+    /// 1-based.
+    pub index: u32,
+    pub params_json: Arc<str>,
+    pub axis_json: String,
+}
+
+impl VariationEntry {
+    pub fn from_grid(index: u32, variation: &Variation) -> Self {
+        VariationEntry { index, params_json: variation.params_json().into(), axis_json: variation.key() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    pub variation: u32,
+    pub repetition: u32,
+    pub status: RunStatus,
+    /// Number of attempts whose outcome has been recorded.
+    pub attempts_recorded: u32,
+    /// Bit `n - 1` is set when attempt `n` was recorded as lost (its lease expired):
+    /// a late result of that attempt may still settle the run (DESIGN §7.2).
+    pub lost_attempts: u64,
+    pub lease: Option<u64>,
+    pub worker: Option<Arc<str>>,
+}
+
+impl RunEntry {
+    pub fn pending(variation: u32, repetition: u32) -> Self {
+        RunEntry {
+            variation,
+            repetition,
+            status: RunStatus::Pending,
+            attempts_recorded: 0,
+            lost_attempts: 0,
+            lease: None,
+            worker: None,
+        }
+    }
+
+    pub fn attempt_was_lost(&self, attempt: u32) -> bool {
+        (1..=64).contains(&attempt) && self.lost_attempts & (1 << (attempt - 1)) != 0
+    }
+}
+
+/// Where the experiment's workdir lives on the submitting machine and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkdirRef {
+    pub path: PathBuf,
+    pub hash: String,
+}
+
+#[derive(Debug)]
+pub struct Experiment {
+    pub db_id: i64,
+    pub config: ExperimentConfig,
+    pub config_yaml: String,
+    pub hash: String,
+    pub dir: PathBuf,
+    pub workdir: Option<WorkdirRef>,
+    pub state: ExperimentState,
+    pub stopping: Option<StopReason>,
+    /// Set when every run ended and the final files are being written; the
+    /// state turns final only once they are (results.csv complete first).
+    pub finalizing: Option<ExperimentState>,
+    /// `variations[i].index == i + 1`.
+    pub variations: Vec<VariationEntry>,
+    pub runs: Vec<RunEntry>,
+    pub run_slots: HashMap<(u32, u32), usize>,
+    /// Slots of runs waiting for a worker; entries whose run is no longer
+    /// pending are skipped when popped.
+    pub pending: VecDeque<usize>,
+    pub counts: Counts,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl Experiment {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn add_run(&mut self, run: RunEntry) -> usize {
+        let slot = self.runs.len();
+        self.run_slots.insert((run.variation, run.repetition), slot);
+        self.counts.add(run.status);
+        if run.status == RunStatus::Pending {
+            self.pending.push_back(slot);
+        }
+        self.runs.push(run);
+        slot
+    }
+
+    /// Changes a run's status, keeping counts and the pending queue in step.
+    pub fn set_status(&mut self, slot: usize, status: RunStatus) {
+        let old = self.runs[slot].status;
+        if old == status {
+            return;
+        }
+        *self.counts.slot(old) -= 1;
+        self.counts.add(status);
+        self.runs[slot].status = status;
+        if status == RunStatus::Pending {
+            self.pending.push_back(slot);
+        }
+    }
+
+    /// Next pending run, skipping queue entries that went stale.
+    pub fn pop_pending(&mut self) -> Option<usize> {
+        while let Some(slot) = self.pending.pop_front() {
+            if self.runs[slot].status == RunStatus::Pending {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    pub fn accepts_assignments(&self) -> bool {
+        self.state == ExperimentState::Running && self.stopping.is_none() && self.finalizing.is_none()
+    }
+
+    pub fn under_parallel_cap(&self) -> bool {
+        self.config.max_parallel.is_none_or(|cap| self.counts.running < u64::from(cap))
+    }
+
+    pub fn variation_params(&self, variation: u32) -> &Arc<str> {
+        &self.variations[(variation - 1) as usize].params_json
+    }
+
+    /// The state the experiment takes once no run is pending or running.
+    pub fn final_state(&self) -> ExperimentState {
+        match self.stopping {
+            Some(StopReason::Cancelled) => ExperimentState::Cancelled,
+            Some(StopReason::RunFailed) => ExperimentState::Failed,
+            None => ExperimentState::Completed,
+        }
+    }
+}

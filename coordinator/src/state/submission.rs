@@ -1,0 +1,161 @@
+//! Submitting an experiment: create it, resume it, extend it, or refuse a
+//! changed config (DESIGN §4).
+
+
+use flotilla_shared::config::{compare_configs, ConfigChange, ExperimentConfig};
+use flotilla_shared::grid::expand;
+use flotilla_shared::{Error, Result};
+
+use super::{
+    Experiment, ExperimentState, Outbox, Persist, RunEntry, RunStatus, State, VariationEntry, WorkdirRef,
+};
+
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub config: ExperimentConfig,
+    pub config_yaml: String,
+    pub workdir: Option<WorkdirRef>,
+    /// Also re-run runs that failed for good earlier.
+    pub retry_failed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmitOutcome {
+    pub index: usize,
+    /// `created`, `resumed`, `extended` or `unchanged`.
+    pub outcome: &'static str,
+    pub total_runs: u64,
+    pub runs_to_do: u64,
+}
+
+impl State {
+    pub fn submit(&mut self, submission: Submission, now_ms: i64, outbox: &mut Outbox) -> Result<SubmitOutcome> {
+        let Some(&index) = self.by_name.get(&submission.config.name) else {
+            return Ok(self.create(submission, now_ms, outbox));
+        };
+        let change = compare_configs(&self.experiments[index].config, &submission.config);
+        let outcome = match change {
+            ConfigChange::Conflict(fields) => {
+                let experiment = &self.experiments[index];
+                return Err(Error::Conflict(format!(
+                    "experiment '{}' already exists with a different config (hash {}); changed: {}. \
+                     Give the new config another name, or change only runs_per_variation (up) and axis values (added) to extend it",
+                    experiment.config.name,
+                    &experiment.hash[..12],
+                    fields.join(", ")
+                )));
+            }
+            ConfigChange::Extension => {
+                self.extend(index, &submission, outbox);
+                "extended"
+            }
+            ConfigChange::Identical => "resumed",
+        };
+        let experiment = &mut self.experiments[index];
+        experiment.workdir = submission.workdir.clone();
+        let mut reopened = Vec::new();
+        for slot in 0..experiment.runs.len() {
+            let status = experiment.runs[slot].status;
+            if status == RunStatus::Cancelled || (submission.retry_failed && status == RunStatus::Failed) {
+                experiment.set_status(slot, RunStatus::Pending);
+                let run = &mut experiment.runs[slot];
+                // A resumed run starts over with a fresh set of attempts.
+                run.attempts_recorded = 0;
+                run.lost_attempts = 0;
+                reopened.push((run.variation, run.repetition));
+            }
+        }
+        if !reopened.is_empty() {
+            outbox.persist.push(Persist::RunStatus { experiment_id: experiment.db_id, runs: reopened, status: RunStatus::Pending });
+        }
+        let has_work = experiment.counts.pending > 0 || experiment.counts.running > 0;
+        let outcome = if outcome == "resumed" && !has_work { "unchanged" } else { outcome };
+        if has_work {
+            experiment.state = ExperimentState::Running;
+            experiment.stopping = None;
+            experiment.finalizing = None;
+            experiment.finished_at_ms = None;
+        }
+        outbox.persist.push(Persist::Experiment { index });
+        Ok(SubmitOutcome {
+            index,
+            outcome,
+            total_runs: experiment.runs.len() as u64,
+            runs_to_do: experiment.counts.pending,
+        })
+    }
+
+    fn create(&mut self, submission: Submission, now_ms: i64, outbox: &mut Outbox) -> SubmitOutcome {
+        let config = submission.config;
+        let grid = expand(&config);
+        let variations: Vec<VariationEntry> =
+            grid.iter().enumerate().map(|(i, v)| VariationEntry::from_grid(i as u32 + 1, v)).collect();
+        let db_id = self.experiments.iter().map(|e| e.db_id).max().unwrap_or(0) + 1;
+        let mut experiment = Experiment {
+            db_id,
+            hash: config.hash(),
+            dir: self.root.join(&config.name),
+            config_yaml: submission.config_yaml,
+            workdir: submission.workdir,
+            state: ExperimentState::Running,
+            stopping: None,
+            finalizing: None,
+            variations: variations.clone(),
+            runs: Vec::new(),
+            run_slots: Default::default(),
+            pending: Default::default(),
+            counts: Default::default(),
+            started_at_ms: now_ms,
+            finished_at_ms: None,
+            config,
+        };
+        // Repetition-major order: an interrupted sweep has every variation equally covered.
+        let mut runs = Vec::new();
+        for repetition in 1..=experiment.config.runs_per_variation {
+            for variation in &variations {
+                experiment.add_run(RunEntry::pending(variation.index, repetition));
+                runs.push((variation.index, repetition));
+            }
+        }
+        let total = runs.len() as u64;
+        let index = self.insert_experiment(experiment);
+        outbox.persist.push(Persist::Experiment { index });
+        outbox.persist.push(Persist::Variations { experiment_id: db_id, variations });
+        outbox.persist.push(Persist::NewRuns { experiment_id: db_id, runs });
+        self.check_finished(index, outbox);
+        SubmitOutcome { index, outcome: "created", total_runs: total, runs_to_do: total }
+    }
+
+    /// Adds the variations and repetitions an extended config has beyond the stored one.
+    fn extend(&mut self, index: usize, submission: &Submission, outbox: &mut Outbox) {
+        let experiment = &mut self.experiments[index];
+        let known: std::collections::HashSet<String> = experiment.variations.iter().map(|v| v.axis_json.clone()).collect();
+        let mut new_variations = Vec::new();
+        for variation in expand(&submission.config) {
+            if !known.contains(&variation.key()) {
+                let entry = VariationEntry::from_grid(experiment.variations.len() as u32 + 1, &variation);
+                experiment.variations.push(entry.clone());
+                new_variations.push(entry);
+            }
+        }
+        let mut new_runs = Vec::new();
+        for repetition in 1..=submission.config.runs_per_variation {
+            for variation in 0..experiment.variations.len() {
+                let variation_index = experiment.variations[variation].index;
+                if !experiment.run_slots.contains_key(&(variation_index, repetition)) {
+                    experiment.add_run(RunEntry::pending(variation_index, repetition));
+                    new_runs.push((variation_index, repetition));
+                }
+            }
+        }
+        experiment.config = submission.config.clone();
+        experiment.config_yaml = submission.config_yaml.clone();
+        experiment.hash = submission.config.hash();
+        let db_id = experiment.db_id;
+        if !new_variations.is_empty() {
+            outbox.persist.push(Persist::Variations { experiment_id: db_id, variations: new_variations });
+        }
+        outbox.persist.push(Persist::NewRuns { experiment_id: db_id, runs: new_runs });
+    }
+}
+
