@@ -202,7 +202,10 @@ struct CancelArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = runtime.block_on(dispatch(cli));
     // Do not wait for lingering tasks (e.g. open streams) at exit.
     runtime.shutdown_background();
@@ -225,7 +228,13 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Validate(args) => commands::validate::validate(&args.file, args.json),
         Command::Coordinator(CoordinatorCommand::Start(args)) => {
             commands::init_logging("info");
-            commands::serve::coordinator(args.listen, args.root.root, args.token.token_file, args.lease_timeout).await
+            commands::serve::coordinator(
+                args.listen,
+                args.root.root,
+                args.token.token_file,
+                args.lease_timeout,
+            )
+            .await
         }
         Command::Worker(WorkerCommand::Join(args)) => {
             commands::init_logging("info");
@@ -261,11 +270,18 @@ async fn dispatch(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            error.downcast_ref::<flotilla_shared::Error>().map(|e| e.exit_code()).unwrap_or(exit_code::FAILURE)
+            error
+                .downcast_ref::<flotilla_shared::Error>()
+                .map(|e| e.exit_code())
+                .unwrap_or(exit_code::FAILURE)
         }
     }
 }
 
 fn target(args: CoordinatorArg) -> commands::client::Target {
-    commands::client::Target { address: args.coordinator, token_file: args.token.token_file, root: args.root.root }
+    commands::client::Target {
+        address: args.coordinator,
+        token_file: args.token.token_file,
+        root: args.root.root,
+    }
 }

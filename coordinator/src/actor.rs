@@ -43,13 +43,35 @@ enum Msg {
         outbound: WorkerSender,
         reply: oneshot::Sender<u64>,
     },
-    Worker { name: Arc<str>, session: u64, event: WorkerEvent },
-    WorkerGone { name: Arc<str>, session: u64 },
-    Submit { submission: Box<Submission>, workdir_bundle: Option<(String, Vec<u8>)>, reply: oneshot::Sender<Result<SubmitOutcome>> },
-    Status { name: Option<String>, reply: oneshot::Sender<Result<proto::StatusReply>> },
-    Cancel { name: String, kill_running: bool, reply: oneshot::Sender<Result<u64>> },
-    Finalized { index: usize },
-    WorkerCount { reply: oneshot::Sender<u32> },
+    Worker {
+        name: Arc<str>,
+        session: u64,
+        event: WorkerEvent,
+    },
+    WorkerGone {
+        name: Arc<str>,
+        session: u64,
+    },
+    Submit {
+        submission: Box<Submission>,
+        workdir_bundle: Option<(String, Vec<u8>)>,
+        reply: oneshot::Sender<Result<SubmitOutcome>>,
+    },
+    Status {
+        name: Option<String>,
+        reply: oneshot::Sender<Result<proto::StatusReply>>,
+    },
+    Cancel {
+        name: String,
+        kill_running: bool,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Finalized {
+        index: usize,
+    },
+    WorkerCount {
+        reply: oneshot::Sender<u32>,
+    },
 }
 
 #[derive(Clone)]
@@ -63,43 +85,79 @@ fn gone() -> Error {
 }
 
 impl CoordinatorHandle {
-    pub async fn worker_hello(&self, name: String, slots: u32, running: Vec<(u64, RunKey, u32)>, outbound: WorkerSender) -> Result<u64> {
+    pub async fn worker_hello(
+        &self,
+        name: String,
+        slots: u32,
+        running: Vec<(u64, RunKey, u32)>,
+        outbound: WorkerSender,
+    ) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Msg::WorkerHello { name, slots, running, outbound, reply }).map_err(|_| gone())?;
+        self.sender
+            .send(Msg::WorkerHello {
+                name,
+                slots,
+                running,
+                outbound,
+                reply,
+            })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())
     }
 
     pub fn worker_event(&self, name: Arc<str>, session: u64, event: WorkerEvent) {
-        let _ = self.sender.send(Msg::Worker { name, session, event });
+        let _ = self.sender.send(Msg::Worker {
+            name,
+            session,
+            event,
+        });
     }
 
     pub fn worker_gone(&self, name: Arc<str>, session: u64) {
         let _ = self.sender.send(Msg::WorkerGone { name, session });
     }
 
-    pub async fn submit(&self, submission: Submission, workdir_bundle: Option<(String, Vec<u8>)>) -> Result<SubmitOutcome> {
+    pub async fn submit(
+        &self,
+        submission: Submission,
+        workdir_bundle: Option<(String, Vec<u8>)>,
+    ) -> Result<SubmitOutcome> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Msg::Submit { submission: Box::new(submission), workdir_bundle, reply })
+            .send(Msg::Submit {
+                submission: Box::new(submission),
+                workdir_bundle,
+                reply,
+            })
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
     pub async fn status(&self, name: Option<String>) -> Result<proto::StatusReply> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Msg::Status { name, reply }).map_err(|_| gone())?;
+        self.sender
+            .send(Msg::Status { name, reply })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
     pub async fn cancel(&self, name: String, kill_running: bool) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Msg::Cancel { name, kill_running, reply }).map_err(|_| gone())?;
+        self.sender
+            .send(Msg::Cancel {
+                name,
+                kill_running,
+                reply,
+            })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
     pub async fn worker_count(&self) -> Result<u32> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Msg::WorkerCount { reply }).map_err(|_| gone())?;
+        self.sender
+            .send(Msg::WorkerCount { reply })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())
     }
 
@@ -119,7 +177,13 @@ struct Actor {
 /// Starts the actor over restored state; `initial` holds writes the restore decided.
 pub fn spawn(state: State, store: StoreHandle, initial: Outbox) -> CoordinatorHandle {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let mut actor = Actor { state, store: store.clone(), outbound: HashMap::new(), self_sender: sender.clone(), last_summary: Instant::now() };
+    let mut actor = Actor {
+        state,
+        store: store.clone(),
+        outbound: HashMap::new(),
+        self_sender: sender.clone(),
+        last_summary: Instant::now(),
+    };
     actor.carry_out(initial, None);
     tokio::spawn(actor.run(receiver));
     CoordinatorHandle { sender, store }
@@ -144,13 +208,30 @@ impl Actor {
         let mut outbox = Outbox::default();
         let mut ack: Option<(Arc<str>, Vec<u64>)> = None;
         match message {
-            Msg::WorkerHello { name, slots, running, outbound, reply } => {
-                let session = self.state.worker_connected(&name, slots, running, Instant::now(), &mut outbox);
-                let name: Arc<str> = self.state.workers.get_key_value(name.as_str()).map(|(k, _)| k.clone()).expect("just connected");
+            Msg::WorkerHello {
+                name,
+                slots,
+                running,
+                outbound,
+                reply,
+            } => {
+                let session =
+                    self.state
+                        .worker_connected(&name, slots, running, Instant::now(), &mut outbox);
+                let name: Arc<str> = self
+                    .state
+                    .workers
+                    .get_key_value(name.as_str())
+                    .map(|(k, _)| k.clone())
+                    .expect("just connected");
                 self.outbound.insert(name, (session, outbound));
                 let _ = reply.send(session);
             }
-            Msg::Worker { name, session, event } => {
+            Msg::Worker {
+                name,
+                session,
+                event,
+            } => {
                 if !self.is_current(&name, session) {
                     // Results are not acknowledged: the worker resends them on its current connection.
                     debug!(worker = %name, "message from a replaced connection, ignored");
@@ -159,7 +240,8 @@ impl Actor {
                 self.state.worker_seen(&name, session, Instant::now());
                 if let WorkerEvent::Results(results) = event {
                     let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
-                    self.state.apply_results(&name, results, now_ms(), &mut outbox);
+                    self.state
+                        .apply_results(&name, results, now_ms(), &mut outbox);
                     ack = Some((name, lease_ids));
                 }
             }
@@ -169,9 +251,14 @@ impl Actor {
                 }
                 self.state.worker_disconnected(&name, session);
             }
-            Msg::Submit { submission, workdir_bundle, reply } => {
+            Msg::Submit {
+                submission,
+                workdir_bundle,
+                reply,
+            } => {
                 if let Some((hash, bundle)) = workdir_bundle {
-                    self.store.write(vec![Write::Workdir { hash, bundle }], None);
+                    self.store
+                        .write(vec![Write::Workdir { hash, bundle }], None);
                 }
                 match self.state.submit(*submission, now_ms(), &mut outbox) {
                     Ok(outcome) => {
@@ -190,18 +277,30 @@ impl Actor {
             Msg::Status { name, reply } => {
                 let _ = reply.send(views::status(&self.state, name.as_deref()));
             }
-            Msg::Cancel { name, kill_running, reply } => match self.state.by_name.get(&name).copied() {
+            Msg::Cancel {
+                name,
+                kill_running,
+                reply,
+            } => match self.state.by_name.get(&name).copied() {
                 Some(index) => {
-                    let count = self.state.stop_experiment(index, crate::state::StopReason::Cancelled, kill_running, &mut outbox);
+                    let count = self.state.stop_experiment(
+                        index,
+                        crate::state::StopReason::Cancelled,
+                        kill_running,
+                        &mut outbox,
+                    );
                     let _ = reply.send(Ok(count));
                 }
                 None => {
-                    let _ = reply.send(Err(Error::NotFound(format!("no experiment named '{name}'"))));
+                    let _ = reply.send(Err(Error::NotFound(format!(
+                        "no experiment named '{name}'"
+                    ))));
                 }
             },
             Msg::Finalized { index } => self.state.finalized(index, now_ms()),
             Msg::WorkerCount { reply } => {
-                let _ = reply.send(self.state.workers.values().filter(|w| w.connected).count() as u32);
+                let _ =
+                    reply.send(self.state.workers.values().filter(|w| w.connected).count() as u32);
             }
         }
         let on_commit = ack.map(|(name, lease_ids)| self.ack_after_commit(&name, lease_ids));
@@ -210,7 +309,10 @@ impl Actor {
     }
 
     fn is_current(&self, name: &Arc<str>, session: u64) -> bool {
-        self.state.workers.get(name).is_some_and(|w| w.session == session)
+        self.state
+            .workers
+            .get(name)
+            .is_some_and(|w| w.session == session)
     }
 
     /// Results are acknowledged only once their writes are committed (DESIGN §7.2).
@@ -218,7 +320,9 @@ impl Actor {
         let sender = self.outbound.get(name).map(|(_, s)| s.clone());
         Box::new(move || {
             if let Some(sender) = sender {
-                let _ = sender.send(Ok(proto::CoordinatorMessage { kind: Some(ToWorker::Ack(proto::Ack { lease_ids })) }));
+                let _ = sender.send(Ok(proto::CoordinatorMessage {
+                    kind: Some(ToWorker::Ack(proto::Ack { lease_ids })),
+                }));
             }
         })
     }
@@ -241,7 +345,10 @@ impl Actor {
                 .experiments
                 .iter()
                 .filter(|e| !e.state.is_final() && e.finalizing.is_none())
-                .map(|e| Write::Summary { dir: e.dir.clone(), summary: summary(e, e.state.as_str(), None, now) })
+                .map(|e| Write::Summary {
+                    dir: e.dir.clone(),
+                    summary: summary(e, e.state.as_str(), None, now),
+                })
                 .collect();
             self.store.write(writes, None);
         }
@@ -252,14 +359,25 @@ impl Actor {
     fn carry_out(&mut self, outbox: Outbox, on_commit: Option<crate::store::OnCommit>) {
         for (worker, assignments) in outbox.assignments {
             let message = proto::CoordinatorMessage {
-                kind: Some(ToWorker::Assign(proto::Assign { runs: assignments.into_iter().map(Into::into).collect() })),
+                kind: Some(ToWorker::Assign(proto::Assign {
+                    runs: assignments.into_iter().map(Into::into).collect(),
+                })),
             };
             self.send_to(&worker, message);
         }
         for (worker, lease_ids) in outbox.cancels {
-            self.send_to(&worker, proto::CoordinatorMessage { kind: Some(ToWorker::Cancel(proto::Cancel { lease_ids })) });
+            self.send_to(
+                &worker,
+                proto::CoordinatorMessage {
+                    kind: Some(ToWorker::Cancel(proto::Cancel { lease_ids })),
+                },
+            );
         }
-        let mut writes: Vec<Write> = outbox.persist.into_iter().map(|p| self.to_write(p)).collect();
+        let mut writes: Vec<Write> = outbox
+            .persist
+            .into_iter()
+            .map(|p| self.to_write(p))
+            .collect();
         let now = now_ms();
         for index in outbox.finalize {
             let experiment = &self.state.experiments[index];
@@ -271,9 +389,12 @@ impl Actor {
                 summary: summary(experiment, final_state.as_str(), Some(now), now),
                 config: Box::new(experiment.config.clone()),
             });
-            self.store.write(std::mem::take(&mut writes), Some(Box::new(move || {
-                let _ = sender.send(Msg::Finalized { index });
-            })));
+            self.store.write(
+                std::mem::take(&mut writes),
+                Some(Box::new(move || {
+                    let _ = sender.send(Msg::Finalized { index });
+                })),
+            );
         }
         self.store.write(writes, on_commit);
     }
@@ -300,22 +421,50 @@ impl Actor {
                     config_json: e.config.canonical_json(),
                     config_hash: e.hash.clone(),
                     state: e.state.as_str().to_string(),
-                    workdir_path: e.workdir.as_ref().map(|w| w.path.to_string_lossy().into_owned()),
+                    workdir_path: e
+                        .workdir
+                        .as_ref()
+                        .map(|w| w.path.to_string_lossy().into_owned()),
                     workdir_hash: e.workdir.as_ref().map(|w| w.hash.clone()),
                     started_at_ms: e.started_at_ms,
                     finished_at_ms: e.finished_at_ms,
                     dir: e.dir.clone(),
                 }))
             }
-            Persist::Variations { experiment_id, variations } => Write::Variations { experiment_id, variations },
-            Persist::NewRuns { experiment_id, runs } => Write::Runs { experiment_id, runs },
+            Persist::Variations {
+                experiment_id,
+                variations,
+            } => Write::Variations {
+                experiment_id,
+                variations,
+            },
+            Persist::NewRuns {
+                experiment_id,
+                runs,
+            } => Write::Runs {
+                experiment_id,
+                runs,
+            },
             Persist::Attempt(record) => Write::Attempt(record),
-            Persist::RunStatus { experiment_id, runs, status } => Write::RunStatus { experiment_id, runs, status },
+            Persist::RunStatus {
+                experiment_id,
+                runs,
+                status,
+            } => Write::RunStatus {
+                experiment_id,
+                runs,
+                status,
+            },
         }
     }
 }
 
-fn summary(experiment: &crate::state::Experiment, state: &str, finished_at_ms: Option<i64>, now: i64) -> Summary {
+fn summary(
+    experiment: &crate::state::Experiment,
+    state: &str,
+    finished_at_ms: Option<i64>,
+    now: i64,
+) -> Summary {
     Summary {
         name: experiment.config.name.clone(),
         state: state.to_string(),

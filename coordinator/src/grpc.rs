@@ -44,25 +44,42 @@ fn refused(who: &str) -> Status {
 impl proto::worker_service_server::WorkerService for WorkerApi {
     type ConnectStream = BoxStream<proto::CoordinatorMessage>;
 
-    async fn connect(&self, request: Request<Streaming<proto::WorkerMessage>>) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+    async fn connect(
+        &self,
+        request: Request<Streaming<proto::WorkerMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_DEADLINE, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
-        let Some(proto::WorkerMessage { kind: Some(FromWorker::Hello(hello)) }) = first else {
-            return Err(Status::invalid_argument("the first message of a worker session must be Hello"));
+        let Some(proto::WorkerMessage {
+            kind: Some(FromWorker::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message of a worker session must be Hello",
+            ));
         };
         if !tokens_match(&self.token, &hello.token) {
             warn!(worker = hello.name, peer, "worker refused: wrong token");
             return Err(refused(&format!("worker '{}'", hello.name)));
         }
         if hello.name.is_empty() || hello.slots == 0 {
-            return Err(Status::invalid_argument("Hello needs a worker name and at least one slot"));
+            return Err(Status::invalid_argument(
+                "Hello needs a worker name and at least one slot",
+            ));
         }
         let mut running = Vec::new();
         for lease in hello.running {
-            let key: RunKey = lease.run.ok_or_else(|| Status::invalid_argument("RunningLease lacks run"))?.try_into().map_err(Status::from)?;
+            let key: RunKey = lease
+                .run
+                .ok_or_else(|| Status::invalid_argument("RunningLease lacks run"))?
+                .try_into()
+                .map_err(Status::from)?;
             running.push((lease.lease_id, key, lease.attempt));
         }
         let (outbound, outbound_stream) = tokio::sync::mpsc::unbounded_channel();
@@ -75,8 +92,17 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
                 })),
             }))
             .expect("receiver is alive");
-        let session = self.handle.worker_hello(hello.name.clone(), hello.slots, running, outbound).await.map_err(Status::from)?;
-        info!(worker = hello.name, slots = hello.slots, peer, "worker joined");
+        let session = self
+            .handle
+            .worker_hello(hello.name.clone(), hello.slots, running, outbound)
+            .await
+            .map_err(Status::from)?;
+        info!(
+            worker = hello.name,
+            slots = hello.slots,
+            peer,
+            "worker joined"
+        );
         let name: Arc<str> = hello.name.into();
         let handle = self.handle.clone();
         tokio::spawn(async move {
@@ -85,7 +111,9 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
                     Ok(Some(message)) => match decode_event(message) {
                         Ok(Some(event)) => handle.worker_event(name.clone(), session, event),
                         Ok(None) => {}
-                        Err(e) => warn!(worker = %name, error = %e, "malformed message from worker, ignored"),
+                        Err(e) => {
+                            warn!(worker = %name, error = %e, "malformed message from worker, ignored")
+                        }
                     },
                     Ok(None) => break,
                     Err(status) => {
@@ -97,10 +125,15 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
             info!(worker = %name, "worker disconnected");
             handle.worker_gone(name, session);
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(outbound_stream))))
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            outbound_stream,
+        ))))
     }
 
-    async fn fetch_workdir(&self, request: Request<proto::FetchWorkdirRequest>) -> Result<Response<proto::WorkdirBundle>, Status> {
+    async fn fetch_workdir(
+        &self,
+        request: Request<proto::FetchWorkdirRequest>,
+    ) -> Result<Response<proto::WorkdirBundle>, Status> {
         let request = request.into_inner();
         if !tokens_match(&self.token, &request.token) {
             return Err(refused("a workdir request"));
@@ -110,7 +143,8 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
             .load_workdir(request.hash.clone())
             .await?
             .ok_or_else(|| Status::not_found(format!("no workdir with hash {}", request.hash)))?;
-        let bundle = proto::WorkdirBundle::decode(bytes.as_slice()).map_err(|e| Status::internal(format!("stored workdir is corrupt: {e}")))?;
+        let bundle = proto::WorkdirBundle::decode(bytes.as_slice())
+            .map_err(|e| Status::internal(format!("stored workdir is corrupt: {e}")))?;
         Ok(Response::new(bundle))
     }
 }
@@ -118,9 +152,15 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
 fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Error> {
     Ok(match message.kind {
         Some(FromWorker::Finished(finished)) => Some(WorkerEvent::Results(
-            finished.results.into_iter().map(RunResult::try_from).collect::<Result<Vec<_>, _>>()?,
+            finished
+                .results
+                .into_iter()
+                .map(RunResult::try_from)
+                .collect::<Result<Vec<_>, _>>()?,
         )),
-        Some(FromWorker::Heartbeat(_)) | Some(FromWorker::Progress(_)) => Some(WorkerEvent::Heartbeat),
+        Some(FromWorker::Heartbeat(_)) | Some(FromWorker::Progress(_)) => {
+            Some(WorkerEvent::Heartbeat)
+        }
         Some(FromWorker::Ready(_)) => Some(WorkerEvent::Ready),
         Some(FromWorker::Hello(_)) => return Err(Error::Protocol("Hello sent twice".into())),
         None => None,
@@ -139,7 +179,11 @@ pub struct TokenCheck {
 
 impl tonic::service::Interceptor for TokenCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let presented = request.metadata().get(TOKEN_METADATA_KEY).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let presented = request
+            .metadata()
+            .get(TOKEN_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if tokens_match(&self.token, presented) {
             Ok(request)
         } else {
@@ -152,32 +196,63 @@ impl tonic::service::Interceptor for TokenCheck {
 impl proto::control_service_server::ControlService for ControlApi {
     type WatchStream = BoxStream<proto::StatusReply>;
 
-    async fn health(&self, _request: Request<proto::HealthRequest>) -> Result<Response<proto::HealthReply>, Status> {
+    async fn health(
+        &self,
+        _request: Request<proto::HealthRequest>,
+    ) -> Result<Response<proto::HealthReply>, Status> {
         let workers = self.handle.worker_count().await?;
-        Ok(Response::new(proto::HealthReply { version: flotilla_shared::VERSION.to_string(), workers }))
+        Ok(Response::new(proto::HealthReply {
+            version: flotilla_shared::VERSION.to_string(),
+            workers,
+        }))
     }
 
-    async fn submit(&self, request: Request<proto::SubmitRequest>) -> Result<Response<proto::SubmitReply>, Status> {
+    async fn submit(
+        &self,
+        request: Request<proto::SubmitRequest>,
+    ) -> Result<Response<proto::SubmitReply>, Status> {
         let request = request.into_inner();
-        let path = if request.config_path.is_empty() { "<submitted>" } else { &request.config_path };
-        let config = parse_experiment(&request.config_yaml, path).map_err(|e| Status::from(Error::from(e)))?;
+        let path = if request.config_path.is_empty() {
+            "<submitted>"
+        } else {
+            &request.config_path
+        };
+        let config = parse_experiment(&request.config_yaml, path)
+            .map_err(|e| Status::from(Error::from(e)))?;
         let (workdir, bundle) = match request.workdir {
             Some(bundle) => {
                 let files: Vec<BundleFile> = bundle.files.iter().cloned().map(Into::into).collect();
                 let hash = bundle_hash(&files);
                 if hash != bundle.hash {
-                    return Err(Status::invalid_argument("workdir bundle hash does not match its content"));
+                    return Err(Status::invalid_argument(
+                        "workdir bundle hash does not match its content",
+                    ));
                 }
                 let bytes = bundle.encode_to_vec();
-                (Some(WorkdirRef { path: request.workdir_path.into(), hash: hash.clone() }), Some((hash, bytes)))
+                (
+                    Some(WorkdirRef {
+                        path: request.workdir_path.into(),
+                        hash: hash.clone(),
+                    }),
+                    Some((hash, bytes)),
+                )
             }
             None => (None, None),
         };
         let name = config.name.clone();
-        let submission = Submission { config, config_yaml: request.config_yaml, workdir, retry_failed: request.retry_failed };
+        let submission = Submission {
+            config,
+            config_yaml: request.config_yaml,
+            workdir,
+            retry_failed: request.retry_failed,
+        };
         let outcome = self.handle.submit(submission, bundle).await?;
         let status = self.handle.status(Some(name.clone())).await?;
-        let directory = status.experiments.first().map(|e| e.directory.clone()).unwrap_or_default();
+        let directory = status
+            .experiments
+            .first()
+            .map(|e| e.directory.clone())
+            .unwrap_or_default();
         Ok(Response::new(proto::SubmitReply {
             name,
             outcome: outcome.outcome.to_string(),
@@ -187,18 +262,29 @@ impl proto::control_service_server::ControlService for ControlApi {
         }))
     }
 
-    async fn status(&self, request: Request<proto::StatusRequest>) -> Result<Response<proto::StatusReply>, Status> {
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusReply>, Status> {
         let name = request.into_inner().name;
         let name = (!name.is_empty()).then_some(name);
         Ok(Response::new(self.handle.status(name).await?))
     }
 
-    async fn list(&self, _request: Request<proto::ListRequest>) -> Result<Response<proto::ListReply>, Status> {
+    async fn list(
+        &self,
+        _request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListReply>, Status> {
         let status = self.handle.status(None).await?;
-        Ok(Response::new(proto::ListReply { experiments: status.experiments }))
+        Ok(Response::new(proto::ListReply {
+            experiments: status.experiments,
+        }))
     }
 
-    async fn watch(&self, request: Request<proto::StatusRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let name = request.into_inner().name;
         if name.is_empty() {
             return Err(Status::invalid_argument("watch needs an experiment name"));
@@ -219,7 +305,10 @@ impl proto::control_service_server::ControlService for ControlApi {
                         return;
                     }
                 };
-                let finished = reply.experiments.first().is_some_and(|e| e.state != "running");
+                let finished = reply
+                    .experiments
+                    .first()
+                    .is_some_and(|e| e.state != "running");
                 if last.as_ref() != Some(&reply) {
                     last = Some(reply.clone());
                     if sender.send(Ok(reply)).await.is_err() {
@@ -235,9 +324,15 @@ impl proto::control_service_server::ControlService for ControlApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn cancel(&self, request: Request<proto::CancelRequest>) -> Result<Response<proto::CancelReply>, Status> {
+    async fn cancel(
+        &self,
+        request: Request<proto::CancelRequest>,
+    ) -> Result<Response<proto::CancelReply>, Status> {
         let request = request.into_inner();
-        let cancelled = self.handle.cancel(request.name, request.kill_running).await?;
+        let cancelled = self
+            .handle
+            .cancel(request.name, request.kill_running)
+            .await?;
         Ok(Response::new(proto::CancelReply { cancelled }))
     }
 }

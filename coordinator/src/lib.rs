@@ -41,7 +41,9 @@ pub struct CoordinatorConfig {
 impl CoordinatorConfig {
     pub fn validate(&self) -> Result<()> {
         if self.token.is_empty() {
-            return Err(Error::InvalidInput("the coordinator needs a non-empty token".into()));
+            return Err(Error::InvalidInput(
+                "the coordinator needs a non-empty token".into(),
+            ));
         }
         if self.lease_timeout < Duration::from_millis(300) {
             return Err(Error::InvalidInput(format!(
@@ -85,7 +87,9 @@ impl Coordinator {
 /// Opens the store under `config.root`, restores state and serves gRPC on `listener`.
 pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<Coordinator> {
     config.validate()?;
-    let address = listener.local_addr().map_err(|e| Error::io("cannot read the listening address", e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))?;
     let root = config.root.clone();
     let (store, loaded, store_thread) = tokio::task::spawn_blocking(move || store::open(&root))
         .await
@@ -97,7 +101,13 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(1);
-    let state = restore::restore(config.root.clone(), loaded, config.lease_timeout, first_lease_id, &mut initial)?;
+    let state = restore::restore(
+        config.root.clone(),
+        loaded,
+        config.lease_timeout,
+        first_lease_id,
+        &mut initial,
+    )?;
     let handle = actor::spawn(state, store, initial);
     let token: Arc<str> = config.token.as_str().into();
     let worker_api = grpc::WorkerApi {
@@ -106,7 +116,9 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         heartbeat_interval: config.lease_timeout / 3,
         lease_timeout: config.lease_timeout,
     };
-    let control_api = grpc::ControlApi { handle: handle.clone() };
+    let control_api = grpc::ControlApi {
+        handle: handle.clone(),
+    };
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -121,8 +133,17 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             grpc::TokenCheck { token },
         ));
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-        let _ = shutdown_signal.await;
-    }));
-    Ok(Coordinator { address, handle, shutdown: Some(shutdown), server, store_thread: Some(store_thread) })
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = shutdown_signal.await;
+        },
+    ));
+    Ok(Coordinator {
+        address,
+        handle,
+        shutdown: Some(shutdown),
+        server,
+        store_thread: Some(store_thread),
+    })
 }

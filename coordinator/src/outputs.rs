@@ -24,32 +24,47 @@ pub fn write_config_files(dir: &Path, config_yaml: &str, hash: &str) -> Result<(
     let meta = dir.join(".meta");
     std::fs::create_dir_all(&meta).map_err(io(format!("cannot create {}", meta.display())))?;
     let config_path = dir.join("config.yaml");
-    write_atomic(&config_path, config_yaml.as_bytes()).map_err(io(format!("cannot write {}", config_path.display())))?;
-    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o444))
-        .map_err(io(format!("cannot make {} read-only", config_path.display())))?;
+    write_atomic(&config_path, config_yaml.as_bytes())
+        .map_err(io(format!("cannot write {}", config_path.display())))?;
+    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o444)).map_err(io(
+        format!("cannot make {} read-only", config_path.display()),
+    ))?;
     let hash_path = meta.join("config.hash");
-    write_atomic(&hash_path, format!("{hash}\n").as_bytes()).map_err(io(format!("cannot write {}", hash_path.display())))
+    write_atomic(&hash_path, format!("{hash}\n").as_bytes())
+        .map_err(io(format!("cannot write {}", hash_path.display())))
 }
 
 /// The run directory of an attempt: params.json, result.json and what the
 /// worker shipped (stdout.log, stderr.log, artifacts/). The latest attempt's
 /// files replace an earlier attempt's.
 pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
-    let (Some(run_dir), Some(result)) = (&record.run_dir, &record.result) else { return Ok(()) };
+    let (Some(run_dir), Some(result)) = (&record.run_dir, &record.result) else {
+        return Ok(());
+    };
     let artifacts = run_dir.join("artifacts");
-    std::fs::create_dir_all(&artifacts).map_err(io(format!("cannot create {}", artifacts.display())))?;
-    write_atomic(&run_dir.join("params.json"), record.params_json.as_bytes())
-        .map_err(io(format!("cannot write params.json in {}", run_dir.display())))?;
+    std::fs::create_dir_all(&artifacts)
+        .map_err(io(format!("cannot create {}", artifacts.display())))?;
+    write_atomic(&run_dir.join("params.json"), record.params_json.as_bytes()).map_err(io(
+        format!("cannot write params.json in {}", run_dir.display()),
+    ))?;
     for file in &result.files {
         let relative = Path::new(&file.path);
-        if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(Error::Protocol(format!("worker shipped a file with an unsafe path '{}'", file.path)));
+        if relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(Error::Protocol(format!(
+                "worker shipped a file with an unsafe path '{}'",
+                file.path
+            )));
         }
         let target = run_dir.join(relative);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("cannot create {}", parent.display())))?;
         }
-        write_atomic(&target, &file.content).map_err(io(format!("cannot write {}", target.display())))?;
+        write_atomic(&target, &file.content)
+            .map_err(io(format!("cannot write {}", target.display())))?;
     }
     let metrics: Value = result
         .metrics_json
@@ -77,7 +92,8 @@ pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
         "metrics": metrics,
     });
     let path = run_dir.join("result.json");
-    write_atomic(&path, pretty(&document).as_bytes()).map_err(io(format!("cannot write {}", path.display())))
+    write_atomic(&path, pretty(&document).as_bytes())
+        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// The figures of batch-summary.json.
@@ -115,7 +131,8 @@ pub fn summary_json(summary: &Summary) -> String {
 pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     let path = dir.join("batch-summary.json");
-    write_atomic(&path, summary_json(summary).as_bytes()).map_err(io(format!("cannot write {}", path.display())))
+    write_atomic(&path, summary_json(summary).as_bytes())
+        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// One row of results.csv, as read from the database.
@@ -138,16 +155,34 @@ pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
     let params: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
     let declared: Vec<&String> = config.metrics.iter().map(|m| &m.name).collect();
     let mut metrics: Vec<&String> = declared.clone();
-    let others: BTreeSet<&String> =
-        rows.iter().flat_map(|r| r.metrics.keys()).filter(|k| !declared.contains(k)).collect();
+    let others: BTreeSet<&String> = rows
+        .iter()
+        .flat_map(|r| r.metrics.keys())
+        .filter(|k| !declared.contains(k))
+        .collect();
     metrics.extend(others);
 
     let mut out = String::with_capacity(rows.len() * 96);
-    let mut header: Vec<String> =
-        ["run_id", "variation", "repetition", "attempt", "status", "worker", "duration_s"].map(String::from).to_vec();
+    let mut header: Vec<String> = [
+        "run_id",
+        "variation",
+        "repetition",
+        "attempt",
+        "status",
+        "worker",
+        "duration_s",
+    ]
+    .map(String::from)
+    .to_vec();
     // A metric named like a parameter gets a prefix so that columns stay unique.
     header.extend(params.iter().map(|p| p.to_string()));
-    header.extend(metrics.iter().map(|m| if params.contains(m) { format!("metric.{m}") } else { m.to_string() }));
+    header.extend(metrics.iter().map(|m| {
+        if params.contains(m) {
+            format!("metric.{m}")
+        } else {
+            m.to_string()
+        }
+    }));
     push_row(&mut out, header.iter().map(String::as_str));
     for row in rows {
         let mut cells: Vec<String> = vec![
@@ -157,7 +192,9 @@ pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
             row.attempt.to_string(),
             row.status.clone(),
             row.worker.clone().unwrap_or_default(),
-            row.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
+            row.duration_s
+                .map(|d| format!("{d:.3}"))
+                .unwrap_or_default(),
         ];
         cells.extend(params.iter().map(|p| cell(row.params.get(*p))));
         cells.extend(metrics.iter().map(|m| cell(row.metrics.get(*m))));
@@ -231,7 +268,13 @@ mod tests {
         }];
         let csv = results_csv(&config, &rows);
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "run_id,variation,repetition,attempt,status,worker,duration_s,strategy,score,extra");
-        assert_eq!(lines[1], "var-001-run-002,1,2,1,succeeded,w1,0.250,\"tit, for tat\",3.5,true");
+        assert_eq!(
+            lines[0],
+            "run_id,variation,repetition,attempt,status,worker,duration_s,strategy,score,extra"
+        );
+        assert_eq!(
+            lines[1],
+            "var-001-run-002,1,2,1,succeeded,w1,0.250,\"tit, for tat\",3.5,true"
+        );
     }
 }

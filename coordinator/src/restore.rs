@@ -11,12 +11,23 @@ use flotilla_shared::{Error, Result};
 use crate::state::{Experiment, ExperimentState, Outbox, RunEntry, RunStatus, State, WorkdirRef};
 use crate::store::Loaded;
 
-pub fn restore(root: PathBuf, loaded: Loaded, lease_timeout: Duration, first_lease_id: u64, outbox: &mut Outbox) -> Result<State> {
+pub fn restore(
+    root: PathBuf,
+    loaded: Loaded,
+    lease_timeout: Duration,
+    first_lease_id: u64,
+    outbox: &mut Outbox,
+) -> Result<State> {
     let mut state = State::new(root, lease_timeout, first_lease_id);
     for (row, variations, runs) in loaded.experiments {
-        let config = ExperimentConfig::from_canonical_json(&row.config_json)
-            .map_err(|e| Error::Internal(format!("stored config of '{}' cannot be read: {e}", row.name)))?;
-        let experiment_state = ExperimentState::parse(&row.state).unwrap_or(ExperimentState::Running);
+        let config = ExperimentConfig::from_canonical_json(&row.config_json).map_err(|e| {
+            Error::Internal(format!(
+                "stored config of '{}' cannot be read: {e}",
+                row.name
+            ))
+        })?;
+        let experiment_state =
+            ExperimentState::parse(&row.state).unwrap_or(ExperimentState::Running);
         let mut experiment = Experiment {
             db_id: row.id,
             config,
@@ -24,7 +35,10 @@ pub fn restore(root: PathBuf, loaded: Loaded, lease_timeout: Duration, first_lea
             hash: row.config_hash,
             dir: row.dir,
             workdir: match (row.workdir_path, row.workdir_hash) {
-                (Some(path), Some(hash)) => Some(WorkdirRef { path: path.into(), hash }),
+                (Some(path), Some(hash)) => Some(WorkdirRef {
+                    path: path.into(),
+                    hash,
+                }),
                 _ => None,
             },
             state: experiment_state,

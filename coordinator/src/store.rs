@@ -109,22 +109,49 @@ pub struct Loaded {
 pub enum Write {
     /// Insert or replace the row; also (re)writes config.yaml and .meta/config.hash.
     Experiment(Box<ExperimentRow>),
-    Variations { experiment_id: i64, variations: Vec<VariationEntry> },
-    Runs { experiment_id: i64, runs: Vec<(u32, u32)> },
+    Variations {
+        experiment_id: i64,
+        variations: Vec<VariationEntry>,
+    },
+    Runs {
+        experiment_id: i64,
+        runs: Vec<(u32, u32)>,
+    },
     Attempt(Box<AttemptRecord>),
-    RunStatus { experiment_id: i64, runs: Vec<(u32, u32)>, status: RunStatus },
-    Workdir { hash: String, bundle: Vec<u8> },
-    Summary { dir: PathBuf, summary: Summary },
+    RunStatus {
+        experiment_id: i64,
+        runs: Vec<(u32, u32)>,
+        status: RunStatus,
+    },
+    Workdir {
+        hash: String,
+        bundle: Vec<u8>,
+    },
+    Summary {
+        dir: PathBuf,
+        summary: Summary,
+    },
     /// Writes results.csv and the final summary from committed rows, then marks
     /// the experiment final.
-    Finalize { experiment_id: i64, dir: PathBuf, summary: Summary, config: Box<flotilla_shared::config::ExperimentConfig> },
+    Finalize {
+        experiment_id: i64,
+        dir: PathBuf,
+        summary: Summary,
+        config: Box<flotilla_shared::config::ExperimentConfig>,
+    },
 }
 
 pub type OnCommit = Box<dyn FnOnce() + Send>;
 
 enum Request {
-    Writes { writes: Vec<Write>, on_commit: Option<OnCommit> },
-    LoadWorkdir { hash: String, reply: oneshot::Sender<Option<Vec<u8>>> },
+    Writes {
+        writes: Vec<Write>,
+        on_commit: Option<OnCommit>,
+    },
+    LoadWorkdir {
+        hash: String,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
 }
 
 /// Cheap to clone; requests go to the store thread in order.
@@ -139,7 +166,11 @@ impl StoreHandle {
         if writes.is_empty() && on_commit.is_none() {
             return;
         }
-        if self.sender.send(Request::Writes { writes, on_commit }).is_err() {
+        if self
+            .sender
+            .send(Request::Writes { writes, on_commit })
+            .is_err()
+        {
             error!("store is gone; a write was lost and will not be acknowledged");
         }
     }
@@ -149,22 +180,30 @@ impl StoreHandle {
         self.sender
             .send(Request::LoadWorkdir { hash, reply })
             .map_err(|_| Error::Internal("store is gone".into()))?;
-        answer.await.map_err(|_| Error::Internal("store is gone".into()))
+        answer
+            .await
+            .map_err(|_| Error::Internal("store is gone".into()))
     }
 }
 
 /// Opens (creating if needed) `root/flotilla.db`, loads what it holds and
 /// starts the store thread.
 pub fn open(root: &Path) -> Result<(StoreHandle, Loaded, std::thread::JoinHandle<()>)> {
-    std::fs::create_dir_all(root).map_err(|e| Error::io(format!("cannot create root {}", root.display()), e))?;
+    std::fs::create_dir_all(root)
+        .map_err(|e| Error::io(format!("cannot create root {}", root.display()), e))?;
     let path = root.join("flotilla.db");
-    let connection = Connection::open(&path).map_err(|e| sql(&format!("cannot open {}", path.display()), e))?;
+    let connection =
+        Connection::open(&path).map_err(|e| sql(&format!("cannot open {}", path.display()), e))?;
     // WAL with synchronous=NORMAL: a committed transaction survives a crash of
     // the process (kill -9); only a power loss could lose the last commits.
     connection
-        .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
         .map_err(|e| sql("cannot configure the database", e))?;
-    connection.execute_batch(SCHEMA).map_err(|e| sql("cannot create the schema", e))?;
+    connection
+        .execute_batch(SCHEMA)
+        .map_err(|e| sql("cannot create the schema", e))?;
     let loaded = load(&connection, root)?;
     let (sender, receiver) = mpsc::unbounded_channel();
     let thread = std::thread::Builder::new()
@@ -211,7 +250,11 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
             .map_err(|e| sql("cannot read variations", e))?;
         let variations = variations_query
             .query_map([row.id], |r| {
-                Ok(VariationEntry { index: r.get(0)?, params_json: r.get::<_, String>(1)?.into(), axis_json: r.get(2)? })
+                Ok(VariationEntry {
+                    index: r.get(0)?,
+                    params_json: r.get::<_, String>(1)?.into(),
+                    axis_json: r.get(2)?,
+                })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| sql("cannot read variations", e))?;
@@ -223,7 +266,13 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
             .map_err(|e| sql("cannot read runs", e))?;
         let runs = runs_query
             .query_map([row.id], |r| {
-                Ok(LoadedRun { variation: r.get(0)?, repetition: r.get(1)?, status: r.get(2)?, attempts: r.get(3)?, worker: r.get(4)? })
+                Ok(LoadedRun {
+                    variation: r.get(0)?,
+                    repetition: r.get(1)?,
+                    status: r.get(2)?,
+                    attempts: r.get(3)?,
+                    worker: r.get(4)?,
+                })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| sql("cannot read runs", e))?;
@@ -257,7 +306,9 @@ fn run(mut connection: Connection, mut receiver: mpsc::UnboundedReceiver<Request
                     }
                     Request::LoadWorkdir { hash, reply } => {
                         let bundle = transaction
-                            .query_row("SELECT bundle FROM workdirs WHERE hash = ?", [&hash], |r| r.get(0))
+                            .query_row("SELECT bundle FROM workdirs WHERE hash = ?", [&hash], |r| {
+                                r.get(0)
+                            })
                             .optional()?;
                         let _ = reply.send(bundle);
                     }
@@ -268,7 +319,9 @@ fn run(mut connection: Connection, mut receiver: mpsc::UnboundedReceiver<Request
         match outcome {
             // Acknowledge only what is durable (DESIGN §7.2).
             Ok(()) => callbacks.into_iter().for_each(|callback| callback()),
-            Err(e) => error!(error = %e, "store transaction failed; its writes are not acknowledged"),
+            Err(e) => {
+                error!(error = %e, "store transaction failed; its writes are not acknowledged")
+            }
         }
     }
 }
@@ -282,7 +335,10 @@ enum WriteError {
     Files(#[from] Error),
 }
 
-fn apply(transaction: &rusqlite::Transaction<'_>, write: Write) -> std::result::Result<(), WriteError> {
+fn apply(
+    transaction: &rusqlite::Transaction<'_>,
+    write: Write,
+) -> std::result::Result<(), WriteError> {
     match write {
         Write::Experiment(row) => {
             outputs::write_config_files(&row.dir, &row.config_yaml, &row.config_hash)?;
@@ -297,15 +353,26 @@ fn apply(transaction: &rusqlite::Transaction<'_>, write: Write) -> std::result::
                 row.workdir_path, row.workdir_hash, row.started_at_ms, row.finished_at_ms
             ])?;
         }
-        Write::Variations { experiment_id, variations } => {
+        Write::Variations {
+            experiment_id,
+            variations,
+        } => {
             let mut insert = transaction.prepare_cached(
                 "INSERT OR REPLACE INTO variations (experiment_id, variation, params_json, axis_json) VALUES (?, ?, ?, ?)",
             )?;
             for variation in variations {
-                insert.execute(params![experiment_id, variation.index, &*variation.params_json, variation.axis_json])?;
+                insert.execute(params![
+                    experiment_id,
+                    variation.index,
+                    &*variation.params_json,
+                    variation.axis_json
+                ])?;
             }
         }
-        Write::Runs { experiment_id, runs } => {
+        Write::Runs {
+            experiment_id,
+            runs,
+        } => {
             let mut insert = transaction.prepare_cached(
                 "INSERT OR IGNORE INTO runs (experiment_id, variation, repetition, status) VALUES (?, ?, ?, 'pending')",
             )?;
@@ -314,13 +381,23 @@ fn apply(transaction: &rusqlite::Transaction<'_>, write: Write) -> std::result::
             }
         }
         Write::Attempt(record) => apply_attempt(transaction, &record)?,
-        Write::RunStatus { experiment_id, runs, status } => {
+        Write::RunStatus {
+            experiment_id,
+            runs,
+            status,
+        } => {
             let mut update = transaction.prepare_cached(
                 "UPDATE runs SET status = ?, attempts = CASE WHEN ? = 'pending' THEN 0 ELSE attempts END \
                  WHERE experiment_id = ? AND variation = ? AND repetition = ?",
             )?;
             for (variation, repetition) in runs {
-                update.execute(params![status.as_str(), status.as_str(), experiment_id, variation, repetition])?;
+                update.execute(params![
+                    status.as_str(),
+                    status.as_str(),
+                    experiment_id,
+                    variation,
+                    repetition
+                ])?;
             }
         }
         Write::Workdir { hash, bundle } => {
@@ -329,19 +406,33 @@ fn apply(transaction: &rusqlite::Transaction<'_>, write: Write) -> std::result::
                 .execute(params![hash, bundle])?;
         }
         Write::Summary { dir, summary } => outputs::write_summary(&dir, &summary)?,
-        Write::Finalize { experiment_id, dir, summary, config } => {
+        Write::Finalize {
+            experiment_id,
+            dir,
+            summary,
+            config,
+        } => {
             let rows = result_rows(transaction, experiment_id)?;
             outputs::write_results_csv(&dir, &outputs::results_csv(&config, &rows))?;
             outputs::write_summary(&dir, &summary)?;
             transaction
-                .prepare_cached("UPDATE experiments SET state = ?, finished_at_ms = ? WHERE id = ?")?
-                .execute(params![summary.state, summary.finished_at_ms, experiment_id])?;
+                .prepare_cached(
+                    "UPDATE experiments SET state = ?, finished_at_ms = ? WHERE id = ?",
+                )?
+                .execute(params![
+                    summary.state,
+                    summary.finished_at_ms,
+                    experiment_id
+                ])?;
         }
     }
     Ok(())
 }
 
-fn apply_attempt(transaction: &rusqlite::Transaction<'_>, record: &AttemptRecord) -> std::result::Result<(), WriteError> {
+fn apply_attempt(
+    transaction: &rusqlite::Transaction<'_>,
+    record: &AttemptRecord,
+) -> std::result::Result<(), WriteError> {
     // Files before the row: once the row is committed and acknowledged, the
     // run's directory is complete.
     if let Err(e) = outputs::write_run_files(record) {
@@ -393,7 +484,10 @@ fn apply_attempt(transaction: &rusqlite::Transaction<'_>, record: &AttemptRecord
     Ok(())
 }
 
-fn result_rows(transaction: &rusqlite::Transaction<'_>, experiment_id: i64) -> rusqlite::Result<Vec<ResultRow>> {
+fn result_rows(
+    transaction: &rusqlite::Transaction<'_>,
+    experiment_id: i64,
+) -> rusqlite::Result<Vec<ResultRow>> {
     let mut query = transaction.prepare_cached(
         "SELECT r.variation, r.repetition, r.attempts, r.status, r.worker, r.duration_s, v.params_json, r.metrics_json \
          FROM runs r JOIN variations v ON v.experiment_id = r.experiment_id AND v.variation = r.variation \

@@ -57,7 +57,11 @@ pub fn status(state: &State, name: Option<&str>) -> Result<proto::StatusReply> {
                 .ok_or_else(|| Error::NotFound(format!("no experiment named '{name}'")))?;
             vec![self::experiment(experiment, true)]
         }
-        None => state.experiments.iter().map(|e| self::experiment(e, false)).collect(),
+        None => state
+            .experiments
+            .iter()
+            .map(|e| self::experiment(e, false))
+            .collect(),
     };
     let selected = name.and_then(|n| state.by_name.get(n).copied());
     let workers = state
@@ -69,18 +73,32 @@ pub fn status(state: &State, name: Option<&str>) -> Result<proto::StatusReply> {
                     let runs = &state.experiments[index].runs;
                     let running = runs
                         .iter()
-                        .filter(|r| r.status == RunStatus::Running && r.worker.as_deref() == Some(&**worker_name))
+                        .filter(|r| {
+                            r.status == RunStatus::Running
+                                && r.worker.as_deref() == Some(&**worker_name)
+                        })
                         .count() as u32;
                     let finished = runs
                         .iter()
-                        .filter(|r| r.status.is_final() && r.worker.as_deref() == Some(&**worker_name))
+                        .filter(|r| {
+                            r.status.is_final() && r.worker.as_deref() == Some(&**worker_name)
+                        })
                         .count() as u64;
                     (running, finished)
                 }
                 None => (worker.leases.len() as u32, worker.finished),
             };
-            proto::WorkerStatus { name: worker_name.to_string(), connected: worker.connected, slots: worker.slots, running, finished }
+            proto::WorkerStatus {
+                name: worker_name.to_string(),
+                connected: worker.connected,
+                slots: worker.slots,
+                running,
+                finished,
+            }
         })
         .collect();
-    Ok(proto::StatusReply { experiments, workers })
+    Ok(proto::StatusReply {
+        experiments,
+        workers,
+    })
 }

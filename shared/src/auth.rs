@@ -13,7 +13,10 @@ pub fn read_token_file(path: &Path) -> Result<String> {
         .map_err(|e| Error::io(format!("cannot read token file {}", path.display()), e))?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
-        return Err(Error::InvalidInput(format!("token file {} is empty; put a secret on its first line", path.display())));
+        return Err(Error::InvalidInput(format!(
+            "token file {} is empty; put a secret on its first line",
+            path.display()
+        )));
     }
     Ok(token)
 }

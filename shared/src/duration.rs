@@ -12,7 +12,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total_ms: u128 = 0;
     let mut rest = trimmed;
     while !rest.is_empty() {
-        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits_end == 0 {
             return Err(format!(
                 "'{text}' is not a duration: expected a number at '{rest}'; write e.g. 30s, 10m, 1h30m or 500ms"
@@ -22,7 +24,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("'{text}' is not a duration: number too large"))?;
         rest = &rest[digits_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         let unit_ms: u128 = match unit {
             "ms" => 1,
@@ -80,8 +84,12 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_duration() {
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
-        assert!(parse_duration("10 minutes").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("m").unwrap_err().contains("expected a number"));
+        assert!(parse_duration("10 minutes")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_duration("m")
+            .unwrap_err()
+            .contains("expected a number"));
         assert!(parse_duration("").is_err());
     }
 

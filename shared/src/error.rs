@@ -29,7 +29,7 @@ pub mod exit_code {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{0}")]
     InvalidInput(String),
@@ -41,11 +41,12 @@ pub enum Error {
     Unauthenticated(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("{context}: {source}")]
+    /// The cause is part of the message (not a `source`), so that it survives
+    /// the trip through a gRPC status.
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -55,7 +56,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            cause: source,
+        }
     }
 
     pub fn exit_code(&self) -> i32 {
@@ -74,7 +78,9 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         match error {
-            Error::Config(_) | Error::InvalidInput(_) | Error::Protocol(_) => tonic::Status::invalid_argument(message),
+            Error::Config(_) | Error::InvalidInput(_) | Error::Protocol(_) => {
+                tonic::Status::invalid_argument(message)
+            }
             Error::Conflict(_) => tonic::Status::failed_precondition(message),
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::Unauthenticated(_) => tonic::Status::unauthenticated(message),
@@ -89,10 +95,16 @@ impl From<tonic::Status> for Error {
         let message = status.message().to_string();
         match status.code() {
             tonic::Code::InvalidArgument => Error::InvalidInput(message),
-            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => Error::Conflict(message),
+            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => {
+                Error::Conflict(message)
+            }
             tonic::Code::NotFound => Error::NotFound(message),
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Error::Unauthenticated(message),
-            tonic::Code::Unavailable => Error::Unavailable(format!("coordinator unavailable: {message}")),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                Error::Unauthenticated(message)
+            }
+            tonic::Code::Unavailable => {
+                Error::Unavailable(format!("coordinator unavailable: {message}"))
+            }
             _ => Error::Internal(message),
         }
     }

@@ -30,14 +30,19 @@ impl Variation {
 /// The Cartesian product of the axes, first axis slowest. With no axes the grid
 /// is one variation holding the base params.
 pub fn expand(config: &ExperimentConfig) -> Vec<Variation> {
-    let mut grid = vec![Variation { params: config.params.clone(), axis_values: BTreeMap::new() }];
+    let mut grid = vec![Variation {
+        params: config.params.clone(),
+        axis_values: BTreeMap::new(),
+    }];
     for axis in &config.variations {
         let mut next = Vec::with_capacity(grid.len() * axis.values.len());
         for cell in &grid {
             for value in &axis.values {
                 let mut extended = cell.clone();
                 extended.params.insert(axis.param.clone(), value.clone());
-                extended.axis_values.insert(axis.param.clone(), value.clone());
+                extended
+                    .axis_values
+                    .insert(axis.param.clone(), value.clone());
                 next.push(extended);
             }
         }
@@ -84,7 +89,12 @@ mod tests {
         assert_eq!(grid.len(), 6);
         let cells: Vec<(i64, String)> = grid
             .iter()
-            .map(|v| (v.params["a"].as_i64().unwrap(), v.params["b"].as_str().unwrap().to_string()))
+            .map(|v| {
+                (
+                    v.params["a"].as_i64().unwrap(),
+                    v.params["b"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
         assert_eq!(cells[0], (1, "p".into()));
         assert_eq!(cells[2], (1, "r".into()));
@@ -95,7 +105,9 @@ mod tests {
 
     #[test]
     fn no_axes_is_one_variation() {
-        let grid = expand(&config("name: g\nrun: {kind: noop}\nruns_per_variation: 4\n"));
+        let grid = expand(&config(
+            "name: g\nrun: {kind: noop}\nruns_per_variation: 4\n",
+        ));
         assert_eq!(grid.len(), 1);
         assert!(grid[0].axis_values.is_empty());
     }

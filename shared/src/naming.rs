@@ -6,7 +6,8 @@
 
 /// Checks an experiment name; the error says what would be valid.
 pub fn check_experiment_name(name: &str) -> Result<(), String> {
-    let valid_chars = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    let valid_chars =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     let first_ok = name
         .chars()
         .next()
@@ -54,10 +55,21 @@ mod tests {
 
     #[test]
     fn refuses_names_that_escape_the_root() {
-        for name in ["../x", "/abs", "a/b", ".hidden", "", "Upper", "sp ace", &"x".repeat(65)] {
+        for name in [
+            "../x",
+            "/abs",
+            "a/b",
+            ".hidden",
+            "",
+            "Upper",
+            "sp ace",
+            &"x".repeat(65),
+        ] {
             assert!(check_experiment_name(name).is_err(), "{name} accepted");
         }
-        assert!(check_experiment_name("../x").unwrap_err().contains("outside"));
+        assert!(check_experiment_name("../x")
+            .unwrap_err()
+            .contains("outside"));
     }
 
     #[test]

@@ -26,29 +26,43 @@ pub struct BundleFile {
 pub fn read_bundle(root: &Path, exclude: &[PathBuf]) -> Result<(String, Vec<BundleFile>)> {
     let mut files = Vec::new();
     let mut total: u64 = 0;
-    let canonical_excludes: Vec<PathBuf> = exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let canonical_excludes: Vec<PathBuf> = exclude
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     collect(root, root, &canonical_excludes, &mut files, &mut total)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok((bundle_hash(&files), files))
 }
 
-fn collect(root: &Path, dir: &Path, exclude: &[PathBuf], out: &mut Vec<BundleFile>, total: &mut u64) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("cannot read workdir {}", dir.display()), e))?;
+fn collect(
+    root: &Path,
+    dir: &Path,
+    exclude: &[PathBuf],
+    out: &mut Vec<BundleFile>,
+    total: &mut u64,
+) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot read workdir {}", dir.display()), e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("cannot read workdir {}", dir.display()), e))?;
+        let entry =
+            entry.map_err(|e| Error::io(format!("cannot read workdir {}", dir.display()), e))?;
         let name = entry.file_name();
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
         let path = entry.path();
-        let file_type = entry.file_type().map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
+        let file_type = entry
+            .file_type()
+            .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))?;
         if file_type.is_dir() {
             if path.canonicalize().is_ok_and(|c| exclude.contains(&c)) {
                 continue;
             }
             collect(root, &path, exclude, out, total)?;
         } else if file_type.is_file() {
-            let content = std::fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+            let content = std::fs::read(&path)
+                .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
             *total += content.len() as u64;
             if *total > MAX_BUNDLE_BYTES {
                 return Err(Error::InvalidInput(format!(
@@ -59,8 +73,15 @@ fn collect(root: &Path, dir: &Path, exclude: &[PathBuf], out: &mut Vec<BundleFil
             }
             let executable = is_executable(&entry);
             let relative = path.strip_prefix(root).expect("walked below root");
-            let relative: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-            out.push(BundleFile { path: relative.join("/"), content, executable });
+            let relative: Vec<String> = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(BundleFile {
+                path: relative.join("/"),
+                content,
+                executable,
+            });
         }
     }
     Ok(())
@@ -68,7 +89,10 @@ fn collect(root: &Path, dir: &Path, exclude: &[PathBuf], out: &mut Vec<BundleFil
 
 fn is_executable(entry: &std::fs::DirEntry) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    entry.metadata().map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    entry
+        .metadata()
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Hash of sorted files: path, executable bit, length and content of each.
@@ -88,26 +112,46 @@ pub fn bundle_hash(files: &[BundleFile]) -> String {
 /// never leaves a half-written cache entry.
 pub fn unpack_bundle(files: &[BundleFile], destination: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let parent = destination.parent().ok_or_else(|| Error::Internal("cache path has no parent".into()))?;
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
-    let staging = parent.join(format!(".staging-{}-{}", std::process::id(), destination.file_name().unwrap_or_default().to_string_lossy()));
+    let parent = destination
+        .parent()
+        .ok_or_else(|| Error::Internal("cache path has no parent".into()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+    let staging = parent.join(format!(
+        ".staging-{}-{}",
+        std::process::id(),
+        destination
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     for file in files {
         let relative = Path::new(&file.path);
-        if relative.is_absolute() || relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(Error::Protocol(format!("workdir bundle holds an unsafe path '{}'", file.path)));
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(Error::Protocol(format!(
+                "workdir bundle holds an unsafe path '{}'",
+                file.path
+            )));
         }
         let target = staging.join(relative);
         if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
         }
-        std::fs::write(&target, &file.content).map_err(|e| Error::io(format!("cannot write {}", target.display()), e))?;
+        std::fs::write(&target, &file.content)
+            .map_err(|e| Error::io(format!("cannot write {}", target.display()), e))?;
         if file.executable {
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io(format!("cannot chmod {}", target.display()), e))?;
         }
     }
-    std::fs::create_dir_all(&staging).map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
+    std::fs::create_dir_all(&staging)
+        .map_err(|e| Error::io(format!("cannot create {}", staging.display()), e))?;
     match std::fs::rename(&staging, destination) {
         Ok(()) => Ok(()),
         // Another run on this worker unpacked the same bundle first.
@@ -115,7 +159,10 @@ pub fn unpack_bundle(files: &[BundleFile], destination: &Path) -> Result<()> {
             let _ = std::fs::remove_dir_all(&staging);
             Ok(())
         }
-        Err(e) => Err(Error::io(format!("cannot move workdir into {}", destination.display()), e)),
+        Err(e) => Err(Error::io(
+            format!("cannot move workdir into {}", destination.display()),
+            e,
+        )),
     }
 }
 
@@ -145,13 +192,22 @@ mod tests {
         assert_eq!(copy_hash, hash);
 
         std::fs::write(source.join("scenario.py"), "print(2)").unwrap();
-        assert_ne!(read_bundle(&source, &[source.join("experiments")]).unwrap().0, hash);
+        assert_ne!(
+            read_bundle(&source, &[source.join("experiments")])
+                .unwrap()
+                .0,
+            hash
+        );
     }
 
     #[test]
     fn refuses_paths_that_escape() {
         let dir = tempfile::tempdir().unwrap();
-        let files = vec![BundleFile { path: "../evil".into(), content: vec![], executable: false }];
+        let files = vec![BundleFile {
+            path: "../evil".into(),
+            content: vec![],
+            executable: false,
+        }];
         assert!(unpack_bundle(&files, &dir.path().join("x")).is_err());
     }
 }

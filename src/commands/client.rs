@@ -28,8 +28,13 @@ pub struct AddToken {
 }
 
 impl tonic::service::Interceptor for AddToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(TOKEN_METADATA_KEY, self.token.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert(TOKEN_METADATA_KEY, self.token.clone());
         Ok(request)
     }
 }
@@ -44,10 +49,13 @@ pub async fn connect(address: &str, token: &str) -> Result<Client> {
         .connect()
         .await
         .map_err(|e| Error::Unavailable(format!("cannot reach the coordinator at {address}: {e}; is `flotilla coordinator start` running there?")))?;
-    let token = MetadataValue::try_from(token).map_err(|_| Error::InvalidInput("the token must be printable ASCII".into()))?;
-    Ok(ControlServiceClient::with_interceptor(channel, AddToken { token })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    let token = MetadataValue::try_from(token)
+        .map_err(|_| Error::InvalidInput("the token must be printable ASCII".into()))?;
+    Ok(
+        ControlServiceClient::with_interceptor(channel, AddToken { token })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 async fn connect_target(target: &Target) -> Result<Client> {
@@ -55,10 +63,19 @@ async fn connect_target(target: &Target) -> Result<Client> {
     connect(&target.address, &token).await
 }
 
-pub async fn submit(target: &Target, file: &Path, wait: bool, retry_failed: bool) -> anyhow::Result<i32> {
+pub async fn submit(
+    target: &Target,
+    file: &Path,
+    wait: bool,
+    retry_failed: bool,
+) -> anyhow::Result<i32> {
     let (_, request) = super::submission::prepare(file, &[], retry_failed)?;
     let mut client = connect_target(target).await?;
-    let reply = client.submit(request).await.map_err(Error::from)?.into_inner();
+    let reply = client
+        .submit(request)
+        .await
+        .map_err(Error::from)?
+        .into_inner();
     println!(
         "{}: {} ({} runs, {} to run) in {}",
         reply.name, reply.outcome, reply.total_runs, reply.runs_to_do, reply.directory
@@ -74,7 +91,9 @@ pub async fn submit(target: &Target, file: &Path, wait: bool, retry_failed: bool
 pub async fn status(target: &Target, name: Option<String>, as_json: bool) -> anyhow::Result<i32> {
     let mut client = connect_target(target).await?;
     let reply = client
-        .status(proto::StatusRequest { name: name.clone().unwrap_or_default() })
+        .status(proto::StatusRequest {
+            name: name.clone().unwrap_or_default(),
+        })
         .await
         .map_err(Error::from)?
         .into_inner();
@@ -88,12 +107,21 @@ pub async fn status(target: &Target, name: Option<String>, as_json: bool) -> any
     for experiment in &reply.experiments {
         println!("{}", progress::one_line(experiment));
         if !experiment.variations.is_empty() {
-            println!("  {:<9} {:>9} {:>6} {:>9} {:>7} {:>7}  parameters", "variation", "succeeded", "failed", "cancelled", "running", "pending");
+            println!(
+                "  {:<9} {:>9} {:>6} {:>9} {:>7} {:>7}  parameters",
+                "variation", "succeeded", "failed", "cancelled", "running", "pending"
+            );
             for variation in &experiment.variations {
                 let c = variation.counts.unwrap_or_default();
                 println!(
                     "  var-{:03}   {:>9} {:>6} {:>9} {:>7} {:>7}  {}",
-                    variation.index, c.succeeded, c.failed, c.cancelled, c.running, c.pending, variation.params_json
+                    variation.index,
+                    c.succeeded,
+                    c.failed,
+                    c.cancelled,
+                    c.running,
+                    c.pending,
+                    variation.params_json
                 );
             }
         }
@@ -104,7 +132,11 @@ pub async fn status(target: &Target, name: Option<String>, as_json: bool) -> any
             println!(
                 "  {:<24} {:<12} slots {:>3}  running {:>3}  finished {:>6}",
                 worker.name,
-                if worker.connected { "connected" } else { "disconnected" },
+                if worker.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                },
                 worker.slots,
                 worker.running,
                 worker.finished
@@ -147,7 +179,11 @@ fn status_json(reply: &proto::StatusReply) -> serde_json::Value {
 
 pub async fn list(target: &Target, as_json: bool) -> anyhow::Result<i32> {
     let mut client = connect_target(target).await?;
-    let reply = client.list(proto::ListRequest {}).await.map_err(Error::from)?.into_inner();
+    let reply = client
+        .list(proto::ListRequest {})
+        .await
+        .map_err(Error::from)?
+        .into_inner();
     if as_json {
         let experiments: Vec<_> = reply.experiments.iter().map(experiment_json).collect();
         println!("{}", serde_json::to_string_pretty(&experiments)?);
@@ -165,10 +201,17 @@ pub async fn list(target: &Target, as_json: bool) -> anyhow::Result<i32> {
 pub async fn cancel(target: &Target, name: String, kill: bool) -> anyhow::Result<i32> {
     let mut client = connect_target(target).await?;
     let reply = client
-        .cancel(proto::CancelRequest { name: name.clone(), kill_running: kill })
+        .cancel(proto::CancelRequest {
+            name: name.clone(),
+            kill_running: kill,
+        })
         .await
         .map_err(Error::from)?
         .into_inner();
-    println!("{name}: cancelled {} run(s){}", reply.cancelled, if kill { "" } else { "; running runs finish" });
+    println!(
+        "{name}: cancelled {} run(s){}",
+        reply.cancelled,
+        if kill { "" } else { "; running runs finish" }
+    );
     Ok(exit_code::OK)
 }

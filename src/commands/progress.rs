@@ -23,7 +23,11 @@ const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
 pub fn one_line(e: &proto::ExperimentStatus) -> String {
     let c = e.counts.unwrap_or_default();
-    let end = if e.finished_at_ms > 0 { e.finished_at_ms } else { flotilla_shared::clock::now_ms() };
+    let end = if e.finished_at_ms > 0 {
+        e.finished_at_ms
+    } else {
+        flotilla_shared::clock::now_ms()
+    };
     format!(
         "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s)",
         e.name,
@@ -40,15 +44,27 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
 
 /// Streams status until the experiment's state is final. Each message on
 /// `interrupts` (Ctrl+C) escalates: first stop assigning, then stop running runs.
-pub async fn follow(client: &mut Client, name: &str, mut interrupts: Option<mpsc::UnboundedReceiver<()>>) -> anyhow::Result<Ending> {
-    let mut stream = client.watch(proto::StatusRequest { name: name.to_string() }).await.map_err(Error::from)?.into_inner();
+pub async fn follow(
+    client: &mut Client,
+    name: &str,
+    mut interrupts: Option<mpsc::UnboundedReceiver<()>>,
+) -> anyhow::Result<Ending> {
+    let mut stream = client
+        .watch(proto::StatusRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(Error::from)?
+        .into_inner();
     let terminal = std::io::stderr().is_terminal();
     let bar = terminal.then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -105,7 +121,10 @@ pub async fn follow(client: &mut Client, name: &str, mut interrupts: Option<mpsc
         bar.finish_and_clear();
     }
     let status = latest.ok_or_else(|| Error::Internal("the coordinator sent no status".into()))?;
-    Ok(Ending { status, interrupted: interrupted > 0 })
+    Ok(Ending {
+        status,
+        interrupted: interrupted > 0,
+    })
 }
 
 pub fn print_final(status: &proto::ExperimentStatus) {

@@ -22,14 +22,25 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     if options.workers == Some(0) || options.slots == 0 {
         return Err(Error::InvalidInput("--workers and --slots must be at least 1".into()).into());
     }
-    std::fs::create_dir_all(&options.root).map_err(|e| Error::io(format!("cannot create {}", options.root.display()), e))?;
+    std::fs::create_dir_all(&options.root)
+        .map_err(|e| Error::io(format!("cannot create {}", options.root.display()), e))?;
     // Validate (and bundle) before starting anything.
-    let (config, request) = submission::prepare(&options.file, &[options.root.clone()], options.retry_failed)?;
+    let (config, request) = submission::prepare(
+        &options.file,
+        std::slice::from_ref(&options.root),
+        options.retry_failed,
+    )?;
 
     let token = super::random_token()?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::io("cannot listen on 127.0.0.1", e))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::io("cannot listen on 127.0.0.1", e))?;
     let coordinator = flotilla_coordinator::start(
-        CoordinatorConfig { root: options.root.clone(), token: token.clone(), lease_timeout: DEFAULT_LEASE_TIMEOUT },
+        CoordinatorConfig {
+            root: options.root.clone(),
+            token: token.clone(),
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+        },
         listener,
     )
     .await?;
@@ -56,9 +67,16 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     }
 
     let mut control = client::connect(&address, &token).await?;
-    let reply = control.submit(request).await.map_err(Error::from)?.into_inner();
+    let reply = control
+        .submit(request)
+        .await
+        .map_err(Error::from)?
+        .into_inner();
     if reply.outcome != "created" {
-        eprintln!("{}: {} ({} of {} runs to run)", reply.name, reply.outcome, reply.runs_to_do, reply.total_runs);
+        eprintln!(
+            "{}: {} ({} of {} runs to run)",
+            reply.name, reply.outcome, reply.runs_to_do, reply.total_runs
+        );
     }
 
     let (interrupt_sender, interrupts) = mpsc::unbounded_channel();
@@ -83,4 +101,3 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     progress::print_final(&ending.status);
     Ok(progress::exit_code_for(&ending))
 }
-

@@ -14,14 +14,20 @@ use tracing::info;
 
 /// Resolves when the process receives Ctrl+C or SIGTERM.
 pub async fn stop_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
 }
 
-pub async fn coordinator(listen: SocketAddr, root: PathBuf, token_file: Option<PathBuf>, lease_timeout: Duration) -> anyhow::Result<i32> {
+pub async fn coordinator(
+    listen: SocketAddr,
+    root: PathBuf,
+    token_file: Option<PathBuf>,
+    lease_timeout: Duration,
+) -> anyhow::Result<i32> {
     let token = match token_file {
         Some(path) => read_token_file(&path)?,
         None => {
@@ -29,9 +35,11 @@ pub async fn coordinator(listen: SocketAddr, root: PathBuf, token_file: Option<P
             if path.exists() {
                 read_token_file(&path)?
             } else {
-                std::fs::create_dir_all(&root).map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
+                std::fs::create_dir_all(&root)
+                    .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
                 let token = super::random_token()?;
-                write_atomic(&path, format!("{token}\n").as_bytes()).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+                write_atomic(&path, format!("{token}\n").as_bytes())
+                    .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                     .map_err(|e| Error::io(format!("cannot restrict {}", path.display()), e))?;
@@ -43,7 +51,11 @@ pub async fn coordinator(listen: SocketAddr, root: PathBuf, token_file: Option<P
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {listen}"), e))?;
-    let config = CoordinatorConfig { root: root.clone(), token, lease_timeout };
+    let config = CoordinatorConfig {
+        root: root.clone(),
+        token,
+        lease_timeout,
+    };
     let coordinator = flotilla_coordinator::start(config, listener).await?;
     // Tests and scripts wait for this line: it carries the real port when --listen used port 0.
     info!(address = %coordinator.address, root = %root.display(), "coordinator listening");
@@ -66,9 +78,9 @@ pub struct WorkerOptions {
 pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
     let token = super::client_token(options.token_file.as_deref(), &options.root)?;
     let name = options.name.unwrap_or_else(flotilla_worker::default_name);
-    let work_dir = options
-        .work_dir
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("flotilla-worker-{}", name.replace(['/', ' '], "_"))));
+    let work_dir = options.work_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("flotilla-worker-{}", name.replace(['/', ' '], "_")))
+    });
     let config = WorkerConfig {
         coordinator: options.coordinator,
         token,
@@ -81,5 +93,7 @@ pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
 }
 
 pub fn cores() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }

@@ -9,14 +9,19 @@ use flotilla_shared::workdir::read_bundle;
 use flotilla_shared::{Error, Result};
 
 pub fn load_config(file: &Path) -> Result<(ExperimentConfig, String)> {
-    let yaml = std::fs::read_to_string(file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+    let yaml = std::fs::read_to_string(file)
+        .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
     let config = parse_experiment(&yaml, &file.display().to_string())?;
     Ok((config, yaml))
 }
 
 /// Builds the submit request for `file`. `exclude` lists directories never to
 /// ship (the experiments root, when it sits inside the workdir).
-pub fn prepare(file: &Path, exclude: &[PathBuf], retry_failed: bool) -> Result<(ExperimentConfig, proto::SubmitRequest)> {
+pub fn prepare(
+    file: &Path,
+    exclude: &[PathBuf],
+    retry_failed: bool,
+) -> Result<(ExperimentConfig, proto::SubmitRequest)> {
     let (config, yaml) = load_config(file)?;
     let mut request = proto::SubmitRequest {
         config_yaml: yaml,
@@ -26,7 +31,10 @@ pub fn prepare(file: &Path, exclude: &[PathBuf], retry_failed: bool) -> Result<(
         retry_failed,
     };
     if let RunConfig::Command { workdir, .. } = &config.run {
-        let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let path = base.join(workdir);
         let absolute = path.canonicalize().map_err(|e| {
             Error::InvalidInput(format!(
@@ -36,10 +44,17 @@ pub fn prepare(file: &Path, exclude: &[PathBuf], retry_failed: bool) -> Result<(
             ))
         })?;
         if !absolute.is_dir() {
-            return Err(Error::InvalidInput(format!("{}: run.workdir: {} is not a directory", file.display(), absolute.display())));
+            return Err(Error::InvalidInput(format!(
+                "{}: run.workdir: {} is not a directory",
+                file.display(),
+                absolute.display()
+            )));
         }
         let (hash, files) = read_bundle(&absolute, exclude)?;
-        request.workdir = Some(proto::WorkdirBundle { hash, files: files.into_iter().map(Into::into).collect() });
+        request.workdir = Some(proto::WorkdirBundle {
+            hash,
+            files: files.into_iter().map(Into::into).collect(),
+        });
         request.workdir_path = absolute.to_string_lossy().into_owned();
     }
     Ok((config, request))

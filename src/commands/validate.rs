@@ -35,7 +35,11 @@ pub fn validate(file: &Path, as_json: bool) -> anyhow::Result<i32> {
         println!("description: {}", config.description);
     }
     match &config.run {
-        RunConfig::Command { command, workdir, timeout_ms } => println!(
+        RunConfig::Command {
+            command,
+            workdir,
+            timeout_ms,
+        } => println!(
             "run: {} (workdir {}, timeout {})",
             command.join(" "),
             workdir,
@@ -55,11 +59,21 @@ pub fn validate(file: &Path, as_json: bool) -> anyhow::Result<i32> {
         config.retries.max_attempts
     );
     for (index, variation) in grid.iter().enumerate() {
-        let cells: Vec<String> =
-            variation.axis_values.iter().map(|(k, v)| format!("{k}={}", value_as_argument(v))).collect();
+        let cells: Vec<String> = variation
+            .axis_values
+            .iter()
+            .map(|(k, v)| format!("{k}={}", value_as_argument(v)))
+            .collect();
         let label = run_id(index as u32 + 1, 1);
         let label = label.split("-run").next().unwrap_or(&label);
-        println!("  {label}  {}", if cells.is_empty() { "(base parameters)".to_string() } else { cells.join("  ") });
+        println!(
+            "  {label}  {}",
+            if cells.is_empty() {
+                "(base parameters)".to_string()
+            } else {
+                cells.join("  ")
+            }
+        );
     }
     if config.budget.is_some() {
         println!("note: budget is recorded; it is enforced by the LLM gateway for model calls");

@@ -17,7 +17,10 @@ pub struct CoordinatorLink {
 
 impl CoordinatorLink {
     pub fn new(address: &str, token: &str) -> Self {
-        CoordinatorLink { address: endpoint_url(address).into(), token: token.into() }
+        CoordinatorLink {
+            address: endpoint_url(address).into(),
+            token: token.into(),
+        }
     }
 
     pub fn token(&self) -> &str {
@@ -30,7 +33,12 @@ impl CoordinatorLink {
 
     pub async fn channel(&self) -> Result<Channel> {
         Endpoint::from_shared(self.address.to_string())
-            .map_err(|e| Error::InvalidInput(format!("'{}' is not a coordinator address: {e}", self.address)))?
+            .map_err(|e| {
+                Error::InvalidInput(format!(
+                    "'{}' is not a coordinator address: {e}",
+                    self.address
+                ))
+            })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Notice a coordinator that vanished without closing the connection.
@@ -39,7 +47,12 @@ impl CoordinatorLink {
             .keep_alive_while_idle(true)
             .connect()
             .await
-            .map_err(|e| Error::Unavailable(format!("cannot reach the coordinator at {}: {e}", self.address)))
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot reach the coordinator at {}: {e}",
+                    self.address
+                ))
+            })
     }
 
     pub async fn worker_client(&self) -> Result<WorkerServiceClient<Channel>> {

@@ -33,7 +33,10 @@ impl WorkerConfig {
         if self.slots == 0 {
             return Err(Error::InvalidInput("--slots must be at least 1".into()));
         }
-        if self.name.is_empty() || self.name.len() > 128 || self.name.chars().any(|c| c.is_control() || c == '/') {
+        if self.name.is_empty()
+            || self.name.len() > 128
+            || self.name.chars().any(|c| c.is_control() || c == '/')
+        {
             return Err(Error::InvalidInput(format!(
                 "'{}' is not a valid worker name; use 1 to 128 printable characters without '/'",
                 self.name
@@ -58,9 +61,12 @@ pub fn default_name() -> String {
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     config.validate()?;
     let scratch = config.work_dir.join("runs");
-    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
     let link = connection::CoordinatorLink::new(&config.coordinator, &config.token);
     let workdirs = workdir_cache::WorkdirCache::new(config.work_dir.join("workdirs"), link.clone());
     let context = Arc::new(run_kinds::RunContext { scratch, workdirs });
-    session::Session::new(config, link, context).run(shutdown).await
+    session::Session::new(config, link, context)
+        .run(shutdown)
+        .await
 }

@@ -48,7 +48,16 @@ enum Disconnect {
 impl Session {
     pub fn new(config: WorkerConfig, link: CoordinatorLink, context: Arc<RunContext>) -> Self {
         let (finished_sender, finished) = mpsc::unbounded_channel();
-        Session { config, link, context, running: HashMap::new(), unacked: BTreeMap::new(), finished_sender, finished, heartbeat: Duration::from_secs(1) }
+        Session {
+            config,
+            link,
+            context,
+            running: HashMap::new(),
+            unacked: BTreeMap::new(),
+            finished_sender,
+            finished,
+            heartbeat: Duration::from_secs(1),
+        }
     }
 
     /// Joins and serves until `shutdown` resolves. Reconnects when the
@@ -64,7 +73,9 @@ impl Session {
             };
             let (inbound, outbound) = match connected {
                 Ok(streams) => streams,
-                Err(Error::Unauthenticated(message)) => return Err(Error::Unauthenticated(message)),
+                Err(Error::Unauthenticated(message)) => {
+                    return Err(Error::Unauthenticated(message))
+                }
                 Err(Error::InvalidInput(message)) => return Err(Error::InvalidInput(message)),
                 Err(error) => {
                     if !announced_wait {
@@ -84,19 +95,33 @@ impl Session {
             match self.serve(inbound, outbound, &mut shutdown).await {
                 Disconnect::Shutdown => return self.stop().await,
                 Disconnect::Lost(why) => {
-                    warn!(coordinator = self.link.address(), why, running = self.running.len(), "lost the coordinator; reconnecting")
+                    warn!(
+                        coordinator = self.link.address(),
+                        why,
+                        running = self.running.len(),
+                        "lost the coordinator; reconnecting"
+                    )
                 }
             }
         }
     }
 
-    async fn connect(&mut self) -> Result<(tonic::Streaming<proto::CoordinatorMessage>, mpsc::UnboundedSender<proto::WorkerMessage>)> {
+    async fn connect(
+        &mut self,
+    ) -> Result<(
+        tonic::Streaming<proto::CoordinatorMessage>,
+        mpsc::UnboundedSender<proto::WorkerMessage>,
+    )> {
         let mut client = self.link.worker_client().await?;
         let (outbound, outbound_stream) = mpsc::unbounded_channel();
         let running = self
             .running
             .iter()
-            .map(|(lease_id, run)| proto::RunningLease { lease_id: *lease_id, run: Some(run.key.clone().into()), attempt: run.attempt })
+            .map(|(lease_id, run)| proto::RunningLease {
+                lease_id: *lease_id,
+                run: Some(run.key.clone().into()),
+                attempt: run.attempt,
+            })
             .collect();
         let hello = proto::Hello {
             name: self.config.name.clone(),
@@ -106,11 +131,26 @@ impl Session {
             capabilities: vec!["command".into(), "noop".into()],
             running,
         };
-        outbound.send(proto::WorkerMessage { kind: Some(ToCoordinator::Hello(hello)) }).expect("receiver alive");
-        let mut inbound = client.connect(UnboundedReceiverStream::new(outbound_stream)).await.map_err(Error::from)?.into_inner();
+        outbound
+            .send(proto::WorkerMessage {
+                kind: Some(ToCoordinator::Hello(hello)),
+            })
+            .expect("receiver alive");
+        let mut inbound = client
+            .connect(UnboundedReceiverStream::new(outbound_stream))
+            .await
+            .map_err(Error::from)?
+            .into_inner();
         match inbound.message().await.map_err(Error::from)? {
-            Some(proto::CoordinatorMessage { kind: Some(FromCoordinator::Welcome(welcome)) }) => {
-                info!(coordinator = self.link.address(), worker = self.config.name, slots = self.config.slots, "joined");
+            Some(proto::CoordinatorMessage {
+                kind: Some(FromCoordinator::Welcome(welcome)),
+            }) => {
+                info!(
+                    coordinator = self.link.address(),
+                    worker = self.config.name,
+                    slots = self.config.slots,
+                    "joined"
+                );
                 self.heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));
             }
             other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
@@ -118,10 +158,14 @@ impl Session {
         // Results the coordinator may not have committed: send them again (DESIGN §7.2).
         if !self.unacked.is_empty() {
             let results = self.unacked.values().cloned().collect();
-            let _ = outbound.send(proto::WorkerMessage { kind: Some(ToCoordinator::Finished(proto::RunsFinished { results })) });
+            let _ = outbound.send(proto::WorkerMessage {
+                kind: Some(ToCoordinator::Finished(proto::RunsFinished { results })),
+            });
         }
         let free = (self.config.slots as usize).saturating_sub(self.running.len()) as u32;
-        let _ = outbound.send(proto::WorkerMessage { kind: Some(ToCoordinator::Ready(proto::Ready { free_slots: free })) });
+        let _ = outbound.send(proto::WorkerMessage {
+            kind: Some(ToCoordinator::Ready(proto::Ready { free_slots: free })),
+        });
         Ok((inbound, outbound))
     }
 
@@ -186,7 +230,11 @@ impl Session {
             }
             Some(FromCoordinator::Cancel(cancel)) => {
                 for lease_id in cancel.lease_ids {
-                    if let Some(cancel) = self.running.get_mut(&lease_id).and_then(|r| r.cancel.take()) {
+                    if let Some(cancel) = self
+                        .running
+                        .get_mut(&lease_id)
+                        .and_then(|r| r.cancel.take())
+                    {
                         let _ = cancel.send(());
                     }
                 }
@@ -206,7 +254,14 @@ impl Session {
             return;
         }
         let (cancel, cancelled) = oneshot::channel();
-        self.running.insert(assignment.lease_id, RunningRun { key: assignment.run.clone(), attempt: assignment.attempt, cancel: Some(cancel) });
+        self.running.insert(
+            assignment.lease_id,
+            RunningRun {
+                key: assignment.run.clone(),
+                attempt: assignment.attempt,
+                cancel: Some(cancel),
+            },
+        );
         let context = self.context.clone();
         let finished = self.finished_sender.clone();
         tokio::spawn(async move {

@@ -24,7 +24,11 @@ pub struct WorkdirCache {
 
 impl WorkdirCache {
     pub fn new(cache_root: PathBuf, link: CoordinatorLink) -> Arc<Self> {
-        Arc::new(WorkdirCache { cache_root, link, resolved: Mutex::new(HashMap::new()) })
+        Arc::new(WorkdirCache {
+            cache_root,
+            link,
+            resolved: Mutex::new(HashMap::new()),
+        })
     }
 
     pub async fn resolve(&self, submitted_path: &Path, hash: &str) -> Result<PathBuf> {
@@ -35,7 +39,8 @@ impl WorkdirCache {
         let local = submitted_path.to_path_buf();
         let expected = hash.to_string();
         let same_here = tokio::task::spawn_blocking(move || {
-            local.is_dir() && read_bundle(&local, &[]).is_ok_and(|(local_hash, _)| local_hash == expected)
+            local.is_dir()
+                && read_bundle(&local, &[]).is_ok_and(|(local_hash, _)| local_hash == expected)
         })
         .await
         .unwrap_or(false);
@@ -56,13 +61,18 @@ impl WorkdirCache {
         info!(hash, "fetching workdir from the coordinator");
         let mut client = self.link.worker_client().await?;
         let bundle = client
-            .fetch_workdir(proto::FetchWorkdirRequest { hash: hash.to_string(), token: self.link.token().to_string() })
+            .fetch_workdir(proto::FetchWorkdirRequest {
+                hash: hash.to_string(),
+                token: self.link.token().to_string(),
+            })
             .await
             .map_err(Error::from)?
             .into_inner();
         let files: Vec<BundleFile> = bundle.files.into_iter().map(Into::into).collect();
         if bundle_hash(&files) != hash {
-            return Err(Error::Protocol(format!("workdir {hash} arrived with different content")));
+            return Err(Error::Protocol(format!(
+                "workdir {hash} arrived with different content"
+            )));
         }
         let destination = destination.to_path_buf();
         tokio::task::spawn_blocking(move || unpack_bundle(&files, &destination))

@@ -40,7 +40,10 @@ impl RunStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 
@@ -125,7 +128,11 @@ pub struct VariationEntry {
 
 impl VariationEntry {
     pub fn from_grid(index: u32, variation: &Variation) -> Self {
-        VariationEntry { index, params_json: variation.params_json().into(), axis_json: variation.key() }
+        VariationEntry {
+            index,
+            params_json: variation.params_json().into(),
+            axis_json: variation.key(),
+        }
     }
 }
 
@@ -234,11 +241,15 @@ impl Experiment {
     }
 
     pub fn accepts_assignments(&self) -> bool {
-        self.state == ExperimentState::Running && self.stopping.is_none() && self.finalizing.is_none()
+        self.state == ExperimentState::Running
+            && self.stopping.is_none()
+            && self.finalizing.is_none()
     }
 
     pub fn under_parallel_cap(&self) -> bool {
-        self.config.max_parallel.is_none_or(|cap| self.counts.running < u64::from(cap))
+        self.config
+            .max_parallel
+            .is_none_or(|cap| self.counts.running < u64::from(cap))
     }
 
     pub fn variation_params(&self, variation: u32) -> &Arc<str> {

@@ -11,7 +11,8 @@ mod submission;
 mod tests;
 
 pub use experiment::{
-    Counts, Experiment, ExperimentState, RunEntry, RunStatus, StopReason, VariationEntry, WorkdirRef,
+    Counts, Experiment, ExperimentState, RunEntry, RunStatus, StopReason, VariationEntry,
+    WorkdirRef,
 };
 pub use submission::{Submission, SubmitOutcome};
 
@@ -101,11 +102,23 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone)]
 pub enum Persist {
     /// Insert or replace the experiment row.
-    Experiment { index: usize },
-    Variations { experiment_id: i64, variations: Vec<VariationEntry> },
-    NewRuns { experiment_id: i64, runs: Vec<(u32, u32)> },
+    Experiment {
+        index: usize,
+    },
+    Variations {
+        experiment_id: i64,
+        variations: Vec<VariationEntry>,
+    },
+    NewRuns {
+        experiment_id: i64,
+        runs: Vec<(u32, u32)>,
+    },
     Attempt(Box<AttemptRecord>),
-    RunStatus { experiment_id: i64, runs: Vec<(u32, u32)>, status: RunStatus },
+    RunStatus {
+        experiment_id: i64,
+        runs: Vec<(u32, u32)>,
+        status: RunStatus,
+    },
 }
 
 /// What the decisions want done.
@@ -158,7 +171,9 @@ impl State {
     }
 
     pub fn experiment(&self, name: &str) -> Option<&Experiment> {
-        self.by_name.get(name).map(|&index| &self.experiments[index])
+        self.by_name
+            .get(name)
+            .map(|&index| &self.experiments[index])
     }
 
     pub fn insert_experiment(&mut self, experiment: Experiment) -> usize {
@@ -183,15 +198,22 @@ impl State {
     ) -> u64 {
         let session = self.next_session;
         self.next_session += 1;
-        let name: Arc<str> = self.workers.get_key_value(name).map(|(k, _)| k.clone()).unwrap_or_else(|| name.into());
-        let entry = self.workers.entry(name.clone()).or_insert_with(|| WorkerEntry {
-            slots,
-            connected: true,
-            session,
-            last_seen: now,
-            leases: HashSet::new(),
-            finished: 0,
-        });
+        let name: Arc<str> = self
+            .workers
+            .get_key_value(name)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| name.into());
+        let entry = self
+            .workers
+            .entry(name.clone())
+            .or_insert_with(|| WorkerEntry {
+                slots,
+                connected: true,
+                session,
+                last_seen: now,
+                leases: HashSet::new(),
+                finished: 0,
+            });
         entry.slots = slots;
         entry.connected = true;
         entry.session = session;
@@ -199,7 +221,12 @@ impl State {
 
         let still_running: HashSet<u64> = running.iter().map(|(lease, _, _)| *lease).collect();
         // Leases the worker no longer knows: it restarted, so those attempts are lost now.
-        let forgotten: Vec<u64> = entry.leases.iter().copied().filter(|l| !still_running.contains(l)).collect();
+        let forgotten: Vec<u64> = entry
+            .leases
+            .iter()
+            .copied()
+            .filter(|l| !still_running.contains(l))
+            .collect();
         for lease_id in forgotten {
             self.lose_lease(lease_id, "worker restarted while running it", outbox);
         }
@@ -216,10 +243,20 @@ impl State {
 
     /// After a coordinator restart, a worker reports a run it is still executing:
     /// keep it under its lease if the run is still waiting, instead of running it twice.
-    fn adopt_running(&mut self, worker: &Arc<str>, lease_id: u64, key: &RunKey, attempt: u32) -> bool {
-        let Some(&index) = self.by_name.get(&key.experiment) else { return false };
+    fn adopt_running(
+        &mut self,
+        worker: &Arc<str>,
+        lease_id: u64,
+        key: &RunKey,
+        attempt: u32,
+    ) -> bool {
+        let Some(&index) = self.by_name.get(&key.experiment) else {
+            return false;
+        };
         let experiment = &mut self.experiments[index];
-        let Some(&slot) = experiment.run_slots.get(&(key.variation, key.repetition)) else { return false };
+        let Some(&slot) = experiment.run_slots.get(&(key.variation, key.repetition)) else {
+            return false;
+        };
         if experiment.runs[slot].status != RunStatus::Pending || !experiment.accepts_assignments() {
             return false;
         }
@@ -228,7 +265,16 @@ impl State {
         run.lease = Some(lease_id);
         run.worker = Some(worker.clone());
         run.attempts_recorded = run.attempts_recorded.max(attempt.saturating_sub(1));
-        self.leases.insert(lease_id, Lease { experiment: index, run: slot, attempt, worker: worker.clone(), superseded: false });
+        self.leases.insert(
+            lease_id,
+            Lease {
+                experiment: index,
+                run: slot,
+                attempt,
+                worker: worker.clone(),
+                superseded: false,
+            },
+        );
         if let Some(entry) = self.workers.get_mut(worker) {
             entry.leases.insert(lease_id);
         }
@@ -272,7 +318,9 @@ impl State {
             let mut free = self.workers[&worker].free_slots();
             let mut batch = Vec::new();
             while free > 0 {
-                let Some(assignment) = self.next_assignment(&worker) else { break };
+                let Some(assignment) = self.next_assignment(&worker) else {
+                    break;
+                };
                 batch.push(assignment);
                 free -= 1;
             }
@@ -290,7 +338,9 @@ impl State {
             if !experiment.accepts_assignments() || !experiment.under_parallel_cap() {
                 continue;
             }
-            let Some(slot) = experiment.pop_pending() else { continue };
+            let Some(slot) = experiment.pop_pending() else {
+                continue;
+            };
             self.cursor = (index + 1) % count;
             let lease_id = self.next_lease_id;
             self.next_lease_id += 1;
@@ -302,15 +352,32 @@ impl State {
             let (variation, repetition) = (run.variation, run.repetition);
             let assignment = Assignment {
                 lease_id,
-                run: RunKey { experiment: experiment.config.name.clone(), variation, repetition },
+                run: RunKey {
+                    experiment: experiment.config.name.clone(),
+                    variation,
+                    repetition,
+                },
                 attempt,
                 seed: run_seed(experiment.config.seed, repetition),
                 params_json: experiment.variation_params(variation).to_string(),
                 spec: run_spec(experiment),
                 timeout: experiment.config.run.timeout(),
             };
-            self.leases.insert(lease_id, Lease { experiment: index, run: slot, attempt, worker: worker.clone(), superseded: false });
-            self.workers.get_mut(worker).expect("scheduling a known worker").leases.insert(lease_id);
+            self.leases.insert(
+                lease_id,
+                Lease {
+                    experiment: index,
+                    run: slot,
+                    attempt,
+                    worker: worker.clone(),
+                    superseded: false,
+                },
+            );
+            self.workers
+                .get_mut(worker)
+                .expect("scheduling a known worker")
+                .leases
+                .insert(lease_id);
             return Some(assignment);
         }
         None
@@ -321,8 +388,18 @@ impl State {
     /// Applies results reported by `worker`. Every result is acknowledged by the
     /// caller once the outbox's writes are committed, accepted or not, so that
     /// the worker stops resending it.
-    pub fn apply_results(&mut self, worker: &str, results: Vec<RunResult>, now_ms: i64, outbox: &mut Outbox) {
-        let worker: Arc<str> = self.workers.get_key_value(worker).map(|(k, _)| k.clone()).unwrap_or_else(|| worker.into());
+    pub fn apply_results(
+        &mut self,
+        worker: &str,
+        results: Vec<RunResult>,
+        now_ms: i64,
+        outbox: &mut Outbox,
+    ) {
+        let worker: Arc<str> = self
+            .workers
+            .get_key_value(worker)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| worker.into());
         let mut touched = Vec::new();
         for result in results {
             if let Some(index) = self.apply_result(&worker, result, now_ms, outbox) {
@@ -335,7 +412,13 @@ impl State {
         }
     }
 
-    fn apply_result(&mut self, worker: &Arc<str>, result: RunResult, now_ms: i64, outbox: &mut Outbox) -> Option<usize> {
+    fn apply_result(
+        &mut self,
+        worker: &Arc<str>,
+        result: RunResult,
+        now_ms: i64,
+        outbox: &mut Outbox,
+    ) -> Option<usize> {
         let lease = self.leases.remove(&result.lease_id);
         if let Some(lease) = &lease {
             if let Some(entry) = self.workers.get_mut(&lease.worker) {
@@ -347,7 +430,10 @@ impl State {
             return None;
         };
         let experiment = &mut self.experiments[index];
-        let Some(&slot) = experiment.run_slots.get(&(result.run.variation, result.run.repetition)) else {
+        let Some(&slot) = experiment
+            .run_slots
+            .get(&(result.run.variation, result.run.repetition))
+        else {
             warn!(run = %result.run, "result for an unknown run, dropped");
             return None;
         };
@@ -367,7 +453,8 @@ impl State {
         if !is_current {
             // A late result (its lease expired, or the coordinator restarted):
             // accepted only if this attempt's outcome is not already recorded.
-            let unrecorded = result.attempt > run.attempts_recorded || run.attempt_was_lost(result.attempt);
+            let unrecorded =
+                result.attempt > run.attempts_recorded || run.attempt_was_lost(result.attempt);
             if !unrecorded || result.outcome == Outcome::Cancelled {
                 debug!(run = %result.run, attempt = result.attempt, "stale result, dropped");
                 return None;
@@ -410,7 +497,10 @@ impl State {
             run.worker = Some(worker.clone());
         }
         experiment.set_status(slot, run_status);
-        if new_status == RunStatus::Failed && !experiment.config.continue_on_error && experiment.stopping.is_none() {
+        if new_status == RunStatus::Failed
+            && !experiment.config.continue_on_error
+            && experiment.stopping.is_none()
+        {
             info!(experiment = experiment.name(), run = %result.run, "run failed for good and continue_on_error is false: stopping");
             self.stop_experiment(index, StopReason::RunFailed, true, outbox);
         }
@@ -423,23 +513,25 @@ impl State {
             Outcome::Failed => AttemptOutcome::Failed,
             Outcome::Cancelled => AttemptOutcome::Cancelled,
         };
-        outbox.persist.push(Persist::Attempt(Box::new(AttemptRecord {
-            experiment_db_id: experiment.db_id,
-            experiment: experiment.config.name.clone(),
-            run_dir: run_dir(experiment, &result.run),
-            variation: result.run.variation,
-            repetition: result.run.repetition,
-            attempt: result.attempt,
-            worker: worker.clone(),
-            lease_id: result.lease_id,
-            outcome,
-            run_status,
-            params_json: experiment.variation_params(result.run.variation).clone(),
-            seed: run_seed(experiment.config.seed, result.run.repetition),
-            error: result.error.clone(),
-            result: Some(result),
-            finished_at_ms: now_ms,
-        })));
+        outbox
+            .persist
+            .push(Persist::Attempt(Box::new(AttemptRecord {
+                experiment_db_id: experiment.db_id,
+                experiment: experiment.config.name.clone(),
+                run_dir: run_dir(experiment, &result.run),
+                variation: result.run.variation,
+                repetition: result.run.repetition,
+                attempt: result.attempt,
+                worker: worker.clone(),
+                lease_id: result.lease_id,
+                outcome,
+                run_status,
+                params_json: experiment.variation_params(result.run.variation).clone(),
+                seed: run_seed(experiment.config.seed, result.run.repetition),
+                error: result.error.clone(),
+                result: Some(result),
+                finished_at_ms: now_ms,
+            })));
         Some(index)
     }
 
@@ -450,20 +542,28 @@ impl State {
         let silent: Vec<Arc<str>> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.leases.is_empty() && now.duration_since(w.last_seen) > self.lease_timeout)
+            .filter(|(_, w)| {
+                !w.leases.is_empty() && now.duration_since(w.last_seen) > self.lease_timeout
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for worker in silent {
             let leases: Vec<u64> = self.workers[&worker].leases.iter().copied().collect();
             warn!(worker = %worker, runs = leases.len(), "worker missed its heartbeats past the lease timeout, requeueing its runs");
             for lease_id in leases {
-                self.lose_lease(lease_id, &format!("worker {worker} stopped answering (lease expired)"), outbox);
+                self.lose_lease(
+                    lease_id,
+                    &format!("worker {worker} stopped answering (lease expired)"),
+                    outbox,
+                );
             }
         }
     }
 
     fn lose_lease(&mut self, lease_id: u64, why: &str, outbox: &mut Outbox) {
-        let Some(lease) = self.leases.remove(&lease_id) else { return };
+        let Some(lease) = self.leases.remove(&lease_id) else {
+            return;
+        };
         if let Some(entry) = self.workers.get_mut(&lease.worker) {
             entry.leases.remove(&lease_id);
         }
@@ -494,24 +594,30 @@ impl State {
         }
         experiment.set_status(lease.run, run_status);
         let run = &experiment.runs[lease.run];
-        let key = RunKey { experiment: experiment.config.name.clone(), variation: run.variation, repetition: run.repetition };
-        outbox.persist.push(Persist::Attempt(Box::new(AttemptRecord {
-            experiment_db_id: experiment.db_id,
+        let key = RunKey {
             experiment: experiment.config.name.clone(),
-            run_dir: None,
             variation: run.variation,
             repetition: run.repetition,
-            attempt: lease.attempt,
-            worker: lease.worker.clone(),
-            lease_id,
-            outcome: AttemptOutcome::Lost,
-            run_status,
-            params_json: experiment.variation_params(run.variation).clone(),
-            seed: run_seed(experiment.config.seed, run.repetition),
-            result: None,
-            error: why.to_string(),
-            finished_at_ms: flotilla_shared::clock::now_ms(),
-        })));
+        };
+        outbox
+            .persist
+            .push(Persist::Attempt(Box::new(AttemptRecord {
+                experiment_db_id: experiment.db_id,
+                experiment: experiment.config.name.clone(),
+                run_dir: None,
+                variation: run.variation,
+                repetition: run.repetition,
+                attempt: lease.attempt,
+                worker: lease.worker.clone(),
+                lease_id,
+                outcome: AttemptOutcome::Lost,
+                run_status,
+                params_json: experiment.variation_params(run.variation).clone(),
+                seed: run_seed(experiment.config.seed, run.repetition),
+                result: None,
+                error: why.to_string(),
+                finished_at_ms: flotilla_shared::clock::now_ms(),
+            })));
         info!(run = %key, attempt = lease.attempt, status = run_status.as_str(), "lease lost");
         if run_status == RunStatus::Failed && !experiment.config.continue_on_error {
             self.stop_experiment(lease.experiment, StopReason::RunFailed, true, outbox);
@@ -524,7 +630,13 @@ impl State {
     /// Stops assigning an experiment's runs: pending runs are cancelled; running
     /// runs are told to stop when `kill_running`, otherwise they finish.
     /// Returns how many runs were cancelled or told to stop.
-    pub fn stop_experiment(&mut self, index: usize, reason: StopReason, kill_running: bool, outbox: &mut Outbox) -> u64 {
+    pub fn stop_experiment(
+        &mut self,
+        index: usize,
+        reason: StopReason,
+        kill_running: bool,
+        outbox: &mut Outbox,
+    ) -> u64 {
         let experiment = &mut self.experiments[index];
         if experiment.state.is_final() {
             return 0;
@@ -540,7 +652,11 @@ impl State {
         }
         let mut count = cancelled.len() as u64;
         if !cancelled.is_empty() {
-            outbox.persist.push(Persist::RunStatus { experiment_id: experiment.db_id, runs: cancelled, status: RunStatus::Cancelled });
+            outbox.persist.push(Persist::RunStatus {
+                experiment_id: experiment.db_id,
+                runs: cancelled,
+                status: RunStatus::Cancelled,
+            });
         }
         if kill_running {
             for run in &experiment.runs {
@@ -579,7 +695,11 @@ impl State {
         if let Some(state) = experiment.finalizing.take() {
             experiment.state = state;
             experiment.finished_at_ms = Some(now_ms);
-            info!(experiment = experiment.name(), state = state.as_str(), "experiment finished");
+            info!(
+                experiment = experiment.name(),
+                state = state.as_str(),
+                "experiment finished"
+            );
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Submitting an experiment: create it, resume it, extend it, or refuse a
 //! changed config (DESIGN §4).
 
-
 use flotilla_shared::config::{compare_configs, ConfigChange, ExperimentConfig};
 use flotilla_shared::grid::expand;
 use flotilla_shared::{Error, Result};
 
 use super::{
-    Experiment, ExperimentState, Outbox, Persist, RunEntry, RunStatus, State, VariationEntry, WorkdirRef,
+    Experiment, ExperimentState, Outbox, Persist, RunEntry, RunStatus, State, VariationEntry,
+    WorkdirRef,
 };
 
 #[derive(Debug, Clone)]
@@ -29,7 +29,12 @@ pub struct SubmitOutcome {
 }
 
 impl State {
-    pub fn submit(&mut self, submission: Submission, now_ms: i64, outbox: &mut Outbox) -> Result<SubmitOutcome> {
+    pub fn submit(
+        &mut self,
+        submission: Submission,
+        now_ms: i64,
+        outbox: &mut Outbox,
+    ) -> Result<SubmitOutcome> {
         let Some(&index) = self.by_name.get(&submission.config.name) else {
             return Ok(self.create(submission, now_ms, outbox));
         };
@@ -56,7 +61,9 @@ impl State {
         let mut reopened = Vec::new();
         for slot in 0..experiment.runs.len() {
             let status = experiment.runs[slot].status;
-            if status == RunStatus::Cancelled || (submission.retry_failed && status == RunStatus::Failed) {
+            if status == RunStatus::Cancelled
+                || (submission.retry_failed && status == RunStatus::Failed)
+            {
                 experiment.set_status(slot, RunStatus::Pending);
                 let run = &mut experiment.runs[slot];
                 // A resumed run starts over with a fresh set of attempts.
@@ -66,10 +73,18 @@ impl State {
             }
         }
         if !reopened.is_empty() {
-            outbox.persist.push(Persist::RunStatus { experiment_id: experiment.db_id, runs: reopened, status: RunStatus::Pending });
+            outbox.persist.push(Persist::RunStatus {
+                experiment_id: experiment.db_id,
+                runs: reopened,
+                status: RunStatus::Pending,
+            });
         }
         let has_work = experiment.counts.pending > 0 || experiment.counts.running > 0;
-        let outcome = if outcome == "resumed" && !has_work { "unchanged" } else { outcome };
+        let outcome = if outcome == "resumed" && !has_work {
+            "unchanged"
+        } else {
+            outcome
+        };
         if has_work {
             experiment.state = ExperimentState::Running;
             experiment.stopping = None;
@@ -85,11 +100,19 @@ impl State {
         })
     }
 
-    fn create(&mut self, submission: Submission, now_ms: i64, outbox: &mut Outbox) -> SubmitOutcome {
+    fn create(
+        &mut self,
+        submission: Submission,
+        now_ms: i64,
+        outbox: &mut Outbox,
+    ) -> SubmitOutcome {
         let config = submission.config;
         let grid = expand(&config);
-        let variations: Vec<VariationEntry> =
-            grid.iter().enumerate().map(|(i, v)| VariationEntry::from_grid(i as u32 + 1, v)).collect();
+        let variations: Vec<VariationEntry> = grid
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VariationEntry::from_grid(i as u32 + 1, v))
+            .collect();
         let db_id = self.experiments.iter().map(|e| e.db_id).max().unwrap_or(0) + 1;
         let mut experiment = Experiment {
             db_id,
@@ -120,20 +143,36 @@ impl State {
         let total = runs.len() as u64;
         let index = self.insert_experiment(experiment);
         outbox.persist.push(Persist::Experiment { index });
-        outbox.persist.push(Persist::Variations { experiment_id: db_id, variations });
-        outbox.persist.push(Persist::NewRuns { experiment_id: db_id, runs });
+        outbox.persist.push(Persist::Variations {
+            experiment_id: db_id,
+            variations,
+        });
+        outbox.persist.push(Persist::NewRuns {
+            experiment_id: db_id,
+            runs,
+        });
         self.check_finished(index, outbox);
-        SubmitOutcome { index, outcome: "created", total_runs: total, runs_to_do: total }
+        SubmitOutcome {
+            index,
+            outcome: "created",
+            total_runs: total,
+            runs_to_do: total,
+        }
     }
 
     /// Adds the variations and repetitions an extended config has beyond the stored one.
     fn extend(&mut self, index: usize, submission: &Submission, outbox: &mut Outbox) {
         let experiment = &mut self.experiments[index];
-        let known: std::collections::HashSet<String> = experiment.variations.iter().map(|v| v.axis_json.clone()).collect();
+        let known: std::collections::HashSet<String> = experiment
+            .variations
+            .iter()
+            .map(|v| v.axis_json.clone())
+            .collect();
         let mut new_variations = Vec::new();
         for variation in expand(&submission.config) {
             if !known.contains(&variation.key()) {
-                let entry = VariationEntry::from_grid(experiment.variations.len() as u32 + 1, &variation);
+                let entry =
+                    VariationEntry::from_grid(experiment.variations.len() as u32 + 1, &variation);
                 experiment.variations.push(entry.clone());
                 new_variations.push(entry);
             }
@@ -142,7 +181,10 @@ impl State {
         for repetition in 1..=submission.config.runs_per_variation {
             for variation in 0..experiment.variations.len() {
                 let variation_index = experiment.variations[variation].index;
-                if !experiment.run_slots.contains_key(&(variation_index, repetition)) {
+                if !experiment
+                    .run_slots
+                    .contains_key(&(variation_index, repetition))
+                {
                     experiment.add_run(RunEntry::pending(variation_index, repetition));
                     new_runs.push((variation_index, repetition));
                 }
@@ -153,9 +195,14 @@ impl State {
         experiment.hash = submission.config.hash();
         let db_id = experiment.db_id;
         if !new_variations.is_empty() {
-            outbox.persist.push(Persist::Variations { experiment_id: db_id, variations: new_variations });
+            outbox.persist.push(Persist::Variations {
+                experiment_id: db_id,
+                variations: new_variations,
+            });
         }
-        outbox.persist.push(Persist::NewRuns { experiment_id: db_id, runs: new_runs });
+        outbox.persist.push(Persist::NewRuns {
+            experiment_id: db_id,
+            runs: new_runs,
+        });
     }
 }
-

@@ -25,12 +25,17 @@ pub fn compare_configs(stored: &ExperimentConfig, submitted: &ExperimentConfig) 
 
     let repetitions_shrank = submitted.runs_per_variation < stored.runs_per_variation;
     let axes_compatible = stored.variations.len() == submitted.variations.len()
-        && stored.variations.iter().zip(&submitted.variations).all(|(old, new)| {
-            old.param == new.param && old.values.iter().all(|value| new.values.contains(value))
-        });
-    let only_growth = changed
-        .iter()
-        .all(|path| path == "runs_per_variation" || (path.starts_with("variations[") && path.contains("].values")));
+        && stored
+            .variations
+            .iter()
+            .zip(&submitted.variations)
+            .all(|(old, new)| {
+                old.param == new.param && old.values.iter().all(|value| new.values.contains(value))
+            });
+    let only_growth = changed.iter().all(|path| {
+        path == "runs_per_variation"
+            || (path.starts_with("variations[") && path.contains("].values"))
+    });
     if only_growth && axes_compatible && !repetitions_shrank {
         return ConfigChange::Extension;
     }
@@ -49,13 +54,25 @@ fn diff_paths(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
     if old == new {
         return;
     }
-    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
     match (old, new) {
         (Value::Object(old_map), Value::Object(new_map)) => {
-            let keys: std::collections::BTreeSet<&String> = old_map.keys().chain(new_map.keys()).collect();
+            let keys: std::collections::BTreeSet<&String> =
+                old_map.keys().chain(new_map.keys()).collect();
             for key in keys {
                 let null = Value::Null;
-                diff_paths(&join(key), old_map.get(key).unwrap_or(&null), new_map.get(key).unwrap_or(&null), out);
+                diff_paths(
+                    &join(key),
+                    old_map.get(key).unwrap_or(&null),
+                    new_map.get(key).unwrap_or(&null),
+                    out,
+                );
             }
         }
         (Value::Array(old_items), Value::Array(new_items))

@@ -145,7 +145,11 @@ impl ExperimentConfig {
 
     /// Number of runs of the full grid.
     pub fn total_runs(&self) -> u64 {
-        let variations: u64 = self.variations.iter().map(|a| a.values.len() as u64).product();
+        let variations: u64 = self
+            .variations
+            .iter()
+            .map(|a| a.values.len() as u64)
+            .product();
         variations * u64::from(self.runs_per_variation)
     }
 }
@@ -231,7 +235,12 @@ struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    fn at(&self, location: &Location, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn at(
+        &self,
+        location: &Location,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             line: location.line(),
@@ -244,11 +253,30 @@ impl Locator<'_> {
 
 /// Parses and validates an experiment file. `file` is used in error messages only.
 pub fn parse_experiment(yaml: &str, file: &str) -> Result<ExperimentConfig, ConfigError> {
-    let raw: RawExperiment = serde_saphyr::from_str(yaml).map_err(|error| yaml_error(file, &error))?;
+    let raw: RawExperiment =
+        serde_saphyr::from_str(yaml).map_err(|error| yaml_error(file, yaml, &error))?;
     validate(raw, &Locator { file })
 }
 
-fn yaml_error(file: &str, error: &serde_saphyr::Error) -> ConfigError {
+/// The key written on `line` (1-based) of the file, for errors the YAML
+/// library reports without a field name.
+fn key_on_line(yaml: &str, line: u64) -> String {
+    let Some(text) = yaml.lines().nth(line.saturating_sub(1) as usize) else {
+        return String::new();
+    };
+    let text = text
+        .trim_start()
+        .trim_start_matches("- ")
+        .trim_start_matches('{');
+    match text.split_once(':') {
+        Some((key, _)) if !key.trim().is_empty() && !key.contains([' ', '"', '\'', '[']) => {
+            key.trim().to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+fn yaml_error(file: &str, yaml: &str, error: &serde_saphyr::Error) -> ConfigError {
     let location = error.location().unwrap_or(Location::UNKNOWN);
     let message = error.without_snippet().to_string();
     // The library appends its own position; ours is already in front.
@@ -259,13 +287,24 @@ fn yaml_error(file: &str, error: &serde_saphyr::Error) -> ConfigError {
     let message = if message.contains("unknown field") {
         message.replace("expected one of", "valid fields are")
     } else {
-        message
+        match message.as_str() {
+            "invalid i64" | "invalid u64" => "expected a whole number".to_string(),
+            "invalid f64" => "expected a number".to_string(),
+            "expected mapping start" => "expected a mapping (key: value pairs)".to_string(),
+            "expected sequence start" => "expected a list".to_string(),
+            _ => message,
+        }
+    };
+    let field = if message.contains("unknown field") {
+        String::new()
+    } else {
+        key_on_line(yaml, location.line())
     };
     ConfigError {
         file: file.to_string(),
         line: location.line(),
         column: location.column(),
-        field: String::new(),
+        field,
         message,
     }
 }
@@ -276,7 +315,8 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
     let timeout = match &raw.run.value.timeout {
         None => DEFAULT_TIMEOUT,
         Some(text) => {
-            let timeout = parse_duration(&text.value).map_err(|m| at.at(&text.referenced, "run.timeout", m))?;
+            let timeout = parse_duration(&text.value)
+                .map_err(|m| at.at(&text.referenced, "run.timeout", m))?;
             if timeout.is_zero() {
                 return Err(at.at(&text.referenced, "run.timeout", "must be longer than 0s"));
             }
@@ -287,7 +327,8 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
 
     let mut params = BTreeMap::new();
     for (name, value) in raw.params {
-        check_param_name(&name).map_err(|m| at.at(&raw.run.referenced, format!("params.{name}"), m))?;
+        check_param_name(&name)
+            .map_err(|m| at.at(&raw.run.referenced, format!("params.{name}"), m))?;
         params.insert(name, value);
     }
 
@@ -296,12 +337,16 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
     for (index, axis) in raw.variations.iter().enumerate() {
         let field = format!("variations[{index}]");
         let param = &axis.value.param;
-        check_param_name(&param.value).map_err(|m| at.at(&param.referenced, format!("{field}.param"), m))?;
+        check_param_name(&param.value)
+            .map_err(|m| at.at(&param.referenced, format!("{field}.param"), m))?;
         if !axis_names.insert(param.value.clone()) {
             return Err(at.at(
                 &param.referenced,
                 format!("{field}.param"),
-                format!("'{}' already has an axis; each parameter can vary on one axis only", param.value),
+                format!(
+                    "'{}' already has an axis; each parameter can vary on one axis only",
+                    param.value
+                ),
             ));
         }
         let values = &axis.value.values;
@@ -378,7 +423,11 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
         None => 1,
         Some(count) => positive_u32(count, "runs_per_variation", at)?,
     };
-    let max_parallel = raw.max_parallel.as_ref().map(|m| positive_u32(m, "max_parallel", at)).transpose()?;
+    let max_parallel = raw
+        .max_parallel
+        .as_ref()
+        .map(|m| positive_u32(m, "max_parallel", at))
+        .transpose()?;
     let max_attempts = match &raw.retries {
         None => DEFAULT_MAX_ATTEMPTS,
         Some(retries) => positive_u32(&retries.max_attempts, "retries.max_attempts", at)?,
@@ -389,14 +438,24 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
         Some(budget) => {
             let total = &budget.value.total_usd;
             if !(total.value.is_finite() && total.value > 0.0) {
-                return Err(at.at(&total.referenced, "budget.total_usd", "must be a positive number of dollars"));
+                return Err(at.at(
+                    &total.referenced,
+                    "budget.total_usd",
+                    "must be a positive number of dollars",
+                ));
             }
             if let Some(per_run) = &budget.value.per_run_usd {
-                if !(per_run.value.is_finite() && per_run.value > 0.0 && per_run.value <= total.value) {
+                if !(per_run.value.is_finite()
+                    && per_run.value > 0.0
+                    && per_run.value <= total.value)
+                {
                     return Err(at.at(
                         &per_run.referenced,
                         "budget.per_run_usd",
-                        format!("must be a positive number of dollars no larger than total_usd ({})", total.value),
+                        format!(
+                            "must be a positive number of dollars no larger than total_usd ({})",
+                            total.value
+                        ),
                     ));
                 }
             }
@@ -421,7 +480,11 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
     for (index, metric) in raw.metrics.iter().enumerate() {
         let name = &metric.value.name;
         if name.value.trim().is_empty() {
-            return Err(at.at(&name.referenced, format!("metrics[{index}].name"), "must not be empty"));
+            return Err(at.at(
+                &name.referenced,
+                format!("metrics[{index}].name"),
+                "must not be empty",
+            ));
         }
         if !metric_names.insert(name.value.clone()) {
             return Err(at.at(
@@ -441,7 +504,10 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
                 ))
             }
         };
-        metrics.push(MetricSpec { name: name.value.clone(), goal });
+        metrics.push(MetricSpec {
+            name: name.value.clone(),
+            goal,
+        });
     }
 
     Ok(ExperimentConfig {
@@ -465,12 +531,24 @@ fn positive_u32(value: &Spanned<i64>, field: &str, at: &Locator<'_>) -> Result<u
     u32::try_from(value.value)
         .ok()
         .filter(|v| *v >= 1)
-        .ok_or_else(|| at.at(&value.referenced, field, format!("must be a whole number from 1 to {}, not {}", u32::MAX, value.value)))
+        .ok_or_else(|| {
+            at.at(
+                &value.referenced,
+                field,
+                format!(
+                    "must be a whole number from 1 to {}, not {}",
+                    u32::MAX,
+                    value.value
+                ),
+            )
+        })
 }
 
 fn check_param_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && !name.starts_with('.')
         && !name.ends_with('.');
     if ok {
@@ -486,15 +564,28 @@ fn check_baseline(baseline: &BTreeMap<String, Value>, axes: &[Axis]) -> Result<(
     for (param, value) in baseline {
         let Some(axis) = axes.iter().find(|a| &a.param == param) else {
             let names: Vec<&str> = axes.iter().map(|a| a.param.as_str()).collect();
-            return Err(format!("'{param}' is not an axis; the baseline names one value for each axis: {}", names.join(", ")));
+            return Err(format!(
+                "'{param}' is not an axis; the baseline names one value for each axis: {}",
+                names.join(", ")
+            ));
         };
         if !axis.values.contains(value) {
-            return Err(format!("{value} is not a value of axis '{param}'; valid values are {}", Value::from(axis.values.clone())));
+            return Err(format!(
+                "{value} is not a value of axis '{param}'; valid values are {}",
+                Value::from(axis.values.clone())
+            ));
         }
     }
-    let missing: Vec<&str> = axes.iter().filter(|a| !baseline.contains_key(&a.param)).map(|a| a.param.as_str()).collect();
+    let missing: Vec<&str> = axes
+        .iter()
+        .filter(|a| !baseline.contains_key(&a.param))
+        .map(|a| a.param.as_str())
+        .collect();
     if !missing.is_empty() {
-        return Err(format!("the baseline must name a value for every axis; missing: {}", missing.join(", ")));
+        return Err(format!(
+            "the baseline must name a value for every axis; missing: {}",
+            missing.join(", ")
+        ));
     }
     Ok(())
 }

@@ -3,7 +3,14 @@
 use std::collections::BTreeSet;
 
 /// Placeholders every run has besides its parameters.
-pub const BUILTIN_PLACEHOLDERS: &[&str] = &["seed", "run_id", "variation", "repetition", "attempt", "output_dir"];
+pub const BUILTIN_PLACEHOLDERS: &[&str] = &[
+    "seed",
+    "run_id",
+    "variation",
+    "repetition",
+    "attempt",
+    "output_dir",
+];
 
 enum Piece<'a> {
     Text(&'a str),
@@ -27,7 +34,9 @@ fn pieces(template: &str) -> Result<Vec<Piece<'_>>, String> {
             out.push(Piece::Placeholder(&after[..end]));
             rest = &after[end + 1..];
         } else if rest.starts_with('}') {
-            return Err(format!("'{template}' has a '}}' with no matching '{{' (write }}}} for a literal brace)"));
+            return Err(format!(
+                "'{template}' has a '}}' with no matching '{{' (write }}}} for a literal brace)"
+            ));
         } else {
             let end = rest.find(['{', '}']).unwrap_or(rest.len());
             out.push(Piece::Text(&rest[..end]));
@@ -43,7 +52,10 @@ pub(super) fn check(template: &str, known: &BTreeSet<&str>) -> Result<(), String
         if let Piece::Placeholder(name) = piece {
             if !known.contains(name) {
                 let valid: Vec<&str> = known.iter().copied().collect();
-                return Err(format!("unknown placeholder {{{name}}}; valid placeholders are {}", valid.join(", ")));
+                return Err(format!(
+                    "unknown placeholder {{{name}}}; valid placeholders are {}",
+                    valid.join(", ")
+                ));
             }
         }
     }
@@ -51,14 +63,17 @@ pub(super) fn check(template: &str, known: &BTreeSet<&str>) -> Result<(), String
 }
 
 /// Replaces placeholders using `lookup`; validation guarantees every name resolves.
-pub fn substitute(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn substitute(
+    template: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     for piece in pieces(template)? {
         match piece {
             Piece::Text(text) => out.push_str(text),
-            Piece::Placeholder(name) => {
-                out.push_str(&lookup(name).ok_or_else(|| format!("no value for placeholder {{{name}}}"))?)
-            }
+            Piece::Placeholder(name) => out.push_str(
+                &lookup(name).ok_or_else(|| format!("no value for placeholder {{{name}}}"))?,
+            ),
         }
     }
     Ok(out)

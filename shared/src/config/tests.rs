@@ -49,7 +49,10 @@ fn hash_is_stable_and_ignores_formatting() {
     assert_eq!(a.hash().len(), 64);
     let c = parse_experiment(&GOOD.replace("seed: 42", "seed: 43"), "c.yaml").unwrap();
     assert_ne!(a.hash(), c.hash());
-    assert_eq!(ExperimentConfig::from_canonical_json(&a.canonical_json()).unwrap(), a);
+    assert_eq!(
+        ExperimentConfig::from_canonical_json(&a.canonical_json()).unwrap(),
+        a
+    );
 }
 
 #[test]
@@ -73,7 +76,9 @@ fn empty_axis_is_refused_where_it_stands() {
 
 #[test]
 fn duplicate_axis_values_are_refused() {
-    let error = error_of("name: x\nrun: {kind: noop}\nvariations:\n  - param: a\n    values: [0.2, 0.8, 0.2]\n");
+    let error = error_of(
+        "name: x\nrun: {kind: noop}\nvariations:\n  - param: a\n    values: [0.2, 0.8, 0.2]\n",
+    );
     assert_eq!(error.field, "variations[0].values[2]");
     assert_eq!((error.line, error.column), (5, 24));
     assert!(error.message.contains("duplicate value 0.2"));
@@ -113,7 +118,9 @@ fn unknown_run_kind_lists_valid_kinds() {
 
 #[test]
 fn baseline_must_name_axis_values() {
-    let error = error_of("name: x\nrun: {kind: noop}\nvariations: [{param: a, values: [1, 2]}]\nbaseline: {a: 3}\n");
+    let error = error_of(
+        "name: x\nrun: {kind: noop}\nvariations: [{param: a, values: [1, 2]}]\nbaseline: {a: 3}\n",
+    );
     assert_eq!(error.field, "baseline");
     assert!(error.message.contains("not a value of axis"));
 }
@@ -133,15 +140,42 @@ fn yaml_syntax_errors_are_located() {
 #[test]
 fn extension_and_conflict_are_told_apart() {
     let base = parse_experiment(GOOD, "a.yaml").unwrap();
-    let more_runs = parse_experiment(&GOOD.replace("runs_per_variation: 10", "runs_per_variation: 12"), "a.yaml").unwrap();
+    let more_runs = parse_experiment(
+        &GOOD.replace("runs_per_variation: 10", "runs_per_variation: 12"),
+        "a.yaml",
+    )
+    .unwrap();
     assert_eq!(compare_configs(&base, &more_runs), ConfigChange::Extension);
-    let more_values = parse_experiment(&GOOD.replace("values: [0.2, 0.8]", "values: [0.2, 0.8, 1.0]"), "a.yaml").unwrap();
-    assert_eq!(compare_configs(&base, &more_values), ConfigChange::Extension);
-    assert_eq!(compare_configs(&base, &base.clone()), ConfigChange::Identical);
+    let more_values = parse_experiment(
+        &GOOD.replace("values: [0.2, 0.8]", "values: [0.2, 0.8, 1.0]"),
+        "a.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        compare_configs(&base, &more_values),
+        ConfigChange::Extension
+    );
+    assert_eq!(
+        compare_configs(&base, &base.clone()),
+        ConfigChange::Identical
+    );
 
-    let fewer_values = parse_experiment(&GOOD.replace("values: [0.2, 0.8]", "values: [0.2, 0.9]"), "a.yaml").unwrap();
-    assert!(matches!(compare_configs(&base, &fewer_values), ConfigChange::Conflict(_)));
-    let changed = parse_experiment(&GOOD.replace("rounds: 10", "rounds: 11").replace("timeout: 10m", "timeout: 5m"), "a.yaml").unwrap();
+    let fewer_values = parse_experiment(
+        &GOOD.replace("values: [0.2, 0.8]", "values: [0.2, 0.9]"),
+        "a.yaml",
+    )
+    .unwrap();
+    assert!(matches!(
+        compare_configs(&base, &fewer_values),
+        ConfigChange::Conflict(_)
+    ));
+    let changed = parse_experiment(
+        &GOOD
+            .replace("rounds: 10", "rounds: 11")
+            .replace("timeout: 10m", "timeout: 5m"),
+        "a.yaml",
+    )
+    .unwrap();
     match compare_configs(&base, &changed) {
         ConfigChange::Conflict(fields) => {
             assert!(fields.contains(&"params.rounds".to_string()), "{fields:?}");
@@ -149,12 +183,22 @@ fn extension_and_conflict_are_told_apart() {
         }
         other => panic!("expected conflict, got {other:?}"),
     }
-    let fewer_runs = parse_experiment(&GOOD.replace("runs_per_variation: 10", "runs_per_variation: 5"), "a.yaml").unwrap();
-    assert!(matches!(compare_configs(&base, &fewer_runs), ConfigChange::Conflict(_)));
+    let fewer_runs = parse_experiment(
+        &GOOD.replace("runs_per_variation: 10", "runs_per_variation: 5"),
+        "a.yaml",
+    )
+    .unwrap();
+    assert!(matches!(
+        compare_configs(&base, &fewer_runs),
+        ConfigChange::Conflict(_)
+    ));
 }
 
 #[test]
 fn substitution_renders_values_and_escapes() {
-    let rendered = substitute("--x={a} {{literal}}", |name| (name == "a").then(|| "7".to_string())).unwrap();
+    let rendered = substitute("--x={a} {{literal}}", |name| {
+        (name == "a").then(|| "7".to_string())
+    })
+    .unwrap();
     assert_eq!(rendered, "--x=7 {literal}");
 }

@@ -15,7 +15,11 @@ fn missing(field: &str) -> Error {
 
 impl From<RunKey> for proto::RunKey {
     fn from(key: RunKey) -> Self {
-        proto::RunKey { experiment: key.experiment, variation: key.variation, repetition: key.repetition }
+        proto::RunKey {
+            experiment: key.experiment,
+            variation: key.variation,
+            repetition: key.repetition,
+        }
     }
 }
 
@@ -25,20 +29,26 @@ impl TryFrom<proto::RunKey> for RunKey {
         if key.experiment.is_empty() || key.variation == 0 || key.repetition == 0 {
             return Err(Error::Protocol(format!("invalid run key {key:?}")));
         }
-        Ok(RunKey { experiment: key.experiment, variation: key.variation, repetition: key.repetition })
+        Ok(RunKey {
+            experiment: key.experiment,
+            variation: key.variation,
+            repetition: key.repetition,
+        })
     }
 }
 
 impl From<Assignment> for proto::RunAssignment {
     fn from(assignment: Assignment) -> Self {
         let kind = match assignment.spec {
-            RunSpec::Command { argv, workdir_path, workdir_hash } => {
-                proto::run_spec::Kind::Command(proto::CommandSpec {
-                    argv,
-                    workdir_path: workdir_path.to_string_lossy().into_owned(),
-                    workdir_hash,
-                })
-            }
+            RunSpec::Command {
+                argv,
+                workdir_path,
+                workdir_hash,
+            } => proto::run_spec::Kind::Command(proto::CommandSpec {
+                argv,
+                workdir_path: workdir_path.to_string_lossy().into_owned(),
+                workdir_hash,
+            }),
             RunSpec::Noop => proto::run_spec::Kind::Noop(proto::NoopSpec {}),
         };
         proto::RunAssignment {
@@ -47,7 +57,10 @@ impl From<Assignment> for proto::RunAssignment {
             attempt: assignment.attempt,
             seed: assignment.seed,
             params_json: assignment.params_json,
-            spec: Some(proto::RunSpec { kind: Some(kind), timeout_ms: assignment.timeout.as_millis() as u64 }),
+            spec: Some(proto::RunSpec {
+                kind: Some(kind),
+                timeout_ms: assignment.timeout.as_millis() as u64,
+            }),
         }
     }
 }
@@ -66,7 +79,10 @@ impl TryFrom<proto::RunAssignment> for Assignment {
         };
         Ok(Assignment {
             lease_id: message.lease_id,
-            run: message.run.ok_or_else(|| missing("RunAssignment.run"))?.try_into()?,
+            run: message
+                .run
+                .ok_or_else(|| missing("RunAssignment.run"))?
+                .try_into()?,
             attempt: message.attempt,
             seed: message.seed,
             params_json: message.params_json,
@@ -95,7 +111,10 @@ impl From<RunResult> for proto::RunResult {
             files: result
                 .files
                 .into_iter()
-                .map(|f| proto::ShippedFile { path: f.path, content: f.content })
+                .map(|f| proto::ShippedFile {
+                    path: f.path,
+                    content: f.content,
+                })
                 .collect(),
         }
     }
@@ -114,7 +133,10 @@ impl TryFrom<proto::RunResult> for RunResult {
         }
         Ok(RunResult {
             lease_id: message.lease_id,
-            run: message.run.ok_or_else(|| missing("RunResult.run"))?.try_into()?,
+            run: message
+                .run
+                .ok_or_else(|| missing("RunResult.run"))?
+                .try_into()?,
             attempt: message.attempt,
             outcome,
             metrics_json: (!message.metrics_json.is_empty()).then_some(message.metrics_json),
@@ -128,7 +150,10 @@ impl TryFrom<proto::RunResult> for RunResult {
             files: message
                 .files
                 .into_iter()
-                .map(|f| ShippedFile { path: f.path, content: f.content })
+                .map(|f| ShippedFile {
+                    path: f.path,
+                    content: f.content,
+                })
                 .collect(),
         })
     }
@@ -136,13 +161,21 @@ impl TryFrom<proto::RunResult> for RunResult {
 
 impl From<BundleFile> for proto::WorkdirFile {
     fn from(file: BundleFile) -> Self {
-        proto::WorkdirFile { path: file.path, content: file.content, executable: file.executable }
+        proto::WorkdirFile {
+            path: file.path,
+            content: file.content,
+            executable: file.executable,
+        }
     }
 }
 
 impl From<proto::WorkdirFile> for BundleFile {
     fn from(file: proto::WorkdirFile) -> Self {
-        BundleFile { path: file.path, content: file.content, executable: file.executable }
+        BundleFile {
+            path: file.path,
+            content: file.content,
+            executable: file.executable,
+        }
     }
 }
 
@@ -157,11 +190,19 @@ mod tests {
     fn assignment_round_trips() {
         let assignment = Assignment {
             lease_id: 7,
-            run: RunKey { experiment: "e".into(), variation: 2, repetition: 3 },
+            run: RunKey {
+                experiment: "e".into(),
+                variation: 2,
+                repetition: 3,
+            },
             attempt: 1,
             seed: 99,
             params_json: "{\"a\":1}".into(),
-            spec: RunSpec::Command { argv: vec!["echo".into()], workdir_path: "/w".into(), workdir_hash: "h".into() },
+            spec: RunSpec::Command {
+                argv: vec!["echo".into()],
+                workdir_path: "/w".into(),
+                workdir_hash: "h".into(),
+            },
             timeout: Duration::from_secs(5),
         };
         let message: proto::RunAssignment = assignment.clone().into();
@@ -170,7 +211,11 @@ mod tests {
 
     #[test]
     fn refuses_invalid_run_keys() {
-        let key = proto::RunKey { experiment: "e".into(), variation: 0, repetition: 1 };
+        let key = proto::RunKey {
+            experiment: "e".into(),
+            variation: 0,
+            repetition: 1,
+        };
         assert!(RunKey::try_from(key).is_err());
     }
 }

@@ -30,15 +30,22 @@ struct Ending {
     cancelled: bool,
 }
 
-pub async fn execute(assignment: Assignment, context: &RunContext, cancel: oneshot::Receiver<()>) -> RunResult {
+pub async fn execute(
+    assignment: Assignment,
+    context: &RunContext,
+    cancel: oneshot::Receiver<()>,
+) -> RunResult {
     let started_at_ms = now_ms();
     let started = Instant::now();
-    let run_dir = context.scratch.join(&assignment.run.experiment).join(format!(
-        "{}-a{}-{}",
-        assignment.run.run_id(),
-        assignment.attempt,
-        assignment.lease_id
-    ));
+    let run_dir = context
+        .scratch
+        .join(&assignment.run.experiment)
+        .join(format!(
+            "{}-a{}-{}",
+            assignment.run.run_id(),
+            assignment.attempt,
+            assignment.lease_id
+        ));
     let outcome = run_program(&assignment, context, &run_dir, cancel).await;
     let mut result = RunResult {
         lease_id: assignment.lease_id,
@@ -63,8 +70,18 @@ pub async fn execute(assignment: Assignment, context: &RunContext, cancel: onesh
             result.timed_out = ending.timed_out;
             let metrics = read_metrics(&run_dir);
             result.outcome = match (&ending, &metrics) {
-                (Ending { cancelled: true, .. }, _) => Outcome::Cancelled,
-                (Ending { exit_code: Some(0), .. }, Ok(_)) => Outcome::Succeeded,
+                (
+                    Ending {
+                        cancelled: true, ..
+                    },
+                    _,
+                ) => Outcome::Cancelled,
+                (
+                    Ending {
+                        exit_code: Some(0), ..
+                    },
+                    Ok(_),
+                ) => Outcome::Succeeded,
                 _ => Outcome::Failed,
             };
             result.error = if ending.cancelled {
@@ -99,7 +116,12 @@ async fn run_program(
     run_dir: &Path,
     cancel: oneshot::Receiver<()>,
 ) -> Result<Ending, String> {
-    let RunSpec::Command { argv, workdir_path, workdir_hash } = &assignment.spec else {
+    let RunSpec::Command {
+        argv,
+        workdir_path,
+        workdir_hash,
+    } = &assignment.spec
+    else {
         unreachable!("command runs only")
     };
     let workdir = context
@@ -108,11 +130,13 @@ async fn run_program(
         .await
         .map_err(|e| format!("cannot get the experiment's workdir: {e}"))?;
     let output_dir = run_dir.join("artifacts");
-    std::fs::create_dir_all(&output_dir).map_err(|e| format!("cannot create {}: {e}", output_dir.display()))?;
+    std::fs::create_dir_all(&output_dir)
+        .map_err(|e| format!("cannot create {}: {e}", output_dir.display()))?;
     let params_path = run_dir.join("params.json");
-    std::fs::write(&params_path, &assignment.params_json).map_err(|e| format!("cannot write params.json: {e}"))?;
-    let params: Map<String, Value> =
-        serde_json::from_str(&assignment.params_json).map_err(|e| format!("params are not a JSON object: {e}"))?;
+    std::fs::write(&params_path, &assignment.params_json)
+        .map_err(|e| format!("cannot write params.json: {e}"))?;
+    let params: Map<String, Value> = serde_json::from_str(&assignment.params_json)
+        .map_err(|e| format!("params are not a JSON object: {e}"))?;
     let metrics_path = run_dir.join("metrics.json");
 
     let run_id = assignment.run.run_id();
@@ -127,12 +151,22 @@ async fn run_program(
             _ => return None,
         })
     };
-    let lookup = |name: &str| params.get(name).map(value_as_argument).or_else(|| builtin(name));
-    let argv: Vec<String> = argv.iter().map(|a| substitute(a, lookup)).collect::<Result<_, _>>()?;
+    let lookup = |name: &str| {
+        params
+            .get(name)
+            .map(value_as_argument)
+            .or_else(|| builtin(name))
+    };
+    let argv: Vec<String> = argv
+        .iter()
+        .map(|a| substitute(a, lookup))
+        .collect::<Result<_, _>>()?;
     let program = resolve_program(&argv[0], &workdir);
 
-    let stdout = std::fs::File::create(run_dir.join("stdout.log")).map_err(|e| format!("cannot create stdout.log: {e}"))?;
-    let stderr = std::fs::File::create(run_dir.join("stderr.log")).map_err(|e| format!("cannot create stderr.log: {e}"))?;
+    let stdout = std::fs::File::create(run_dir.join("stdout.log"))
+        .map_err(|e| format!("cannot create stdout.log: {e}"))?;
+    let stderr = std::fs::File::create(run_dir.join("stderr.log"))
+        .map_err(|e| format!("cannot create stderr.log: {e}"))?;
     let mut command = tokio::process::Command::new(&program);
     command
         .args(&argv[1..])
@@ -151,7 +185,9 @@ async fn run_program(
         .env("FLOTILLA_PARAMS", &params_path)
         .env("FLOTILLA_OUTPUT_DIR", &output_dir)
         .env("FLOTILLA_METRICS", &metrics_path);
-    let mut child = command.spawn().map_err(|e| format!("cannot start '{}': {e}", program.display()))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start '{}': {e}", program.display()))?;
     let process_group = child.id().map(|id| id as i32);
 
     let mut timed_out = false;
@@ -173,7 +209,12 @@ async fn run_program(
     // Children left behind by the program die with it.
     kill_group(process_group);
     use std::os::unix::process::ExitStatusExt;
-    Ok(Ending { exit_code: status.code(), signal: status.signal(), timed_out, cancelled })
+    Ok(Ending {
+        exit_code: status.code(),
+        signal: status.signal(),
+        timed_out,
+        cancelled,
+    })
 }
 
 /// A relative program path with a '/' is taken relative to the workdir; a bare
@@ -231,7 +272,9 @@ fn read_metrics(run_dir: &Path) -> Result<Map<String, Value>, String> {
 }
 
 fn tail_text(path: &Path, max_bytes: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else { return String::new() };
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
     let start = bytes.len().saturating_sub(max_bytes);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
@@ -242,35 +285,59 @@ fn collect_files(run_dir: &Path) -> Vec<ShippedFile> {
     for log in ["stdout.log", "stderr.log"] {
         if let Ok(mut content) = std::fs::read(run_dir.join(log)) {
             if content.len() > MAX_LOG_BYTES {
-                let mut kept = format!("[flotilla: log truncated to its last {MAX_LOG_BYTES} bytes]\n").into_bytes();
+                let mut kept =
+                    format!("[flotilla: log truncated to its last {MAX_LOG_BYTES} bytes]\n")
+                        .into_bytes();
                 kept.extend_from_slice(&content[content.len() - MAX_LOG_BYTES..]);
                 content = kept;
             }
-            files.push(ShippedFile { path: log.to_string(), content });
+            files.push(ShippedFile {
+                path: log.to_string(),
+                content,
+            });
         }
     }
     let mut total = 0u64;
     let mut skipped = Vec::new();
-    collect_artifacts(&run_dir.join("artifacts"), "artifacts", &mut files, &mut total, &mut skipped);
+    collect_artifacts(
+        &run_dir.join("artifacts"),
+        "artifacts",
+        &mut files,
+        &mut total,
+        &mut skipped,
+    );
     if !skipped.is_empty() {
         let note = format!(
             "artifacts over {} MiB in total were not shipped:\n{}\n",
             MAX_ARTIFACT_BYTES / (1024 * 1024),
             skipped.join("\n")
         );
-        files.push(ShippedFile { path: "artifacts-not-shipped.txt".into(), content: note.into_bytes() });
+        files.push(ShippedFile {
+            path: "artifacts-not-shipped.txt".into(),
+            content: note.into_bytes(),
+        });
     }
     files
 }
 
-fn collect_artifacts(dir: &Path, prefix: &str, files: &mut Vec<ShippedFile>, total: &mut u64, skipped: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+fn collect_artifacts(
+    dir: &Path,
+    prefix: &str,
+    files: &mut Vec<ShippedFile>,
+    total: &mut u64,
+    skipped: &mut Vec<String>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         let relative = format!("{prefix}/{name}");
-        let Ok(file_type) = entry.file_type() else { continue };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
         if file_type.is_dir() {
             collect_artifacts(&entry.path(), &relative, files, total, skipped);
         } else if file_type.is_file() {
@@ -281,7 +348,10 @@ fn collect_artifacts(dir: &Path, prefix: &str, files: &mut Vec<ShippedFile>, tot
             }
             if let Ok(content) = std::fs::read(entry.path()) {
                 *total += size;
-                files.push(ShippedFile { path: relative, content });
+                files.push(ShippedFile {
+                    path: relative,
+                    content,
+                });
             }
         }
     }

@@ -19,7 +19,11 @@ pub struct RunContext {
 }
 
 /// Carries out `assignment` until it ends, times out or `cancel` fires.
-pub async fn execute(assignment: Assignment, context: Arc<RunContext>, cancel: oneshot::Receiver<()>) -> RunResult {
+pub async fn execute(
+    assignment: Assignment,
+    context: Arc<RunContext>,
+    cancel: oneshot::Receiver<()>,
+) -> RunResult {
     match &assignment.spec {
         RunSpec::Noop => RunResult {
             lease_id: assignment.lease_id,

@@ -1,0 +1,445 @@
+//! Decision tests: no runtime, no sockets; the outbox says what would happen.
+
+use std::time::{Duration, Instant};
+
+use flotilla_shared::config::parse_experiment;
+use flotilla_shared::run::{Assignment, Outcome, RunResult};
+
+use super::*;
+
+const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn state_with(yaml: &str) -> State {
+    let mut state = State::new("/tmp/root".into(), LEASE_TIMEOUT, 1000);
+    let config = parse_experiment(yaml, "t.yaml").unwrap();
+    let mut outbox = Outbox::default();
+    state
+        .submit(
+            Submission {
+                config,
+                config_yaml: yaml.into(),
+                workdir: None,
+                retry_failed: false,
+            },
+            0,
+            &mut outbox,
+        )
+        .unwrap();
+    state
+}
+
+const FOUR_RUNS: &str =
+    "name: e\nrun: {kind: noop}\nvariations: [{param: a, values: [1, 2]}]\nruns_per_variation: 2\n";
+
+fn connect(state: &mut State, name: &str, slots: u32, now: Instant) {
+    state.worker_connected(name, slots, Vec::new(), now, &mut Outbox::default());
+}
+
+fn assign(state: &mut State) -> Vec<(Arc<str>, Vec<Assignment>)> {
+    let mut outbox = Outbox::default();
+    state.schedule(&mut outbox);
+    outbox.assignments
+}
+
+fn result(assignment: &Assignment, outcome: Outcome) -> RunResult {
+    RunResult {
+        lease_id: assignment.lease_id,
+        run: assignment.run.clone(),
+        attempt: assignment.attempt,
+        outcome,
+        metrics_json: (outcome == Outcome::Succeeded).then(|| "{\"x\":1}".to_string()),
+        exit_code: Some(if outcome == Outcome::Succeeded { 0 } else { 1 }),
+        signal: None,
+        timed_out: false,
+        error: String::new(),
+        stderr_tail: String::new(),
+        duration_s: 0.1,
+        started_at_ms: 0,
+        files: Vec::new(),
+    }
+}
+
+fn counts(state: &State) -> Counts {
+    state.experiments[0].counts
+}
+
+#[test]
+fn never_assigns_more_than_free_slots() {
+    let mut state = state_with(FOUR_RUNS);
+    let now = Instant::now();
+    connect(&mut state, "w1", 3, now);
+    let batches = assign(&mut state);
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].1.len(), 3);
+    assert!(assign(&mut state).is_empty(), "no free slot left");
+    assert_eq!(counts(&state).running, 3);
+    assert_eq!(counts(&state).pending, 1);
+}
+
+#[test]
+fn runs_are_ordered_repetition_major_with_paired_seeds() {
+    let mut state = state_with(FOUR_RUNS);
+    connect(&mut state, "w1", 4, Instant::now());
+    let runs = &assign(&mut state)[0].1;
+    let order: Vec<(u32, u32)> = runs
+        .iter()
+        .map(|a| (a.run.variation, a.run.repetition))
+        .collect();
+    assert_eq!(order, [(1, 1), (2, 1), (1, 2), (2, 2)]);
+    assert_eq!(
+        runs[0].seed, runs[1].seed,
+        "repetition 1 has one seed in every variation"
+    );
+    assert_ne!(runs[0].seed, runs[2].seed);
+}
+
+#[test]
+fn max_parallel_caps_the_experiment() {
+    let mut state = state_with(&format!("{FOUR_RUNS}max_parallel: 1\n"));
+    connect(&mut state, "w1", 4, Instant::now());
+    assert_eq!(assign(&mut state)[0].1.len(), 1);
+}
+
+#[test]
+fn success_finishes_the_run_and_frees_the_slot() {
+    let mut state = state_with(FOUR_RUNS);
+    connect(&mut state, "w1", 1, Instant::now());
+    let first = assign(&mut state)[0].1[0].clone();
+    let mut outbox = Outbox::default();
+    state.apply_results(
+        "w1",
+        vec![result(&first, Outcome::Succeeded)],
+        1,
+        &mut outbox,
+    );
+    assert_eq!(counts(&state).succeeded, 1);
+    assert!(
+        matches!(&outbox.persist[0], Persist::Attempt(r) if r.outcome == AttemptOutcome::Succeeded)
+    );
+    assert_eq!(assign(&mut state)[0].1.len(), 1, "the slot is free again");
+}
+
+#[test]
+fn failures_are_retried_up_to_max_attempts() {
+    let mut state = state_with(&format!("{FOUR_RUNS}retries: {{max_attempts: 2}}\n"));
+    connect(&mut state, "w1", 1, Instant::now());
+    let first = assign(&mut state)[0].1[0].clone();
+    state.apply_results(
+        "w1",
+        vec![result(&first, Outcome::Failed)],
+        1,
+        &mut Outbox::default(),
+    );
+    assert_eq!(counts(&state).failed, 0);
+    assert_eq!(counts(&state).pending, 4, "requeued");
+
+    // The retry eventually comes round as attempt 2, and its failure is final.
+    let mut retry = None;
+    for _ in 0..4 {
+        let next = assign(&mut state)[0].1[0].clone();
+        if next.run == first.run {
+            retry = Some(next);
+            break;
+        }
+        state.apply_results(
+            "w1",
+            vec![result(&next, Outcome::Succeeded)],
+            1,
+            &mut Outbox::default(),
+        );
+    }
+    let retry = retry.expect("the failed run is retried");
+    assert_eq!(retry.attempt, 2);
+    state.apply_results(
+        "w1",
+        vec![result(&retry, Outcome::Failed)],
+        1,
+        &mut Outbox::default(),
+    );
+    assert_eq!(counts(&state).failed, 1);
+}
+
+#[test]
+fn continue_on_error_false_stops_at_the_first_final_failure() {
+    let mut state = state_with(&format!(
+        "{FOUR_RUNS}retries: {{max_attempts: 1}}\ncontinue_on_error: false\n"
+    ));
+    connect(&mut state, "w1", 2, Instant::now());
+    let batch = assign(&mut state)[0].1.clone();
+    let mut outbox = Outbox::default();
+    state.apply_results(
+        "w1",
+        vec![result(&batch[0], Outcome::Failed)],
+        1,
+        &mut outbox,
+    );
+    assert_eq!(counts(&state).cancelled, 2, "pending runs are cancelled");
+    assert_eq!(
+        outbox.cancels.len(),
+        1,
+        "the other running run is told to stop"
+    );
+    assert!(outbox.finalize.is_empty(), "waits for the running run");
+    let mut outbox = Outbox::default();
+    state.apply_results(
+        "w1",
+        vec![result(&batch[1], Outcome::Cancelled)],
+        2,
+        &mut outbox,
+    );
+    assert_eq!(outbox.finalize, vec![0]);
+    assert_eq!(
+        state.experiments[0].finalizing,
+        Some(ExperimentState::Failed)
+    );
+    state.finalized(0, 3);
+    assert_eq!(state.experiments[0].state, ExperimentState::Failed);
+}
+
+#[test]
+fn expired_leases_requeue_runs_with_the_next_attempt() {
+    let mut state = state_with(FOUR_RUNS);
+    let start = Instant::now();
+    connect(&mut state, "w1", 2, start);
+    let lost = assign(&mut state)[0].1.clone();
+    state.worker_disconnected("w1", 1);
+
+    let mut outbox = Outbox::default();
+    state.expire_leases(start + LEASE_TIMEOUT / 2, &mut outbox);
+    assert!(outbox.persist.is_empty(), "not yet expired");
+
+    state.expire_leases(start + LEASE_TIMEOUT * 2, &mut outbox);
+    assert_eq!(outbox.persist.len(), 2);
+    assert!(outbox
+        .persist
+        .iter()
+        .all(|p| matches!(p, Persist::Attempt(r) if r.outcome == AttemptOutcome::Lost)));
+    assert_eq!(counts(&state).pending, 4);
+    assert_eq!(counts(&state).running, 0);
+
+    connect(&mut state, "w2", 4, start + LEASE_TIMEOUT * 2);
+    let reassigned = assign(&mut state)[0].1.clone();
+    let again = reassigned.iter().find(|a| a.run == lost[0].run).unwrap();
+    assert_eq!(again.attempt, 2);
+}
+
+#[test]
+fn heartbeats_keep_leases_alive() {
+    let mut state = state_with(FOUR_RUNS);
+    let start = Instant::now();
+    connect(&mut state, "w1", 2, start);
+    assign(&mut state);
+    state.worker_seen("w1", 1, start + LEASE_TIMEOUT);
+    let mut outbox = Outbox::default();
+    state.expire_leases(start + LEASE_TIMEOUT + LEASE_TIMEOUT / 2, &mut outbox);
+    assert!(outbox.persist.is_empty());
+}
+
+#[test]
+fn late_result_of_a_lost_attempt_settles_the_run_once() {
+    let mut state = state_with(FOUR_RUNS);
+    let start = Instant::now();
+    connect(&mut state, "w1", 1, start);
+    let first = assign(&mut state)[0].1[0].clone();
+    state.worker_disconnected("w1", 1);
+    state.expire_leases(start + LEASE_TIMEOUT * 2, &mut Outbox::default());
+
+    connect(&mut state, "w2", 4, start + LEASE_TIMEOUT * 2);
+    let second = assign(&mut state)[0]
+        .1
+        .iter()
+        .find(|a| a.run == first.run)
+        .unwrap()
+        .clone();
+    assert_eq!(second.attempt, 2);
+
+    // The first worker comes back and reports attempt 1: accepted (run unfinished),
+    // and attempt 2 is told to stop.
+    let mut outbox = Outbox::default();
+    state.apply_results(
+        "w1",
+        vec![result(&first, Outcome::Succeeded)],
+        5,
+        &mut outbox,
+    );
+    assert_eq!(counts(&state).succeeded, 1);
+    assert_eq!(
+        outbox.cancels,
+        vec![(Arc::from("w2"), vec![second.lease_id])]
+    );
+
+    // Attempt 2's result arrives too: dropped, nothing counted twice.
+    let mut outbox = Outbox::default();
+    state.apply_results(
+        "w2",
+        vec![result(&second, Outcome::Succeeded)],
+        6,
+        &mut outbox,
+    );
+    assert!(outbox.persist.is_empty());
+    assert_eq!(counts(&state).succeeded, 1);
+}
+
+#[test]
+fn resent_results_are_not_counted_twice() {
+    let mut state = state_with(FOUR_RUNS);
+    connect(&mut state, "w1", 1, Instant::now());
+    let first = assign(&mut state)[0].1[0].clone();
+    state.apply_results(
+        "w1",
+        vec![result(&first, Outcome::Failed)],
+        1,
+        &mut Outbox::default(),
+    );
+    let mut outbox = Outbox::default();
+    state.apply_results("w1", vec![result(&first, Outcome::Failed)], 2, &mut outbox);
+    assert!(
+        outbox.persist.is_empty(),
+        "a resent failure is recorded once"
+    );
+    assert_eq!(
+        state.experiments[0]
+            .runs
+            .iter()
+            .map(|r| r.attempts_recorded)
+            .sum::<u32>(),
+        1
+    );
+}
+
+#[test]
+fn restarted_worker_loses_the_runs_it_forgot() {
+    let mut state = state_with(FOUR_RUNS);
+    let now = Instant::now();
+    connect(&mut state, "w1", 2, now);
+    assign(&mut state);
+    let mut outbox = Outbox::default();
+    state.worker_connected("w1", 2, Vec::new(), now, &mut outbox);
+    assert_eq!(
+        outbox.persist.len(),
+        2,
+        "both attempts recorded as lost at once"
+    );
+    assert_eq!(counts(&state).pending, 4);
+}
+
+#[test]
+fn reconnecting_worker_keeps_its_running_leases() {
+    let mut state = state_with(FOUR_RUNS);
+    let now = Instant::now();
+    connect(&mut state, "w1", 2, now);
+    let batch = assign(&mut state)[0].1.clone();
+    let running = batch
+        .iter()
+        .map(|a| (a.lease_id, a.run.clone(), a.attempt))
+        .collect();
+    let mut outbox = Outbox::default();
+    state.worker_connected("w1", 2, running, now, &mut outbox);
+    assert!(outbox.persist.is_empty() && outbox.cancels.is_empty());
+    assert_eq!(counts(&state).running, 2);
+}
+
+#[test]
+fn after_a_coordinator_restart_running_runs_are_adopted() {
+    // A fresh state (as after restore) where every run is pending again.
+    let mut state = state_with(FOUR_RUNS);
+    let run = RunKey {
+        experiment: "e".into(),
+        variation: 1,
+        repetition: 1,
+    };
+    let mut outbox = Outbox::default();
+    state.worker_connected(
+        "w1",
+        2,
+        vec![
+            (77, run.clone()),
+            (
+                78,
+                RunKey {
+                    repetition: 9,
+                    ..run.clone()
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(l, k)| (l, k, 1))
+        .collect(),
+        Instant::now(),
+        &mut outbox,
+    );
+    assert_eq!(counts(&state).running, 1, "the known run is adopted");
+    assert_eq!(
+        outbox.cancels,
+        vec![(Arc::from("w1"), vec![78])],
+        "an unknown run is cancelled"
+    );
+    let batch = assign(&mut state);
+    assert!(
+        batch[0].1.iter().all(|a| a.run != run),
+        "an adopted run is not assigned again"
+    );
+}
+
+#[test]
+fn experiment_finishes_when_every_run_ended() {
+    let mut state = state_with("name: e\nrun: {kind: noop}\nruns_per_variation: 2\n");
+    connect(&mut state, "w1", 2, Instant::now());
+    let batch = assign(&mut state)[0].1.clone();
+    let mut outbox = Outbox::default();
+    let results = batch
+        .iter()
+        .map(|a| result(a, Outcome::Succeeded))
+        .collect();
+    state.apply_results("w1", results, 1, &mut outbox);
+    assert_eq!(outbox.finalize, vec![0]);
+    assert_eq!(
+        state.experiments[0].state,
+        ExperimentState::Running,
+        "final only once files are written"
+    );
+    state.finalized(0, 2);
+    assert_eq!(state.experiments[0].state, ExperimentState::Completed);
+}
+
+#[test]
+fn resubmission_resumes_extends_or_conflicts() {
+    let mut state = state_with(FOUR_RUNS);
+    connect(&mut state, "w1", 4, Instant::now());
+    let batch = assign(&mut state)[0].1.clone();
+    let results = batch
+        .iter()
+        .map(|a| result(a, Outcome::Succeeded))
+        .collect();
+    state.apply_results("w1", results, 1, &mut Outbox::default());
+    state.finalized(0, 2);
+
+    let submit = |state: &mut State, yaml: &str| {
+        let config = parse_experiment(yaml, "t.yaml").unwrap();
+        state.submit(
+            Submission {
+                config,
+                config_yaml: yaml.into(),
+                workdir: None,
+                retry_failed: false,
+            },
+            3,
+            &mut Outbox::default(),
+        )
+    };
+    assert_eq!(submit(&mut state, FOUR_RUNS).unwrap().outcome, "unchanged");
+
+    let extended = FOUR_RUNS
+        .replace("values: [1, 2]", "values: [1, 2, 3]")
+        .replace("runs_per_variation: 2", "runs_per_variation: 3");
+    let outcome = submit(&mut state, &extended).unwrap();
+    assert_eq!(
+        (outcome.outcome, outcome.total_runs, outcome.runs_to_do),
+        ("extended", 9, 5)
+    );
+    assert_eq!(state.experiments[0].state, ExperimentState::Running);
+
+    let changed = extended.replace("kind: noop", "kind: noop, timeout: 5s");
+    let error = submit(&mut state, &changed).unwrap_err().to_string();
+    assert!(error.contains("run.timeout_ms"), "{error}");
+}

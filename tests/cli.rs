@@ -1,0 +1,445 @@
+//! The command line as a user drives it: validate, run, outputs, resume,
+//! extension, conflicts and failures.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+/// A quick sweep: 2 x 2 variations, 3 runs each; metrics printed on stdout,
+/// an artifact written, one param echoed to stderr.
+const SWEEP: &str = r#"name: sweep
+run:
+  kind: command
+  command: ["sh", "-c", "echo note {a} >&2; echo art > $FLOTILLA_OUTPUT_DIR/out.txt; echo '{{\"value\": {a}, \"ok\": true, \"seed\": {seed}}}'"]
+  timeout: 30s
+params:
+  base: 1
+variations:
+  - param: a
+    values: [1, 2]
+  - param: b
+    values: [x, "y z"]
+runs_per_variation: 3
+metrics:
+  - {name: value, goal: maximize}
+"#;
+
+fn run_experiment(root: &Path, file: &Path) -> std::process::Output {
+    flotilla(&["run", "--workers", "2"])
+        .arg(file)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn validate_prints_the_expanded_grid() {
+    let output = run_ok(&mut flotilla(&[
+        "validate",
+        "examples/quickstart/experiment.yaml",
+    ]));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("12 variation(s) x 20 run(s) = 240 runs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("var-001  noise=0.0  strategy=tit-for-tat"),
+        "{stdout}"
+    );
+
+    let output = run_ok(&mut flotilla(&[
+        "validate",
+        "--json",
+        "examples/quickstart/experiment.yaml",
+    ]));
+    let grid: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(grid["total_runs"], 240);
+    assert_eq!(grid["variations"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn validate_refuses_bad_files_with_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("name: x\nrun: {kind: noop}\nrepeat: 3\n", "3:1", "repeat"),
+        (
+            "name: x\nrun: {kind: noop}\nvariations:\n  - param: a\n    values: []\n",
+            "5:13",
+            "variations[0].values",
+        ),
+        (
+            "name: x\nrun: {kind: noop}\nvariations:\n  - {param: a, values: [1, 1]}\n",
+            "4:28",
+            "duplicate value 1",
+        ),
+        (
+            "name: x\nrun:\n  kind: noop\n  timeout: 5 minutes\n",
+            "4:12",
+            "run.timeout",
+        ),
+        (
+            "name: x\nrun:\n  kind: command\n  command: [echo, \"{nope}\"]\n",
+            "4:19",
+            "unknown placeholder {nope}",
+        ),
+        (
+            "name: ../x\nrun: {kind: noop}\n",
+            "1:7",
+            "outside the experiments root",
+        ),
+        ("name: /abs\nrun: {kind: noop}\n", "1:7", "name"),
+        ("name: a/b\nrun: {kind: noop}\n", "1:7", "name"),
+    ];
+    for (index, (yaml, position, needle)) in cases.iter().enumerate() {
+        let file = write_experiment(dir.path(), &format!("bad{index}.yaml"), yaml);
+        let output = flotilla(&["validate"]).arg(&file).output().unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "case {index}: {stderr}");
+        assert!(
+            stderr.contains(&format!("bad{index}.yaml:{position}:")),
+            "case {index}: {stderr}"
+        );
+        assert!(stderr.contains(needle), "case {index}: {stderr}");
+    }
+}
+
+#[test]
+fn run_writes_organised_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_experiment(&dir.path().join("exp"), "sweep.yaml", SWEEP);
+    let root = dir.path().join("experiments");
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("12 succeeded"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    let experiment = root.join("sweep");
+    let config = experiment.join("config.yaml");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), SWEEP);
+    assert!(std::fs::metadata(&config).unwrap().permissions().readonly());
+    assert_eq!(
+        std::fs::read_to_string(experiment.join(".meta/config.hash"))
+            .unwrap()
+            .trim()
+            .len(),
+        64
+    );
+
+    let run = experiment.join("runs/var-004-run-003");
+    let params = read_json(&run.join("params.json"));
+    assert_eq!(params["a"], 2);
+    assert_eq!(params["b"], "y z");
+    assert_eq!(params["base"], 1);
+    let result = read_json(&run.join("result.json"));
+    assert_eq!(result["status"], "succeeded");
+    assert_eq!(result["metrics"]["value"], 2);
+    assert_eq!(result["exit_code"], 0);
+    assert_eq!(
+        std::fs::read_to_string(run.join("stderr.log")).unwrap(),
+        "note 2\n"
+    );
+    assert!(std::fs::read_to_string(run.join("stdout.log"))
+        .unwrap()
+        .contains("\"value\": 2"));
+    assert_eq!(
+        std::fs::read_to_string(run.join("artifacts/out.txt")).unwrap(),
+        "art\n"
+    );
+
+    let summary = read_json(&experiment.join("batch-summary.json"));
+    for field in [
+        "name",
+        "state",
+        "total_runs",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "pending",
+        "started_at",
+        "finished_at",
+        "duration_s",
+    ] {
+        assert!(
+            summary.get(field).is_some(),
+            "batch-summary.json lacks {field}"
+        );
+    }
+    assert_eq!(summary["state"], "completed");
+    assert_eq!(summary["total_runs"], 12);
+    assert_eq!(summary["succeeded"], 12);
+
+    let rows = read_csv(&experiment.join("results.csv"));
+    assert_eq!(rows.len(), 12);
+    let header = std::fs::read_to_string(experiment.join("results.csv"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        header.starts_with(
+            "run_id,variation,repetition,attempt,status,worker,duration_s,a,b,base,value,"
+        ),
+        "{header}"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["status"] == "succeeded" && r["worker"].starts_with("local-")));
+    // Repetitions share seeds across variations.
+    let seeds: std::collections::BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r["repetition"].clone(), r["seed"].clone()))
+        .collect();
+    assert_eq!(seeds.len(), 3);
+
+    assert_eq!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"
+        ),
+        12
+    );
+    assert_eq!(count(&root, "SELECT COUNT(*) FROM attempts"), 12);
+    assert_eq!(count(&root, "SELECT COUNT(*) FROM variations"), 4);
+    let connection = rusqlite::Connection::open(root.join("flotilla.db")).unwrap();
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn running_again_runs_only_what_is_missing_and_extensions_run_only_new_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let file = write_experiment(&dir.path().join("exp"), "sweep.yaml", SWEEP);
+    assert!(run_experiment(&root, &file).status.success());
+
+    let again = run_experiment(&root, &file);
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("unchanged"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        count(&root, "SELECT COUNT(*) FROM attempts"),
+        12,
+        "nothing ran twice"
+    );
+
+    let extended = SWEEP
+        .replace("runs_per_variation: 3", "runs_per_variation: 4")
+        .replace("values: [1, 2]", "values: [1, 2, 3]");
+    std::fs::write(&file, &extended).unwrap();
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("extended"),
+        "{}",
+        text(&output.stderr)
+    );
+    // 3 x 2 variations x 4 runs = 24 runs; 12 existed.
+    assert_eq!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"
+        ),
+        24
+    );
+    assert_eq!(
+        count(&root, "SELECT COUNT(*) FROM attempts"),
+        24,
+        "only the 12 new runs ran"
+    );
+    assert_eq!(read_csv(&root.join("sweep/results.csv")).len(), 24);
+    assert_eq!(
+        std::fs::read_to_string(root.join("sweep/config.yaml")).unwrap(),
+        extended
+    );
+
+    let changed = extended.replace("base: 1", "base: 2");
+    std::fs::write(&file, changed).unwrap();
+    let output = run_experiment(&root, &file);
+    assert_eq!(output.status.code(), Some(6), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("params.base"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn failures_are_recorded_with_their_reason_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let pid_dir = dir.path().join("pids");
+    std::fs::create_dir_all(&pid_dir).unwrap();
+    let yaml = format!(
+        r#"name: failures
+run:
+  kind: command
+  command: ["sh", "-c", "case {{mode}} in ok) echo '{{{{\"v\": 1}}}}';; exit) echo boom >&2; exit 3;; hang) sleep 60 & echo $! > {pids}/{{run_id}}-{{attempt}}; wait;; silent) echo not-json;; esac"]
+  timeout: 1s
+variations:
+  - param: mode
+    values: [ok, exit, hang, silent]
+runs_per_variation: 1
+retries: {{max_attempts: 2}}
+"#,
+        pids = pid_dir.display()
+    );
+    let file = write_experiment(&dir.path().join("exp"), "failures.yaml", &yaml);
+    let output = run_experiment(&root, &file);
+    assert!(
+        output.status.success(),
+        "failures are data: {}",
+        text(&output.stderr)
+    );
+
+    let rows = read_csv(&root.join("failures/results.csv"));
+    let by_mode = |mode: &str| rows.iter().find(|r| r["mode"] == mode).unwrap().clone();
+    assert_eq!(by_mode("ok")["status"], "succeeded");
+    for mode in ["exit", "hang", "silent"] {
+        assert_eq!(by_mode(mode)["status"], "failed", "{mode}");
+        assert_eq!(
+            by_mode(mode)["attempt"],
+            "2",
+            "{mode} retried up to max_attempts"
+        );
+    }
+    let exit = read_json(&root.join("failures/runs/var-002-run-001/result.json"));
+    assert_eq!(exit["exit_code"], 3);
+    assert!(exit["error"]
+        .as_str()
+        .unwrap()
+        .contains("exited with code 3"));
+    assert_eq!(exit["stderr_tail"], "boom\n");
+    let hang = read_json(&root.join("failures/runs/var-003-run-001/result.json"));
+    assert_eq!(hang["timed_out"], true);
+    assert!(hang["error"]
+        .as_str()
+        .unwrap()
+        .contains("timed out after 1s"));
+    let silent = read_json(&root.join("failures/runs/var-004-run-001/result.json"));
+    assert!(silent["error"].as_str().unwrap().contains("no metrics"));
+    assert_eq!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'failed'"
+        ),
+        6
+    );
+
+    // The timeout killed the whole process group: the background sleeps are gone.
+    let pids: Vec<i32> = std::fs::read_dir(&pid_dir)
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        wait_until(
+            "the timed-out run's child to be gone",
+            || unsafe { libc::kill(pid, 0) } != 0,
+        );
+    }
+}
+
+#[test]
+fn continue_on_error_false_stops_the_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let yaml = r#"name: strict
+run:
+  kind: command
+  command: ["sh", "-c", "if [ {x} = 1 ]; then exit 1; fi; echo '{{\"v\": 1}}'"]
+variations:
+  - param: x
+    values: [1, 2, 3, 4, 5, 6, 7, 8]
+runs_per_variation: 5
+retries: {max_attempts: 1}
+continue_on_error: false
+max_parallel: 1
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "strict.yaml", yaml);
+    let output = run_experiment(&root, &file);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let summary = read_json(&root.join("strict/batch-summary.json"));
+    assert_eq!(summary["state"], "failed");
+    assert_eq!(summary["failed"], 1);
+    assert!(summary["cancelled"].as_u64().unwrap() > 30, "{summary}");
+}
+
+#[test]
+fn interrupted_run_resumes_with_only_the_missing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let yaml = r#"name: slow
+run:
+  kind: command
+  command: ["sh", "-c", "sleep 0.2; echo '{{\"v\": {x}}}'"]
+variations:
+  - param: x
+    values: [1, 2, 3, 4]
+runs_per_variation: 6
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "slow.yaml", yaml);
+    let mut command = flotilla(&["run", "--workers", "2"]);
+    command.arg(&file).arg("--root").arg(&root);
+    let mut process = Process::spawn(command);
+    let summary = root.join("slow/batch-summary.json");
+    wait_until("some runs to succeed", || {
+        summary.exists()
+            && std::fs::read_to_string(&summary)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|s| s["succeeded"].as_u64() >= Some(2))
+    });
+    unsafe { libc::kill(process.child.id() as i32, libc::SIGINT) };
+    let status = process.wait_exit();
+    assert_eq!(status.code(), Some(130), "{}", process.log.join("\n"));
+    let first = read_json(&summary);
+    assert_eq!(first["state"], "cancelled");
+    let done = first["succeeded"].as_u64().unwrap();
+    assert!(
+        done < 24 && first["cancelled"].as_u64().unwrap() > 0,
+        "{first}"
+    );
+    assert_eq!(
+        read_csv(&root.join("slow/results.csv")).len(),
+        24,
+        "partial results are written"
+    );
+
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"
+        ),
+        24
+    );
+    // Every run succeeded exactly once: the resumed run did not repeat finished ones.
+    assert_eq!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'succeeded'"
+        ),
+        24
+    );
+    assert_eq!(read_json(&summary)["state"], "completed");
+}

@@ -1,0 +1,250 @@
+//! Real-process clusters on 127.0.0.1 ephemeral ports: a `flotilla coordinator
+//! start` and several `flotilla worker join`, driven through the CLI, including
+//! kill -9 of a worker and of the coordinator, and a worker with a bad token.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+fn experiment(dir: &Path, name: &str, runs_per_variation: u32, sleep: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        r#"name: {name}
+run:
+  kind: command
+  command: ["sh", "-c", "sleep {sleep}; cat data.txt >/dev/null && echo '{{{{\"v\": {{x}}, \"worker\": \"'$FLOTILLA_RUN_ID'\"}}}}'"]
+  workdir: work
+variations:
+  - param: x
+    values: [1, 2, 3, 4]
+runs_per_variation: {runs_per_variation}
+"#
+    );
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("data.txt"), "shipped with the workdir\n").unwrap();
+    write_experiment(dir, &format!("{name}.yaml"), &yaml)
+}
+
+fn finished_per_worker(status: &serde_json::Value) -> Vec<(String, u64)> {
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_string(),
+                w["finished"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn succeeded(status: &serde_json::Value) -> u64 {
+    status["experiments"][0]["counts"]["succeeded"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Every run succeeded, and exactly one attempt of each counted as success.
+fn assert_each_run_succeeded_once(root: &Path, total: i64) {
+    assert_eq!(
+        count(root, "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'"),
+        total
+    );
+    assert_eq!(
+        count(
+            root,
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'succeeded'"
+        ),
+        total
+    );
+    assert_eq!(
+        count(root, "SELECT COUNT(*) FROM (SELECT 1 FROM attempts WHERE outcome = 'succeeded' GROUP BY experiment_id, variation, repetition HAVING COUNT(*) > 1)"),
+        0
+    );
+}
+
+#[test]
+fn runs_spread_over_workers_including_one_that_joins_mid_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let file = experiment(&dir.path().join("exp"), "spread", 10, "0.05");
+    let _w1 = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
+    let _w2 = coordinator.join_worker("w2", 2, &dir.path().join("w2"));
+
+    let mut submit = coordinator.cli(&["submit", "--wait"]);
+    submit.arg(&file);
+    let mut submit = Process::spawn(submit);
+    wait_until("the sweep to start", || {
+        coordinator
+            .try_status_json("spread")
+            .is_some_and(|s| succeeded(&s) >= 4)
+    });
+    let _w3 = coordinator.join_worker("w3", 2, &dir.path().join("w3"));
+    assert!(submit.wait_exit().success(), "{}", submit.log.join("\n"));
+
+    let status = coordinator.status_json("spread");
+    assert_eq!(status["experiments"][0]["state"], "completed");
+    assert_eq!(succeeded(&status), 40);
+    let per_worker = finished_per_worker(&status);
+    assert_eq!(per_worker.len(), 3);
+    assert!(
+        per_worker.iter().all(|(_, finished)| *finished > 0),
+        "every worker ran runs: {per_worker:?}"
+    );
+    assert_each_run_succeeded_once(&root, 40);
+
+    let list = text(&run_ok(&mut coordinator.cli(&["ls"])).stdout);
+    assert!(
+        list.contains("spread  completed  40 runs: 40 succeeded"),
+        "{list}"
+    );
+    let human = text(&run_ok(&mut coordinator.cli(&["status", "spread"])).stdout);
+    assert!(human.contains("var-004") && human.contains("w3"), "{human}");
+}
+
+#[test]
+fn workdir_is_shipped_to_workers_that_lack_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let exp_dir = dir.path().join("exp");
+    let file = experiment(&exp_dir, "shipped", 2, "0");
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    // The submitter's copy disappears: workers can only get it from the coordinator.
+    std::fs::rename(exp_dir.join("work"), dir.path().join("moved-away")).unwrap();
+    let work_dir = dir.path().join("w1");
+    let _worker = coordinator.join_worker("w1", 2, &work_dir);
+    wait_until("the sweep to finish", || {
+        coordinator.status_json("shipped")["experiments"][0]["state"] == "completed"
+    });
+    assert_each_run_succeeded_once(&root, 8);
+    let cached: Vec<_> = std::fs::read_dir(work_dir.join("workdirs"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1, "fetched once, cached by hash");
+}
+
+#[test]
+fn killed_worker_runs_are_requeued_and_finish_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "1500ms");
+    let file = experiment(&dir.path().join("exp"), "victim", 6, "0.3");
+    let mut doomed = coordinator.join_worker("doomed", 2, &dir.path().join("doomed"));
+    let _survivor = coordinator.join_worker("survivor", 2, &dir.path().join("survivor"));
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+
+    wait_until("the doomed worker to be running runs", || {
+        let status = coordinator.status_json("victim");
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "doomed" && w["running"].as_u64() > Some(0))
+            && succeeded(&status) >= 2
+    });
+    doomed.kill9();
+
+    wait_until("the sweep to finish", || {
+        coordinator.status_json("victim")["experiments"][0]["state"] == "completed"
+    });
+    assert_each_run_succeeded_once(&root, 24);
+    assert!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'lost' AND worker = 'doomed'"
+        ) > 0
+    );
+    assert_eq!(
+        count(&root, "SELECT COUNT(*) FROM runs WHERE attempts = 2"),
+        count(
+            &root,
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'lost'"
+        )
+    );
+}
+
+#[test]
+fn killed_coordinator_restarts_without_losing_acknowledged_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let mut coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "3s");
+    let address = coordinator.address.clone();
+    let file = experiment(&dir.path().join("exp"), "phoenix", 8, "0.1");
+    let _w1 = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
+    let _w2 = coordinator.join_worker("w2", 2, &dir.path().join("w2"));
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    wait_until("some results", || {
+        succeeded(&coordinator.status_json("phoenix")) >= 6
+    });
+
+    coordinator.process.kill9();
+    let committed_before = count(
+        &root,
+        "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'",
+    );
+    assert!(committed_before >= 6);
+
+    // Same root, same address: the workers reconnect by themselves.
+    let coordinator = CoordinatorProcess::start(&root, &token, &address, "3s");
+    let after_restart = count(
+        &root,
+        "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'",
+    );
+    assert!(
+        after_restart >= committed_before,
+        "no committed result lost"
+    );
+    wait_until("the sweep to finish", || {
+        coordinator.status_json("phoenix")["experiments"][0]["state"] == "completed"
+    });
+    assert_each_run_succeeded_once(&root, 32);
+    let status = coordinator.status_json("phoenix");
+    let per_worker = finished_per_worker(&status);
+    assert!(
+        per_worker.iter().all(|(_, finished)| *finished > 0),
+        "both workers came back: {per_worker:?}"
+    );
+    assert_eq!(read_csv(&root.join("phoenix/results.csv")).len(), 32);
+}
+
+#[test]
+fn worker_with_a_wrong_token_is_refused_and_gets_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let output = flotilla(&["worker", "join", &coordinator.address, "--name", "intruder"])
+        .arg("--token-file")
+        .arg(&wrong)
+        .arg("--work-dir")
+        .arg(dir.path().join("intruder"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("token"), "{stderr}");
+    let file = experiment(&dir.path().join("exp"), "guarded", 1, "0");
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let status = coordinator.status_json("guarded");
+    assert!(status["workers"].as_array().unwrap().is_empty(), "{status}");
+    assert_eq!(status["experiments"][0]["counts"]["pending"], 4);
+
+    // Clients with a wrong token are refused too.
+    let output = flotilla(&["status", "--coordinator", &coordinator.address])
+        .arg("--token-file")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
+}

@@ -1,0 +1,260 @@
+//! Test harness: real `flotilla` processes on 127.0.0.1 ephemeral ports,
+//! readiness waited on with deadlines, everything killed on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+pub fn flotilla_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+}
+
+pub fn flotilla(args: &[&str]) -> Command {
+    let mut command = Command::new(flotilla_bin());
+    command
+        .args(args)
+        .env_remove("FLOTILLA_ROOT")
+        .env_remove("FLOTILLA_COORDINATOR")
+        .env_remove("FLOTILLA_TOKEN_FILE");
+    command
+}
+
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().expect("flotilla starts");
+    assert!(
+        output.status.success(),
+        "command failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Polls `condition` until it holds; panics with `what` after the deadline.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed (SIGKILL) on drop; its stderr is collected.
+pub struct Process {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Process {
+    pub fn spawn(mut command: Command) -> Process {
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = command.spawn().expect("flotilla starts");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.checked_sub(start.elapsed()).unwrap_or_default();
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with '{needle}' within the deadline; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.try_recv() {
+                    self.log.push(line);
+                }
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "process did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct CoordinatorProcess {
+    pub process: Process,
+    pub address: String,
+    pub root: PathBuf,
+    pub token_file: PathBuf,
+}
+
+impl CoordinatorProcess {
+    pub fn start(
+        root: &Path,
+        token_file: &Path,
+        listen: &str,
+        lease_timeout: &str,
+    ) -> CoordinatorProcess {
+        let mut command = flotilla(&[
+            "coordinator",
+            "start",
+            "--listen",
+            listen,
+            "--lease-timeout",
+            lease_timeout,
+        ]);
+        command
+            .arg("--root")
+            .arg(root)
+            .arg("--token-file")
+            .arg(token_file);
+        let mut process = Process::spawn(command);
+        let line = process.wait_for_line("coordinator listening");
+        let address = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+            .expect("listening line names the address")
+            .to_string();
+        CoordinatorProcess {
+            process,
+            address,
+            root: root.to_path_buf(),
+            token_file: token_file.to_path_buf(),
+        }
+    }
+
+    /// A CLI command aimed at this coordinator.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut command = flotilla(args);
+        command
+            .arg("--coordinator")
+            .arg(&self.address)
+            .arg("--token-file")
+            .arg(&self.token_file);
+        command
+    }
+
+    pub fn status_json(&self, name: &str) -> serde_json::Value {
+        let output = run_ok(&mut self.cli(&["status", name, "--json"]));
+        serde_json::from_slice(&output.stdout).expect("status prints JSON")
+    }
+
+    /// Status, or `None` while the experiment is not known yet.
+    pub fn try_status_json(&self, name: &str) -> Option<serde_json::Value> {
+        let output = self.cli(&["status", name, "--json"]).output().ok()?;
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&output.stdout).expect("status prints JSON"))
+    }
+
+    pub fn join_worker(&self, name: &str, slots: u32, work_dir: &Path) -> Process {
+        let mut command = flotilla(&[
+            "worker",
+            "join",
+            &self.address,
+            "--name",
+            name,
+            "--slots",
+            &slots.to_string(),
+        ]);
+        command
+            .arg("--token-file")
+            .arg(&self.token_file)
+            .arg("--work-dir")
+            .arg(work_dir);
+        let mut process = Process::spawn(command);
+        process.wait_for_line("joined");
+        process
+    }
+}
+
+pub fn write_token(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    path
+}
+
+/// Counts rows of the database under `root` matching `sql` (a `SELECT COUNT(*) ...`).
+pub fn count(root: &Path, sql: &str) -> i64 {
+    let connection = rusqlite::Connection::open(root.join("flotilla.db")).unwrap();
+    connection.busy_timeout(Duration::from_secs(10)).unwrap();
+    connection.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+/// Writes an experiment whose runs are `sh -c SCRIPT` in `dir`; returns the file's path.
+pub fn write_experiment(dir: &Path, file_name: &str, body: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(file_name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+/// Reads results.csv into rows of (column -> cell).
+pub fn read_csv(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|line| {
+            header
+                .iter()
+                .cloned()
+                .zip(line.split(',').map(String::from))
+                .collect()
+        })
+        .collect()
+}
