@@ -22,7 +22,6 @@ use flotilla_shared::{Error, Result};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use actor::CoordinatorHandle;
 
@@ -121,7 +120,6 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
     };
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             WorkerServiceServer::new(worker_api)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -133,12 +131,13 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             grpc::TokenCheck { token },
         ));
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async {
-            let _ = shutdown_signal.await;
-        },
-    ));
+    // Nagle off on accepted connections: small Assign/Ack messages must not wait
+    // for delayed ACKs (40 ms each on Linux). The builder's tcp_nodelay only
+    // applies to listeners it binds itself.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = shutdown_signal.await;
+    }));
     Ok(Coordinator {
         address,
         handle,

@@ -34,6 +34,35 @@ pub fn write_config_files(dir: &Path, config_yaml: &str, hash: &str) -> Result<(
         .map_err(io(format!("cannot write {}", hash_path.display())))
 }
 
+/// params.json of a run is a hard link to its variation's params file under
+/// `.meta/params/`: parameters never change within a variation, and a link
+/// costs no inode (inode allocation dominated the cost of short runs).
+fn link_params(run_dir: &Path, record: &AttemptRecord) -> Result<()> {
+    let target = run_dir.join("params.json");
+    if target.exists() {
+        return Ok(());
+    }
+    let experiment_dir = run_dir
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| Error::Internal("run dir has no experiment".into()))?;
+    let shared = experiment_dir
+        .join(".meta/params")
+        .join(format!("var-{:03}.json", record.variation));
+    if !shared.exists() {
+        let dir = shared.parent().expect("params dir");
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        write_atomic(&shared, record.params_json.as_bytes())
+            .map_err(io(format!("cannot write {}", shared.display())))?;
+    }
+    match std::fs::hard_link(&shared, &target) {
+        Ok(()) => Ok(()),
+        // File systems without hard links get a copy.
+        Err(_) => write_atomic(&target, record.params_json.as_bytes())
+            .map_err(io(format!("cannot write {}", target.display()))),
+    }
+}
+
 /// The run directory of an attempt: params.json, result.json and what the
 /// worker shipped (stdout.log, stderr.log, artifacts/). The latest attempt's
 /// files replace an earlier attempt's.
@@ -44,9 +73,7 @@ pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
     let artifacts = run_dir.join("artifacts");
     std::fs::create_dir_all(&artifacts)
         .map_err(io(format!("cannot create {}", artifacts.display())))?;
-    write_atomic(&run_dir.join("params.json"), record.params_json.as_bytes()).map_err(io(
-        format!("cannot write params.json in {}", run_dir.display()),
-    ))?;
+    link_params(run_dir, record)?;
     for file in &result.files {
         let relative = Path::new(&file.path);
         if relative

@@ -95,6 +95,11 @@ fn is_executable(entry: &std::fs::DirEntry) -> bool {
         .unwrap_or(false)
 }
 
+/// SHA-256 of some bytes, hex-encoded: the name of content-addressed files.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// Hash of sorted files: path, executable bit, length and content of each.
 pub fn bundle_hash(files: &[BundleFile]) -> String {
     let mut hasher = Sha256::new();

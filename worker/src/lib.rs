@@ -65,7 +65,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         .map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
     let link = connection::CoordinatorLink::new(&config.coordinator, &config.token);
     let workdirs = workdir_cache::WorkdirCache::new(config.work_dir.join("workdirs"), link.clone());
-    let context = Arc::new(run_kinds::RunContext { scratch, workdirs });
+    let context = Arc::new(run_kinds::RunContext::new(scratch, workdirs));
     session::Session::new(config, link, context)
         .run(shutdown)
         .await

@@ -1,33 +1,51 @@
 //! Command runs (DESIGN §5): the program runs in its own process group with the
 //! run's parameters substituted and the FLOTILLA_* environment; exit 0 with a
 //! JSON object of metrics is success, anything else a failure with its reason.
+//!
+//! Per run the worker touches the file system as little as it can: stdout and
+//! stderr are read through pipes, params.json is shared by all runs of a
+//! variation (content-addressed), and output directories are reused. Inode
+//! churn, not process start, dominated short runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flotilla_shared::clock::now_ms;
 use flotilla_shared::config::substitute;
 use flotilla_shared::duration::format_duration;
 use flotilla_shared::grid::value_as_argument;
 use flotilla_shared::run::{Assignment, Outcome, RunResult, RunSpec, ShippedFile};
+use flotilla_shared::workdir::content_hash;
 use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::RunContext;
 
-/// Logs larger than this are shipped as their last part only.
+/// Logs longer than this are shipped as their last part only.
 const MAX_LOG_BYTES: usize = 16 * 1024 * 1024;
 /// Artifacts beyond this total are not shipped (the result says so).
 const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;
 const STDERR_TAIL_BYTES: usize = 2048;
+/// After the program exits, a grandchild that escaped its process group may
+/// still hold stdout open; its output is not waited for longer than this.
+const PIPE_DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 struct Ending {
     exit_code: Option<i32>,
     signal: Option<i32>,
     timed_out: bool,
     cancelled: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Paths of one run on this worker.
+struct RunPaths {
+    output_dir: PathBuf,
+    metrics: PathBuf,
 }
 
 pub async fn execute(
@@ -37,16 +55,21 @@ pub async fn execute(
 ) -> RunResult {
     let started_at_ms = now_ms();
     let started = Instant::now();
-    let run_dir = context
-        .scratch
-        .join(&assignment.run.experiment)
-        .join(format!(
-            "{}-a{}-{}",
-            assignment.run.run_id(),
-            assignment.attempt,
-            assignment.lease_id
-        ));
-    let outcome = run_program(&assignment, context, &run_dir, cancel).await;
+    let output_dir = match context.take_output_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return failed_to_start(
+                &assignment,
+                format!("cannot create an output directory: {e}"),
+                started_at_ms,
+            )
+        }
+    };
+    let paths = RunPaths {
+        metrics: output_dir.with_extension("metrics.json"),
+        output_dir,
+    };
+    let outcome = run_program(&assignment, context, &paths, cancel).await;
     let mut result = RunResult {
         lease_id: assignment.lease_id,
         run: assignment.run.clone(),
@@ -68,7 +91,7 @@ pub async fn execute(
             result.exit_code = ending.exit_code;
             result.signal = ending.signal;
             result.timed_out = ending.timed_out;
-            let metrics = read_metrics(&run_dir);
+            let metrics = read_metrics(&paths.metrics, &ending.stdout);
             result.outcome = match (&ending, &metrics) {
                 (
                     Ending {
@@ -98,22 +121,55 @@ pub async fn execute(
                 String::new()
             };
             result.metrics_json = metrics.ok().map(|m| Value::Object(m).to_string());
-            result.stderr_tail = tail_text(&run_dir.join("stderr.log"), STDERR_TAIL_BYTES);
-            result.files = collect_files(&run_dir);
+            let tail_start = ending.stderr.len().saturating_sub(STDERR_TAIL_BYTES);
+            result.stderr_tail = String::from_utf8_lossy(&ending.stderr[tail_start..]).into_owned();
+            result.files = collect_files(ending.stdout, ending.stderr, &paths.output_dir);
         }
     }
-    if let Err(e) = std::fs::remove_dir_all(&run_dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!(dir = %run_dir.display(), error = %e, "cannot remove run scratch directory");
-        }
-    }
+    let _ = std::fs::remove_file(&paths.metrics);
+    context.return_output_dir(paths.output_dir);
     result
+}
+
+fn failed_to_start(assignment: &Assignment, error: String, started_at_ms: i64) -> RunResult {
+    warn!(run = %assignment.run, error, "run could not start");
+    RunResult {
+        lease_id: assignment.lease_id,
+        run: assignment.run.clone(),
+        attempt: assignment.attempt,
+        outcome: Outcome::Failed,
+        metrics_json: None,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        error,
+        stderr_tail: String::new(),
+        duration_s: 0.0,
+        started_at_ms,
+        files: Vec::new(),
+    }
+}
+
+/// The params file of a variation, written once per worker and shared by its runs.
+fn params_file(context: &RunContext, params_json: &str) -> Result<PathBuf, String> {
+    let path = context.scratch.join("params").join(format!(
+        "{}.json",
+        &content_hash(params_json.as_bytes())[..32]
+    ));
+    if !path.exists() {
+        let dir = path.parent().expect("params dir");
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        flotilla_shared::atomic_file::write_atomic(&path, params_json.as_bytes())
+            .map_err(|e| format!("cannot write params.json: {e}"))?;
+    }
+    Ok(path)
 }
 
 async fn run_program(
     assignment: &Assignment,
     context: &RunContext,
-    run_dir: &Path,
+    paths: &RunPaths,
     cancel: oneshot::Receiver<()>,
 ) -> Result<Ending, String> {
     let RunSpec::Command {
@@ -129,15 +185,9 @@ async fn run_program(
         .resolve(workdir_path, workdir_hash)
         .await
         .map_err(|e| format!("cannot get the experiment's workdir: {e}"))?;
-    let output_dir = run_dir.join("artifacts");
-    std::fs::create_dir_all(&output_dir)
-        .map_err(|e| format!("cannot create {}: {e}", output_dir.display()))?;
-    let params_path = run_dir.join("params.json");
-    std::fs::write(&params_path, &assignment.params_json)
-        .map_err(|e| format!("cannot write params.json: {e}"))?;
+    let params_path = params_file(context, &assignment.params_json)?;
     let params: Map<String, Value> = serde_json::from_str(&assignment.params_json)
         .map_err(|e| format!("params are not a JSON object: {e}"))?;
-    let metrics_path = run_dir.join("metrics.json");
 
     let run_id = assignment.run.run_id();
     let builtin = |name: &str| -> Option<String> {
@@ -147,7 +197,7 @@ async fn run_program(
             "variation" => assignment.run.variation.to_string(),
             "repetition" => assignment.run.repetition.to_string(),
             "attempt" => assignment.attempt.to_string(),
-            "output_dir" => output_dir.to_string_lossy().into_owned(),
+            "output_dir" => paths.output_dir.to_string_lossy().into_owned(),
             _ => return None,
         })
     };
@@ -163,17 +213,13 @@ async fn run_program(
         .collect::<Result<_, _>>()?;
     let program = resolve_program(&argv[0], &workdir);
 
-    let stdout = std::fs::File::create(run_dir.join("stdout.log"))
-        .map_err(|e| format!("cannot create stdout.log: {e}"))?;
-    let stderr = std::fs::File::create(run_dir.join("stderr.log"))
-        .map_err(|e| format!("cannot create stderr.log: {e}"))?;
     let mut command = tokio::process::Command::new(&program);
     command
         .args(&argv[1..])
         .current_dir(&workdir)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         // Its own process group, so a timeout or cancel kills the whole tree.
         .process_group(0)
         .env("FLOTILLA_RUN_ID", &run_id)
@@ -183,12 +229,14 @@ async fn run_program(
         .env("FLOTILLA_ATTEMPT", assignment.attempt.to_string())
         .env("FLOTILLA_SEED", assignment.seed.to_string())
         .env("FLOTILLA_PARAMS", &params_path)
-        .env("FLOTILLA_OUTPUT_DIR", &output_dir)
-        .env("FLOTILLA_METRICS", &metrics_path);
+        .env("FLOTILLA_OUTPUT_DIR", &paths.output_dir)
+        .env("FLOTILLA_METRICS", &paths.metrics);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start '{}': {e}", program.display()))?;
     let process_group = child.id().map(|id| id as i32);
+    let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped stdout")));
+    let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped stderr")));
 
     let mut timed_out = false;
     let mut cancelled = false;
@@ -208,13 +256,57 @@ async fn run_program(
     .map_err(|e| format!("cannot wait for the program: {e}"))?;
     // Children left behind by the program die with it.
     kill_group(process_group);
+    let stdout = drain(stdout).await;
+    let stderr = drain(stderr).await;
     use std::os::unix::process::ExitStatusExt;
     Ok(Ending {
         exit_code: status.code(),
         signal: status.signal(),
         timed_out,
         cancelled,
+        stdout,
+        stderr,
     })
+}
+
+async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    match tokio::time::timeout(PIPE_DRAIN_GRACE, reader).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => Vec::new(),
+        Err(_) => {
+            b"[flotilla: output still open after the program ended; not read further]\n".to_vec()
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping at most the last MAX_LOG_BYTES.
+async fn read_capped(mut pipe: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut dropped = false;
+    loop {
+        match pipe.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buffer[..n]);
+                if kept.len() > 2 * MAX_LOG_BYTES {
+                    kept.drain(..kept.len() - MAX_LOG_BYTES);
+                    dropped = true;
+                }
+            }
+        }
+    }
+    if kept.len() > MAX_LOG_BYTES {
+        kept.drain(..kept.len() - MAX_LOG_BYTES);
+        dropped = true;
+    }
+    if dropped {
+        let mut marked =
+            format!("[flotilla: log truncated to its last {MAX_LOG_BYTES} bytes]\n").into_bytes();
+        marked.extend_from_slice(&kept);
+        return marked;
+    }
+    kept
 }
 
 /// A relative program path with a '/' is taken relative to the workdir; a bare
@@ -252,55 +344,37 @@ fn signal_name(signal: i32) -> &'static str {
 }
 
 /// Metrics from $FLOTILLA_METRICS, or else the last non-empty stdout line.
-fn read_metrics(run_dir: &Path) -> Result<Map<String, Value>, String> {
-    let metrics_file = run_dir.join("metrics.json");
-    if let Ok(text) = std::fs::read_to_string(&metrics_file) {
+fn read_metrics(metrics_file: &Path, stdout: &[u8]) -> Result<Map<String, Value>, String> {
+    if let Ok(text) = std::fs::read_to_string(metrics_file) {
         return match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err("$FLOTILLA_METRICS does not hold a JSON object".to_string()),
         };
     }
-    let last_line = tail_text(&run_dir.join("stdout.log"), 64 * 1024)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(str::to_string);
-    match last_line.as_deref().map(|l| serde_json::from_str::<Value>(l.trim())) {
+    let text = String::from_utf8_lossy(stdout);
+    let last_line = text.lines().rev().find(|l| !l.trim().is_empty());
+    match last_line.map(|l| serde_json::from_str::<Value>(l.trim())) {
         Some(Ok(Value::Object(map))) => Ok(map),
         _ => Err("no metrics: write a JSON object to $FLOTILLA_METRICS or print one as the last line of stdout".to_string()),
     }
 }
 
-fn tail_text(path: &Path, max_bytes: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else {
-        return String::new();
-    };
-    let start = bytes.len().saturating_sub(max_bytes);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
-/// stdout.log, stderr.log and everything under artifacts/, to ship back.
-fn collect_files(run_dir: &Path) -> Vec<ShippedFile> {
-    let mut files = Vec::new();
-    for log in ["stdout.log", "stderr.log"] {
-        if let Ok(mut content) = std::fs::read(run_dir.join(log)) {
-            if content.len() > MAX_LOG_BYTES {
-                let mut kept =
-                    format!("[flotilla: log truncated to its last {MAX_LOG_BYTES} bytes]\n")
-                        .into_bytes();
-                kept.extend_from_slice(&content[content.len() - MAX_LOG_BYTES..]);
-                content = kept;
-            }
-            files.push(ShippedFile {
-                path: log.to_string(),
-                content,
-            });
-        }
-    }
+/// stdout.log, stderr.log and everything under the output directory (as artifacts/), to ship back.
+fn collect_files(stdout: Vec<u8>, stderr: Vec<u8>, output_dir: &Path) -> Vec<ShippedFile> {
+    let mut files = vec![
+        ShippedFile {
+            path: "stdout.log".into(),
+            content: stdout,
+        },
+        ShippedFile {
+            path: "stderr.log".into(),
+            content: stderr,
+        },
+    ];
     let mut total = 0u64;
     let mut skipped = Vec::new();
     collect_artifacts(
-        &run_dir.join("artifacts"),
+        output_dir,
         "artifacts",
         &mut files,
         &mut total,

@@ -3,7 +3,8 @@
 mod command;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use flotilla_shared::clock::now_ms;
 use flotilla_shared::run::{Assignment, Outcome, RunResult, RunSpec};
@@ -13,9 +14,52 @@ use crate::workdir_cache::WorkdirCache;
 
 /// What every run on this worker shares.
 pub struct RunContext {
-    /// Scratch space for run directories, removed once a run's files are shipped.
+    /// Scratch space: params files and output directories.
     pub scratch: PathBuf,
     pub workdirs: Arc<WorkdirCache>,
+    /// Output directories not in use. A finished run empties its directory and
+    /// returns it, so short runs create and delete no directories at all.
+    pub free_output_dirs: Mutex<Vec<PathBuf>>,
+    pub output_dirs_made: AtomicUsize,
+}
+
+impl RunContext {
+    pub fn new(scratch: PathBuf, workdirs: Arc<WorkdirCache>) -> Self {
+        RunContext {
+            scratch,
+            workdirs,
+            free_output_dirs: Mutex::new(Vec::new()),
+            output_dirs_made: AtomicUsize::new(0),
+        }
+    }
+
+    /// An empty output directory for one run.
+    pub fn take_output_dir(&self) -> std::io::Result<PathBuf> {
+        if let Some(dir) = self.free_output_dirs.lock().expect("not poisoned").pop() {
+            return Ok(dir);
+        }
+        let number = self.output_dirs_made.fetch_add(1, Ordering::Relaxed);
+        let dir = self.scratch.join(format!("output-{number}"));
+        // Left over from an earlier worker process with the same work dir.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Empties `dir` and makes it available to the next run.
+    pub fn return_output_dir(&self, dir: PathBuf) {
+        let is_empty = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_none());
+        let emptied = is_empty
+            || std::fs::remove_dir_all(&dir)
+                .and_then(|_| std::fs::create_dir(&dir))
+                .is_ok();
+        if emptied {
+            self.free_output_dirs
+                .lock()
+                .expect("not poisoned")
+                .push(dir);
+        }
+    }
 }
 
 /// Carries out `assignment` until it ends, times out or `cancel` fires.
