@@ -443,3 +443,31 @@ runs_per_variation: 6
     );
     assert_eq!(read_json(&summary)["state"], "completed");
 }
+
+#[test]
+fn quickstart_example_runs_and_its_variations_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let output = flotilla(&["run", "examples/quickstart/experiment.yaml", "--workers", "2"]).arg("--root").arg(&root).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let rows = read_csv(&root.join("quickstart/results.csv"));
+    assert_eq!(rows.len(), 240);
+    assert!(rows.iter().all(|r| r["status"] == "succeeded"));
+    let mean = |strategy: &str, noise: &str, metric: &str| {
+        let values: Vec<f64> = rows
+            .iter()
+            .filter(|r| r["strategy"] == strategy && r["noise"] == noise)
+            .map(|r| match r[metric].as_str() {
+                "true" => 1.0,
+                "false" => 0.0,
+                number => number.parse().unwrap(),
+            })
+            .collect();
+        assert_eq!(values.len(), 20);
+        values.iter().sum::<f64>() / values.len() as f64
+    };
+    assert!(mean("tit-for-tat", "0.0", "cooperation_rate") > mean("always-defect", "0.0", "cooperation_rate") + 0.3);
+    assert!(mean("always-defect", "0.0", "win") > mean("tit-for-tat", "0.0", "win"));
+    assert!(mean("tit-for-tat", "0.0", "cooperation_rate") > mean("tit-for-tat", "0.2", "cooperation_rate"));
+    assert!(root.join("quickstart/runs/var-001-run-001/artifacts/moves.csv").exists());
+}
