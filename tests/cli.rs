@@ -448,7 +448,16 @@ runs_per_variation: 6
 fn quickstart_example_runs_and_its_variations_differ() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("experiments");
-    let output = flotilla(&["run", "examples/quickstart/experiment.yaml", "--workers", "2"]).arg("--root").arg(&root).output().unwrap();
+    let output = flotilla(&[
+        "run",
+        "examples/quickstart/experiment.yaml",
+        "--workers",
+        "2",
+    ])
+    .arg("--root")
+    .arg(&root)
+    .output()
+    .unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
     let rows = read_csv(&root.join("quickstart/results.csv"));
     assert_eq!(rows.len(), 240);
@@ -466,8 +475,16 @@ fn quickstart_example_runs_and_its_variations_differ() {
         assert_eq!(values.len(), 20);
         values.iter().sum::<f64>() / values.len() as f64
     };
-    assert!(mean("tit-for-tat", "0.0", "cooperation_rate") > mean("always-defect", "0.0", "cooperation_rate") + 0.3);
+    assert!(
+        mean("tit-for-tat", "0.0", "cooperation_rate")
+            > mean("always-defect", "0.0", "cooperation_rate") + 0.3
+    );
     assert!(mean("always-defect", "0.0", "win") > mean("tit-for-tat", "0.0", "win"));
-    assert!(mean("tit-for-tat", "0.0", "cooperation_rate") > mean("tit-for-tat", "0.2", "cooperation_rate"));
-    assert!(root.join("quickstart/runs/var-001-run-001/artifacts/moves.csv").exists());
+    assert!(
+        mean("tit-for-tat", "0.0", "cooperation_rate")
+            > mean("tit-for-tat", "0.2", "cooperation_rate")
+    );
+    assert!(root
+        .join("quickstart/runs/var-001-run-001/artifacts/moves.csv")
+        .exists());
 }

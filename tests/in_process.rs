@@ -14,7 +14,9 @@ const TOKEN: &str = "in-process-token";
 
 fn authorised<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(TOKEN_METADATA_KEY, TOKEN.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert(TOKEN_METADATA_KEY, TOKEN.parse().unwrap());
     request
 }
 
@@ -24,7 +26,11 @@ async fn noop_sweep_through_two_workers_is_durable() {
     let root = dir.path().join("root");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let coordinator = flotilla_coordinator::start(
-        CoordinatorConfig { root: root.clone(), token: TOKEN.into(), lease_timeout: Duration::from_secs(10) },
+        CoordinatorConfig {
+            root: root.clone(),
+            token: TOKEN.into(),
+            lease_timeout: Duration::from_secs(10),
+        },
         listener,
     )
     .await
@@ -47,27 +53,58 @@ async fn noop_sweep_through_two_workers_is_durable() {
         })));
     }
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = ControlServiceClient::new(channel);
     let yaml = "name: overhead\nrun: {kind: noop}\nvariations: [{param: i, values: [1, 2, 3, 4]}]\nruns_per_variation: 500\n";
     let reply = client
-        .submit(authorised(proto::SubmitRequest { config_yaml: yaml.into(), config_path: "overhead.yaml".into(), ..Default::default() }))
+        .submit(authorised(proto::SubmitRequest {
+            config_yaml: yaml.into(),
+            config_path: "overhead.yaml".into(),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((reply.outcome.as_str(), reply.total_runs), ("created", 2000));
+    assert_eq!(
+        (reply.outcome.as_str(), reply.total_runs),
+        ("created", 2000)
+    );
 
-    let mut stream = client.watch(authorised(proto::StatusRequest { name: "overhead".into() })).await.unwrap().into_inner();
+    let mut stream = client
+        .watch(authorised(proto::StatusRequest {
+            name: "overhead".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
     let mut last = None;
-    while let Some(reply) = tokio::time::timeout(Duration::from_secs(120), stream.message()).await.expect("progress").unwrap() {
+    while let Some(reply) = tokio::time::timeout(Duration::from_secs(120), stream.message())
+        .await
+        .expect("progress")
+        .unwrap()
+    {
         last = reply.experiments.into_iter().next();
     }
     let last = last.unwrap();
     assert_eq!(last.state, "completed");
     assert_eq!(last.counts.unwrap().succeeded, 2000);
 
-    let status = client.status(authorised(proto::StatusRequest { name: "overhead".into() })).await.unwrap().into_inner();
-    assert!(status.workers.iter().all(|w| w.finished > 0), "{:?}", status.workers);
+    let status = client
+        .status(authorised(proto::StatusRequest {
+            name: "overhead".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.workers.iter().all(|w| w.finished > 0),
+        "{:?}",
+        status.workers
+    );
 
     // Without the token, the control API refuses.
     let refused = client.list(proto::ListRequest {}).await.unwrap_err();
@@ -81,8 +118,17 @@ async fn noop_sweep_through_two_workers_is_durable() {
 
     // Every result is durable: the store has them after shutdown.
     let connection = rusqlite::Connection::open(root.join("flotilla.db")).unwrap();
-    let succeeded: i64 = connection.query_row("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'", [], |r| r.get(0)).unwrap();
+    let succeeded: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(succeeded, 2000);
-    let rows = std::fs::read_to_string(root.join("overhead/results.csv")).unwrap().lines().count();
+    let rows = std::fs::read_to_string(root.join("overhead/results.csv"))
+        .unwrap()
+        .lines()
+        .count();
     assert_eq!(rows, 2001);
 }
