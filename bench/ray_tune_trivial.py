@@ -1,6 +1,7 @@
 """Ray Tune running trivial trials: a grid of `--trials` values, a trainable
 that reports one metric. Prints "trials seconds" (from tuner.fit() start)."""
 import argparse
+import tempfile
 import time
 
 from ray import tune
@@ -15,11 +16,13 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=200)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Loopback only: the benchmark must not use any other address.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     tuner = tune.Tuner(
         trainable,
         param_space={"x": tune.grid_search(list(range(args.trials)))},
         tune_config=tune.TuneConfig(metric="score", mode="max"),
+        run_config=tune.RunConfig(verbose=0, storage_path=tempfile.mkdtemp(prefix="ray-results-")),
     )
     start = time.perf_counter()
     results = tuner.fit()

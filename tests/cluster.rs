@@ -248,3 +248,34 @@ fn worker_with_a_wrong_token_is_refused_and_gets_no_work() {
         .unwrap();
     assert_eq!(output.status.code(), Some(5), "{}", text(&output.stderr));
 }
+
+#[test]
+fn a_root_serves_one_process_and_worker_names_are_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let file = experiment(&dir.path().join("exp"), "locked", 1, "0");
+    let output = flotilla(&["run"])
+        .arg(&file)
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(6), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("in use"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let _first = coordinator.join_worker("twin", 1, &dir.path().join("twin-a"));
+    let mut second = flotilla(&["worker", "join", &coordinator.address, "--name", "twin"]);
+    second
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--work-dir")
+        .arg(dir.path().join("twin-b"));
+    let mut second = Process::spawn(second);
+    second.wait_for_line("already connected");
+}

@@ -41,7 +41,7 @@ enum Msg {
         slots: u32,
         running: Vec<(u64, RunKey, u32)>,
         outbound: WorkerSender,
-        reply: oneshot::Sender<u64>,
+        reply: oneshot::Sender<Result<u64>>,
     },
     Worker {
         name: Arc<str>,
@@ -102,7 +102,7 @@ impl CoordinatorHandle {
                 reply,
             })
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
+        answer.await.map_err(|_| gone())?
     }
 
     pub fn worker_event(&self, name: Arc<str>, session: u64, event: WorkerEvent) {
@@ -215,17 +215,27 @@ impl Actor {
                 outbound,
                 reply,
             } => {
-                let session =
-                    self.state
-                        .worker_connected(&name, slots, running, Instant::now(), &mut outbox);
-                let name: Arc<str> = self
-                    .state
-                    .workers
-                    .get_key_value(name.as_str())
-                    .map(|(k, _)| k.clone())
-                    .expect("just connected");
-                self.outbound.insert(name, (session, outbound));
-                let _ = reply.send(session);
+                match self.state.worker_connected(
+                    &name,
+                    slots,
+                    running,
+                    Instant::now(),
+                    &mut outbox,
+                ) {
+                    Ok(session) => {
+                        let name: Arc<str> = self
+                            .state
+                            .workers
+                            .get_key_value(name.as_str())
+                            .map(|(k, _)| k.clone())
+                            .expect("just connected");
+                        self.outbound.insert(name, (session, outbound));
+                        let _ = reply.send(Ok(session));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
             }
             Msg::Worker {
                 name,

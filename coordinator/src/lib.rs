@@ -61,6 +61,8 @@ pub struct Coordinator {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     store_thread: Option<std::thread::JoinHandle<()>>,
+    /// Held while the coordinator lives: one process per root.
+    _root_lock: flotilla_shared::dir_lock::DirLock,
 }
 
 impl Coordinator {
@@ -90,9 +92,10 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         .local_addr()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
     let root = config.root.clone();
-    let (store, loaded, store_thread) = tokio::task::spawn_blocking(move || store::open(&root))
+    let opened = tokio::task::spawn_blocking(move || store::open(&root))
         .await
         .map_err(|e| Error::Internal(format!("store start failed: {e}")))??;
+    let (store, loaded, store_thread) = (opened.store, opened.loaded, opened.thread);
     let mut initial = state::Outbox::default();
     // Lease ids start at the current time in microseconds, above any id handed
     // out before a restart, so a late result can never match a newer lease.
@@ -144,5 +147,6 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         shutdown: Some(shutdown),
         server,
         store_thread: Some(store_thread),
+        _root_lock: opened.root_lock,
     })
 }

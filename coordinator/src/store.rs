@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use flotilla_shared::dir_lock::{lock_dir, DirLock};
 use flotilla_shared::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
@@ -195,11 +196,19 @@ impl StoreHandle {
     }
 }
 
+/// What `open` hands back: the handle, the loaded state, the store thread and
+/// the lock that keeps other Flotilla processes off this root.
+pub struct Opened {
+    pub store: StoreHandle,
+    pub loaded: Loaded,
+    pub thread: std::thread::JoinHandle<()>,
+    pub root_lock: DirLock,
+}
+
 /// Opens (creating if needed) `root/flotilla.db`, loads what it holds and
-/// starts the store thread.
-pub fn open(root: &Path) -> Result<(StoreHandle, Loaded, std::thread::JoinHandle<()>)> {
-    std::fs::create_dir_all(root)
-        .map_err(|e| Error::io(format!("cannot create root {}", root.display()), e))?;
+/// starts the store thread. One process at a time owns a root.
+pub fn open(root: &Path) -> Result<Opened> {
+    let root_lock = lock_dir(root, "flotilla.lock", "a coordinator or `flotilla run`")?;
     let path = root.join("flotilla.db");
     let connection =
         Connection::open(&path).map_err(|e| sql(&format!("cannot open {}", path.display()), e))?;
@@ -219,7 +228,12 @@ pub fn open(root: &Path) -> Result<(StoreHandle, Loaded, std::thread::JoinHandle
         .name("flotilla-store".into())
         .spawn(move || run(connection, receiver))
         .map_err(|e| Error::io("cannot start the store thread", e))?;
-    Ok((StoreHandle { sender }, loaded, thread))
+    Ok(Opened {
+        store: StoreHandle { sender },
+        loaded,
+        thread,
+        root_lock,
+    })
 }
 
 fn sql(context: &str, error: rusqlite::Error) -> Error {

@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dir_lock;
 pub mod duration;
 pub mod error;
 pub mod grid;

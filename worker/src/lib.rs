@@ -60,6 +60,9 @@ pub fn default_name() -> String {
 /// then cancelled). Returns an error if the coordinator refuses the token.
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     config.validate()?;
+    // Output directories are reused between runs: two workers must not share them.
+    let _work_dir_lock =
+        flotilla_shared::dir_lock::lock_dir(&config.work_dir, ".lock", "a worker")?;
     let scratch = config.work_dir.join("runs");
     std::fs::create_dir_all(&scratch)
         .map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;

@@ -187,7 +187,7 @@ impl State {
 
     /// A worker said Hello. `running` lists the runs it is still executing from
     /// an earlier connection (with their lease ids and attempts). Returns the
-    /// session number of this connection.
+    /// session number of this connection, or refuses a duplicate name.
     pub fn worker_connected(
         &mut self,
         name: &str,
@@ -195,7 +195,18 @@ impl State {
         running: Vec<(u64, RunKey, u32)>,
         now: Instant,
         outbox: &mut Outbox,
-    ) -> u64 {
+    ) -> flotilla_shared::Result<u64> {
+        // A second process with the same name would steal the first one's runs.
+        // A worker whose old connection went silent (a broken network) gets in
+        // once that connection has been quiet for half a lease.
+        if let Some(existing) = self.workers.get(name) {
+            if existing.connected && now.duration_since(existing.last_seen) < self.lease_timeout / 2
+            {
+                return Err(flotilla_shared::Error::Conflict(format!(
+                    "a worker named '{name}' is already connected; give each worker a unique --name"
+                )));
+            }
+        }
         let session = self.next_session;
         self.next_session += 1;
         let name: Arc<str> = self
@@ -238,7 +249,7 @@ impl State {
                 outbox.cancel(&name, lease_id);
             }
         }
-        session
+        Ok(session)
     }
 
     /// After a coordinator restart, a worker reports a run it is still executing:

@@ -32,7 +32,9 @@ const FOUR_RUNS: &str =
     "name: e\nrun: {kind: noop}\nvariations: [{param: a, values: [1, 2]}]\nruns_per_variation: 2\n";
 
 fn connect(state: &mut State, name: &str, slots: u32, now: Instant) {
-    state.worker_connected(name, slots, Vec::new(), now, &mut Outbox::default());
+    state
+        .worker_connected(name, slots, Vec::new(), now, &mut Outbox::default())
+        .unwrap();
 }
 
 fn assign(state: &mut State) -> Vec<(Arc<str>, Vec<Assignment>)> {
@@ -313,8 +315,11 @@ fn restarted_worker_loses_the_runs_it_forgot() {
     let now = Instant::now();
     connect(&mut state, "w1", 2, now);
     assign(&mut state);
+    state.worker_disconnected("w1", 1);
     let mut outbox = Outbox::default();
-    state.worker_connected("w1", 2, Vec::new(), now, &mut outbox);
+    state
+        .worker_connected("w1", 2, Vec::new(), now, &mut outbox)
+        .unwrap();
     assert_eq!(
         outbox.persist.len(),
         2,
@@ -333,8 +338,11 @@ fn reconnecting_worker_keeps_its_running_leases() {
         .iter()
         .map(|a| (a.lease_id, a.run.clone(), a.attempt))
         .collect();
+    state.worker_disconnected("w1", 1);
     let mut outbox = Outbox::default();
-    state.worker_connected("w1", 2, running, now, &mut outbox);
+    state
+        .worker_connected("w1", 2, running, now, &mut outbox)
+        .unwrap();
     assert!(outbox.persist.is_empty() && outbox.cancels.is_empty());
     assert_eq!(counts(&state).running, 2);
 }
@@ -442,4 +450,25 @@ fn resubmission_resumes_extends_or_conflicts() {
     let changed = extended.replace("kind: noop", "kind: noop, timeout: 5s");
     let error = submit(&mut state, &changed).unwrap_err().to_string();
     assert!(error.contains("run.timeout_ms"), "{error}");
+}
+
+#[test]
+fn a_second_worker_with_a_connected_name_is_refused() {
+    let mut state = state_with(FOUR_RUNS);
+    let now = Instant::now();
+    connect(&mut state, "w1", 2, now);
+    let error = state
+        .worker_connected("w1", 2, Vec::new(), now, &mut Outbox::default())
+        .unwrap_err();
+    assert!(error.to_string().contains("unique --name"), "{error}");
+    // Once the first connection has been silent for half a lease, the name is free again.
+    state
+        .worker_connected(
+            "w1",
+            2,
+            Vec::new(),
+            now + LEASE_TIMEOUT,
+            &mut Outbox::default(),
+        )
+        .unwrap();
 }
