@@ -85,3 +85,24 @@ pub struct RunResult {
     pub started_at_ms: i64,
     pub files: Vec<ShippedFile>,
 }
+
+impl RunResult {
+    /// A failed result of `assignment` with nothing measured yet; run kinds fill in what they learn.
+    pub fn failed(assignment: &Assignment, error: String, started_at_ms: i64) -> Self {
+        RunResult {
+            lease_id: assignment.lease_id,
+            run: assignment.run.clone(),
+            attempt: assignment.attempt,
+            outcome: Outcome::Failed,
+            metrics_json: None,
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            error,
+            stderr_tail: String::new(),
+            duration_s: 0.0,
+            started_at_ms,
+            files: Vec::new(),
+        }
+    }
+}

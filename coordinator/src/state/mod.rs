@@ -271,24 +271,9 @@ impl State {
         if experiment.runs[slot].status != RunStatus::Pending || !experiment.accepts_assignments() {
             return false;
         }
-        experiment.set_status(slot, RunStatus::Running);
         let run = &mut experiment.runs[slot];
-        run.lease = Some(lease_id);
-        run.worker = Some(worker.clone());
         run.attempts_recorded = run.attempts_recorded.max(attempt.saturating_sub(1));
-        self.leases.insert(
-            lease_id,
-            Lease {
-                experiment: index,
-                run: slot,
-                attempt,
-                worker: worker.clone(),
-                superseded: false,
-            },
-        );
-        if let Some(entry) = self.workers.get_mut(worker) {
-            entry.leases.insert(lease_id);
-        }
+        self.grant_lease(index, slot, worker, lease_id, attempt);
         info!(worker = %worker, lease_id, run = %key, "adopted a run still running from before the restart");
         true
     }
@@ -355,12 +340,9 @@ impl State {
             self.cursor = (index + 1) % count;
             let lease_id = self.next_lease_id;
             self.next_lease_id += 1;
-            experiment.set_status(slot, RunStatus::Running);
-            let run = &mut experiment.runs[slot];
-            let attempt = run.attempts_recorded + 1;
-            run.lease = Some(lease_id);
-            run.worker = Some(worker.clone());
-            let (variation, repetition) = (run.variation, run.repetition);
+            let run = &experiment.runs[slot];
+            let (variation, repetition, attempt) =
+                (run.variation, run.repetition, run.attempts_recorded + 1);
             let assignment = Assignment {
                 lease_id,
                 run: RunKey {
@@ -374,24 +356,39 @@ impl State {
                 spec: run_spec(experiment),
                 timeout: experiment.config.run.timeout(),
             };
-            self.leases.insert(
-                lease_id,
-                Lease {
-                    experiment: index,
-                    run: slot,
-                    attempt,
-                    worker: worker.clone(),
-                    superseded: false,
-                },
-            );
-            self.workers
-                .get_mut(worker)
-                .expect("scheduling a known worker")
-                .leases
-                .insert(lease_id);
+            self.grant_lease(index, slot, worker, lease_id, attempt);
             return Some(assignment);
         }
         None
+    }
+
+    /// Marks a pending run running under `lease_id` on `worker`.
+    fn grant_lease(
+        &mut self,
+        index: usize,
+        slot: usize,
+        worker: &Arc<str>,
+        lease_id: u64,
+        attempt: u32,
+    ) {
+        let experiment = &mut self.experiments[index];
+        experiment.set_status(slot, RunStatus::Running);
+        let run = &mut experiment.runs[slot];
+        run.lease = Some(lease_id);
+        run.worker = Some(worker.clone());
+        self.leases.insert(
+            lease_id,
+            Lease {
+                experiment: index,
+                run: slot,
+                attempt,
+                worker: worker.clone(),
+                superseded: false,
+            },
+        );
+        if let Some(entry) = self.workers.get_mut(worker) {
+            entry.leases.insert(lease_id);
+        }
     }
 
     // ------------------------------------------------------------ results

@@ -357,25 +357,20 @@ fn after_a_coordinator_restart_running_runs_are_adopted() {
         repetition: 1,
     };
     let mut outbox = Outbox::default();
-    state.worker_connected(
-        "w1",
-        2,
-        vec![
-            (77, run.clone()),
-            (
-                78,
-                RunKey {
-                    repetition: 9,
-                    ..run.clone()
-                },
-            ),
-        ]
-        .into_iter()
-        .map(|(l, k)| (l, k, 1))
-        .collect(),
-        Instant::now(),
-        &mut outbox,
-    );
+    let running = vec![
+        (77, run.clone(), 1),
+        (
+            78,
+            RunKey {
+                repetition: 9,
+                ..run.clone()
+            },
+            1,
+        ),
+    ];
+    state
+        .worker_connected("w1", 2, running, Instant::now(), &mut outbox)
+        .unwrap();
     assert_eq!(counts(&state).running, 1, "the known run is adopted");
     assert_eq!(
         outbox.cancels,

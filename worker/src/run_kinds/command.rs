@@ -70,21 +70,8 @@ pub async fn execute(
         output_dir,
     };
     let outcome = run_program(&assignment, context, &paths, cancel).await;
-    let mut result = RunResult {
-        lease_id: assignment.lease_id,
-        run: assignment.run.clone(),
-        attempt: assignment.attempt,
-        outcome: Outcome::Failed,
-        metrics_json: None,
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        error: String::new(),
-        stderr_tail: String::new(),
-        duration_s: started.elapsed().as_secs_f64(),
-        started_at_ms,
-        files: Vec::new(),
-    };
+    let mut result = RunResult::failed(&assignment, String::new(), started_at_ms);
+    result.duration_s = started.elapsed().as_secs_f64();
     match outcome {
         Err(error) => result.error = error,
         Ok(ending) => {
@@ -133,21 +120,7 @@ pub async fn execute(
 
 fn failed_to_start(assignment: &Assignment, error: String, started_at_ms: i64) -> RunResult {
     warn!(run = %assignment.run, error, "run could not start");
-    RunResult {
-        lease_id: assignment.lease_id,
-        run: assignment.run.clone(),
-        attempt: assignment.attempt,
-        outcome: Outcome::Failed,
-        metrics_json: None,
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        error,
-        stderr_tail: String::new(),
-        duration_s: 0.0,
-        started_at_ms,
-        files: Vec::new(),
-    }
+    RunResult::failed(assignment, error, started_at_ms)
 }
 
 /// The params file of a variation, written once per worker and shared by its runs.

@@ -70,19 +70,9 @@ pub async fn execute(
 ) -> RunResult {
     match &assignment.spec {
         RunSpec::Noop => RunResult {
-            lease_id: assignment.lease_id,
-            run: assignment.run,
-            attempt: assignment.attempt,
             outcome: Outcome::Succeeded,
             metrics_json: Some("{}".to_string()),
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-            error: String::new(),
-            stderr_tail: String::new(),
-            duration_s: 0.0,
-            started_at_ms: now_ms(),
-            files: Vec::new(),
+            ..RunResult::failed(&assignment, String::new(), now_ms())
         },
         RunSpec::Command { .. } => command::execute(assignment, &context, cancel).await,
     }
