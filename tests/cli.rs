@@ -488,3 +488,38 @@ fn quickstart_example_runs_and_its_variations_differ() {
         .join("quickstart/runs/var-001-run-001/artifacts/moves.csv")
         .exists());
 }
+
+#[test]
+fn results_csv_is_kept_current_while_the_experiment_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let yaml = r#"name: live
+run:
+  kind: command
+  command: ["sh", "-c", "sleep 1; echo '{{\"v\": {x}}}'"]
+variations:
+  - param: x
+    values: [1, 2, 3, 4]
+runs_per_variation: 2
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "live.yaml", yaml);
+    let mut command = flotilla(&["run", "--workers", "2"]);
+    command.arg(&file).arg("--root").arg(&root);
+    let mut process = Process::spawn(command);
+    let csv = root.join("live/results.csv");
+    // 8 runs of 1 s on 2 workers last at least 4 s; the file is rewritten every 3 s.
+    wait_until("results.csv with unfinished runs", || {
+        csv.exists()
+            && read_csv(&csv)
+                .iter()
+                .any(|r| r["status"] == "running" || r["status"] == "pending")
+    });
+    assert!(
+        process.child.try_wait().unwrap().is_none(),
+        "still running while the file shows unfinished runs"
+    );
+    assert!(process.wait_exit().success());
+    let rows = read_csv(&csv);
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r["status"] == "succeeded"));
+}

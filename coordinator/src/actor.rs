@@ -28,6 +28,9 @@ pub type WorkerSender = mpsc::UnboundedSender<Result<proto::CoordinatorMessage, 
 const TICK: Duration = Duration::from_millis(500);
 /// batch-summary.json of running experiments is rewritten this often (at most 2 s apart).
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
+/// results.csv of running experiments is rewritten this often, when something changed:
+/// it reads every run back from the database, so less often than the summary.
+const RESULTS_INTERVAL: Duration = Duration::from_secs(3);
 
 pub enum WorkerEvent {
     Results(Vec<RunResult>),
@@ -172,6 +175,9 @@ struct Actor {
     outbound: HashMap<Arc<str>, (u64, WorkerSender)>,
     self_sender: mpsc::UnboundedSender<Msg>,
     last_summary: Instant,
+    last_results: Instant,
+    /// Counts each experiment's results.csv was last written with.
+    results_written: HashMap<usize, crate::state::Counts>,
 }
 
 /// Starts the actor over restored state; `initial` holds writes the restore decided.
@@ -183,6 +189,8 @@ pub fn spawn(state: State, store: StoreHandle, initial: Outbox) -> CoordinatorHa
         outbound: HashMap::new(),
         self_sender: sender.clone(),
         last_summary: Instant::now(),
+        last_results: Instant::now(),
+        results_written: HashMap::new(),
     };
     actor.carry_out(initial, None);
     tokio::spawn(actor.run(receiver));
@@ -362,7 +370,37 @@ impl Actor {
                 .collect();
             self.store.write(writes, None);
         }
+        if self.last_results.elapsed() >= RESULTS_INTERVAL {
+            self.last_results = Instant::now();
+            self.write_running_results();
+        }
         self.schedule();
+    }
+
+    fn write_running_results(&mut self) {
+        let mut writes = Vec::new();
+        for (index, experiment) in self.state.experiments.iter().enumerate() {
+            if experiment.state.is_final() || experiment.finalizing.is_some() {
+                continue;
+            }
+            if self.results_written.get(&index) == Some(&experiment.counts) {
+                continue;
+            }
+            self.results_written.insert(index, experiment.counts);
+            let running = experiment
+                .runs
+                .iter()
+                .filter(|r| r.status == crate::state::RunStatus::Running)
+                .map(|r| (r.variation, r.repetition))
+                .collect();
+            writes.push(Write::ResultsCsv {
+                experiment_id: experiment.db_id,
+                dir: experiment.dir.clone(),
+                config: Box::new(experiment.config.clone()),
+                running,
+            });
+        }
+        self.store.write(writes, None);
     }
 
     /// Sends what the decisions want sent and queues what they want persisted.

@@ -141,6 +141,14 @@ pub enum Write {
         dir: PathBuf,
         summary: Summary,
     },
+    /// results.csv of an experiment still running, from committed rows; the runs
+    /// listed in `running` show as running (the database only knows them as pending).
+    ResultsCsv {
+        experiment_id: i64,
+        dir: PathBuf,
+        config: Box<flotilla_shared::config::ExperimentConfig>,
+        running: Vec<(u32, u32)>,
+    },
     /// Writes results.csv and the final summary from committed rows, then marks
     /// the experiment final.
     Finalize {
@@ -431,6 +439,22 @@ fn apply(
                 .execute(params![hash, bundle])?;
         }
         Write::Summary { dir, summary } => outputs::write_summary(&dir, &summary)?,
+        Write::ResultsCsv {
+            experiment_id,
+            dir,
+            config,
+            running,
+        } => {
+            let mut rows = result_rows(transaction, experiment_id)?;
+            let running: std::collections::HashSet<(u32, u32)> = running.into_iter().collect();
+            for row in rows
+                .iter_mut()
+                .filter(|r| running.contains(&(r.variation, r.repetition)))
+            {
+                row.status = "running".to_string();
+            }
+            outputs::write_results_csv(&dir, &outputs::results_csv(&config, &rows))?;
+        }
         Write::Finalize {
             experiment_id,
             dir,
