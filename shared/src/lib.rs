@@ -11,6 +11,7 @@ pub mod error;
 pub mod grid;
 pub mod naming;
 pub mod run;
+pub mod stats;
 pub mod wire;
 pub mod workdir;
 
