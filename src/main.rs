@@ -51,6 +51,26 @@ enum Command {
     Ls(ListArgs),
     /// Cancel an experiment: pending runs are cancelled; with --kill running runs are stopped too.
     Cancel(CancelArgs),
+    /// Analyse an experiment: statistics per variation, comparisons, main effects, failure modes, power.
+    ///
+    /// Writes <root>/<name>/analysis/ (analysis-report.md, variation-statistics.json,
+    /// comparisons.json, patterns.json) and prints the report. Works on unfinished
+    /// experiments too, marking the figures as partial.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Experiment name.
+    name: String,
+    #[command(flatten)]
+    root: RootArg,
+    /// What to print: the markdown report or every figure as JSON.
+    #[arg(long, value_enum, default_value = "md")]
+    format: commands::report::Format,
+    /// Also size runs to detect this difference, in standard deviations (e.g. 0.5).
+    #[arg(long)]
+    min_effect: Option<f64>,
 }
 
 #[derive(Args)]
@@ -260,6 +280,10 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Ls(args) => {
             commands::init_logging("warn");
             commands::client::list(&target(args.coordinator), args.json).await
+        }
+        Command::Report(args) => {
+            commands::init_logging("warn");
+            commands::report::report(&args.root.root, &args.name, args.format, args.min_effect)
         }
         Command::Cancel(args) => {
             commands::init_logging("warn");

@@ -523,3 +523,108 @@ runs_per_variation: 2
     assert_eq!(rows.len(), 8);
     assert!(rows.iter().all(|r| r["status"] == "succeeded"));
 }
+
+#[test]
+fn report_analyses_variations_comparisons_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    // "good" scores higher than "bad" in every repetition; "broken" always fails.
+    let yaml = r#"name: judged
+run:
+  kind: command
+  command: ["sh", "-c", "case {arm} in broken) echo 'crashed at step 42' >&2; exit 2;; good) echo '{{\"score\": '$((FLOTILLA_REPETITION + 10))', \"ok\": true, \"note\": \"x\"}}';; bad) echo '{{\"score\": '$FLOTILLA_REPETITION', \"ok\": false, \"note\": \"y\"}}';; esac"]
+variations:
+  - param: arm
+    values: [bad, good, broken]
+runs_per_variation: 6
+retries: {max_attempts: 1}
+baseline: {arm: bad}
+metrics:
+  - {name: score, goal: maximize}
+  - {name: ok, goal: maximize}
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "judged.yaml", yaml);
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("analysis-report.md"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    let output = run_ok(
+        flotilla(&["report", "judged", "--min-effect", "0.5"])
+            .arg("--root")
+            .arg(&root),
+    );
+    let markdown = text(&output.stdout);
+    assert!(
+        markdown.contains(
+            "var-002 (arm=good) beats var-001 (arm=bad) on score by 10 [7.593, 12.407], Welch"
+        ),
+        "{markdown}"
+    );
+    assert!(
+        markdown
+            .contains("on ok: every run has the same value within each variation (difference 1)"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("Not analysed (values are neither numbers nor booleans): note"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("exit 2: exited with code N"),
+        "{markdown}"
+    );
+    assert!(
+        markdown
+            .contains("To detect a difference of 0.5 standard deviations: 64 runs per variation."),
+        "{markdown}"
+    );
+    assert!(!markdown.contains("NaN"), "{markdown}");
+
+    let analysis = root.join("judged/analysis");
+    let statistics = read_json(&analysis.join("variation-statistics.json"));
+    let good = &statistics["variations"][1];
+    assert_eq!(good["metrics"]["score"]["n"], 6);
+    assert_eq!(good["metrics"]["score"]["mean"], 13.5);
+    assert_eq!(good["metrics"]["ok"]["rate"], 1.0);
+    assert_eq!(statistics["variations"][2]["failure_rate"], 1.0);
+    assert_eq!(statistics["partial"], false);
+    let comparisons = read_json(&analysis.join("comparisons.json"));
+    let score = comparisons["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["metric"] == "score" && c["a"] == 2)
+        .unwrap();
+    assert_eq!(
+        score["primary_test"], "welch",
+        "a constant difference has no paired variance"
+    );
+    assert_eq!(score["pairs"], 6);
+    assert_eq!(score["cliffs_delta"], 1.0);
+    let patterns = read_json(&analysis.join("patterns.json"));
+    assert_eq!(patterns["failure_modes"][0]["count"], 6);
+    assert_eq!(
+        patterns["failure_modes"][0]["example_run"],
+        "var-003-run-001"
+    );
+    assert_eq!(patterns["main_effects"][0]["best"], "good");
+
+    let json = run_ok(
+        flotilla(&["report", "judged", "--format", "json"])
+            .arg("--root")
+            .arg(&root),
+    );
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["experiment"], "judged");
+
+    let missing = flotilla(&["report", "nope"])
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(7), "{}", text(&missing.stderr));
+}

@@ -30,6 +30,7 @@ async fn noop_sweep_through_two_workers_is_durable() {
             root: root.clone(),
             token: TOKEN.into(),
             lease_timeout: Duration::from_secs(10),
+            auto_report: true,
         },
         listener,
     )

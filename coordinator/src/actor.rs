@@ -178,10 +178,17 @@ struct Actor {
     last_results: Instant,
     /// Counts each experiment's results.csv was last written with.
     results_written: HashMap<usize, crate::state::Counts>,
+    report_root: Option<std::path::PathBuf>,
 }
 
 /// Starts the actor over restored state; `initial` holds writes the restore decided.
-pub fn spawn(state: State, store: StoreHandle, initial: Outbox) -> CoordinatorHandle {
+/// `report_root`: where to write reports of experiments as they end (None: no automatic reports).
+pub fn spawn(
+    state: State,
+    store: StoreHandle,
+    initial: Outbox,
+    report_root: Option<std::path::PathBuf>,
+) -> CoordinatorHandle {
     let (sender, receiver) = mpsc::unbounded_channel();
     let mut actor = Actor {
         state,
@@ -191,6 +198,7 @@ pub fn spawn(state: State, store: StoreHandle, initial: Outbox) -> CoordinatorHa
         last_summary: Instant::now(),
         last_results: Instant::now(),
         results_written: HashMap::new(),
+        report_root,
     };
     actor.carry_out(initial, None);
     tokio::spawn(actor.run(receiver));
@@ -315,7 +323,10 @@ impl Actor {
                     ))));
                 }
             },
-            Msg::Finalized { index } => self.state.finalized(index, now_ms()),
+            Msg::Finalized { index } => {
+                self.state.finalized(index, now_ms());
+                self.report(index);
+            }
             Msg::WorkerCount { reply } => {
                 let _ =
                     reply.send(self.state.workers.values().filter(|w| w.connected).count() as u32);
@@ -324,6 +335,26 @@ impl Actor {
         let on_commit = ack.map(|(name, lease_ids)| self.ack_after_commit(&name, lease_ids));
         self.carry_out(outbox, on_commit);
         self.schedule();
+    }
+
+    /// Writes the experiment's report off the actor's thread: it reads every run back.
+    fn report(&self, index: usize) {
+        let (Some(root), experiment) = (self.report_root.clone(), &self.state.experiments[index])
+        else {
+            return;
+        };
+        if !experiment.state.is_final() {
+            return;
+        }
+        let name = experiment.config.name.clone();
+        tokio::task::spawn_blocking(move || {
+            match crate::analysis::write_report(&root, &name, &Default::default()) {
+                Ok((dir, _)) => {
+                    tracing::info!(experiment = name, dir = %dir.display(), "report written")
+                }
+                Err(e) => warn!(experiment = name, error = %e, "cannot write the report"),
+            }
+        });
     }
 
     fn is_current(&self, name: &Arc<str>, session: u64) -> bool {

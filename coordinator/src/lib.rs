@@ -3,6 +3,7 @@
 //! line talk to. [`start`] is the one entry point, used by the binary and tests.
 
 mod actor;
+pub mod analysis;
 mod grpc;
 mod outputs;
 mod restore;
@@ -35,6 +36,8 @@ pub struct CoordinatorConfig {
     /// Shared secret workers and clients must present.
     pub token: String,
     pub lease_timeout: Duration,
+    /// Write each experiment's report (analysis/) when it ends.
+    pub auto_report: bool,
 }
 
 impl CoordinatorConfig {
@@ -110,7 +113,12 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         first_lease_id,
         &mut initial,
     )?;
-    let handle = actor::spawn(state, store, initial);
+    let handle = actor::spawn(
+        state,
+        store,
+        initial,
+        config.auto_report.then(|| config.root.clone()),
+    );
     let token: Arc<str> = config.token.as_str().into();
     let worker_api = grpc::WorkerApi {
         handle: handle.clone(),

@@ -203,3 +203,14 @@ fn bootstrap_is_reproducible_and_covers_the_mean() {
     let coverage = covered as f64 / trials as f64;
     assert!((0.90..=0.98).contains(&coverage), "coverage {coverage}");
 }
+
+#[test]
+fn tiny_effects_need_huge_samples_and_answer_at_once() {
+    // Differences near zero (two variations that behave the same) must not stall a report.
+    let started = std::time::Instant::now();
+    assert_eq!(n_per_group_for_power(1e-12, ALPHA, 0.8), None);
+    let needed = n_per_group_for_power(0.001, ALPHA, 0.8).unwrap();
+    assert!((15_000_000..16_000_000).contains(&needed), "{needed}");
+    assert!(two_sample_power(0.01, 1_000_000, ALPHA).unwrap() > 0.99);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod serve;
 pub mod submission;

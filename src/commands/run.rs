@@ -40,6 +40,8 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
             root: options.root.clone(),
             token: token.clone(),
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            // The report is written below, before the command returns.
+            auto_report: false,
         },
         listener,
     )
@@ -99,5 +101,13 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
 
     let ending = ending?;
     progress::print_final(&ending.status);
+    match flotilla_coordinator::analysis::write_report(
+        &options.root,
+        &config.name,
+        &Default::default(),
+    ) {
+        Ok((dir, _)) => println!("report: {}", dir.join("analysis-report.md").display()),
+        Err(e) => eprintln!("warning: cannot write the report: {e}"),
+    }
     Ok(progress::exit_code_for(&ending))
 }

@@ -55,6 +55,7 @@ pub async fn coordinator(
         root: root.clone(),
         token,
         lease_timeout,
+        auto_report: true,
     };
     let coordinator = flotilla_coordinator::start(config, listener).await?;
     // Tests and scripts wait for this line: it carries the real port when --listen used port 0.

@@ -1,7 +1,7 @@
 //! Per-variation figures: n, mean, median, standard deviation, extremes, and
 //! intervals for means and rates.
 
-use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::{SplitMix64, CONFIDENCE};
 
@@ -68,9 +68,7 @@ pub fn t_interval(values: &[f64]) -> Option<Interval> {
     let half = if sd == 0.0 {
         0.0
     } else {
-        let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
-            .ok()?
-            .inverse_cdf(0.5 + CONFIDENCE / 2.0);
+        let t = super::t_quantile(0.5 + CONFIDENCE / 2.0, (n - 1) as f64)?;
         t * sd / (n as f64).sqrt()
     };
     Some(Interval {

@@ -27,3 +27,24 @@ pub use tests_two_sample::{
 /// Confidence level of every interval, and the significance level of tests.
 pub const CONFIDENCE: f64 = 0.95;
 pub const ALPHA: f64 = 0.05;
+
+/// Quantile of Student's t with `df` degrees of freedom. statrs' inverse is
+/// exact but slow (and can stall) for large df; there Newton's method on the
+/// CDF, started from the Cornish–Fisher expansion, converges in a few steps.
+pub fn t_quantile(p: f64, df: f64) -> Option<f64> {
+    use statrs::distribution::{Continuous, ContinuousCDF, Normal, StudentsT};
+    let distribution = StudentsT::new(0.0, 1.0, df).ok()?;
+    if df <= 1000.0 {
+        return Some(distribution.inverse_cdf(p));
+    }
+    let z = Normal::new(0.0, 1.0).ok()?.inverse_cdf(p);
+    let mut x = z + (z.powi(3) + z) / (4.0 * df);
+    for _ in 0..50 {
+        let step = (distribution.cdf(x) - p) / distribution.pdf(x);
+        x -= step;
+        if step.abs() <= 1e-14 * (1.0 + x.abs()) {
+            break;
+        }
+    }
+    Some(x)
+}

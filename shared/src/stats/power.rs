@@ -1,6 +1,6 @@
 //! Multiple-comparison correction and power analysis.
 
-use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal};
 use statrs::function::beta::beta_reg;
 use statrs::function::gamma::ln_gamma;
 
@@ -77,10 +77,19 @@ pub fn two_sample_power(effect: f64, n: u64, alpha: f64) -> Option<f64> {
     power_from(effect * (n as f64 / 2.0).sqrt(), df, alpha)
 }
 
+/// Beyond this many degrees of freedom the t distribution is the normal one to
+/// far better than report precision.
+const NORMAL_DF: f64 = 100_000.0;
+
 fn power_from(noncentrality: f64, df: f64, alpha: f64) -> Option<f64> {
-    let critical = StudentsT::new(0.0, 1.0, df)
-        .ok()?
-        .inverse_cdf(1.0 - alpha / 2.0);
+    if df > NORMAL_DF {
+        let normal = Normal::new(0.0, 1.0).ok()?;
+        let critical = normal.inverse_cdf(1.0 - alpha / 2.0);
+        return Some(
+            1.0 - normal.cdf(critical - noncentrality) + normal.cdf(-critical - noncentrality),
+        );
+    }
+    let critical = super::t_quantile(1.0 - alpha / 2.0, df)?;
     Some(
         1.0 - noncentral_t_cdf(critical, df, noncentrality)
             + noncentral_t_cdf(-critical, df, noncentrality),
@@ -88,31 +97,49 @@ fn power_from(noncentrality: f64, df: f64, alpha: f64) -> Option<f64> {
 }
 
 /// Smallest runs per variation for which the two-sample t-test reaches `power`;
-/// `None` for no effect or more than 10^7 runs.
+/// `None` for no effect or more than 10^9 runs.
 pub fn n_per_group_for_power(effect: f64, alpha: f64, power: f64) -> Option<u64> {
-    smallest_n(|n| two_sample_power(effect, n, alpha), effect, power)
+    let bound = normal_approximation(effect, alpha, power, 2.0);
+    smallest_n(|n| two_sample_power(effect, n, alpha), effect, power, bound)
+}
+
+/// The normal approximation of the runs needed, used to bound the exact search:
+/// k (z_{1-alpha/2} + z_power)^2 / effect^2, with k = 2 for two samples.
+fn normal_approximation(effect: f64, alpha: f64, power: f64, k: f64) -> f64 {
+    let normal = Normal::new(0.0, 1.0).expect("standard normal");
+    let z = normal.inverse_cdf(1.0 - alpha / 2.0) + normal.inverse_cdf(power);
+    k * z * z / (effect * effect)
 }
 
 /// Smallest number of pairs for which the paired t-test reaches `power` for a
 /// standardised mean difference `effect` (mean of differences / their deviation).
 pub fn paired_n_for_power(effect: f64, alpha: f64, power: f64) -> Option<u64> {
+    let bound = normal_approximation(effect, alpha, power, 1.0);
     smallest_n(
         |n| power_from(effect * (n as f64).sqrt(), n as f64 - 1.0, alpha),
         effect,
         power,
+        bound,
     )
 }
 
-/// Doubling then bisection over n >= 2: power grows with n.
-fn smallest_n(power_at: impl Fn(u64) -> Option<f64>, effect: f64, target: f64) -> Option<u64> {
-    if !effect.is_finite() || effect == 0.0 {
+/// Doubling then bisection over n >= 2: power grows with n. `approximate` (the
+/// normal approximation) bounds the search; the exact n is a few runs above it.
+fn smallest_n(
+    power_at: impl Fn(u64) -> Option<f64>,
+    effect: f64,
+    target: f64,
+    approximate: f64,
+) -> Option<u64> {
+    if !effect.is_finite() || effect == 0.0 || !approximate.is_finite() || approximate > 1e9 {
         return None;
     }
     let reaches = |n: u64| power_at(n).is_some_and(|p| p >= target);
+    let limit = (approximate * 2.0 + 16.0) as u64;
     let mut high = 2;
     while !reaches(high) {
         high *= 2;
-        if high > 10_000_000 {
+        if high > limit {
             return None;
         }
     }

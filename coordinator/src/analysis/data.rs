@@ -1,0 +1,126 @@
+//! Reading an experiment's runs back from flotilla.db for analysis, with a
+//! read-only connection: a report can be made while the coordinator runs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use flotilla_shared::config::ExperimentConfig;
+use flotilla_shared::{Error, Result};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone)]
+pub struct VariationData {
+    pub index: u32,
+    pub axis_values: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub variation: u32,
+    pub repetition: u32,
+    pub status: String,
+    pub metrics: Map<String, Value>,
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub timed_out: bool,
+    pub duration_s: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExperimentData {
+    pub name: String,
+    pub config: ExperimentConfig,
+    pub state: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub variations: Vec<VariationData>,
+    pub runs: Vec<RunData>,
+}
+
+fn sql(error: rusqlite::Error) -> Error {
+    Error::Internal(format!("cannot read flotilla.db: {error}"))
+}
+
+pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
+    let path = root.join("flotilla.db");
+    if !path.exists() {
+        return Err(Error::NotFound(format!(
+            "no flotilla.db under {}; pass --root with the experiments root",
+            root.display()
+        )));
+    }
+    let connection = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    let row = connection.query_row(
+        "SELECT id, config_json, state, started_at_ms, finished_at_ms FROM experiments WHERE name = ?",
+        [name],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?)),
+    );
+    let (id, config_json, state, started_at_ms, finished_at_ms) = match row {
+        Ok(row) => row,
+        Err(rusqlite::Error::QueryReturnedNoRows) => {
+            return Err(Error::NotFound(format!(
+                "no experiment named '{name}' in {}",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(sql(e)),
+    };
+    let config = ExperimentConfig::from_canonical_json(&config_json)
+        .map_err(|e| Error::Internal(format!("stored config of '{name}' cannot be read: {e}")))?;
+
+    let mut statement = connection.prepare("SELECT variation, axis_json FROM variations WHERE experiment_id = ? ORDER BY variation").map_err(sql)?;
+    let variations = statement
+        .query_map([id], |r| {
+            let axis: String = r.get(1)?;
+            Ok(VariationData {
+                index: r.get(0)?,
+                axis_values: serde_json::from_str(&axis).unwrap_or_default(),
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(sql)?;
+
+    let mut statement = connection
+        .prepare(
+            "SELECT r.variation, r.repetition, r.status, r.metrics_json, r.error, a.exit_code, a.signal, a.timed_out, r.duration_s \
+             FROM runs r LEFT JOIN attempts a ON a.experiment_id = r.experiment_id AND a.variation = r.variation \
+             AND a.repetition = r.repetition AND a.attempt = r.attempts \
+             WHERE r.experiment_id = ? ORDER BY r.variation, r.repetition",
+        )
+        .map_err(sql)?;
+    let runs = statement
+        .query_map([id], |r| {
+            let metrics: Option<String> = r.get(3)?;
+            Ok(RunData {
+                variation: r.get(0)?,
+                repetition: r.get(1)?,
+                status: r.get(2)?,
+                metrics: match metrics.as_deref().map(serde_json::from_str::<Value>) {
+                    Some(Ok(Value::Object(map))) => map,
+                    _ => Map::new(),
+                },
+                error: r.get(4)?,
+                exit_code: r.get(5)?,
+                signal: r.get(6)?,
+                timed_out: r.get::<_, Option<bool>>(7)?.unwrap_or(false),
+                duration_s: r.get(8)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(sql)?;
+    Ok(ExperimentData {
+        name: name.to_string(),
+        config,
+        state,
+        started_at_ms,
+        finished_at_ms,
+        variations,
+        runs,
+    })
+}

@@ -1,0 +1,281 @@
+//! The report files: analysis-report.md for people, JSON for programs.
+
+use std::fmt::Write as _;
+
+use super::compute::{Analysis, MetricKind};
+
+fn number(value: f64) -> String {
+    if value == 0.0 || (value.abs() >= 0.001 && value.abs() < 100_000.0) {
+        let text = format!("{value:.4}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{value:.3e}")
+    }
+}
+
+fn pair(interval: Option<[f64; 2]>) -> String {
+    interval
+        .map(|[l, h]| format!("[{}, {}]", number(l), number(h)))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn optional(value: Option<f64>) -> String {
+    value.map(number).unwrap_or_else(|| "—".into())
+}
+
+pub fn markdown(analysis: &Analysis) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Analysis of `{}`\n", analysis.experiment);
+    if analysis.partial {
+        let _ = writeln!(
+            out,
+            "> **Partial results.** The experiment is `{}`: these figures cover only the runs finished so far.\n",
+            analysis.state
+        );
+    }
+    let (succeeded, failed): (u64, u64) = analysis
+        .variations
+        .iter()
+        .fold((0, 0), |(s, f), v| (s + v.succeeded, f + v.failed));
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(
+        out,
+        "- State: {}; {} runs in {} variations: {} succeeded, {} failed.",
+        analysis.state,
+        analysis.total_runs,
+        analysis.variations.len(),
+        succeeded,
+        failed
+    );
+    if let Some(baseline) = analysis.baseline {
+        let _ = writeln!(out, "- Baseline: var-{baseline:03}.");
+    }
+    for metric in &analysis.metrics {
+        let best = best_variation(analysis, &metric.name, metric.goal != "minimize");
+        if let Some((index, mean)) = best {
+            let _ = writeln!(
+                out,
+                "- Best on **{}** ({}): var-{index:03} with mean {}.",
+                metric.name,
+                metric.goal,
+                number(mean)
+            );
+        }
+    }
+    let significant = analysis
+        .comparisons
+        .iter()
+        .filter(|c| c.significant)
+        .count();
+    let _ = writeln!(
+        out,
+        "- {} of {} pairwise comparisons are significant after Holm's correction (α = 0.05).",
+        significant,
+        analysis.comparisons.len()
+    );
+    if !analysis.skipped_metrics.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Not analysed (values are neither numbers nor booleans): {}.",
+            analysis.skipped_metrics.join(", ")
+        );
+    }
+    let _ = writeln!(out, "- Cost: no cost data was recorded for these runs.\n");
+
+    for metric in &analysis.metrics {
+        let _ = writeln!(
+            out,
+            "## {} ({}, {})\n",
+            metric.name,
+            metric.goal,
+            match metric.kind {
+                MetricKind::Numeric => "numeric",
+                MetricKind::Boolean => "boolean: rates",
+            }
+        );
+        let _ = writeln!(out, "| rank | variation | n | mean | 95% CI (t) | 95% CI (bootstrap) | median | std | min | max | failure rate |");
+        let _ = writeln!(
+            out,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        let mut rows: Vec<_> = analysis
+            .variations
+            .iter()
+            .filter_map(|v| v.metrics.get(&metric.name).map(|m| (v, m)))
+            .collect();
+        rows.sort_by(|(_, x), (_, y)| {
+            let order = y.mean.total_cmp(&x.mean);
+            if metric.goal == "minimize" {
+                order.reverse()
+            } else {
+                order
+            }
+        });
+        for (rank, (variation, figures)) in rows.iter().enumerate() {
+            let (mean, ci) = match metric.kind {
+                MetricKind::Boolean => (
+                    figures
+                        .rate
+                        .map(|r| format!("{:.1}%", r * 100.0))
+                        .unwrap_or_default(),
+                    pair(figures.rate_ci95_wilson),
+                ),
+                MetricKind::Numeric => (number(figures.mean), pair(figures.ci95_t)),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | var-{:03} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                rank + 1,
+                variation.index,
+                variation.label,
+                figures.n,
+                mean,
+                ci,
+                pair(figures.ci95_bootstrap),
+                number(figures.median),
+                optional(figures.std),
+                number(figures.min),
+                number(figures.max),
+                variation
+                    .failure_rate
+                    .map(|r| format!("{:.1}%", r * 100.0))
+                    .unwrap_or_else(|| "—".into()),
+            );
+        }
+        let missing: Vec<String> = analysis
+            .variations
+            .iter()
+            .filter(|v| !v.metrics.contains_key(&metric.name))
+            .map(|v| format!("var-{:03}", v.index))
+            .collect();
+        if !missing.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nNo values for {} (no succeeded run reported {}).",
+                missing.join(", "),
+                metric.name
+            );
+        }
+        let _ = writeln!(out, "\n### Comparisons\n");
+        let mut listed = 0;
+        for comparison in analysis
+            .comparisons
+            .iter()
+            .filter(|c| c.metric == metric.name)
+        {
+            if comparison.significant || comparison.against_baseline {
+                let power = match (comparison.underpowered, comparison.runs_needed) {
+                    (true, Some(needed)) => format!(" — underpowered: about {needed} runs per variation would detect this difference"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "- {}{power}", comparison.verdict);
+                listed += 1;
+            }
+        }
+        let others = analysis
+            .comparisons
+            .iter()
+            .filter(|c| c.metric == metric.name)
+            .count()
+            - listed;
+        if others > 0 {
+            let _ = writeln!(
+                out,
+                "- {others} other pair(s) show no significant difference (see comparisons.json)."
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    if !analysis.main_effects.is_empty() {
+        let _ = writeln!(out, "## Main effects\n");
+        let _ = writeln!(
+            out,
+            "Mean of each axis level over all variations that have it.\n"
+        );
+        let _ = writeln!(out, "| axis | metric | level | n | mean | 95% CI | best |");
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+        for effect in &analysis.main_effects {
+            for level in &effect.levels {
+                let best = if effect.best.as_ref() == Some(&level.value) {
+                    "★"
+                } else {
+                    ""
+                };
+                let value = flotilla_shared::grid::value_as_argument(&level.value);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    effect.axis,
+                    effect.metric,
+                    value,
+                    level.n,
+                    number(level.mean),
+                    pair(level.ci95_t),
+                    best
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+
+    let _ = writeln!(out, "## Failure modes\n");
+    if analysis.failure_modes.is_empty() {
+        let _ = writeln!(out, "No run failed for good.\n");
+    } else {
+        let _ = writeln!(out, "| count | signature | variations | example |");
+        let _ = writeln!(out, "| --- | --- | --- | --- |");
+        for mode in &analysis.failure_modes {
+            let variations: Vec<String> = mode
+                .per_variation
+                .iter()
+                .map(|(v, c)| format!("var-{v:03}: {c}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | {} | {} |",
+                mode.count,
+                mode.signature.replace('|', "\\|"),
+                variations.join(", "),
+                mode.example_run
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    let _ = writeln!(out, "## Power\n");
+    let underpowered = analysis
+        .comparisons
+        .iter()
+        .filter(|c| c.underpowered)
+        .count();
+    let _ = writeln!(
+        out,
+        "{underpowered} of {} comparisons are underpowered: the observed difference would need more runs per variation to be detected with power 0.8 at α = 0.05 (two-sided two-sample t-test).",
+        analysis.comparisons.len()
+    );
+    if let Some(min_effect) = analysis.min_effect {
+        if let Some(needed) = analysis
+            .comparisons
+            .iter()
+            .find_map(|c| c.runs_needed_for_min_effect)
+        {
+            let _ = writeln!(out, "\nTo detect a difference of {min_effect} standard deviations: {needed} runs per variation.");
+        }
+    }
+    out
+}
+
+fn best_variation(analysis: &Analysis, metric: &str, higher_is_better: bool) -> Option<(u32, f64)> {
+    analysis
+        .variations
+        .iter()
+        .filter_map(|v| v.metrics.get(metric).map(|m| (v.index, m.mean)))
+        .max_by(|x, y| {
+            if higher_is_better {
+                x.1.total_cmp(&y.1)
+            } else {
+                y.1.total_cmp(&x.1)
+            }
+        })
+}
