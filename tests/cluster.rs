@@ -100,7 +100,9 @@ fn runs_spread_over_workers_including_one_that_joins_mid_sweep() {
     // The coordinator writes the report once the experiment ends.
     let report = root.join("spread/analysis/analysis-report.md");
     wait_until("the automatic report", || report.exists());
-    assert!(std::fs::read_to_string(&report).unwrap().contains("# Analysis of `spread`"));
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains("# Analysis of `spread`"));
 
     let list = text(&run_ok(&mut coordinator.cli(&["ls"])).stdout);
     assert!(

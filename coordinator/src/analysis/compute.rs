@@ -9,9 +9,17 @@ use flotilla_shared::stats::{self, Interval, ALPHA};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::data::{ExperimentData, RunData};
+use super::data::{ExperimentData, MetricValue, RunData};
 
 const BOOTSTRAP_RESAMPLES: usize = 2000;
+/// Draws one bootstrap interval may cost. Past 2,000 values a variation gets
+/// fewer resamples (at least 200): its interval is then near the t interval,
+/// and a million-run report stays within seconds. The count used is reported.
+const BOOTSTRAP_DRAW_BUDGET: usize = 4_000_000;
+
+fn bootstrap_resamples(n: usize) -> usize {
+    (BOOTSTRAP_DRAW_BUDGET / n.max(1)).clamp(200, BOOTSTRAP_RESAMPLES)
+}
 const TARGET_POWER: f64 = 0.8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,6 +53,7 @@ pub struct MetricStatistics {
     pub max: f64,
     pub ci95_t: Option<[f64; 2]>,
     pub ci95_bootstrap: Option<[f64; 2]>,
+    pub bootstrap_resamples: usize,
     /// For boolean metrics: the share of true, with its Wilson interval.
     pub rate: Option<f64>,
     pub rate_ci95_wilson: Option<[f64; 2]>,
@@ -166,26 +175,19 @@ fn figures(result: Option<stats::TestResult>) -> Option<TestFigures> {
     })
 }
 
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Bool(flag) => Some(f64::from(u8::from(*flag))),
-        Value::Number(n) => n.as_f64().filter(|v| v.is_finite()),
-        _ => None,
-    }
-}
-
 /// Which metrics to analyse: declared ones first, then every other key whose
 /// values are numbers or booleans.
 fn metric_infos(data: &ExperimentData) -> (Vec<MetricInfo>, Vec<String>) {
     let mut seen: BTreeMap<&str, (bool, bool, bool)> = BTreeMap::new(); // (any number, any bool, any other)
     for run in data.runs.iter().filter(|r| r.status == "succeeded") {
         for (key, value) in &run.metrics {
-            let entry = seen.entry(key).or_default();
+            let entry = seen
+                .entry(data.metric_names[*key as usize].as_str())
+                .or_default();
             match value {
-                Value::Bool(_) => entry.1 = true,
-                Value::Number(_) => entry.0 = true,
-                Value::Null => {}
-                _ => entry.2 = true,
+                MetricValue::Bool(_) => entry.1 = true,
+                MetricValue::Number(_) => entry.0 = true,
+                MetricValue::Other => entry.2 = true,
             }
         }
     }
@@ -224,16 +226,20 @@ fn metric_infos(data: &ExperimentData) -> (Vec<MetricInfo>, Vec<String>) {
     (metrics, skipped)
 }
 
-/// Values of `metric` in succeeded runs, by repetition.
+/// Values of metric number `metric` in succeeded runs, by repetition.
 fn values_by_repetition<'a>(
     runs: impl Iterator<Item = &'a RunData>,
-    metric: &str,
+    metric: Option<u16>,
 ) -> BTreeMap<u32, f64> {
+    let Some(metric) = metric else {
+        return BTreeMap::new();
+    };
     runs.filter(|r| r.status == "succeeded")
         .filter_map(|r| {
             r.metrics
-                .get(metric)
-                .and_then(number)
+                .iter()
+                .find(|(key, _)| *key == metric)
+                .and_then(|(_, value)| value.as_number())
                 .map(|v| (r.repetition, v))
         })
         .collect()
@@ -272,7 +278,8 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         let ended = succeeded + failed;
         let mut per_metric = BTreeMap::new();
         for metric in &metrics {
-            let by_repetition = values_by_repetition(runs.iter().copied(), &metric.name);
+            let by_repetition =
+                values_by_repetition(runs.iter().copied(), data.metric_index(&metric.name));
             let list: Vec<f64> = by_repetition.values().copied().collect();
             if let Some(description) = stats::describe(&list) {
                 let seed =
@@ -298,9 +305,10 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
                         ci95_t: interval(description.t_ci),
                         ci95_bootstrap: interval(stats::bootstrap_mean_ci(
                             &list,
-                            BOOTSTRAP_RESAMPLES,
+                            bootstrap_resamples(list.len()),
                             seed,
                         )),
+                        bootstrap_resamples: bootstrap_resamples(list.len()),
                         rate,
                         rate_ci95_wilson: rate_ci,
                     },
@@ -322,6 +330,15 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         });
     }
 
+    // Each variation's values sorted once: rank tests and Cliff's delta then merge in linear time.
+    let sorted: BTreeMap<(u32, &str), Vec<f64>> = values
+        .iter()
+        .map(|(key, by_repetition)| {
+            let mut list: Vec<f64> = by_repetition.values().copied().collect();
+            list.sort_by(f64::total_cmp);
+            (*key, list)
+        })
+        .collect();
     let baseline = data.config.baseline.as_ref().and_then(|baseline| {
         data.variations
             .iter()
@@ -339,32 +356,56 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
     let mut comparisons = Vec::new();
     for metric in &metrics {
         let start = comparisons.len();
+        let mut pairs = Vec::new();
         for (i, a) in data.variations.iter().enumerate() {
             for b in &data.variations[i + 1..] {
                 // The baseline is always the second side, so differences read "other minus baseline".
-                let (a, b) = if Some(a.index) == baseline {
+                pairs.push(if Some(a.index) == baseline {
                     (b.index, a.index)
                 } else {
                     (a.index, b.index)
-                };
-                let empty_values = BTreeMap::new();
-                let values_a = values
-                    .get(&(a, metric.name.as_str()))
-                    .unwrap_or(&empty_values);
-                let values_b = values
-                    .get(&(b, metric.name.as_str()))
-                    .unwrap_or(&empty_values);
-                comparisons.push(compare(
-                    metric,
-                    a,
-                    b,
-                    values_a,
-                    values_b,
-                    Some(b) == baseline,
-                    min_effect,
-                ));
+                });
             }
         }
+        let empty_values = BTreeMap::new();
+        let no_values = Vec::new();
+        let compare_pair = |&(a, b): &(u32, u32)| {
+            let key_a = (a, metric.name.as_str());
+            let key_b = (b, metric.name.as_str());
+            compare(
+                metric,
+                a,
+                b,
+                (
+                    values.get(&key_a).unwrap_or(&empty_values),
+                    sorted.get(&key_a).unwrap_or(&no_values),
+                ),
+                (
+                    values.get(&key_b).unwrap_or(&empty_values),
+                    sorted.get(&key_b).unwrap_or(&no_values),
+                ),
+                Some(b) == baseline,
+                min_effect,
+            )
+        };
+        // Pairs are independent: share them among the cores (a million-run
+        // report spends most of its time here).
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let chunk = pairs.len().div_ceil(threads).max(1);
+        let results: Vec<Vec<Comparison>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pairs
+                .chunks(chunk)
+                .map(|part| scope.spawn(|| part.iter().map(compare_pair).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("comparison thread"))
+                .collect()
+        });
+        comparisons.extend(results.into_iter().flatten());
         // Holm over this metric's pairs, and over its baseline comparisons alone.
         let all: Vec<usize> = (start..comparisons.len())
             .filter(|&i| comparisons[i].primary_p.is_some())
@@ -406,7 +447,7 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
                 .iter()
                 .any(|r| r.status == "pending" || r.status == "cancelled"),
         total_runs: data.runs.len(),
-        main_effects: main_effects(data, &metrics),
+        main_effects: main_effects(data, &metrics, &values),
         failure_modes: failure_modes(data),
         metrics,
         skipped_metrics,
@@ -427,17 +468,14 @@ fn compare(
     metric: &MetricInfo,
     a: u32,
     b: u32,
-    values_a: &BTreeMap<u32, f64>,
-    values_b: &BTreeMap<u32, f64>,
+    (values_a, sorted_a): (&BTreeMap<u32, f64>, &[f64]),
+    (values_b, sorted_b): (&BTreeMap<u32, f64>, &[f64]),
     against_baseline: bool,
     min_effect: Option<f64>,
 ) -> Comparison {
-    let list_a: Vec<f64> = values_a.values().copied().collect();
-    let list_b: Vec<f64> = values_b.values().copied().collect();
-    let (pairs_a, pairs_b): (Vec<f64>, Vec<f64>) = values_a
-        .iter()
-        .filter_map(|(rep, va)| values_b.get(rep).map(|vb| (*va, *vb)))
-        .unzip();
+    // Order does not matter for these figures: the sorted lists serve.
+    let (list_a, list_b) = (sorted_a, sorted_b);
+    let (pairs_a, pairs_b) = pair_by_repetition(values_a, values_b);
     let mean = |l: &[f64]| {
         if l.is_empty() {
             f64::NAN
@@ -445,7 +483,7 @@ fn compare(
             l.iter().sum::<f64>() / l.len() as f64
         }
     };
-    let welch = stats::welch_t_test(&list_a, &list_b);
+    let welch = stats::welch_t_test(list_a, list_b);
     let paired_t = stats::paired_t_test(&pairs_a, &pairs_b);
     // Equal seeds pair the runs (DESIGN §4): the paired test removes what the
     // seed explains, so it is the primary test whenever there are pairs.
@@ -454,7 +492,7 @@ fn compare(
             let differences: Vec<f64> = pairs_a.iter().zip(&pairs_b).map(|(x, y)| x - y).collect();
             ("paired_t", Some(paired), mean(&differences))
         }
-        None => ("welch", welch, mean(&list_a) - mean(&list_b)),
+        None => ("welch", welch, mean(list_a) - mean(list_b)),
     };
     let difference_ci95 = primary.and_then(|test| {
         if test.statistic == 0.0 {
@@ -467,7 +505,7 @@ fn compare(
             difference + t * standard_error,
         ])
     });
-    let cohens_d = stats::cohens_d(&list_a, &list_b);
+    let cohens_d = stats::cohens_d(list_a, list_b);
     let n = list_a.len().min(list_b.len()) as u64;
     let runs_needed =
         cohens_d.and_then(|d| stats::n_per_group_for_power(d.abs(), ALPHA, TARGET_POWER));
@@ -487,13 +525,13 @@ fn compare(
         primary_test: primary_test.to_string(),
         primary_p: primary.map(|t| t.p_value),
         welch: figures(welch),
-        mann_whitney: figures(stats::mann_whitney_u(&list_a, &list_b)),
+        mann_whitney: figures(stats::mann_whitney_u_sorted(sorted_a, sorted_b)),
         pairs: pairs_a.len(),
         paired_t: figures(paired_t),
         wilcoxon: figures(stats::wilcoxon_signed_rank(&pairs_a, &pairs_b)),
         cohens_d,
-        hedges_g: stats::hedges_g(&list_a, &list_b),
-        cliffs_delta: stats::cliffs_delta(&list_a, &list_b),
+        hedges_g: stats::hedges_g(list_a, list_b),
+        cliffs_delta: stats::cliffs_delta_sorted(sorted_a, sorted_b),
         p_adjusted: None,
         p_adjusted_baseline: None,
         significant: false,
@@ -503,6 +541,30 @@ fn compare(
         underpowered: runs_needed.is_some_and(|needed| n < needed),
         verdict: String::new(),
     }
+}
+
+/// Values of the repetitions both variations have, matched by a merge of the
+/// two repetition-ordered maps.
+fn pair_by_repetition(a: &BTreeMap<u32, f64>, b: &BTreeMap<u32, f64>) -> (Vec<f64>, Vec<f64>) {
+    let (mut pairs_a, mut pairs_b) = (Vec::new(), Vec::new());
+    let (mut left, mut right) = (a.iter().peekable(), b.iter().peekable());
+    while let (Some((rep_a, value_a)), Some((rep_b, value_b))) = (left.peek(), right.peek()) {
+        match rep_a.cmp(rep_b) {
+            std::cmp::Ordering::Less => {
+                left.next();
+            }
+            std::cmp::Ordering::Greater => {
+                right.next();
+            }
+            std::cmp::Ordering::Equal => {
+                pairs_a.push(**value_a);
+                pairs_b.push(**value_b);
+                left.next();
+                right.next();
+            }
+        }
+    }
+    (pairs_a, pairs_b)
 }
 
 fn short(value: f64) -> String {
@@ -595,26 +657,22 @@ fn verdict(comparison: &Comparison, metric: &MetricInfo, labels: &BTreeMap<u32, 
     )
 }
 
-fn main_effects(data: &ExperimentData, metrics: &[MetricInfo]) -> Vec<MainEffect> {
-    let axis_of: BTreeMap<u32, &BTreeMap<String, Value>> = data
-        .variations
-        .iter()
-        .map(|v| (v.index, &v.axis_values))
-        .collect();
+fn main_effects(
+    data: &ExperimentData,
+    metrics: &[MetricInfo],
+    values: &BTreeMap<(u32, &str), BTreeMap<u32, f64>>,
+) -> Vec<MainEffect> {
     let mut effects = Vec::new();
     for axis in &data.config.variations {
         for metric in metrics {
             let mut levels = Vec::new();
             for level in &axis.values {
                 let list: Vec<f64> = data
-                    .runs
+                    .variations
                     .iter()
-                    .filter(|r| {
-                        r.status == "succeeded"
-                            && axis_of.get(&r.variation).and_then(|a| a.get(&axis.param))
-                                == Some(level)
-                    })
-                    .filter_map(|r| r.metrics.get(&metric.name).and_then(number))
+                    .filter(|v| v.axis_values.get(&axis.param) == Some(level))
+                    .filter_map(|v| values.get(&(v.index, metric.name.as_str())))
+                    .flat_map(|by_repetition| by_repetition.values().copied())
                     .collect();
                 if let Some(description) = stats::describe(&list) {
                     levels.push(Level {

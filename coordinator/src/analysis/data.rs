@@ -7,7 +7,7 @@ use std::path::Path;
 use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 #[derive(Debug, Clone)]
 pub struct VariationData {
@@ -15,12 +15,33 @@ pub struct VariationData {
     pub axis_values: BTreeMap<String, Value>,
 }
 
+/// A metric value as analysis sees it; kept small because a report may hold a million runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricValue {
+    Number(f64),
+    Bool(bool),
+    /// A string, list or object: stored, not analysed.
+    Other,
+}
+
+impl MetricValue {
+    /// Numbers as they are, booleans as 0 and 1.
+    pub fn as_number(self) -> Option<f64> {
+        match self {
+            MetricValue::Number(value) => Some(value).filter(|v| v.is_finite()),
+            MetricValue::Bool(flag) => Some(f64::from(u8::from(flag))),
+            MetricValue::Other => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunData {
     pub variation: u32,
     pub repetition: u32,
     pub status: String,
-    pub metrics: Map<String, Value>,
+    /// (index into `ExperimentData::metric_names`, value).
+    pub metrics: Vec<(u16, MetricValue)>,
     pub error: Option<String>,
     pub exit_code: Option<i64>,
     pub signal: Option<i64>,
@@ -37,6 +58,51 @@ pub struct ExperimentData {
     pub finished_at_ms: Option<i64>,
     pub variations: Vec<VariationData>,
     pub runs: Vec<RunData>,
+    /// Every metric name seen, indexed by `RunData::metrics`.
+    pub metric_names: Vec<String>,
+}
+
+impl ExperimentData {
+    pub fn metric_index(&self, name: &str) -> Option<u16> {
+        self.metric_names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as u16)
+    }
+}
+
+/// Parses a run's metrics object, interning its keys.
+fn compact_metrics(
+    text: Option<&str>,
+    names: &mut Vec<String>,
+    index: &mut std::collections::HashMap<String, u16>,
+) -> Vec<(u16, MetricValue)> {
+    let Some(Ok(Value::Object(map))) = text.map(serde_json::from_str::<Value>) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .filter_map(|(key, value)| {
+            let id = match index.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = u16::try_from(names.len()).ok()?;
+                    names.push(key.clone());
+                    index.insert(key, id);
+                    id
+                }
+            };
+            let value = match value {
+                Value::Bool(flag) => MetricValue::Bool(flag),
+                Value::Number(number) => number
+                    .as_f64()
+                    .map(MetricValue::Number)
+                    .unwrap_or(MetricValue::Other),
+                _ => MetricValue::Other,
+            };
+            Some((id, value))
+        })
+        .collect()
 }
 
 fn sql(error: rusqlite::Error) -> Error {
@@ -94,6 +160,8 @@ pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
              WHERE r.experiment_id = ? ORDER BY r.variation, r.repetition",
         )
         .map_err(sql)?;
+    let mut metric_names = Vec::new();
+    let mut metric_ids = std::collections::HashMap::new();
     let runs = statement
         .query_map([id], |r| {
             let metrics: Option<String> = r.get(3)?;
@@ -101,10 +169,7 @@ pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
                 variation: r.get(0)?,
                 repetition: r.get(1)?,
                 status: r.get(2)?,
-                metrics: match metrics.as_deref().map(serde_json::from_str::<Value>) {
-                    Some(Ok(Value::Object(map))) => map,
-                    _ => Map::new(),
-                },
+                metrics: compact_metrics(metrics.as_deref(), &mut metric_names, &mut metric_ids),
                 error: r.get(4)?,
                 exit_code: r.get(5)?,
                 signal: r.get(6)?,
@@ -122,5 +187,6 @@ pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
         finished_at_ms,
         variations,
         runs,
+        metric_names,
     })
 }

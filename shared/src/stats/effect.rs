@@ -20,19 +20,30 @@ pub fn hedges_g(a: &[f64], b: &[f64]) -> Option<f64> {
 }
 
 /// Cliff's delta: P(a > b) - P(a < b) over all pairs, in [-1, 1]; `None` when a side is empty.
-/// Sorting `b` makes it O((n1 + n2) log n2).
 pub fn cliffs_delta(a: &[f64], b: &[f64]) -> Option<f64> {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    cliffs_delta_sorted(&a, &b)
+}
+
+/// [`cliffs_delta`] on ascending inputs: two pointers, O(n1 + n2).
+pub fn cliffs_delta_sorted(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
-    let mut sorted = b.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    let (mut below, mut not_above) = (0usize, 0usize);
     let mut dominance: i64 = 0;
     for x in a {
-        let below = sorted.partition_point(|y| y < x) as i64;
-        let not_above = sorted.partition_point(|y| y <= x) as i64;
-        let above = sorted.len() as i64 - not_above;
-        dominance += below - above;
+        while below < b.len() && b[below] < *x {
+            below += 1;
+        }
+        not_above = not_above.max(below);
+        while not_above < b.len() && b[not_above] <= *x {
+            not_above += 1;
+        }
+        dominance += below as i64 - (b.len() - not_above) as i64;
     }
     Some(dominance as f64 / (a.len() * b.len()) as f64)
 }

@@ -15,13 +15,14 @@ mod tests_two_sample;
 pub use descriptive::{
     bootstrap_mean_ci, describe, t_interval, wilson_interval, Description, Interval,
 };
-pub use effect::{cliffs_delta, cohens_d, hedges_g};
+pub use effect::{cliffs_delta, cliffs_delta_sorted, cohens_d, hedges_g};
 pub use power::{
     holm, n_per_group_for_power, noncentral_t_cdf, paired_n_for_power, two_sample_power,
 };
 pub use rng::SplitMix64;
 pub use tests_two_sample::{
-    mann_whitney_u, paired_t_test, welch_t_test, wilcoxon_signed_rank, TestResult,
+    mann_whitney_u, mann_whitney_u_sorted, paired_t_test, welch_t_test, wilcoxon_signed_rank,
+    TestResult,
 };
 
 /// Confidence level of every interval, and the significance level of tests.
