@@ -76,7 +76,7 @@ pub fn validate(file: &Path, as_json: bool) -> anyhow::Result<i32> {
         );
     }
     if config.budget.is_some() {
-        println!("note: budget is recorded; it is enforced by the LLM gateway for model calls");
+        println!("note: the budget is validated and stored but not enforced yet: enforcement comes with the LLM gateway");
     }
     Ok(0)
 }
