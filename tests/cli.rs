@@ -613,6 +613,26 @@ metrics:
     );
     assert_eq!(patterns["main_effects"][0]["best"], "good");
 
+    let plot = std::fs::read_to_string(analysis.join("plots/score-by-variation.svg")).unwrap();
+    assert!(
+        plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"),
+        "{plot}"
+    );
+    assert_eq!(
+        plot.matches("<circle").count(),
+        12,
+        "one point per succeeded run"
+    );
+    assert!(
+        plot.contains("no values"),
+        "the broken variation says it has none"
+    );
+    assert!(analysis.join("plots/main-effect-arm-ok.svg").exists());
+    assert!(
+        markdown.contains("![score by variation](plots/score-by-variation.svg)"),
+        "{markdown}"
+    );
+
     let json = run_ok(
         flotilla(&["report", "judged", "--format", "json"])
             .arg("--root")

@@ -3,6 +3,7 @@
 
 mod compute;
 mod data;
+mod plots;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,8 @@ pub fn write_report(
     let pretty = |value: serde_json::Value| {
         serde_json::to_string_pretty(&value).expect("json serialises") + "\n"
     };
-    write("analysis-report.md", render::markdown(&analysis))?;
+    let plots = write_plots(&data, &analysis, &dir)?;
+    write("analysis-report.md", render::markdown(&analysis, &plots))?;
     write(
         "variation-statistics.json",
         pretty(json!({
@@ -67,4 +69,71 @@ pub fn write_report(
         })),
     )?;
     Ok((dir, analysis))
+}
+
+/// Writes plots/*.svg for the declared metrics; returns (title, path relative to analysis/).
+fn write_plots(
+    data: &data::ExperimentData,
+    analysis: &Analysis,
+    dir: &Path,
+) -> Result<Vec<(String, String)>> {
+    let plots_dir = dir.join("plots");
+    std::fs::create_dir_all(&plots_dir)
+        .map_err(|e| Error::io(format!("cannot create {}", plots_dir.display()), e))?;
+    let mut written = Vec::new();
+    let mut save = |title: String, file: String, svg: String| -> Result<()> {
+        let path = plots_dir.join(&file);
+        write_atomic(&path, svg.as_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        written.push((title, format!("plots/{file}")));
+        Ok(())
+    };
+    for declared in &data.config.metrics {
+        let goal = analysis
+            .metrics
+            .iter()
+            .find(|m| m.name == declared.name)
+            .map(|m| m.goal.as_str())
+            .unwrap_or("");
+        let index = data.metric_index(&declared.name);
+        let mut values: Vec<Vec<f64>> = vec![Vec::new(); analysis.variations.len()];
+        let position: std::collections::HashMap<u32, usize> = analysis
+            .variations
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.index, i))
+            .collect();
+        for run in data.runs.iter().filter(|r| r.status == "succeeded") {
+            let value = index
+                .and_then(|i| run.metrics.iter().find(|(k, _)| *k == i))
+                .and_then(|(_, v)| v.as_number());
+            if let (Some(value), Some(&slot)) = (value, position.get(&run.variation)) {
+                values[slot].push(value);
+            }
+        }
+        values
+            .iter_mut()
+            .for_each(|list| list.sort_by(f64::total_cmp));
+        if let Some(svg) = plots::by_variation(analysis, &declared.name, goal, &values) {
+            save(
+                format!("{} by variation", declared.name),
+                plots::file_name(&[&declared.name, "by-variation"]),
+                svg,
+            )?;
+        }
+        for effect in analysis
+            .main_effects
+            .iter()
+            .filter(|e| e.metric == declared.name)
+        {
+            if let Some(svg) = plots::main_effect(effect, goal) {
+                save(
+                    format!("main effect of {} on {}", effect.axis, effect.metric),
+                    plots::file_name(&["main-effect", &effect.axis, &effect.metric]),
+                    svg,
+                )?;
+            }
+        }
+    }
+    Ok(written)
 }

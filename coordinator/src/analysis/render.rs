@@ -23,7 +23,8 @@ fn optional(value: Option<f64>) -> String {
     value.map(number).unwrap_or_else(|| "—".into())
 }
 
-pub fn markdown(analysis: &Analysis) -> String {
+/// `plots`: (title, path relative to analysis/) of the plots to embed.
+pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Analysis of `{}`\n", analysis.experiment);
     if analysis.partial {
@@ -261,6 +262,12 @@ pub fn markdown(analysis: &Analysis) -> String {
             .find_map(|c| c.runs_needed_for_min_effect)
         {
             let _ = writeln!(out, "\nTo detect a difference of {min_effect} standard deviations: {needed} runs per variation.");
+        }
+    }
+    if !plots.is_empty() {
+        let _ = writeln!(out, "\n## Plots\n");
+        for (title, path) in plots {
+            let _ = writeln!(out, "### {title}\n\n![{title}]({path})\n");
         }
     }
     out

@@ -1,0 +1,255 @@
+//! SVG plots, readable on their own: a box-and-strip plot of each declared
+//! metric per variation, and a main-effect plot per axis and metric.
+
+use std::fmt::Write as _;
+
+use super::compute::{Analysis, MainEffect};
+
+const WIDTH: f64 = 860.0;
+const LEFT: f64 = 330.0;
+const RIGHT: f64 = 30.0;
+const ROW: f64 = 26.0;
+const TOP: f64 = 50.0;
+/// Points drawn per variation at most (evenly spaced order statistics): the box shows all values.
+const MAX_POINTS: usize = 200;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let position = q * (sorted.len() - 1) as f64;
+    let (below, above) = (position.floor() as usize, position.ceil() as usize);
+    sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64)
+}
+
+struct Scale {
+    min: f64,
+    max: f64,
+}
+
+impl Scale {
+    fn new(min: f64, max: f64) -> Self {
+        if (max - min).abs() < f64::EPSILON {
+            Scale {
+                min: min - 1.0,
+                max: max + 1.0,
+            }
+        } else {
+            let pad = (max - min) * 0.05;
+            Scale {
+                min: min - pad,
+                max: max + pad,
+            }
+        }
+    }
+
+    fn x(&self, value: f64) -> f64 {
+        LEFT + (value - self.min) / (self.max - self.min) * (WIDTH - LEFT - RIGHT)
+    }
+
+    fn axis(&self, out: &mut String, y: f64) {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#333"/>"##,
+            WIDTH - RIGHT
+        );
+        for step in 0..=4 {
+            let value = self.min + (self.max - self.min) * f64::from(step) / 4.0;
+            let x = self.x(value);
+            let _ = writeln!(
+                out,
+                r##"<line x1="{x:.1}" y1="{y}" x2="{x:.1}" y2="{}" stroke="#333"/>"##,
+                y + 5.0
+            );
+            let _ = writeln!(
+                out,
+                r#"<text x="{x:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+                y + 18.0,
+                short(value)
+            );
+        }
+    }
+}
+
+fn short(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn header(out: &mut String, height: f64, title: &str) {
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="24" font-size="15" text-anchor="middle">{}</text>"#,
+        WIDTH / 2.0,
+        escape(title)
+    );
+}
+
+/// Box (quartiles, median) and points of one metric for each variation.
+/// `values[i]` holds variation `analysis.variations[i]`'s values, sorted.
+pub fn by_variation(
+    analysis: &Analysis,
+    metric: &str,
+    goal: &str,
+    values: &[Vec<f64>],
+) -> Option<String> {
+    let all = values.iter().flatten().copied();
+    let (min, max) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if !min.is_finite() {
+        return None;
+    }
+    let scale = Scale::new(min, max);
+    let height = TOP + ROW * values.len() as f64 + 40.0;
+    let mut out = String::new();
+    header(
+        &mut out,
+        height,
+        &format!("{metric} ({goal}) by variation of {}", analysis.experiment),
+    );
+    for (row, (variation, sorted)) in analysis.variations.iter().zip(values).enumerate() {
+        let y = TOP + ROW * row as f64 + ROW / 2.0;
+        let label = format!("var-{:03} {}", variation.index, variation.label);
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+            LEFT - 8.0,
+            y + 4.0,
+            escape(&label)
+        );
+        if sorted.is_empty() {
+            let _ = writeln!(
+                out,
+                r##"<text x="{LEFT}" y="{}" font-size="11" fill="#888">no values</text>"##,
+                y + 4.0
+            );
+            continue;
+        }
+        let (q1, median, q3) = (
+            quantile(sorted, 0.25),
+            quantile(sorted, 0.5),
+            quantile(sorted, 0.75),
+        );
+        let _ = writeln!(
+            out,
+            r##"<rect x="{:.1}" y="{}" width="{:.1}" height="{}" fill="#dde8f6" stroke="#4a78b5"/>"##,
+            scale.x(q1),
+            y - 8.0,
+            (scale.x(q3) - scale.x(q1)).max(1.0),
+            16.0
+        );
+        let _ = writeln!(
+            out,
+            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#1f3f6e" stroke-width="2"/>"##,
+            scale.x(median),
+            y - 8.0,
+            y + 8.0
+        );
+        let shown = sorted.len().min(MAX_POINTS);
+        for k in 0..shown {
+            let value = if shown == 1 {
+                sorted[0]
+            } else {
+                quantile(sorted, k as f64 / (shown - 1) as f64)
+            };
+            // Deterministic jitter so that equal values stay visible.
+            let jitter = ((k * 7919) % 13) as f64 - 6.0;
+            let _ = writeln!(
+                out,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="2" fill="#c0392b" fill-opacity="0.6"/>"##,
+                scale.x(value),
+                y + jitter * 0.8
+            );
+        }
+    }
+    scale.axis(&mut out, TOP + ROW * values.len() as f64 + 6.0);
+    out.push_str("</svg>\n");
+    Some(out)
+}
+
+/// Mean and 95 % interval of each level of an axis.
+pub fn main_effect(effect: &MainEffect, goal: &str) -> Option<String> {
+    if effect.levels.is_empty() {
+        return None;
+    }
+    let low = effect
+        .levels
+        .iter()
+        .map(|l| l.ci95_t.map_or(l.mean, |c| c[0]))
+        .fold(f64::INFINITY, f64::min);
+    let high = effect
+        .levels
+        .iter()
+        .map(|l| l.ci95_t.map_or(l.mean, |c| c[1]))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let scale = Scale::new(low, high);
+    let height = TOP + ROW * effect.levels.len() as f64 + 40.0;
+    let mut out = String::new();
+    header(
+        &mut out,
+        height,
+        &format!(
+            "main effect of {} on {} ({goal}); bars: 95% CI",
+            effect.axis, effect.metric
+        ),
+    );
+    for (row, level) in effect.levels.iter().enumerate() {
+        let y = TOP + ROW * row as f64 + ROW / 2.0;
+        let best = effect.best.as_ref() == Some(&level.value);
+        let label = format!(
+            "{}{}",
+            flotilla_shared::grid::value_as_argument(&level.value),
+            if best { " (best)" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+            LEFT - 8.0,
+            y + 4.0,
+            escape(&label)
+        );
+        if let Some([l, h]) = level.ci95_t {
+            let _ = writeln!(
+                out,
+                r##"<line x1="{:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="#4a78b5" stroke-width="2"/>"##,
+                scale.x(l),
+                scale.x(h)
+            );
+        }
+        let _ = writeln!(
+            out,
+            r##"<circle cx="{:.1}" cy="{y}" r="4" fill="{}"/>"##,
+            scale.x(level.mean),
+            if best { "#27ae60" } else { "#1f3f6e" }
+        );
+    }
+    scale.axis(&mut out, TOP + ROW * effect.levels.len() as f64 + 6.0);
+    out.push_str("</svg>\n");
+    Some(out)
+}
+
+/// File name for a plot: letters, digits, '-' and '_' only.
+pub fn file_name(parts: &[&str]) -> String {
+    let joined = parts.join("-");
+    joined
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        + ".svg"
+}
