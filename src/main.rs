@@ -71,6 +71,11 @@ struct ReportArgs {
     /// Also size runs to detect this difference, in standard deviations (e.g. 0.5).
     #[arg(long)]
     min_effect: Option<f64>,
+    /// Ask this coordinator (HOST:PORT) to write the report on its root, instead of reading --root here.
+    #[arg(long)]
+    coordinator: Option<String>,
+    #[command(flatten)]
+    token: TokenArg,
 }
 
 #[derive(Args)]
@@ -283,7 +288,22 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Report(args) => {
             commands::init_logging("warn");
-            commands::report::report(&args.root.root, &args.name, args.format, args.min_effect)
+            let request = commands::report::Request {
+                name: args.name,
+                format: args.format,
+                min_effect: args.min_effect,
+            };
+            match args.coordinator {
+                Some(address) => {
+                    let target = commands::client::Target {
+                        address,
+                        token_file: args.token.token_file,
+                        root: args.root.root,
+                    };
+                    commands::report::remote(&target, request).await
+                }
+                None => commands::report::local(&args.root.root, request),
+            }
         }
         Command::Cancel(args) => {
             commands::init_logging("warn");

@@ -103,6 +103,11 @@ fn runs_spread_over_workers_including_one_that_joins_mid_sweep() {
     assert!(std::fs::read_to_string(&report)
         .unwrap()
         .contains("# Analysis of `spread`"));
+    let remote = text(&run_ok(&mut coordinator.cli(&["report", "spread"])).stdout);
+    assert!(
+        remote.contains("# Analysis of `spread`") && remote.contains("## v (undeclared"),
+        "{remote}"
+    );
 
     let list = text(&run_ok(&mut coordinator.cli(&["ls"])).stdout);
     assert!(

@@ -169,6 +169,8 @@ fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Er
 
 pub struct ControlApi {
     pub handle: CoordinatorHandle,
+    /// Where experiments live, for reports.
+    pub root: std::path::PathBuf,
 }
 
 /// Checks the token on every control call.
@@ -334,5 +336,30 @@ impl proto::control_service_server::ControlService for ControlApi {
             .cancel(request.name, request.kill_running)
             .await?;
         Ok(Response::new(proto::CancelReply { cancelled }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<proto::ReportRequest>,
+    ) -> Result<Response<proto::ReportReply>, Status> {
+        let request = request.into_inner();
+        let options = crate::analysis::ReportOptions {
+            min_effect: (request.min_effect > 0.0).then_some(request.min_effect),
+        };
+        let root = self.root.clone();
+        let (dir, analysis) = tokio::task::spawn_blocking(move || {
+            crate::analysis::write_report(&root, &request.name, &options)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("report failed: {e}")))??;
+        let markdown = std::fs::read_to_string(dir.join("analysis-report.md"))
+            .map_err(|e| Status::internal(format!("cannot read the report: {e}")))?;
+        let json =
+            serde_json::to_string_pretty(&analysis).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::ReportReply {
+            markdown,
+            json,
+            directory: dir.to_string_lossy().into_owned(),
+        }))
     }
 }

@@ -128,6 +128,7 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
     };
     let control_api = grpc::ControlApi {
         handle: handle.clone(),
+        root: config.root.clone(),
     };
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()

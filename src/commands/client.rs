@@ -58,7 +58,7 @@ pub async fn connect(address: &str, token: &str) -> Result<Client> {
     )
 }
 
-async fn connect_target(target: &Target) -> Result<Client> {
+pub async fn connect_target(target: &Target) -> Result<Client> {
     let token = super::client_token(target.token_file.as_deref(), &target.root)?;
     connect(&target.address, &token).await
 }

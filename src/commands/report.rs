@@ -1,10 +1,13 @@
-//! `flotilla report`: write an experiment's analysis/ and print it.
+//! `flotilla report`: write an experiment's analysis/ and print it, from the
+//! root on this machine or through a coordinator.
 
 use std::path::Path;
 
 use flotilla_coordinator::analysis::{write_report, ReportOptions};
 use flotilla_shared::error::exit_code;
-use flotilla_shared::Error;
+use flotilla_shared::{proto, Error};
+
+use super::client::{connect_target, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -14,22 +17,32 @@ pub enum Format {
     Json,
 }
 
-pub fn report(
-    root: &Path,
-    name: &str,
-    format: Format,
-    min_effect: Option<f64>,
-) -> anyhow::Result<i32> {
-    if let Some(effect) = min_effect {
-        if !(effect.is_finite() && effect > 0.0) {
-            return Err(Error::InvalidInput(format!(
-                "--min-effect {effect} is not a positive number of standard deviations (e.g. 0.5)"
-            ))
-            .into());
-        }
+pub struct Request {
+    pub name: String,
+    pub format: Format,
+    pub min_effect: Option<f64>,
+}
+
+fn check(request: &Request) -> Result<(), Error> {
+    match request.min_effect {
+        Some(effect) if !(effect.is_finite() && effect > 0.0) => Err(Error::InvalidInput(format!(
+            "--min-effect {effect} is not a positive number of standard deviations (e.g. 0.5)"
+        ))),
+        _ => Ok(()),
     }
-    let (dir, analysis) = write_report(root, name, &ReportOptions { min_effect })?;
-    match format {
+}
+
+/// Reads flotilla.db under `root` directly (read-only: a coordinator may be running).
+pub fn local(root: &Path, request: Request) -> anyhow::Result<i32> {
+    check(&request)?;
+    let (dir, analysis) = write_report(
+        root,
+        &request.name,
+        &ReportOptions {
+            min_effect: request.min_effect,
+        },
+    )?;
+    match request.format {
         Format::Md => {
             let path = dir.join("analysis-report.md");
             let text = std::fs::read_to_string(&path)
@@ -39,5 +52,25 @@ pub fn report(
         Format::Json => println!("{}", serde_json::to_string_pretty(&analysis)?),
     }
     eprintln!("report written to {}", dir.display());
+    Ok(exit_code::OK)
+}
+
+/// Has the coordinator write the report on its root and prints what it returns.
+pub async fn remote(target: &Target, request: Request) -> anyhow::Result<i32> {
+    check(&request)?;
+    let mut client = connect_target(target).await?;
+    let reply = client
+        .report(proto::ReportRequest {
+            name: request.name,
+            min_effect: request.min_effect.unwrap_or(0.0),
+        })
+        .await
+        .map_err(Error::from)?
+        .into_inner();
+    match request.format {
+        Format::Md => print!("{}", reply.markdown),
+        Format::Json => println!("{}", reply.json),
+    }
+    eprintln!("report written on the coordinator to {}", reply.directory);
     Ok(exit_code::OK)
 }
