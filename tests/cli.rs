@@ -487,6 +487,18 @@ fn quickstart_example_runs_and_its_variations_differ() {
     assert!(root
         .join("quickstart/runs/var-001-run-001/artifacts/moves.csv")
         .exists());
+    let report =
+        std::fs::read_to_string(root.join("quickstart/analysis/analysis-report.md")).unwrap();
+    assert!(
+        report.contains("## Interaction: strategy × noise on score"),
+        "{report}"
+    );
+    let patterns = read_json(&root.join("quickstart/analysis/patterns.json"));
+    assert_eq!(patterns["interaction"]["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        patterns["interaction"]["columns"].as_array().unwrap().len(),
+        3
+    );
 }
 
 #[test]

@@ -138,6 +138,17 @@ pub struct MainEffect {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct Interaction {
+    pub metric: String,
+    pub rows_axis: String,
+    pub columns_axis: String,
+    pub rows: Vec<Value>,
+    pub columns: Vec<Value>,
+    /// `means[r][c]`: mean over the runs with row level r and column level c; `None` without values.
+    pub means: Vec<Vec<Option<f64>>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct FailureMode {
     pub signature: String,
     pub count: u64,
@@ -158,6 +169,8 @@ pub struct Analysis {
     pub variations: Vec<VariationStatistics>,
     pub comparisons: Vec<Comparison>,
     pub main_effects: Vec<MainEffect>,
+    /// Cell means of the two axes with the largest main effects on the first metric.
+    pub interaction: Option<Interaction>,
     pub failure_modes: Vec<FailureMode>,
     pub baseline: Option<u32>,
     pub min_effect: Option<f64>,
@@ -438,6 +451,7 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         }
     }
 
+    let main_effects = main_effects(data, &metrics, &values);
     Analysis {
         experiment: data.name.clone(),
         state: data.state.clone(),
@@ -447,7 +461,8 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
                 .iter()
                 .any(|r| r.status == "pending" || r.status == "cancelled"),
         total_runs: data.runs.len(),
-        main_effects: main_effects(data, &metrics, &values),
+        interaction: interaction(data, &metrics, &values, &main_effects),
+        main_effects,
         failure_modes: failure_modes(data),
         metrics,
         skipped_metrics,
@@ -707,6 +722,61 @@ fn main_effects(
         }
     }
     effects
+}
+
+/// The two-way table for the pair of axes whose main effects on the first
+/// metric spread the most.
+fn interaction(
+    data: &ExperimentData,
+    metrics: &[MetricInfo],
+    values: &BTreeMap<(u32, &str), BTreeMap<u32, f64>>,
+    effects: &[MainEffect],
+) -> Option<Interaction> {
+    let metric = metrics.first()?;
+    let mut axes: Vec<&MainEffect> = effects.iter().filter(|e| e.metric == metric.name).collect();
+    if axes.len() < 2 {
+        return None;
+    }
+    axes.sort_by(|a, b| b.spread.total_cmp(&a.spread));
+    let (rows_axis, columns_axis) = (&axes[0].axis, &axes[1].axis);
+    let levels = |axis: &str| {
+        data.config
+            .variations
+            .iter()
+            .find(|a| a.param == axis)
+            .map(|a| a.values.clone())
+            .unwrap_or_default()
+    };
+    let (rows, columns) = (levels(rows_axis), levels(columns_axis));
+    let means = rows
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|column| {
+                    let cell: Vec<f64> = data
+                        .variations
+                        .iter()
+                        .filter(|v| {
+                            v.axis_values.get(rows_axis) == Some(row)
+                                && v.axis_values.get(columns_axis) == Some(column)
+                        })
+                        .filter_map(|v| values.get(&(v.index, metric.name.as_str())))
+                        .flat_map(|by_repetition| by_repetition.values().copied())
+                        .collect();
+                    (!cell.is_empty()).then(|| cell.iter().sum::<f64>() / cell.len() as f64)
+                })
+                .collect()
+        })
+        .collect();
+    Some(Interaction {
+        metric: metric.name.clone(),
+        rows_axis: rows_axis.clone(),
+        columns_axis: columns_axis.clone(),
+        rows,
+        columns,
+        means,
+    })
 }
 
 /// An error with numbers and paths masked, so that runs failing the same way group together.

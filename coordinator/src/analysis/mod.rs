@@ -65,6 +65,7 @@ pub fn write_report(
             "experiment": analysis.experiment,
             "partial": analysis.partial,
             "main_effects": analysis.main_effects,
+            "interaction": analysis.interaction,
             "failure_modes": analysis.failure_modes,
         })),
     )?;

@@ -220,6 +220,31 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
         let _ = writeln!(out);
     }
 
+    if let Some(table) = &analysis.interaction {
+        let _ = writeln!(
+            out,
+            "## Interaction: {} × {} on {}\n\nMean {} in each cell (rows: {}, columns: {}). Rows that are not parallel mean the axes interact.\n",
+            table.rows_axis, table.columns_axis, table.metric, table.metric, table.rows_axis, table.columns_axis
+        );
+        let header: Vec<String> = table
+            .columns
+            .iter()
+            .map(flotilla_shared::grid::value_as_argument)
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", table.rows_axis, header.join(" | "));
+        let _ = writeln!(out, "| --- |{}", " --- |".repeat(header.len()));
+        for (row, means) in table.rows.iter().zip(&table.means) {
+            let cells: Vec<String> = means.iter().map(|m| optional(*m)).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} |",
+                flotilla_shared::grid::value_as_argument(row),
+                cells.join(" | ")
+            );
+        }
+        let _ = writeln!(out);
+    }
+
     let _ = writeln!(out, "## Failure modes\n");
     if analysis.failure_modes.is_empty() {
         let _ = writeln!(out, "No run failed for good.\n");
