@@ -80,6 +80,17 @@ fn short(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// The label left of a plot row.
+fn row_label(out: &mut String, y: f64, label: &str) {
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+        LEFT - 8.0,
+        y + 4.0,
+        escape(label)
+    );
+}
+
 fn header(out: &mut String, height: f64, title: &str) {
     let _ = writeln!(
         out,
@@ -120,13 +131,7 @@ pub fn by_variation(
     for (row, (variation, sorted)) in analysis.variations.iter().zip(values).enumerate() {
         let y = TOP + ROW * row as f64 + ROW / 2.0;
         let label = format!("var-{:03} {}", variation.index, variation.label);
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
-            LEFT - 8.0,
-            y + 4.0,
-            escape(&label)
-        );
+        row_label(&mut out, y, &label);
         if sorted.is_empty() {
             let _ = writeln!(
                 out,
@@ -211,13 +216,7 @@ pub fn main_effect(effect: &MainEffect, goal: &str) -> Option<String> {
             flotilla_shared::grid::value_as_argument(&level.value),
             if best { " (best)" } else { "" }
         );
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
-            LEFT - 8.0,
-            y + 4.0,
-            escape(&label)
-        );
+        row_label(&mut out, y, &label);
         if let Some([l, h]) = level.ci95_t {
             let _ = writeln!(
                 out,
