@@ -51,12 +51,40 @@ enum Command {
     Ls(ListArgs),
     /// Cancel an experiment: pending runs are cancelled; with --kill running runs are stopped too.
     Cancel(CancelArgs),
-    /// Analyse an experiment: statistics per variation, comparisons, main effects, failure modes, power.
+    /// Analyse an experiment: statistics per variation, comparisons, main effects, failure modes,
+    /// cost efficiency, power.
     ///
     /// Writes <root>/<name>/analysis/ (analysis-report.md, variation-statistics.json,
-    /// comparisons.json, patterns.json) and prints the report. Works on unfinished
+    /// comparisons.json, patterns.json, plots/*.svg) and prints the report. Works on unfinished
     /// experiments too, marking the figures as partial.
     Report(ReportArgs),
+    /// Compare experiments: the same analysis across them, on the metrics they share.
+    ///
+    /// Variations are matched by their parameters (on the axes every experiment has); each
+    /// matched variation is compared across the experiments, and each pair of experiments is
+    /// compared over all matched variations (runs pair up by seed when the experiments share
+    /// their seed). Writes <root>/comparisons/A-vs-B/ with the same files as a report.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Two or more experiment names.
+    #[arg(required = true, num_args = 2..)]
+    names: Vec<String>,
+    #[command(flatten)]
+    root: RootArg,
+    /// What to print: the markdown report or every figure as JSON.
+    #[arg(long, value_enum, default_value = "md")]
+    format: commands::report::Format,
+    /// Also size runs to detect this difference, in standard deviations (e.g. 0.5).
+    #[arg(long)]
+    min_effect: Option<f64>,
+    /// Ask this coordinator (HOST:PORT) to write the comparison on its root, instead of reading --root here.
+    #[arg(long)]
+    coordinator: Option<String>,
+    #[command(flatten)]
+    token: TokenArg,
 }
 
 #[derive(Args)]
@@ -289,21 +317,20 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Report(args) => {
             commands::init_logging("warn");
             let request = commands::report::Request {
-                name: args.name,
+                names: vec![args.name],
                 format: args.format,
                 min_effect: args.min_effect,
             };
-            match args.coordinator {
-                Some(address) => {
-                    let target = commands::client::Target {
-                        address,
-                        token_file: args.token.token_file,
-                        root: args.root.root,
-                    };
-                    commands::report::remote(&target, request).await
-                }
-                None => commands::report::local(&args.root.root, request),
-            }
+            report(request, args.root.root, args.coordinator, args.token).await
+        }
+        Command::Compare(args) => {
+            commands::init_logging("warn");
+            let request = commands::report::Request {
+                names: args.names,
+                format: args.format,
+                min_effect: args.min_effect,
+            };
+            report(request, args.root.root, args.coordinator, args.token).await
         }
         Command::Cancel(args) => {
             commands::init_logging("warn");
@@ -327,5 +354,25 @@ fn target(args: CoordinatorArg) -> commands::client::Target {
         address: args.coordinator,
         token_file: args.token.token_file,
         root: args.root.root,
+    }
+}
+
+/// A report or comparison: written here from --root, or by the coordinator on its root.
+async fn report(
+    request: commands::report::Request,
+    root: PathBuf,
+    coordinator: Option<String>,
+    token: TokenArg,
+) -> anyhow::Result<i32> {
+    match coordinator {
+        Some(address) => {
+            let target = commands::client::Target {
+                address,
+                token_file: token.token_file,
+                root,
+            };
+            commands::report::remote(&target, request).await
+        }
+        None => commands::report::local(&root, request),
     }
 }

@@ -576,9 +576,9 @@ metrics:
         ),
         "{markdown}"
     );
+    // All true against all false: no t-test applies, McNemar's test on the seed pairs does.
     assert!(
-        markdown
-            .contains("on ok: every run has the same value within each variation (difference 1)"),
+        markdown.contains("var-002 (arm=good) beats var-001 (arm=bad) on ok by 1 [0.448, 1], McNemar, runs paired by seed, p_adj=0.031"),
         "{markdown}"
     );
     assert!(
@@ -591,7 +591,7 @@ metrics:
     );
     assert!(
         markdown
-            .contains("To detect a difference of 0.5 standard deviations: 64 runs per variation."),
+            .contains("To detect a difference of 0.5 standard deviations: 64 runs per variation with independent runs, 34 runs per variation when runs pair up"),
         "{markdown}"
     );
     assert!(!markdown.contains("NaN"), "{markdown}");
@@ -609,7 +609,7 @@ metrics:
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["metric"] == "score" && c["a"] == 2)
+        .find(|c| c["metric"] == "score" && c["a"] == "var-002")
         .unwrap();
     assert_eq!(
         score["primary_test"], "welch",

@@ -108,6 +108,21 @@ fn runs_spread_over_workers_including_one_that_joins_mid_sweep() {
         remote.contains("# Analysis of `spread`") && remote.contains("## v (undeclared"),
         "{remote}"
     );
+    // A second experiment on the same grid, compared through the coordinator.
+    let second = experiment(&dir.path().join("exp2"), "spread2", 2, "0.01");
+    let mut submit = coordinator.cli(&["submit", "--wait"]);
+    submit.arg(&second);
+    run_ok(&mut submit);
+    let comparison = text(&run_ok(&mut coordinator.cli(&["compare", "spread", "spread2"])).stdout);
+    assert!(
+        comparison.contains("# Comparison of `spread`, `spread2`")
+            && comparison.contains("4 matched variation(s) per experiment, matched on x.")
+            && comparison.contains("## v (undeclared"),
+        "{comparison}"
+    );
+    assert!(root
+        .join("comparisons/spread-vs-spread2/analysis-report.md")
+        .exists());
 
     let list = text(&run_ok(&mut coordinator.cli(&["ls"])).stdout);
     assert!(

@@ -507,6 +507,7 @@ impl Actor {
                     workdir_hash: e.workdir.as_ref().map(|w| w.hash.clone()),
                     started_at_ms: e.started_at_ms,
                     finished_at_ms: e.finished_at_ms,
+                    spent_usd: e.spent_usd,
                     dir: e.dir.clone(),
                 }))
             }
@@ -548,6 +549,8 @@ fn summary(
         name: experiment.config.name.clone(),
         state: state.to_string(),
         counts: experiment.counts,
+        spent_usd: experiment.spent_usd,
+        budget_usd: experiment.config.budget.as_ref().map(|b| b.total_usd),
         started_at_ms: experiment.started_at_ms,
         finished_at_ms,
         now_ms: now,

@@ -348,7 +348,13 @@ impl proto::control_service_server::ControlService for ControlApi {
         };
         let root = self.root.clone();
         let (dir, analysis) = tokio::task::spawn_blocking(move || {
-            crate::analysis::write_report(&root, &request.name, &options)
+            if request.compare_with.is_empty() {
+                crate::analysis::write_report(&root, &request.name, &options)
+            } else {
+                let mut names = vec![request.name];
+                names.extend(request.compare_with);
+                crate::analysis::write_comparison(&root, &names, &options)
+            }
         })
         .await
         .map_err(|e| Status::internal(format!("report failed: {e}")))??;

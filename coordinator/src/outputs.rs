@@ -1,7 +1,7 @@
 //! The files of an experiment directory (DESIGN §8), all written atomically:
 //! config.yaml, .meta/config.hash, runs/<run-id>/*, batch-summary.json, results.csv.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path};
 
 use flotilla_shared::atomic_file::write_atomic;
@@ -111,6 +111,7 @@ pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
         "started_at": rfc3339(result.started_at_ms),
         "finished_at": rfc3339(record.finished_at_ms),
         "duration_s": result.duration_s,
+        "cost_usd": result.cost_usd,
         "exit_code": result.exit_code,
         "signal": result.signal,
         "timed_out": result.timed_out,
@@ -129,6 +130,8 @@ pub struct Summary {
     pub name: String,
     pub state: String,
     pub counts: Counts,
+    pub spent_usd: f64,
+    pub budget_usd: Option<f64>,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub now_ms: i64,
@@ -147,6 +150,8 @@ pub fn summary_json(summary: &Summary) -> String {
         "cancelled": counts.cancelled,
         "pending": counts.pending,
         "running": counts.running,
+        "cost_usd": summary.spent_usd,
+        "budget_usd": summary.budget_usd,
         "started_at": rfc3339(summary.started_at_ms),
         "finished_at": summary.finished_at_ms.map(rfc3339),
         "duration_s": (end - summary.started_at_ms).max(0) as f64 / 1000.0,
@@ -173,10 +178,11 @@ pub struct ResultRow {
     pub duration_s: Option<f64>,
     pub params: Map<String, Value>,
     pub metrics: Map<String, Value>,
+    pub cost_usd: Option<f64>,
 }
 
 /// results.csv: `run_id, variation, repetition, attempt, status, worker,
-/// duration_s`, then one column per parameter and one per metric (declared
+/// duration_s, cost_usd`, then one column per parameter and one per metric (declared
 /// metrics first, then the others alphabetically).
 pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
     let params: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
@@ -198,6 +204,7 @@ pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
         "status",
         "worker",
         "duration_s",
+        "cost_usd",
     ]
     .map(String::from)
     .to_vec();
@@ -222,6 +229,7 @@ pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
             row.duration_s
                 .map(|d| format!("{d:.3}"))
                 .unwrap_or_default(),
+            row.cost_usd.map(|c| c.to_string()).unwrap_or_default(),
         ];
         cells.extend(params.iter().map(|p| cell(row.params.get(*p))));
         cells.extend(metrics.iter().map(|m| cell(row.metrics.get(*m))));
@@ -252,6 +260,48 @@ fn push_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>) {
         }
     }
     out.push('\n');
+}
+
+/// batch-costs.json: dollars spent in total, by variation and by run (runs
+/// that reported no cost are left out).
+pub fn costs_json(rows: &[ResultRow]) -> String {
+    let mut by_variation: BTreeMap<u32, (f64, u64, u64)> = BTreeMap::new(); // (usd, runs with cost, succeeded)
+    let mut per_run = Map::new();
+    for row in rows {
+        let entry = by_variation.entry(row.variation).or_default();
+        if row.status == "succeeded" {
+            entry.2 += 1;
+        }
+        if let Some(cost) = row.cost_usd {
+            entry.0 += cost;
+            entry.1 += 1;
+            per_run.insert(run_id(row.variation, row.repetition), json!(cost));
+        }
+    }
+    let total: f64 = by_variation.values().map(|(usd, _, _)| usd).sum();
+    let variations: Vec<Value> = by_variation
+        .iter()
+        .map(|(variation, (usd, runs, succeeded))| {
+            json!({
+                "variation": variation,
+                "cost_usd": usd,
+                "runs_with_cost": runs,
+                "cost_per_run_usd": (*runs > 0).then(|| usd / *runs as f64),
+                "cost_per_success_usd": (*succeeded > 0 && *runs > 0).then(|| usd / *succeeded as f64),
+            })
+        })
+        .collect();
+    pretty(&json!({
+        "cost_usd": total,
+        "runs_with_cost": per_run.len(),
+        "by_variation": variations,
+        "per_run": per_run,
+    }))
+}
+
+pub fn write_costs(dir: &Path, content: &str) -> Result<()> {
+    let path = dir.join("batch-costs.json");
+    write_atomic(&path, content.as_bytes()).map_err(io(format!("cannot write {}", path.display())))
 }
 
 pub fn write_results_csv(dir: &Path, content: &str) -> Result<()> {
@@ -292,16 +342,17 @@ mod tests {
             duration_s: Some(0.25),
             params,
             metrics,
+            cost_usd: Some(0.0125),
         }];
         let csv = results_csv(&config, &rows);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "run_id,variation,repetition,attempt,status,worker,duration_s,strategy,score,extra"
+            "run_id,variation,repetition,attempt,status,worker,duration_s,cost_usd,strategy,score,extra"
         );
         assert_eq!(
             lines[1],
-            "var-001-run-002,1,2,1,succeeded,w1,0.250,\"tit, for tat\",3.5,true"
+            "var-001-run-002,1,2,1,succeeded,w1,0.250,0.0125,\"tit, for tat\",3.5,true"
         );
     }
 }

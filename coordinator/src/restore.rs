@@ -49,6 +49,7 @@ pub fn restore(
             run_slots: Default::default(),
             pending: Default::default(),
             counts: Default::default(),
+            spent_usd: row.spent_usd,
             started_at_ms: row.started_at_ms,
             finished_at_ms: row.finished_at_ms,
         };

@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     metrics_json TEXT,
     error TEXT,
     finished_at_ms INTEGER,
+    -- Dollars spent by all of the run's attempts; NULL when none reported a cost.
+    cost_usd REAL,
     PRIMARY KEY (experiment_id, variation, repetition)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
@@ -76,6 +78,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     started_at_ms INTEGER,
     finished_at_ms INTEGER NOT NULL,
     metrics_json TEXT,
+    cost_usd REAL,
     PRIMARY KEY (experiment_id, variation, repetition, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workdirs (
@@ -97,6 +100,8 @@ pub struct ExperimentRow {
     pub workdir_hash: Option<String>,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// Dollars spent by the experiment's recorded attempts (read, never written).
+    pub spent_usd: f64,
     pub dir: PathBuf,
 }
 
@@ -230,6 +235,7 @@ pub fn open(root: &Path) -> Result<Opened> {
     connection
         .execute_batch(SCHEMA)
         .map_err(|e| sql("cannot create the schema", e))?;
+    add_cost_columns(&connection).map_err(|e| sql("cannot upgrade the schema", e))?;
     let loaded = load(&connection, root)?;
     let (sender, receiver) = mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -244,6 +250,23 @@ pub fn open(root: &Path) -> Result<Opened> {
     })
 }
 
+/// Roots made before runs carried a cost lack the cost columns.
+fn add_cost_columns(connection: &Connection) -> rusqlite::Result<()> {
+    for table in ["runs", "attempts"] {
+        let has_cost: bool = connection.query_row(
+            &format!(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = 'cost_usd'"
+            ),
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_cost {
+            connection.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN cost_usd REAL"))?;
+        }
+    }
+    Ok(())
+}
+
 fn sql(context: &str, error: rusqlite::Error) -> Error {
     Error::Internal(format!("{context}: {error}"))
 }
@@ -253,7 +276,9 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
     let mut statement = connection
         .prepare(
             "SELECT id, name, config_yaml, config_json, config_hash, state, workdir_path, workdir_hash, \
-             started_at_ms, finished_at_ms FROM experiments ORDER BY id",
+             started_at_ms, finished_at_ms, \
+             (SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a WHERE a.experiment_id = experiments.id) \
+             FROM experiments ORDER BY id",
         )
         .map_err(|e| sql("cannot read experiments", e))?;
     let rows = statement
@@ -271,6 +296,7 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
                 workdir_hash: row.get(7)?,
                 started_at_ms: row.get(8)?,
                 finished_at_ms: row.get(9)?,
+                spent_usd: row.get(10)?,
             })
         })
         .map_err(|e| sql("cannot read experiments", e))?;
@@ -454,6 +480,7 @@ fn apply(
                 row.status = "running".to_string();
             }
             outputs::write_results_csv(&dir, &outputs::results_csv(&config, &rows))?;
+            outputs::write_costs(&dir, &outputs::costs_json(&rows))?;
         }
         Write::Finalize {
             experiment_id,
@@ -463,6 +490,7 @@ fn apply(
         } => {
             let rows = result_rows(transaction, experiment_id)?;
             outputs::write_results_csv(&dir, &outputs::results_csv(&config, &rows))?;
+            outputs::write_costs(&dir, &outputs::costs_json(&rows))?;
             outputs::write_summary(&dir, &summary)?;
             transaction
                 .prepare_cached(
@@ -492,8 +520,8 @@ fn apply_attempt(
     transaction
         .prepare_cached(
             "INSERT OR REPLACE INTO attempts (experiment_id, variation, repetition, attempt, worker, lease_id, outcome, \
-             exit_code, signal, timed_out, error, stderr_tail, duration_s, started_at_ms, finished_at_ms, metrics_json) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             exit_code, signal, timed_out, error, stderr_tail, duration_s, started_at_ms, finished_at_ms, metrics_json, cost_usd) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )?
         .execute(params![
             record.experiment_db_id,
@@ -512,11 +540,15 @@ fn apply_attempt(
             result.map(|r| r.started_at_ms),
             record.finished_at_ms,
             metrics,
+            result.and_then(|r| r.cost_usd),
         ])?;
     transaction
         .prepare_cached(
             "UPDATE runs SET status = ?, attempts = MAX(attempts, ?), worker = ?, duration_s = ?, metrics_json = ?, \
-             error = ?, finished_at_ms = ? WHERE experiment_id = ? AND variation = ? AND repetition = ?",
+             error = ?, finished_at_ms = ?, \
+             cost_usd = (SELECT SUM(a.cost_usd) FROM attempts a WHERE a.experiment_id = runs.experiment_id \
+             AND a.variation = runs.variation AND a.repetition = runs.repetition) \
+             WHERE experiment_id = ? AND variation = ? AND repetition = ?",
         )?
         .execute(params![
             record.run_status.as_str(),
@@ -538,7 +570,7 @@ fn result_rows(
     experiment_id: i64,
 ) -> rusqlite::Result<Vec<ResultRow>> {
     let mut query = transaction.prepare_cached(
-        "SELECT r.variation, r.repetition, r.attempts, r.status, r.worker, r.duration_s, v.params_json, r.metrics_json \
+        "SELECT r.variation, r.repetition, r.attempts, r.status, r.worker, r.duration_s, v.params_json, r.metrics_json, r.cost_usd \
          FROM runs r JOIN variations v ON v.experiment_id = r.experiment_id AND v.variation = r.variation \
          WHERE r.experiment_id = ? ORDER BY r.variation, r.repetition",
     )?;
@@ -554,6 +586,7 @@ fn result_rows(
             duration_s: row.get(5)?,
             params: object(&params),
             metrics: metrics.as_deref().map(object).unwrap_or_default(),
+            cost_usd: row.get(8)?,
         })
     })?;
     rows.collect()

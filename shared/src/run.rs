@@ -84,7 +84,13 @@ pub struct RunResult {
     pub duration_s: f64,
     pub started_at_ms: i64,
     pub files: Vec<ShippedFile>,
+    /// Dollars the attempt spent, when known (see `COST_METRIC`).
+    pub cost_usd: Option<f64>,
 }
+
+/// The metric a program reports its own spending in, in dollars; it is taken
+/// out of the metrics and recorded as the run's cost.
+pub const COST_METRIC: &str = "cost_usd";
 
 impl RunResult {
     /// A failed result of `assignment` with nothing measured yet; run kinds fill in what they learn.
@@ -103,6 +109,7 @@ impl RunResult {
             duration_s: 0.0,
             started_at_ms,
             files: Vec::new(),
+            cost_usd: None,
         }
     }
 }

@@ -214,3 +214,60 @@ fn tiny_effects_need_huge_samples_and_answer_at_once() {
     assert!(two_sample_power(0.01, 1_000_000, ALPHA).unwrap() > 0.99);
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn rates_compared_with_the_z_test_and_newcombe_interval() {
+    for case in reference()["proportions"].as_array().unwrap() {
+        let counts = |key: &str| case[key].as_u64().unwrap();
+        let (xa, na, xb, nb) = (
+            counts("successes_a"),
+            counts("n_a"),
+            counts("successes_b"),
+            counts("n_b"),
+        );
+        let test = two_proportion_z_test(xa, na, xb, nb).unwrap();
+        close(test.statistic, f(&case["z"]), "z");
+        close(test.p_value, f(&case["p_value"]), "z-test p");
+        let interval = newcombe_difference_interval(xa, na, xb, nb).unwrap();
+        let expected = floats(&case["newcombe"]);
+        close(interval.low, expected[0], "newcombe low");
+        close(interval.high, expected[1], "newcombe high");
+    }
+    // Every run agrees: no test, but the interval of the difference exists.
+    assert!(two_proportion_z_test(5, 5, 7, 7).is_none());
+    assert!(two_proportion_z_test(0, 0, 1, 2).is_none());
+    assert!(newcombe_difference_interval(5, 5, 7, 7).is_some());
+}
+
+#[test]
+fn paired_rates_use_mcnemars_exact_test() {
+    for case in reference()["mcnemar"].as_array().unwrap() {
+        let test = mcnemar_exact(
+            case["only_a"].as_u64().unwrap(),
+            case["only_b"].as_u64().unwrap(),
+        )
+        .unwrap();
+        close(test.statistic, f(&case["statistic"]), "mcnemar statistic");
+        close(test.p_value, f(&case["p_value"]), "mcnemar p");
+    }
+    assert!(mcnemar_exact(0, 0).is_none());
+}
+
+#[test]
+fn power_for_rates_uses_cohens_h() {
+    for case in reference()["rates_power"].as_array().unwrap() {
+        let h = cohens_h(f(&case["rate_a"]), f(&case["rate_b"]));
+        close(h, f(&case["h"]), "cohen's h");
+        close(
+            two_rates_power(h, 50, 0.05).unwrap(),
+            f(&case["power_at_50"]),
+            "power at n=50",
+        );
+        assert_eq!(
+            n_per_group_for_rates(h, 0.05, 0.8),
+            case["n_per_group"].as_u64(),
+            "runs per variation for h={h}"
+        );
+    }
+    assert!(n_per_group_for_rates(0.0, 0.05, 0.8).is_none());
+}

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use flotilla_coordinator::analysis::{write_report, ReportOptions};
+use flotilla_coordinator::analysis::{write_comparison, write_report, Analysis, ReportOptions};
 use flotilla_shared::error::exit_code;
 use flotilla_shared::{proto, Error};
 
@@ -18,7 +18,8 @@ pub enum Format {
 }
 
 pub struct Request {
-    pub name: String,
+    /// One experiment for a report; two or more for a comparison.
+    pub names: Vec<String>,
     pub format: Format,
     pub min_effect: Option<f64>,
 }
@@ -32,24 +33,29 @@ fn check(request: &Request) -> Result<(), Error> {
     }
 }
 
-/// Reads flotilla.db under `root` directly (read-only: a coordinator may be running).
+/// Reads flotilla.db under `root` directly (read-only: a coordinator may be
+/// running); writes the report, or the comparison under root/comparisons/.
 pub fn local(root: &Path, request: Request) -> anyhow::Result<i32> {
     check(&request)?;
-    let (dir, analysis) = write_report(
-        root,
-        &request.name,
-        &ReportOptions {
-            min_effect: request.min_effect,
-        },
-    )?;
-    match request.format {
+    let options = ReportOptions {
+        min_effect: request.min_effect,
+    };
+    let (dir, analysis) = match request.names.as_slice() {
+        [name] => write_report(root, name, &options)?,
+        names => write_comparison(root, names, &options)?,
+    };
+    print_written(&dir, &analysis, request.format)
+}
+
+fn print_written(dir: &Path, analysis: &Analysis, format: Format) -> anyhow::Result<i32> {
+    match format {
         Format::Md => {
             let path = dir.join("analysis-report.md");
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
             print!("{text}");
         }
-        Format::Json => println!("{}", serde_json::to_string_pretty(&analysis)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(analysis)?),
     }
     eprintln!("report written to {}", dir.display());
     Ok(exit_code::OK)
@@ -61,7 +67,8 @@ pub async fn remote(target: &Target, request: Request) -> anyhow::Result<i32> {
     let mut client = connect_target(target).await?;
     let reply = client
         .report(proto::ReportRequest {
-            name: request.name,
+            name: request.names[0].clone(),
+            compare_with: request.names[1..].to_vec(),
             min_effect: request.min_effect.unwrap_or(0.0),
         })
         .await

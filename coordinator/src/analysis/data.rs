@@ -4,15 +4,64 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use flotilla_shared::config::ExperimentConfig;
+use flotilla_shared::config::{Axis, ExperimentConfig, MetricSpec};
+use flotilla_shared::grid::run_seed;
+use flotilla_shared::naming::run_id;
 use flotilla_shared::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
+
+/// What the analysis needs to know of the experiment file (or, for
+/// `flotilla compare`, of the experiments put side by side).
+#[derive(Debug, Clone)]
+pub struct Design {
+    pub axes: Vec<Axis>,
+    pub metrics: Vec<MetricSpec>,
+    pub baseline: Option<BTreeMap<String, Value>>,
+    /// Seeds the bootstrap.
+    pub seed: u64,
+    /// When set, only variations that differ on this axis alone are compared
+    /// (the same parameters in different experiments).
+    pub compare_only_across: Option<String>,
+}
+
+impl Design {
+    pub fn of(config: &ExperimentConfig) -> Self {
+        Design {
+            axes: config.variations.clone(),
+            metrics: config.metrics.clone(),
+            baseline: config.baseline.clone(),
+            seed: config.seed,
+            compare_only_across: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct VariationData {
     pub index: u32,
     pub axis_values: BTreeMap<String, Value>,
+    /// Where the variation comes from when experiments are compared:
+    /// (experiment, its index there).
+    pub origin: Option<(String, u32)>,
+}
+
+impl VariationData {
+    /// How reports name it: `var-003`, or `other-experiment/var-003` in a comparison.
+    pub fn name(&self) -> String {
+        match &self.origin {
+            Some((experiment, index)) => format!("{experiment}/var-{index:03}"),
+            None => format!("var-{:03}", self.index),
+        }
+    }
+
+    /// The id of one of its runs, as reports show it.
+    pub fn run_name(&self, repetition: u32) -> String {
+        match &self.origin {
+            Some((experiment, index)) => format!("{experiment}/{}", run_id(*index, repetition)),
+            None => run_id(self.index, repetition),
+        }
+    }
 }
 
 /// A metric value as analysis sees it; kept small because a report may hold a million runs.
@@ -39,6 +88,8 @@ impl MetricValue {
 pub struct RunData {
     pub variation: u32,
     pub repetition: u32,
+    /// Runs with equal seeds pair up (DESIGN §4).
+    pub seed: u64,
     pub status: String,
     /// (index into `ExperimentData::metric_names`, value).
     pub metrics: Vec<(u16, MetricValue)>,
@@ -47,12 +98,16 @@ pub struct RunData {
     pub signal: Option<i64>,
     pub timed_out: bool,
     pub duration_s: Option<f64>,
+    /// Dollars the run's attempts spent, when reported.
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ExperimentData {
     pub name: String,
-    pub config: ExperimentConfig,
+    pub design: Design,
+    /// Constant parameters of the experiment file (`params:`).
+    pub constants: BTreeMap<String, Value>,
     pub state: String,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
@@ -146,6 +201,7 @@ pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
             let axis: String = r.get(1)?;
             Ok(VariationData {
                 index: r.get(0)?,
+                origin: None,
                 axis_values: serde_json::from_str(&axis).unwrap_or_default(),
             })
         })
@@ -154,7 +210,7 @@ pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
 
     let mut statement = connection
         .prepare(
-            "SELECT r.variation, r.repetition, r.status, r.metrics_json, r.error, a.exit_code, a.signal, a.timed_out, r.duration_s \
+            "SELECT r.variation, r.repetition, r.status, r.metrics_json, r.error, a.exit_code, a.signal, a.timed_out, r.duration_s, r.cost_usd \
              FROM runs r LEFT JOIN attempts a ON a.experiment_id = r.experiment_id AND a.variation = r.variation \
              AND a.repetition = r.repetition AND a.attempt = r.attempts \
              WHERE r.experiment_id = ? ORDER BY r.variation, r.repetition",
@@ -165,9 +221,11 @@ pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
     let runs = statement
         .query_map([id], |r| {
             let metrics: Option<String> = r.get(3)?;
+            let repetition = r.get(1)?;
             Ok(RunData {
                 variation: r.get(0)?,
-                repetition: r.get(1)?,
+                repetition,
+                seed: run_seed(config.seed, repetition),
                 status: r.get(2)?,
                 metrics: compact_metrics(metrics.as_deref(), &mut metric_names, &mut metric_ids),
                 error: r.get(4)?,
@@ -175,13 +233,15 @@ pub fn load(root: &Path, name: &str) -> Result<ExperimentData> {
                 signal: r.get(6)?,
                 timed_out: r.get::<_, Option<bool>>(7)?.unwrap_or(false),
                 duration_s: r.get(8)?,
+                cost_usd: r.get(9)?,
             })
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(sql)?;
     Ok(ExperimentData {
         name: name.to_string(),
-        config,
+        design: Design::of(&config),
+        constants: config.params.clone(),
         state,
         started_at_ms,
         finished_at_ms,

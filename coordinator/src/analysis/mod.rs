@@ -1,6 +1,7 @@
 //! Reports (DESIGN §9): `<experiment>/analysis/` with analysis-report.md,
 //! variation-statistics.json, comparisons.json and patterns.json.
 
+mod compare;
 mod compute;
 mod data;
 mod plots;
@@ -29,7 +30,28 @@ pub fn write_report(
     let data = data::load(root, name)?;
     let analysis = compute::analyse(&data, options.min_effect);
     let dir = root.join(name).join("analysis");
-    std::fs::create_dir_all(&dir)
+    write_analysis(&dir, &data, &analysis)?;
+    Ok((dir, analysis))
+}
+
+/// Puts experiments side by side (`flotilla compare`) and writes the
+/// comparison under `root/comparisons/`; returns the directory.
+pub fn write_comparison(
+    root: &Path,
+    names: &[String],
+    options: &ReportOptions,
+) -> Result<(PathBuf, Analysis)> {
+    let (data, notes) = compare::combine(root, names)?;
+    let mut analysis = compute::analyse(&data, options.min_effect);
+    analysis.compared_experiments = names.to_vec();
+    analysis.notes = notes;
+    let dir = root.join("comparisons").join(&data.name);
+    write_analysis(&dir, &data, &analysis)?;
+    Ok((dir, analysis))
+}
+
+fn write_analysis(dir: &Path, data: &data::ExperimentData, analysis: &Analysis) -> Result<()> {
+    std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     let write = |file: &str, content: String| {
         let path = dir.join(file);
@@ -39,25 +61,32 @@ pub fn write_report(
     let pretty = |value: serde_json::Value| {
         serde_json::to_string_pretty(&value).expect("json serialises") + "\n"
     };
-    let plots = write_plots(&data, &analysis, &dir)?;
-    write("analysis-report.md", render::markdown(&analysis, &plots))?;
+    let plots = write_plots(data, analysis, dir)?;
+    write("analysis-report.md", render::markdown(analysis, &plots))?;
     write(
         "variation-statistics.json",
         pretty(json!({
             "experiment": analysis.experiment,
+            "compared_experiments": analysis.compared_experiments,
             "state": analysis.state,
             "partial": analysis.partial,
             "metrics": analysis.metrics,
             "skipped_metrics": analysis.skipped_metrics,
             "baseline": analysis.baseline,
+            "has_cost": analysis.has_cost,
             "variations": analysis.variations,
         })),
     )?;
     write(
         "comparisons.json",
-        pretty(
-            json!({"experiment": analysis.experiment, "partial": analysis.partial, "comparisons": analysis.comparisons}),
-        ),
+        pretty(json!({
+            "experiment": analysis.experiment,
+            "partial": analysis.partial,
+            "min_effect": analysis.min_effect,
+            "runs_needed_for_min_effect": analysis.runs_needed_for_min_effect.map(|(two_sample, paired)| json!({"two_sample_t": two_sample, "paired_t": paired})),
+            "comparisons": analysis.comparisons,
+            "pooled_comparisons": analysis.pooled_comparisons,
+        })),
     )?;
     write(
         "patterns.json",
@@ -67,9 +96,10 @@ pub fn write_report(
             "main_effects": analysis.main_effects,
             "interaction": analysis.interaction,
             "failure_modes": analysis.failure_modes,
+            "cost_frontiers": analysis.cost_frontiers,
         })),
     )?;
-    Ok((dir, analysis))
+    Ok(())
 }
 
 /// Writes plots/*.svg for the declared metrics; returns (title, path relative to analysis/).
@@ -89,7 +119,7 @@ fn write_plots(
         written.push((title, format!("plots/{file}")));
         Ok(())
     };
-    for declared in &data.config.metrics {
+    for declared in &data.design.metrics {
         let goal = analysis
             .metrics
             .iter()
@@ -119,6 +149,13 @@ fn write_plots(
             save(
                 format!("{} by variation", declared.name),
                 plots::file_name(&[&declared.name, "by-variation"]),
+                svg,
+            )?;
+        }
+        if let Some(svg) = plots::cost_vs_quality(analysis, &declared.name, goal) {
+            save(
+                format!("{} vs cost", declared.name),
+                plots::file_name(&[&declared.name, "vs-cost"]),
                 svg,
             )?;
         }

@@ -5,6 +5,116 @@ use std::fmt::Write as _;
 
 use super::compute::{Analysis, MainEffect};
 
+/// Cost vs quality of each variation (means), the frontier joined by a line.
+pub fn cost_vs_quality(analysis: &Analysis, metric: &str, goal: &str) -> Option<String> {
+    let frontier = analysis
+        .cost_frontiers
+        .iter()
+        .find(|f| f.metric == metric)?;
+    let points: Vec<(&str, f64, f64)> = analysis
+        .variations
+        .iter()
+        .filter_map(|v| {
+            Some((
+                v.name.as_str(),
+                v.cost.as_ref()?.mean_per_run_usd,
+                v.metrics.get(metric)?.mean,
+            ))
+        })
+        .collect();
+    if points.is_empty() {
+        return None;
+    }
+    let (plot_left, plot_right, plot_top, plot_bottom) = (90.0, WIDTH - 40.0, TOP, 470.0);
+    let bounds = |values: &mut dyn Iterator<Item = f64>| {
+        values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        })
+    };
+    let (x_min, x_max) = bounds(&mut points.iter().map(|p| p.1));
+    let (y_min, y_max) = bounds(&mut points.iter().map(|p| p.2));
+    let (xs, ys) = (Scale::new(x_min, x_max), Scale::new(y_min, y_max));
+    let x = |v: f64| plot_left + (v - xs.min) / (xs.max - xs.min) * (plot_right - plot_left);
+    let y = |v: f64| plot_bottom - (v - ys.min) / (ys.max - ys.min) * (plot_bottom - plot_top);
+    let mut out = String::new();
+    header(
+        &mut out,
+        plot_bottom + 60.0,
+        &format!("{metric} ({goal}) vs mean cost per run; green: the cost–quality frontier"),
+    );
+    let _ = writeln!(
+        out,
+        r##"<polyline points="{plot_left},{plot_top} {plot_left},{plot_bottom} {plot_right},{plot_bottom}" fill="none" stroke="#333"/>"##
+    );
+    for step in 0..=4 {
+        let fraction = f64::from(step) / 4.0;
+        let (x_value, y_value) = (
+            xs.min + (xs.max - xs.min) * fraction,
+            ys.min + (ys.max - ys.min) * fraction,
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">${}</text>"#,
+            x(x_value),
+            plot_bottom + 18.0,
+            short(x_value)
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            plot_left - 6.0,
+            y(y_value) + 4.0,
+            short(y_value)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">mean cost per run (USD)</text>"#,
+        (plot_left + plot_right) / 2.0,
+        plot_bottom + 40.0
+    );
+    let on_frontier: Vec<(f64, f64)> = frontier
+        .variations
+        .iter()
+        .filter_map(|name| points.iter().find(|p| p.0 == name))
+        .map(|p| (x(p.1), y(p.2)))
+        .collect();
+    let line: Vec<String> = on_frontier
+        .iter()
+        .map(|(px, py)| format!("{px:.1},{py:.1}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        r##"<polyline points="{}" fill="none" stroke="#27ae60" stroke-width="1.5"/>"##,
+        line.join(" ")
+    );
+    for (name, cost, quality) in &points {
+        let best = frontier.variations.iter().any(|f| f == name);
+        let _ = writeln!(
+            out,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/>"##,
+            x(*cost),
+            y(*quality),
+            if best { "#27ae60" } else { "#4a78b5" }
+        );
+        // Labels of points near the right edge go to their left.
+        let (dx, anchor) = if x(*cost) > plot_left + (plot_right - plot_left) * 0.7 {
+            (-6.0, "end")
+        } else {
+            (6.0, "start")
+        };
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="{anchor}">{}</text>"#,
+            x(*cost) + dx,
+            y(*quality) - 5.0,
+            escape(name)
+        );
+    }
+    out.push_str("</svg>\n");
+    Some(out)
+}
+
 const WIDTH: f64 = 860.0;
 const LEFT: f64 = 330.0;
 const RIGHT: f64 = 30.0;
@@ -130,7 +240,7 @@ pub fn by_variation(
     );
     for (row, (variation, sorted)) in analysis.variations.iter().zip(values).enumerate() {
         let y = TOP + ROW * row as f64 + ROW / 2.0;
-        let label = format!("var-{:03} {}", variation.index, variation.label);
+        let label = format!("{} {}", variation.name, variation.label);
         row_label(&mut out, y, &label);
         if sorted.is_empty() {
             let _ = writeln!(

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::compute::{Analysis, MetricKind};
+use super::compute::{Analysis, Comparison, MetricKind};
 
 fn number(value: f64) -> String {
     if value == 0.0 || (value.abs() >= 0.001 && value.abs() < 100_000.0) {
@@ -26,7 +26,16 @@ fn optional(value: Option<f64>) -> String {
 /// `plots`: (title, path relative to analysis/) of the plots to embed.
 pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# Analysis of `{}`\n", analysis.experiment);
+    if analysis.compared_experiments.is_empty() {
+        let _ = writeln!(out, "# Analysis of `{}`\n", analysis.experiment);
+    } else {
+        let names: Vec<String> = analysis
+            .compared_experiments
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect();
+        let _ = writeln!(out, "# Comparison of {}\n", names.join(", "));
+    }
     if analysis.partial {
         let _ = writeln!(
             out,
@@ -48,15 +57,18 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
         succeeded,
         failed
     );
-    if let Some(baseline) = analysis.baseline {
-        let _ = writeln!(out, "- Baseline: var-{baseline:03}.");
+    for note in &analysis.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if let Some(baseline) = &analysis.baseline {
+        let _ = writeln!(out, "- Baseline: {baseline}.");
     }
     for metric in &analysis.metrics {
         let best = best_variation(analysis, &metric.name, metric.goal != "minimize");
-        if let Some((index, mean)) = best {
+        if let Some((name, mean)) = best {
             let _ = writeln!(
                 out,
-                "- Best on **{}** ({}): var-{index:03} with mean {}.",
+                "- Best on **{}** ({}): {name} with mean {}.",
                 metric.name,
                 metric.goal,
                 number(mean)
@@ -81,7 +93,35 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
             analysis.skipped_metrics.join(", ")
         );
     }
-    let _ = writeln!(out, "- Cost: no cost data was recorded for these runs.\n");
+    if analysis.has_cost {
+        let total: f64 = analysis
+            .variations
+            .iter()
+            .filter_map(|v| v.cost.as_ref())
+            .map(|c| c.total_usd)
+            .sum();
+        let _ = writeln!(
+            out,
+            "- Cost: ${} in total (see Cost efficiency).\n",
+            number(total)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "- Cost: no run reported a cost (`cost_usd`), so there is no cost analysis.\n"
+        );
+    }
+    if !analysis.pooled_comparisons.is_empty() {
+        let _ = writeln!(out, "## Experiments overall\n");
+        let _ = writeln!(
+            out,
+            "Each pair of experiments over all matched variations; runs pair up when they have the same parameters and seed. Holm's correction per metric.\n"
+        );
+        for comparison in &analysis.pooled_comparisons {
+            let _ = writeln!(out, "- {}{}", comparison.verdict, power_note(comparison));
+        }
+        let _ = writeln!(out);
+    }
 
     for metric in &analysis.metrics {
         let _ = writeln!(
@@ -125,9 +165,9 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | var-{:03} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 rank + 1,
-                variation.index,
+                variation.name,
                 variation.label,
                 figures.n,
                 mean,
@@ -147,7 +187,7 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
             .variations
             .iter()
             .filter(|v| !v.metrics.contains_key(&metric.name))
-            .map(|v| format!("var-{:03}", v.index))
+            .map(|v| v.name.clone())
             .collect();
         if !missing.is_empty() {
             let _ = writeln!(
@@ -164,12 +204,10 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
             .iter()
             .filter(|c| c.metric == metric.name)
         {
-            if comparison.significant || comparison.against_baseline {
-                let power = match (comparison.underpowered, comparison.runs_needed) {
-                    (true, Some(needed)) => format!(" — underpowered: about {needed} runs per variation would detect this difference"),
-                    _ => String::new(),
-                };
-                let _ = writeln!(out, "- {}{power}", comparison.verdict);
+            // A comparison of experiments has few pairs, each of interest.
+            let comparing = !analysis.compared_experiments.is_empty();
+            if comparison.significant || comparison.against_baseline || comparing {
+                let _ = writeln!(out, "- {}{}", comparison.verdict, power_note(comparison));
                 listed += 1;
             }
         }
@@ -255,7 +293,7 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
             let variations: Vec<String> = mode
                 .per_variation
                 .iter()
-                .map(|(v, c)| format!("var-{v:03}: {c}"))
+                .map(|(v, c)| format!("{v}: {c}"))
                 .collect();
             let _ = writeln!(
                 out,
@@ -269,6 +307,8 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
         let _ = writeln!(out);
     }
 
+    cost_section(&mut out, analysis);
+
     let _ = writeln!(out, "## Power\n");
     let underpowered = analysis
         .comparisons
@@ -277,17 +317,22 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
         .count();
     let _ = writeln!(
         out,
-        "{underpowered} of {} comparisons are underpowered: the observed difference would need more runs per variation to be detected with power 0.8 at α = 0.05 (two-sided two-sample t-test).",
+        "{underpowered} of {} comparisons are underpowered: the observed difference would need more runs per variation to be detected with power 0.8 at α = 0.05 (two-sided; paired t-test with d_z when runs pair up by seed, two-sample t-test with Cohen's d otherwise, z-test of rates with Cohen's h for booleans).",
         analysis.comparisons.len()
     );
-    if let Some(min_effect) = analysis.min_effect {
-        if let Some(needed) = analysis
-            .comparisons
-            .iter()
-            .find_map(|c| c.runs_needed_for_min_effect)
-        {
-            let _ = writeln!(out, "\nTo detect a difference of {min_effect} standard deviations: {needed} runs per variation.");
-        }
+    if let (Some(min_effect), Some((two_sample, paired))) =
+        (analysis.min_effect, analysis.runs_needed_for_min_effect)
+    {
+        let runs = |n: Option<u64>| {
+            n.map(|n| format!("{n} runs per variation"))
+                .unwrap_or_else(|| "more than 10^9 runs".into())
+        };
+        let _ = writeln!(
+            out,
+            "\nTo detect a difference of {min_effect} standard deviations: {} with independent runs, {} when runs pair up by seed (deviation of the paired differences).",
+            runs(two_sample),
+            runs(paired)
+        );
     }
     if !plots.is_empty() {
         let _ = writeln!(out, "\n## Plots\n");
@@ -298,11 +343,86 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
     out
 }
 
-fn best_variation(analysis: &Analysis, metric: &str, higher_is_better: bool) -> Option<(u32, f64)> {
+fn power_note(comparison: &Comparison) -> String {
+    match (comparison.underpowered, comparison.runs_needed) {
+        (true, Some(needed)) => {
+            let kind = if comparison.power_test == "paired_t" {
+                " (paired by seed)"
+            } else {
+                ""
+            };
+            format!(" — underpowered: about {needed} runs per variation{kind} would detect this difference")
+        }
+        _ => String::new(),
+    }
+}
+
+fn money(value: f64) -> String {
+    format!("${}", number(value))
+}
+
+fn cost_section(out: &mut String, analysis: &Analysis) {
+    let _ = writeln!(out, "## Cost efficiency\n");
+    if !analysis.has_cost {
+        let _ = writeln!(
+            out,
+            "No run reported a cost. Runs that report `cost_usd` in their metrics get cost per run, per success, runs per dollar and the cost–quality frontier here.\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| variation | runs with cost | total | mean per run | 95% CI | per success | runs per $ |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for variation in &analysis.variations {
+        let Some(cost) = &variation.cost else {
+            let _ = writeln!(
+                out,
+                "| {} {} | 0 | — | — | — | — | — |",
+                variation.name, variation.label
+            );
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} {} | {} | {} | {} | {} | {} | {} |",
+            variation.name,
+            variation.label,
+            cost.runs_with_cost,
+            money(cost.total_usd),
+            money(cost.mean_per_run_usd),
+            pair(cost.mean_per_run_ci95_t),
+            cost.per_success_usd
+                .map(money)
+                .unwrap_or_else(|| "—".into()),
+            optional(cost.runs_per_dollar),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nCost–quality frontier: the variations that no other one matches or beats on both mean cost per run and mean quality.\n"
+    );
+    for frontier in &analysis.cost_frontiers {
+        let _ = writeln!(
+            out,
+            "- {}: {} (cheapest first)",
+            frontier.metric,
+            frontier.variations.join(", ")
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn best_variation(
+    analysis: &Analysis,
+    metric: &str,
+    higher_is_better: bool,
+) -> Option<(String, f64)> {
     analysis
         .variations
         .iter()
-        .filter_map(|v| v.metrics.get(metric).map(|m| (v.index, m.mean)))
+        .filter_map(|v| v.metrics.get(metric).map(|m| (v.name.clone(), m.mean)))
         .max_by(|x, y| {
             if higher_is_better {
                 x.1.total_cmp(&y.1)

@@ -196,6 +196,8 @@ pub struct Experiment {
     /// pending are skipped when popped.
     pub pending: VecDeque<usize>,
     pub counts: Counts,
+    /// Dollars spent by every recorded attempt.
+    pub spent_usd: f64,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
 }

@@ -515,6 +515,8 @@ impl State {
         if let Some(entry) = self.workers.get_mut(worker) {
             entry.finished += 1;
         }
+        let experiment = &mut self.experiments[index];
+        experiment.spent_usd += result.cost_usd.unwrap_or(0.0);
         let experiment = &self.experiments[index];
         let outcome = match result.outcome {
             Outcome::Succeeded => AttemptOutcome::Succeeded,

@@ -128,6 +128,7 @@ impl State {
             run_slots: Default::default(),
             pending: Default::default(),
             counts: Default::default(),
+            spent_usd: 0.0,
             started_at_ms: now_ms,
             finished_at_ms: None,
             config,

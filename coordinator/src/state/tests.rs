@@ -58,6 +58,7 @@ fn result(assignment: &Assignment, outcome: Outcome) -> RunResult {
         duration_s: 0.1,
         started_at_ms: 0,
         files: Vec::new(),
+        cost_usd: None,
     }
 }
 

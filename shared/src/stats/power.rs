@@ -157,3 +157,28 @@ fn smallest_n(
     }
     Some(high)
 }
+
+/// Cohen's h, the effect size of two rates: 2 asin √a − 2 asin √b
+/// (`statsmodels … proportion_effectsize`).
+pub fn cohens_h(rate_a: f64, rate_b: f64) -> f64 {
+    2.0 * rate_a.sqrt().asin() - 2.0 * rate_b.sqrt().asin()
+}
+
+/// Power of the two-sided z-test of two rates with `n` runs per variation for
+/// an effect `h` (Cohen's h), by the normal approximation
+/// (`statsmodels … NormalIndPower().power(h, n, alpha)`).
+pub fn two_rates_power(h: f64, n: u64, alpha: f64) -> Option<f64> {
+    if n < 1 {
+        return None;
+    }
+    let normal = Normal::new(0.0, 1.0).ok()?;
+    let critical = normal.inverse_cdf(1.0 - alpha / 2.0);
+    let shift = h.abs() * (n as f64 / 2.0).sqrt();
+    Some(normal.cdf(shift - critical) + normal.cdf(-shift - critical))
+}
+
+/// Smallest runs per variation for which the z-test of two rates reaches `power`.
+pub fn n_per_group_for_rates(h: f64, alpha: f64, power: f64) -> Option<u64> {
+    let bound = normal_approximation(h, alpha, power, 2.0);
+    smallest_n(|n| two_rates_power(h, n, alpha), h, power, bound)
+}

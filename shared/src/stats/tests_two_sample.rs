@@ -19,7 +19,7 @@ fn two_sided_t(t: f64, df: f64) -> Option<f64> {
     Some((2.0 * distribution.cdf(-t.abs())).min(1.0))
 }
 
-fn two_sided_normal(z: f64) -> f64 {
+pub(super) fn two_sided_normal(z: f64) -> f64 {
     let normal = Normal::new(0.0, 1.0).expect("standard normal");
     (2.0 * normal.cdf(-z.abs())).min(1.0)
 }

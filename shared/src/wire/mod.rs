@@ -108,6 +108,7 @@ impl From<RunResult> for proto::RunResult {
             stderr_tail: result.stderr_tail,
             duration_s: result.duration_s,
             started_at_ms: result.started_at_ms,
+            cost_usd: result.cost_usd,
             files: result
                 .files
                 .into_iter()
@@ -131,8 +132,14 @@ impl TryFrom<proto::RunResult> for RunResult {
         if outcome == Outcome::Succeeded && message.metrics_json.is_empty() {
             return Err(Error::Protocol("a succeeded run must carry metrics".into()));
         }
+        if let Some(cost) = message.cost_usd.filter(|c| !c.is_finite() || *c < 0.0) {
+            return Err(Error::Protocol(format!(
+                "a run's cost must be a non-negative number of dollars, got {cost}"
+            )));
+        }
         Ok(RunResult {
             lease_id: message.lease_id,
+            cost_usd: message.cost_usd,
             run: message
                 .run
                 .ok_or_else(|| missing("RunResult.run"))?

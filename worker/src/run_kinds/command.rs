@@ -15,7 +15,7 @@ use flotilla_shared::clock::now_ms;
 use flotilla_shared::config::substitute;
 use flotilla_shared::duration::format_duration;
 use flotilla_shared::grid::value_as_argument;
-use flotilla_shared::run::{Assignment, Outcome, RunResult, RunSpec, ShippedFile};
+use flotilla_shared::run::{Assignment, Outcome, RunResult, RunSpec, ShippedFile, COST_METRIC};
 use flotilla_shared::workdir::content_hash;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -78,7 +78,10 @@ pub async fn execute(
             result.exit_code = ending.exit_code;
             result.signal = ending.signal;
             result.timed_out = ending.timed_out;
-            let metrics = read_metrics(&paths.metrics, &ending.stdout);
+            let metrics = read_metrics(&paths.metrics, &ending.stdout).and_then(|mut map| {
+                result.cost_usd = take_cost(&mut map)?;
+                Ok(map)
+            });
             result.outcome = match (&ending, &metrics) {
                 (
                     Ending {
@@ -329,6 +332,20 @@ fn read_metrics(metrics_file: &Path, stdout: &[u8]) -> Result<Map<String, Value>
     match last_line.map(|l| serde_json::from_str::<Value>(l.trim())) {
         Some(Ok(Value::Object(map))) => Ok(map),
         _ => Err("no metrics: write a JSON object to $FLOTILLA_METRICS or print one as the last line of stdout".to_string()),
+    }
+}
+
+/// Removes the program's own cost report from its metrics: it is the run's
+/// cost, not a quality to compare.
+fn take_cost(metrics: &mut Map<String, Value>) -> Result<Option<f64>, String> {
+    match metrics.remove(COST_METRIC) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_f64() {
+            Some(cost) if cost.is_finite() && cost >= 0.0 => Ok(Some(cost)),
+            _ => Err(format!(
+                "metric {COST_METRIC} must be a non-negative number of dollars, got {value}"
+            )),
+        },
     }
 }
 
