@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Time of `flotilla report` over 1,000,000 runs x 3 metrics x 24 variations.
+"""Time of `flotilla report` over 1,000,000 runs x 3 metrics x 24 variations
+(with a cost per run, so the cost section is included).
 
 Builds the experiment with Flotilla itself (`flotilla run` of a noop sweep:
 24 variations x 41,667 runs), then gives every run three metrics with SQL
@@ -44,7 +45,8 @@ def main():
             "UPDATE runs SET metrics_json = json_object("
             "'score', variation * 0.1 + (abs(random()) % 1000) / 100.0, "
             "'latency', 2.0 + (abs(random()) % 500) / 100.0 - variation * 0.01, "
-            "'success', json(CASE WHEN abs(random()) % 100 < 50 + variation THEN 'true' ELSE 'false' END))"
+            "'success', json(CASE WHEN abs(random()) % 100 < 50 + variation THEN 'true' ELSE 'false' END)), "
+            "cost_usd = 0.001 + variation * 0.0001 + (abs(random()) % 100) / 1000000.0"
         )
         db.commit()
         runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]

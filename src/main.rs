@@ -70,21 +70,10 @@ enum Command {
 #[derive(Args)]
 struct CompareArgs {
     /// Two or more experiment names.
-    #[arg(required = true, num_args = 2..)]
+    #[arg(required = true, num_args = 2.., value_name = "EXPERIMENT")]
     names: Vec<String>,
     #[command(flatten)]
-    root: RootArg,
-    /// What to print: the markdown report or every figure as JSON.
-    #[arg(long, value_enum, default_value = "md")]
-    format: commands::report::Format,
-    /// Also size runs to detect this difference, in standard deviations (e.g. 0.5).
-    #[arg(long)]
-    min_effect: Option<f64>,
-    /// Ask this coordinator (HOST:PORT) to write the comparison on its root, instead of reading --root here.
-    #[arg(long)]
-    coordinator: Option<String>,
-    #[command(flatten)]
-    token: TokenArg,
+    options: AnalysisArgs,
 }
 
 #[derive(Args)]
@@ -92,6 +81,13 @@ struct ReportArgs {
     /// Experiment name.
     name: String,
     #[command(flatten)]
+    options: AnalysisArgs,
+}
+
+/// What `report` and `compare` share.
+#[derive(Args)]
+struct AnalysisArgs {
+    #[command(flatten)]
     root: RootArg,
     /// What to print: the markdown report or every figure as JSON.
     #[arg(long, value_enum, default_value = "md")]
@@ -99,7 +95,7 @@ struct ReportArgs {
     /// Also size runs to detect this difference, in standard deviations (e.g. 0.5).
     #[arg(long)]
     min_effect: Option<f64>,
-    /// Ask this coordinator (HOST:PORT) to write the report on its root, instead of reading --root here.
+    /// Ask this coordinator (HOST:PORT) to write it on its root, instead of reading --root here.
     #[arg(long)]
     coordinator: Option<String>,
     #[command(flatten)]
@@ -316,21 +312,11 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Report(args) => {
             commands::init_logging("warn");
-            let request = commands::report::Request {
-                names: vec![args.name],
-                format: args.format,
-                min_effect: args.min_effect,
-            };
-            report(request, args.root.root, args.coordinator, args.token).await
+            report(vec![args.name], args.options).await
         }
         Command::Compare(args) => {
             commands::init_logging("warn");
-            let request = commands::report::Request {
-                names: args.names,
-                format: args.format,
-                min_effect: args.min_effect,
-            };
-            report(request, args.root.root, args.coordinator, args.token).await
+            report(args.names, args.options).await
         }
         Command::Cancel(args) => {
             commands::init_logging("warn");
@@ -357,22 +343,23 @@ fn target(args: CoordinatorArg) -> commands::client::Target {
     }
 }
 
-/// A report or comparison: written here from --root, or by the coordinator on its root.
-async fn report(
-    request: commands::report::Request,
-    root: PathBuf,
-    coordinator: Option<String>,
-    token: TokenArg,
-) -> anyhow::Result<i32> {
-    match coordinator {
+/// A report (one name) or comparison (several): written here from --root, or
+/// by the coordinator on its root.
+async fn report(names: Vec<String>, options: AnalysisArgs) -> anyhow::Result<i32> {
+    let request = commands::report::Request {
+        names,
+        format: options.format,
+        min_effect: options.min_effect,
+    };
+    match options.coordinator {
         Some(address) => {
             let target = commands::client::Target {
                 address,
-                token_file: token.token_file,
-                root,
+                token_file: options.token.token_file,
+                root: options.root.root,
             };
             commands::report::remote(&target, request).await
         }
-        None => commands::report::local(&root, request),
+        None => commands::report::local(&options.root.root, request),
     }
 }

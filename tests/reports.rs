@@ -262,3 +262,134 @@ fn compare_matches_variations_by_parameters_across_experiments() {
         text(&conflict.stderr)
     );
 }
+
+#[test]
+fn a_runs_cost_is_the_sum_of_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    // The first attempt fails after spending 2 cents; the retry spends 3.
+    let yaml = r#"name: retried
+run:
+  kind: command
+  command: ["sh", "-c", "if [ $FLOTILLA_ATTEMPT = 1 ]; then echo '{{\"cost_usd\": 0.02}}'; exit 1; fi; echo '{{\"x\": 1, \"cost_usd\": 0.03}}'"]
+runs_per_variation: 3
+retries: {max_attempts: 2}
+"#;
+    let file = write_experiment(dir.path(), "retried.yaml", yaml);
+    run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root),
+    );
+    let results = read_csv(&root.join("retried/results.csv"));
+    assert_eq!(results.len(), 3);
+    for row in &results {
+        assert_eq!(
+            (row["attempt"].as_str(), row["status"].as_str()),
+            ("2", "succeeded")
+        );
+        let cost: f64 = row["cost_usd"].parse().unwrap();
+        assert!((cost - 0.05).abs() < 1e-12, "{row:?}");
+    }
+    let summary = read_json(&root.join("retried/batch-summary.json"));
+    assert!(
+        (summary["cost_usd"].as_f64().unwrap() - 0.15).abs() < 1e-9,
+        "{summary}"
+    );
+    assert_eq!(
+        count(&root, "SELECT COUNT(*) FROM attempts WHERE cost_usd = 0.02"),
+        3
+    );
+    let markdown =
+        std::fs::read_to_string(root.join("retried/analysis/analysis-report.md")).unwrap();
+    // Per success counts what the failed attempts spent too.
+    assert!(markdown.contains("| 3 | $0.15 | $0.05 |"), "{markdown}");
+}
+
+/// No file of an analysis directory may hold NaN or infinities.
+fn assert_all_defined(folder: &Path) {
+    for file in [
+        "analysis-report.md",
+        "variation-statistics.json",
+        "comparisons.json",
+        "patterns.json",
+    ] {
+        let content = std::fs::read_to_string(folder.join(file)).unwrap();
+        for bad in ["NaN", "inf"] {
+            assert!(!content.contains(bad), "{file} holds {bad}:\n{content}");
+        }
+    }
+}
+
+#[test]
+fn edge_cases_give_defined_figures_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    // one: a single run succeeds; flat (and flat2): no spread, cost on some runs only;
+    // dead: every run fails; gappy: score missing in half the runs, a string label.
+    let script = r#"case {arm} in
+      one) [ $FLOTILLA_REPETITION = 1 ] || exit 3; echo '{{"score": 5, "ok": true}}';;
+      flat|flat2) if [ $FLOTILLA_REPETITION -le 2 ]; then echo '{{"score": 7, "ok": true, "cost_usd": 0.5}}'; else echo '{{"score": 7, "ok": true}}'; fi;;
+      dead) echo 'boom in /tmp/x/1.txt' >&2; exit 9;;
+      gappy) if [ $((FLOTILLA_REPETITION % 2)) = 0 ]; then echo '{{"ok": false, "label": "x"}}'; else echo '{{"score": '$FLOTILLA_REPETITION', "ok": false, "label": "y"}}'; fi;;
+    esac"#;
+    let yaml = |name: &str, arms: &str| {
+        format!(
+            "name: {name}\nrun:\n  kind: command\n  command: [\"sh\", \"-c\", {script:?}]\nvariations:\n  - param: arm\n    values: [{arms}]\nruns_per_variation: 4\nretries: {{max_attempts: 1}}\ncontinue_on_error: true\nmetrics:\n  - {{name: score, goal: minimize}}\n  - {{name: ok, goal: maximize}}\n"
+        )
+    };
+    for (name, arms) in [
+        ("edges", "one, flat, dead, gappy, flat2"),
+        ("edges-again", "one, flat, dead, gappy, flat2"),
+        ("single", "flat"),
+    ] {
+        let file = write_experiment(dir.path(), &format!("{name}.yaml"), &yaml(name, arms));
+        let output = flotilla(&["run", "--workers", "2"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(output.status.code().is_some(), "{}", text(&output.stderr));
+    }
+
+    let markdown = text(&run_ok(flotilla(&["report", "edges"]).arg("--root").arg(&root)).stdout);
+    for expected in [
+        "No values for var-003",
+        "Not analysed (values are neither numbers nor booleans): label",
+        "exit 9: exited with code N",
+        "other pair(s) could not be tested: too few values, or values that do not vary",
+        "| var-002 arm=flat | 2 | $1 | $0.5 |",
+    ] {
+        assert!(
+            markdown.contains(expected),
+            "missing {expected:?}:\n{markdown}"
+        );
+    }
+    assert_all_defined(&root.join("edges/analysis"));
+    let comparisons = read_json(&root.join("edges/analysis/comparisons.json"));
+    let verdicts: Vec<&str> = comparisons["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["verdict"].as_str().unwrap())
+        .collect();
+    for reason in ["the values do not vary", "not enough data to compare"] {
+        assert!(
+            verdicts.iter().any(|v| v.contains(reason)),
+            "no verdict says {reason:?}: {verdicts:#?}"
+        );
+    }
+
+    let single = text(&run_ok(flotilla(&["report", "single"]).arg("--root").arg(&root)).stdout);
+    assert!(single.contains("0 of 0 pairwise comparisons"), "{single}");
+    assert_all_defined(&root.join("single/analysis"));
+
+    run_ok(
+        flotilla(&["compare", "edges", "edges-again"])
+            .arg("--root")
+            .arg(&root),
+    );
+    assert_all_defined(&root.join("comparisons/edges-vs-edges-again"));
+}

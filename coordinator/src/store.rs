@@ -546,8 +546,9 @@ fn apply_attempt(
         .prepare_cached(
             "UPDATE runs SET status = ?, attempts = MAX(attempts, ?), worker = ?, duration_s = ?, metrics_json = ?, \
              error = ?, finished_at_ms = ?, \
-             cost_usd = (SELECT SUM(a.cost_usd) FROM attempts a WHERE a.experiment_id = runs.experiment_id \
-             AND a.variation = runs.variation AND a.repetition = runs.repetition) \
+             cost_usd = CASE WHEN ? IS NULL THEN cost_usd ELSE (SELECT SUM(a.cost_usd) FROM attempts a \
+             WHERE a.experiment_id = runs.experiment_id AND a.variation = runs.variation \
+             AND a.repetition = runs.repetition) END \
              WHERE experiment_id = ? AND variation = ? AND repetition = ?",
         )?
         .execute(params![
@@ -558,6 +559,8 @@ fn apply_attempt(
             metrics,
             (!record.error.is_empty()).then_some(&record.error),
             record.run_status.is_final().then_some(record.finished_at_ms),
+            // The sum of the attempts' costs, recomputed only when this one has a cost.
+            result.and_then(|r| r.cost_usd),
             record.experiment_db_id,
             record.variation,
             record.repetition,

@@ -4,8 +4,17 @@
 //! restricted to `[a-z0-9][a-z0-9_-]{0,63}`: nothing in them can escape the root
 //! (DESIGN §7.5).
 
+/// The folder under the experiments root where `flotilla compare` writes;
+/// no experiment may take its name.
+pub const COMPARISONS_DIR: &str = "comparisons";
+
 /// Checks an experiment name; the error says what would be valid.
 pub fn check_experiment_name(name: &str) -> Result<(), String> {
+    if name == COMPARISONS_DIR {
+        return Err(format!(
+            "'{name}' is reserved: `flotilla compare` writes to <root>/{COMPARISONS_DIR}/; choose another name"
+        ));
+    }
     let valid_chars =
         |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
     let first_ok = name
@@ -67,6 +76,9 @@ mod tests {
         ] {
             assert!(check_experiment_name(name).is_err(), "{name} accepted");
         }
+        assert!(check_experiment_name(COMPARISONS_DIR)
+            .unwrap_err()
+            .contains("reserved"));
         assert!(check_experiment_name("../x")
             .unwrap_err()
             .contains("outside"));

@@ -708,6 +708,17 @@ struct Side<'a, K> {
     sorted: &'a [f64],
 }
 
+/// Mean over sample standard deviation (d_z for paired differences); `None`
+/// for fewer than 2 values or no spread. No sort: this runs for every pair.
+fn standardised_mean(list: &[f64]) -> Option<f64> {
+    if list.len() < 2 {
+        return None;
+    }
+    let centre = mean(list);
+    let variance = list.iter().map(|v| (v - centre).powi(2)).sum::<f64>() / (list.len() - 1) as f64;
+    (variance > 0.0).then(|| centre / variance.sqrt())
+}
+
 fn mean(list: &[f64]) -> f64 {
     if list.is_empty() {
         f64::NAN
@@ -729,8 +740,7 @@ fn compare<K: Ord>(
     let welch = stats::welch_t_test(list_a, list_b);
     let paired_t = stats::paired_t_test(&pairs_a, &pairs_b);
     let cohens_d = stats::cohens_d(list_a, list_b);
-    let cohens_dz =
-        stats::describe(&differences).and_then(|d| d.std.filter(|s| *s > 0.0).map(|s| d.mean / s));
+    let cohens_dz = standardised_mean(&differences);
     let boolean = metric.kind == MetricKind::Boolean;
     let (n_a, n_b) = (list_a.len() as u64, list_b.len() as u64);
     let two_proportion_z = boolean

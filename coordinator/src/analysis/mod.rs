@@ -45,7 +45,9 @@ pub fn write_comparison(
     let mut analysis = compute::analyse(&data, options.min_effect);
     analysis.compared_experiments = names.to_vec();
     analysis.notes = notes;
-    let dir = root.join("comparisons").join(&data.name);
+    let dir = root
+        .join(flotilla_shared::naming::COMPARISONS_DIR)
+        .join(&data.name);
     write_analysis(&dir, &data, &analysis)?;
     Ok((dir, analysis))
 }

@@ -198,29 +198,32 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
             );
         }
         let _ = writeln!(out, "\n### Comparisons\n");
-        let mut listed = 0;
+        // A comparison of experiments has few pairs, each of interest.
+        let comparing = !analysis.compared_experiments.is_empty();
+        let (mut not_significant, mut untested) = (0, 0);
         for comparison in analysis
             .comparisons
             .iter()
             .filter(|c| c.metric == metric.name)
         {
-            // A comparison of experiments has few pairs, each of interest.
-            let comparing = !analysis.compared_experiments.is_empty();
             if comparison.significant || comparison.against_baseline || comparing {
                 let _ = writeln!(out, "- {}{}", comparison.verdict, power_note(comparison));
-                listed += 1;
+            } else if comparison.primary_p.is_none() {
+                untested += 1;
+            } else {
+                not_significant += 1;
             }
         }
-        let others = analysis
-            .comparisons
-            .iter()
-            .filter(|c| c.metric == metric.name)
-            .count()
-            - listed;
-        if others > 0 {
+        if not_significant > 0 {
             let _ = writeln!(
                 out,
-                "- {others} other pair(s) show no significant difference (see comparisons.json)."
+                "- {not_significant} other pair(s) show no significant difference (see comparisons.json)."
+            );
+        }
+        if untested > 0 {
+            let _ = writeln!(
+                out,
+                "- {untested} other pair(s) could not be tested: too few values, or values that do not vary (each pair's reason is in comparisons.json)."
             );
         }
         let _ = writeln!(out);
