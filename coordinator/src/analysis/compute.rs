@@ -394,7 +394,15 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         variations.push(VariationStatistics {
             index: variation.index,
             name: variation.name(),
-            label: label(&variation.axis_values),
+            // In a comparison the name already says which experiment.
+            label: label(
+                &variation
+                    .axis_values
+                    .iter()
+                    .filter(|(axis, _)| Some(*axis) != data.design.compare_only_across.as_ref())
+                    .map(|(axis, value)| (axis.clone(), value.clone()))
+                    .collect(),
+            ),
             axis_values: variation.axis_values.clone(),
             succeeded,
             failed,

@@ -191,13 +191,24 @@ fn short(value: f64) -> String {
 }
 
 /// The label left of a plot row.
+/// Characters of a row label that fit left of the plot at 11 px.
+const LABEL_CHARS: usize = 54;
+
+/// The label left of a plot row, shortened with an ellipsis when it would not
+/// fit (the full label is kept as the row's tooltip).
 fn row_label(out: &mut String, y: f64, label: &str) {
+    let shown: String = if label.chars().count() > LABEL_CHARS {
+        label.chars().take(LABEL_CHARS - 1).chain(['…']).collect()
+    } else {
+        label.to_string()
+    };
     let _ = writeln!(
         out,
-        r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+        r#"<text x="{}" y="{}" font-size="11" text-anchor="end"><title>{}</title>{}</text>"#,
         LEFT - 8.0,
         y + 4.0,
-        escape(label)
+        escape(label),
+        escape(&shown)
     );
 }
 
