@@ -276,11 +276,33 @@ runs_per_variation: 3
 retries: {max_attempts: 2}
 "#;
     let file = write_experiment(dir.path(), "retried.yaml", yaml);
-    run_ok(
+    let output = run_ok(
         flotilla(&["run", "--workers", "1"])
             .arg(&file)
             .arg("--root")
             .arg(&root),
+    );
+    assert!(
+        text(&output.stdout).contains("3 succeeded, 0 failed, 0 cancelled, 0 running, 0 pending"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(
+        text(&output.stdout).contains(", $0.15 spent)"),
+        "the final status line gives the spend: {}",
+        text(&output.stdout)
+    );
+    // Running the file again has nothing to do; the spend is read back from flotilla.db.
+    let again = run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root),
+    );
+    assert!(
+        text(&again.stdout).contains(", $0.15 spent)"),
+        "{}",
+        text(&again.stdout)
     );
     let results = read_csv(&root.join("retried/results.csv"));
     assert_eq!(results.len(), 3);

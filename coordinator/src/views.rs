@@ -45,6 +45,7 @@ pub fn experiment(experiment: &Experiment, detailed: bool) -> proto::ExperimentS
         started_at_ms: experiment.started_at_ms,
         finished_at_ms: experiment.finished_at_ms.unwrap_or(0),
         directory: experiment.dir.to_string_lossy().into_owned(),
+        spent_usd: experiment.spent_usd,
     }
 }
 

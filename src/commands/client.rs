@@ -158,6 +158,7 @@ fn experiment_json(e: &proto::ExperimentStatus) -> serde_json::Value {
         "total_runs": e.total_runs,
         "counts": counts_json(e.counts),
         "directory": e.directory,
+        "cost_usd": e.spent_usd,
         "started_at": flotilla_shared::clock::rfc3339(e.started_at_ms),
         "finished_at": (e.finished_at_ms > 0).then(|| flotilla_shared::clock::rfc3339(e.finished_at_ms)),
         "variations": e.variations.iter().map(|v| json!({

@@ -28,8 +28,17 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
     } else {
         flotilla_shared::clock::now_ms()
     };
+    let spent = if e.spent_usd > 0.0 {
+        let dollars = format!("{:.4}", e.spent_usd);
+        format!(
+            ", ${} spent",
+            dollars.trim_end_matches('0').trim_end_matches('.')
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s)",
+        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent})",
         e.name,
         e.state,
         e.total_runs,
