@@ -617,6 +617,10 @@ metrics:
     );
     assert_eq!(score["pairs"], 6);
     assert_eq!(score["cliffs_delta"], 1.0);
+    assert_eq!(
+        score["runs_needed_for_min_effect"], 64,
+        "--min-effect 0.5 with the two-sample t-test"
+    );
     let patterns = read_json(&analysis.join("patterns.json"));
     assert_eq!(patterns["failure_modes"][0]["count"], 6);
     assert_eq!(

@@ -141,6 +141,9 @@ pub struct Comparison {
     pub runs_needed: Option<u64>,
     /// `paired_t` (effect d_z), `two_sample_t` (Cohen's d) or `two_rates_z` (Cohen's h).
     pub power_test: String,
+    /// Runs per variation the same test needs to detect `--min-effect` (taken
+    /// as d_z, d or h).
+    pub runs_needed_for_min_effect: Option<u64>,
     pub underpowered: bool,
     pub verdict: String,
 }
@@ -491,7 +494,22 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         adjust_and_judge(&mut comparisons[start..], metric, &displays);
     }
 
-    let pooled_comparisons = pooled_comparisons(data, &metrics, &values);
+    let mut pooled_comparisons = pooled_comparisons(data, &metrics, &values);
+    if let Some(effect) = min_effect {
+        // The same three figures for every pair: computed once.
+        let (paired, rates, two_sample) = (
+            stats::paired_n_for_power(effect, ALPHA, TARGET_POWER),
+            stats::n_per_group_for_rates(effect, ALPHA, TARGET_POWER),
+            stats::n_per_group_for_power(effect, ALPHA, TARGET_POWER),
+        );
+        for comparison in comparisons.iter_mut().chain(&mut pooled_comparisons) {
+            comparison.runs_needed_for_min_effect = match comparison.power_test.as_str() {
+                "paired_t" => paired,
+                "two_rates_z" => rates,
+                _ => two_sample,
+            };
+        }
+    }
     let cost_frontiers = cost_frontiers(&metrics, &variations);
     let main_effects = main_effects(data, &metrics, &values);
     Analysis {
@@ -865,6 +883,7 @@ fn compare<K: Ord>(
         significant: false,
         runs_needed,
         power_test: power_test.to_string(),
+        runs_needed_for_min_effect: None,
         underpowered: runs_needed.is_some_and(|needed| n < needed),
         verdict: String::new(),
     }
