@@ -18,6 +18,13 @@ score = seed % 7 + base + shift + (seed // 7 % 3) * shift / 4
 print(json.dumps({"score": score, "solved": score > 14, "cost_usd": cost}))
 "#;
 
+/// `flotilla ARGS --root ROOT`.
+fn at_root(root: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = flotilla(args);
+    command.arg("--root").arg(root);
+    command
+}
+
 fn experiment(name: &str, shift: f64, arms: &str, goal: &str) -> String {
     format!(
         r#"name: {name}
@@ -41,10 +48,8 @@ metrics:
 fn run(root: &Path, dir: &Path, name: &str, yaml: &str) {
     std::fs::write(dir.join("scenario.py"), SCENARIO).unwrap();
     let file = write_experiment(dir, &format!("{name}.yaml"), yaml);
-    let output = flotilla(&["run", "--workers", "2"])
+    let output = at_root(root, &["run", "--workers", "2"])
         .arg(&file)
-        .arg("--root")
-        .arg(root)
         .output()
         .unwrap();
     assert!(
@@ -148,11 +153,10 @@ fn compare_matches_variations_by_parameters_across_experiments() {
         &experiment("v2", 2.0, "cheap, pricey, waste", "maximize"),
     );
 
-    let output = run_ok(
-        flotilla(&["compare", "v1", "v2", "--min-effect", "0.5"])
-            .arg("--root")
-            .arg(&root),
-    );
+    let output = run_ok(&mut at_root(
+        &root,
+        &["compare", "v1", "v2", "--min-effect", "0.5"],
+    ));
     let markdown = text(&output.stdout);
     assert!(
         markdown.starts_with("# Comparison of `v1`, `v2`"),
@@ -220,24 +224,12 @@ fn compare_matches_variations_by_parameters_across_experiments() {
     assert!(folder.join("analysis-report.md").exists());
 
     // Bad requests say what is wrong.
-    let unknown = flotilla(&["compare", "v1", "nope"])
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let unknown = at_root(&root, &["compare", "v1", "nope"]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(7), "{}", text(&unknown.stderr));
     assert!(text(&unknown.stderr).contains("no experiment named 'nope'"));
-    let alone = flotilla(&["compare", "v1"])
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let alone = at_root(&root, &["compare", "v1"]).output().unwrap();
     assert_eq!(alone.status.code(), Some(2), "{}", text(&alone.stderr));
-    let twice = flotilla(&["compare", "v1", "v1"])
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let twice = at_root(&root, &["compare", "v1", "v1"]).output().unwrap();
     assert_eq!(twice.status.code(), Some(2));
     assert!(text(&twice.stderr).contains("'v1' is named twice"));
 
@@ -248,11 +240,7 @@ fn compare_matches_variations_by_parameters_across_experiments() {
         "v3",
         &experiment("v3", 0.0, "cheap", "minimize"),
     );
-    let conflict = flotilla(&["compare", "v1", "v3"])
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let conflict = at_root(&root, &["compare", "v1", "v3"]).output().unwrap();
     assert_eq!(conflict.status.code(), Some(2));
     assert!(
         text(&conflict.stderr).contains(
@@ -276,12 +264,7 @@ runs_per_variation: 3
 retries: {max_attempts: 2}
 "#;
     let file = write_experiment(dir.path(), "retried.yaml", yaml);
-    let output = run_ok(
-        flotilla(&["run", "--workers", "1"])
-            .arg(&file)
-            .arg("--root")
-            .arg(&root),
-    );
+    let output = run_ok(at_root(&root, &["run", "--workers", "1"]).arg(&file));
     assert!(
         text(&output.stdout).contains("3 succeeded, 0 failed, 0 cancelled, 0 running, 0 pending"),
         "{}",
@@ -293,12 +276,7 @@ retries: {max_attempts: 2}
         text(&output.stdout)
     );
     // Running the file again has nothing to do; the spend is read back from flotilla.db.
-    let again = run_ok(
-        flotilla(&["run", "--workers", "1"])
-            .arg(&file)
-            .arg("--root")
-            .arg(&root),
-    );
+    let again = run_ok(at_root(&root, &["run", "--workers", "1"]).arg(&file));
     assert!(
         text(&again.stdout).contains(", $0.15 spent)"),
         "{}",
@@ -367,16 +345,14 @@ fn edge_cases_give_defined_figures_with_reasons() {
         ("single", "flat"),
     ] {
         let file = write_experiment(dir.path(), &format!("{name}.yaml"), &yaml(name, arms));
-        let output = flotilla(&["run", "--workers", "2"])
+        let output = at_root(&root, &["run", "--workers", "2"])
             .arg(&file)
-            .arg("--root")
-            .arg(&root)
             .output()
             .unwrap();
         assert!(output.status.code().is_some(), "{}", text(&output.stderr));
     }
 
-    let markdown = text(&run_ok(flotilla(&["report", "edges"]).arg("--root").arg(&root)).stdout);
+    let markdown = text(&run_ok(&mut at_root(&root, &["report", "edges"])).stdout);
     for expected in [
         "No values for var-003",
         "Not analysed (values are neither numbers nor booleans): label",
@@ -404,14 +380,10 @@ fn edge_cases_give_defined_figures_with_reasons() {
         );
     }
 
-    let single = text(&run_ok(flotilla(&["report", "single"]).arg("--root").arg(&root)).stdout);
+    let single = text(&run_ok(&mut at_root(&root, &["report", "single"])).stdout);
     assert!(single.contains("0 of 0 pairwise comparisons"), "{single}");
     assert_all_defined(&root.join("single/analysis"));
 
-    run_ok(
-        flotilla(&["compare", "edges", "edges-again"])
-            .arg("--root")
-            .arg(&root),
-    );
+    run_ok(&mut at_root(&root, &["compare", "edges", "edges-again"]));
     assert_all_defined(&root.join("comparisons/edges-vs-edges-again"));
 }
