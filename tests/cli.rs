@@ -572,7 +572,7 @@ metrics:
     let markdown = text(&output.stdout);
     assert!(
         markdown.contains(
-            "var-002 (arm=good) beats var-001 (arm=bad) on score by 10 [7.593, 12.407], Welch"
+            "var-002 (arm=good) beats var-001 (arm=bad) on score by 10 [7.5933, 12.4067], Welch"
         ),
         "{markdown}"
     );

@@ -348,7 +348,7 @@ impl Actor {
         }
         let name = experiment.config.name.clone();
         tokio::task::spawn_blocking(move || {
-            match crate::analysis::write_report(&root, &name, &Default::default()) {
+            match crate::reports::write_report(&root, &name, &Default::default()) {
                 Ok((dir, _)) => {
                     tracing::info!(experiment = name, dir = %dir.display(), "report written")
                 }

@@ -343,17 +343,17 @@ impl proto::control_service_server::ControlService for ControlApi {
         request: Request<proto::ReportRequest>,
     ) -> Result<Response<proto::ReportReply>, Status> {
         let request = request.into_inner();
-        let options = crate::analysis::ReportOptions {
+        let options = flotilla_report::ReportOptions {
             min_effect: (request.min_effect > 0.0).then_some(request.min_effect),
         };
         let root = self.root.clone();
         let (dir, analysis) = tokio::task::spawn_blocking(move || {
             if request.compare_with.is_empty() {
-                crate::analysis::write_report(&root, &request.name, &options)
+                crate::reports::write_report(&root, &request.name, &options)
             } else {
                 let mut names = vec![request.name];
                 names.extend(request.compare_with);
-                crate::analysis::write_comparison(&root, &names, &options)
+                crate::reports::write_comparison(&root, &names, &options)
             }
         })
         .await

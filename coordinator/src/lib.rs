@@ -3,9 +3,9 @@
 //! line talk to. [`start`] is the one entry point, used by the binary and tests.
 
 mod actor;
-pub mod analysis;
 mod grpc;
 mod outputs;
+pub mod reports;
 mod restore;
 pub mod state;
 mod store;

@@ -1,5 +1,5 @@
 //! Everything both Flotilla roles need: the experiment file, variation grids,
-//! run types and their wire form, authentication and errors.
+//! run types, states and their wire form, authentication and errors.
 
 pub mod atomic_file;
 pub mod auth;
@@ -11,7 +11,7 @@ pub mod error;
 pub mod grid;
 pub mod naming;
 pub mod run;
-pub mod stats;
+pub mod status;
 pub mod wire;
 pub mod workdir;
 

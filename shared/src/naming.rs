@@ -38,10 +38,15 @@ pub fn check_experiment_name(name: &str) -> Result<(), String> {
     ))
 }
 
+/// How files and reports name a variation: `var-003` (1-based).
+pub fn variation_name(variation: u32) -> String {
+    format!("var-{variation:03}")
+}
+
 /// The id of a run, and the name of its directory: `var-003-run-007`.
 /// Variation indices and repetitions are 1-based.
 pub fn run_id(variation: u32, repetition: u32) -> String {
-    format!("var-{variation:03}-run-{repetition:03}")
+    format!("{}-run-{repetition:03}", variation_name(variation))
 }
 
 /// Parses `var-003-run-007` back into (variation, repetition).

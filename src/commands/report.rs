@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use flotilla_coordinator::analysis::{write_comparison, write_report, Analysis, ReportOptions};
+use flotilla_coordinator::reports::{write_comparison, write_report};
+use flotilla_report::{Analysis, ReportOptions};
 use flotilla_shared::error::exit_code;
 use flotilla_shared::{proto, Error};
 

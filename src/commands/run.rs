@@ -101,7 +101,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
 
     let ending = ending?;
     progress::print_final(&ending.status);
-    match flotilla_coordinator::analysis::write_report(
+    match flotilla_coordinator::reports::write_report(
         &options.root,
         &config.name,
         &Default::default(),

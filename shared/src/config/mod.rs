@@ -309,10 +309,63 @@ fn yaml_error(file: &str, yaml: &str, error: &serde_saphyr::Error) -> ConfigErro
     }
 }
 
+/// Checks every section of the raw file and builds the validated config.
 fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, ConfigError> {
     check_experiment_name(&raw.name.value).map_err(|m| at.at(&raw.name.referenced, "name", m))?;
+    let timeout_ms = validate_timeout(&raw.run.value.timeout, at)?;
+    let params = validate_params(raw.params, &raw.run.referenced, at)?;
+    let variations = validate_axes(&raw.variations, at)?;
+    let run = validate_run(&raw.run, timeout_ms, &params, &variations, at)?;
+    let runs_per_variation = match &raw.runs_per_variation {
+        None => 1,
+        Some(count) => positive_u32(count, "runs_per_variation", at)?,
+    };
+    let max_parallel = raw
+        .max_parallel
+        .as_ref()
+        .map(|m| positive_u32(m, "max_parallel", at))
+        .transpose()?;
+    let max_attempts = match &raw.retries {
+        None => DEFAULT_MAX_ATTEMPTS,
+        Some(retries) => positive_u32(&retries.max_attempts, "retries.max_attempts", at)?,
+    };
+    let budget = raw
+        .budget
+        .as_ref()
+        .map(|budget| validate_budget(budget, at))
+        .transpose()?;
+    let baseline = match &raw.baseline {
+        None => None,
+        Some(baseline) => {
+            check_baseline(&baseline.value, &variations)
+                .map_err(|m| at.at(&baseline.referenced, "baseline", m))?;
+            Some(baseline.value.clone())
+        }
+    };
+    let metrics = validate_metrics(&raw.metrics, at)?;
+    Ok(ExperimentConfig {
+        name: raw.name.value,
+        description: raw.description.unwrap_or_default(),
+        run,
+        params,
+        variations,
+        runs_per_variation,
+        seed: raw.seed.unwrap_or(DEFAULT_SEED),
+        max_parallel,
+        budget,
+        retries: Retries { max_attempts },
+        continue_on_error: raw.continue_on_error.unwrap_or(true),
+        baseline,
+        metrics,
+    })
+}
 
-    let timeout = match &raw.run.value.timeout {
+/// `run.timeout` in milliseconds (default 10 minutes).
+fn validate_timeout(
+    timeout: &Option<Spanned<String>>,
+    at: &Locator<'_>,
+) -> Result<u64, ConfigError> {
+    let timeout = match timeout {
         None => DEFAULT_TIMEOUT,
         Some(text) => {
             let timeout = parse_duration(&text.value)
@@ -323,18 +376,28 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
             timeout
         }
     };
-    let timeout_ms = timeout.as_millis() as u64;
+    Ok(timeout.as_millis() as u64)
+}
 
+/// `params`: names checked; the location is the run's, as a map's keys carry none.
+fn validate_params(
+    raw: BTreeMap<String, Value>,
+    location: &Location,
+    at: &Locator<'_>,
+) -> Result<BTreeMap<String, Value>, ConfigError> {
     let mut params = BTreeMap::new();
-    for (name, value) in raw.params {
-        check_param_name(&name)
-            .map_err(|m| at.at(&raw.run.referenced, format!("params.{name}"), m))?;
+    for (name, value) in raw {
+        check_param_name(&name).map_err(|m| at.at(location, format!("params.{name}"), m))?;
         params.insert(name, value);
     }
+    Ok(params)
+}
 
+/// `variations`: one axis per parameter, each with distinct values.
+fn validate_axes(raw: &[Spanned<RawAxis>], at: &Locator<'_>) -> Result<Vec<Axis>, ConfigError> {
     let mut variations = Vec::new();
     let mut axis_names = BTreeSet::new();
-    for (index, axis) in raw.variations.iter().enumerate() {
+    for (index, axis) in raw.iter().enumerate() {
         let field = format!("variations[{index}]");
         let param = &axis.value.param;
         check_param_name(&param.value)
@@ -373,111 +436,117 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
             values: values.value.iter().map(|v| v.value.clone()).collect(),
         });
     }
+    Ok(variations)
+}
 
-    let run = match raw.run.value.kind.value.as_str() {
-        "command" => {
-            let Some(command) = &raw.run.value.command else {
-                return Err(at.at(
-                    &raw.run.referenced,
-                    "run.command",
-                    "a command run needs `command`, the program and its arguments as a list, e.g. [\"python3\", \"scenario.py\", \"--rounds\", \"{rounds}\"]",
-                ));
-            };
-            if command.value.is_empty() || command.value[0].value.trim().is_empty() {
-                return Err(at.at(&command.referenced, "run.command", "must name a program to run"));
-            }
-            let mut known: BTreeSet<&str> = params.keys().map(String::as_str).collect();
-            known.extend(axis_names.iter().map(String::as_str));
-            known.extend(BUILTIN_PLACEHOLDERS.iter().copied());
-            for (arg_index, argument) in command.value.iter().enumerate() {
-                placeholders::check(&argument.value, &known)
-                    .map_err(|m| at.at(&argument.referenced, format!("run.command[{arg_index}]"), m))?;
-            }
-            let workdir = raw.run.value.workdir.as_ref().map(|w| w.value.clone()).unwrap_or_else(|| ".".to_string());
-            if workdir.trim().is_empty() {
-                let location = raw.run.value.workdir.as_ref().map(|w| w.referenced).unwrap_or(raw.run.referenced);
-                return Err(at.at(&location, "run.workdir", "must be a directory path, e.g. ."));
-            }
-            RunConfig::Command {
-                command: command.value.iter().map(|a| a.value.clone()).collect(),
-                workdir,
-                timeout_ms,
-            }
-        }
+/// `run`: its kind and what that kind needs.
+fn validate_run(
+    raw: &Spanned<RawRun>,
+    timeout_ms: u64,
+    params: &BTreeMap<String, Value>,
+    axes: &[Axis],
+    at: &Locator<'_>,
+) -> Result<RunConfig, ConfigError> {
+    match raw.value.kind.value.as_str() {
+        "command" => validate_command_run(raw, timeout_ms, params, axes, at),
         "noop" => {
-            if let Some(command) = &raw.run.value.command {
+            if let Some(command) = &raw.value.command {
                 return Err(at.at(&command.referenced, "run.command", "a noop run takes no command; use kind: command"));
             }
-            RunConfig::Noop { timeout_ms }
+            Ok(RunConfig::Noop { timeout_ms })
         }
-        other => {
-            return Err(at.at(
-                &raw.run.value.kind.referenced,
-                "run.kind",
-                format!("unknown run kind '{other}'; valid kinds are command (run a program) and noop (measure overhead)"),
-            ))
-        }
-    };
+        other => Err(at.at(
+            &raw.value.kind.referenced,
+            "run.kind",
+            format!("unknown run kind '{other}'; valid kinds are command (run a program) and noop (measure overhead)"),
+        )),
+    }
+}
 
-    let runs_per_variation = match &raw.runs_per_variation {
-        None => 1,
-        Some(count) => positive_u32(count, "runs_per_variation", at)?,
+fn validate_command_run(
+    raw: &Spanned<RawRun>,
+    timeout_ms: u64,
+    params: &BTreeMap<String, Value>,
+    axes: &[Axis],
+    at: &Locator<'_>,
+) -> Result<RunConfig, ConfigError> {
+    let Some(command) = &raw.value.command else {
+        return Err(at.at(
+            &raw.referenced,
+            "run.command",
+            "a command run needs `command`, the program and its arguments as a list, e.g. [\"python3\", \"scenario.py\", \"--rounds\", \"{rounds}\"]",
+        ));
     };
-    let max_parallel = raw
-        .max_parallel
+    if command.value.is_empty() || command.value[0].value.trim().is_empty() {
+        return Err(at.at(
+            &command.referenced,
+            "run.command",
+            "must name a program to run",
+        ));
+    }
+    let mut known: BTreeSet<&str> = params.keys().map(String::as_str).collect();
+    known.extend(axes.iter().map(|a| a.param.as_str()));
+    known.extend(BUILTIN_PLACEHOLDERS.iter().copied());
+    for (arg_index, argument) in command.value.iter().enumerate() {
+        placeholders::check(&argument.value, &known)
+            .map_err(|m| at.at(&argument.referenced, format!("run.command[{arg_index}]"), m))?;
+    }
+    let workdir = raw
+        .value
+        .workdir
         .as_ref()
-        .map(|m| positive_u32(m, "max_parallel", at))
-        .transpose()?;
-    let max_attempts = match &raw.retries {
-        None => DEFAULT_MAX_ATTEMPTS,
-        Some(retries) => positive_u32(&retries.max_attempts, "retries.max_attempts", at)?,
-    };
+        .map(|w| w.value.clone())
+        .unwrap_or_else(|| ".".to_string());
+    if workdir.trim().is_empty() {
+        let location = raw
+            .value
+            .workdir
+            .as_ref()
+            .map(|w| w.referenced)
+            .unwrap_or(raw.referenced);
+        return Err(at.at(&location, "run.workdir", "must be a directory path, e.g. ."));
+    }
+    Ok(RunConfig::Command {
+        command: command.value.iter().map(|a| a.value.clone()).collect(),
+        workdir,
+        timeout_ms,
+    })
+}
 
-    let budget = match &raw.budget {
-        None => None,
-        Some(budget) => {
-            let total = &budget.value.total_usd;
-            if !(total.value.is_finite() && total.value > 0.0) {
-                return Err(at.at(
-                    &total.referenced,
-                    "budget.total_usd",
-                    "must be a positive number of dollars",
-                ));
-            }
-            if let Some(per_run) = &budget.value.per_run_usd {
-                if !(per_run.value.is_finite()
-                    && per_run.value > 0.0
-                    && per_run.value <= total.value)
-                {
-                    return Err(at.at(
-                        &per_run.referenced,
-                        "budget.per_run_usd",
-                        format!(
-                            "must be a positive number of dollars no larger than total_usd ({})",
-                            total.value
-                        ),
-                    ));
-                }
-            }
-            Some(Budget {
-                total_usd: total.value,
-                per_run_usd: budget.value.per_run_usd.as_ref().map(|p| p.value),
-            })
+fn validate_budget(budget: &Spanned<RawBudget>, at: &Locator<'_>) -> Result<Budget, ConfigError> {
+    let total = &budget.value.total_usd;
+    if !(total.value.is_finite() && total.value > 0.0) {
+        return Err(at.at(
+            &total.referenced,
+            "budget.total_usd",
+            "must be a positive number of dollars",
+        ));
+    }
+    if let Some(per_run) = &budget.value.per_run_usd {
+        if !(per_run.value.is_finite() && per_run.value > 0.0 && per_run.value <= total.value) {
+            return Err(at.at(
+                &per_run.referenced,
+                "budget.per_run_usd",
+                format!(
+                    "must be a positive number of dollars no larger than total_usd ({})",
+                    total.value
+                ),
+            ));
         }
-    };
+    }
+    Ok(Budget {
+        total_usd: total.value,
+        per_run_usd: budget.value.per_run_usd.as_ref().map(|p| p.value),
+    })
+}
 
-    let baseline = match &raw.baseline {
-        None => None,
-        Some(baseline) => {
-            check_baseline(&baseline.value, &variations)
-                .map_err(|m| at.at(&baseline.referenced, "baseline", m))?;
-            Some(baseline.value.clone())
-        }
-    };
-
+fn validate_metrics(
+    raw: &[Spanned<RawMetric>],
+    at: &Locator<'_>,
+) -> Result<Vec<MetricSpec>, ConfigError> {
     let mut metrics = Vec::new();
     let mut metric_names = BTreeSet::new();
-    for (index, metric) in raw.metrics.iter().enumerate() {
+    for (index, metric) in raw.iter().enumerate() {
         let name = &metric.value.name;
         if name.value.trim().is_empty() {
             return Err(at.at(
@@ -509,22 +578,7 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
             goal,
         });
     }
-
-    Ok(ExperimentConfig {
-        name: raw.name.value,
-        description: raw.description.unwrap_or_default(),
-        run,
-        params,
-        variations,
-        runs_per_variation,
-        seed: raw.seed.unwrap_or(DEFAULT_SEED),
-        max_parallel,
-        budget,
-        retries: Retries { max_attempts },
-        continue_on_error: raw.continue_on_error.unwrap_or(true),
-        baseline,
-        metrics,
-    })
+    Ok(metrics)
 }
 
 fn positive_u32(value: &Spanned<i64>, field: &str, at: &Locator<'_>) -> Result<u32, ConfigError> {

@@ -1,7 +1,7 @@
 //! Every statistic against SciPy/NumPy reference values
 //! (tests/fixtures/generate_stats_reference.py), to a relative tolerance of 1e-6.
 
-use flotilla_shared::stats::*;
+use flotilla_report::stats::*;
 use serde_json::Value;
 
 fn reference() -> Value {

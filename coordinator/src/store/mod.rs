@@ -15,6 +15,14 @@ use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use crate::outputs::{self, ResultRow, Summary};
+
+mod columns;
+mod read;
+
+pub use read::{read_experiment, read_experiments};
+
+/// The database file under the experiments root.
+pub const DATABASE_FILE: &str = "flotilla.db";
 use crate::state::{AttemptRecord, RunStatus, VariationEntry};
 
 /// Requests taken into one transaction at most.
@@ -222,7 +230,7 @@ pub struct Opened {
 /// starts the store thread. One process at a time owns a root.
 pub fn open(root: &Path) -> Result<Opened> {
     let root_lock = lock_dir(root, "flotilla.lock", "a coordinator or `flotilla run`")?;
-    let path = root.join("flotilla.db");
+    let path = root.join(DATABASE_FILE);
     let connection =
         Connection::open(&path).map_err(|e| sql(&format!("cannot open {}", path.display()), e))?;
     // WAL with synchronous=NORMAL: a committed transaction survives a crash of

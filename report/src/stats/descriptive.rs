@@ -90,9 +90,21 @@ pub fn wilson_interval(successes: u64, n: u64) -> Option<Interval> {
     let denominator = 1.0 + z * z / n;
     let centre = (p + z * z / (2.0 * n)) / denominator;
     let half = z * ((p * (1.0 - p) / n) + z * z / (4.0 * n * n)).sqrt() / denominator;
+    // With no successes (or no failures) the bound is exactly 0 (or 1);
+    // computed, it comes out as rounding noise such as 1.4e-17.
+    let successes_seen = successes > 0;
+    let failures_seen = p < 1.0;
     Some(Interval {
-        low: (centre - half).max(0.0),
-        high: (centre + half).min(1.0),
+        low: if successes_seen {
+            (centre - half).max(0.0)
+        } else {
+            0.0
+        },
+        high: if failures_seen {
+            (centre + half).min(1.0)
+        } else {
+            1.0
+        },
     })
 }
 
@@ -121,4 +133,21 @@ pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let below = position.floor() as usize;
     let above = position.ceil() as usize;
     sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_bounds_at_the_edges_are_exact() {
+        for n in [1, 3, 7, 20, 1000] {
+            let none = wilson_interval(0, n).unwrap();
+            assert_eq!(none.low, 0.0, "n={n}");
+            assert!(none.high > 0.0 && none.high < 1.0);
+            let all = wilson_interval(n, n).unwrap();
+            assert_eq!(all.high, 1.0, "n={n}");
+            assert!(all.low > 0.0 && all.low < 1.0);
+        }
+    }
 }

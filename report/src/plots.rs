@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::compute::{Analysis, MainEffect};
+use flotilla_shared::grid::value_as_argument;
+
+use crate::analysis::{Analysis, MainEffect};
+use crate::format::number;
 
 /// Cost vs quality of each variation (means), the frontier joined by a line.
 pub fn cost_vs_quality(analysis: &Analysis, metric: &str, goal: &str) -> Option<String> {
@@ -46,25 +49,22 @@ pub fn cost_vs_quality(analysis: &Analysis, metric: &str, goal: &str) -> Option<
         out,
         r##"<polyline points="{plot_left},{plot_top} {plot_left},{plot_bottom} {plot_right},{plot_bottom}" fill="none" stroke="#333"/>"##
     );
-    for step in 0..=4 {
-        let fraction = f64::from(step) / 4.0;
-        let (x_value, y_value) = (
-            xs.min + (xs.max - xs.min) * fraction,
-            ys.min + (ys.max - ys.min) * fraction,
-        );
+    for &x_value in &xs.ticks {
         let _ = writeln!(
             out,
             r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">${}</text>"#,
             x(x_value),
             plot_bottom + 18.0,
-            short(x_value)
+            number(x_value)
         );
+    }
+    for &y_value in &ys.ticks {
         let _ = writeln!(
             out,
             r#"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
             plot_left - 6.0,
             y(y_value) + 4.0,
-            short(y_value)
+            number(y_value)
         );
     }
     let _ = writeln!(
@@ -136,24 +136,45 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64)
 }
 
+/// A value axis that starts and ends on round ticks.
 struct Scale {
     min: f64,
     max: f64,
+    ticks: Vec<f64>,
+}
+
+/// Ticks wanted on an axis, about.
+const TICKS: f64 = 5.0;
+
+/// A step of 1, 2 or 5 times a power of ten giving about `TICKS` ticks over `span`.
+fn round_step(span: f64) -> f64 {
+    let raw = span / TICKS;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let multiple = match raw / magnitude {
+        r if r <= 1.0 => 1.0,
+        r if r <= 2.0 => 2.0,
+        r if r <= 5.0 => 5.0,
+        _ => 10.0,
+    };
+    multiple * magnitude
 }
 
 impl Scale {
+    /// Covers `min..max` with round ticks, the outer ones at or beyond the data.
     fn new(min: f64, max: f64) -> Self {
-        if (max - min).abs() < f64::EPSILON {
-            Scale {
-                min: min - 1.0,
-                max: max + 1.0,
-            }
+        let (min, max) = if (max - min).abs() < f64::EPSILON {
+            (min - 1.0, max + 1.0)
         } else {
-            let pad = (max - min) * 0.05;
-            Scale {
-                min: min - pad,
-                max: max + pad,
-            }
+            (min, max)
+        };
+        let step = round_step(max - min);
+        let (first, last) = ((min / step).floor() as i64, (max / step).ceil() as i64);
+        // Multiples of the step, so that zero is exactly zero.
+        let ticks: Vec<f64> = (first..=last).map(|k| k as f64 * step).collect();
+        Scale {
+            min: ticks[0],
+            max: ticks[ticks.len() - 1],
+            ticks,
         }
     }
 
@@ -167,8 +188,7 @@ impl Scale {
             r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#333"/>"##,
             WIDTH - RIGHT
         );
-        for step in 0..=4 {
-            let value = self.min + (self.max - self.min) * f64::from(step) / 4.0;
+        for &value in &self.ticks {
             let x = self.x(value);
             let _ = writeln!(
                 out,
@@ -179,18 +199,12 @@ impl Scale {
                 out,
                 r#"<text x="{x:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
                 y + 18.0,
-                short(value)
+                number(value)
             );
         }
     }
 }
 
-fn short(value: f64) -> String {
-    let text = format!("{value:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// The label left of a plot row.
 /// Characters of a row label that fit left of the plot at 11 px.
 const LABEL_CHARS: usize = 54;
 
@@ -334,7 +348,7 @@ pub fn main_effect(effect: &MainEffect, goal: &str) -> Option<String> {
         let best = effect.best.as_ref() == Some(&level.value);
         let label = format!(
             "{}{}",
-            flotilla_shared::grid::value_as_argument(&level.value),
+            value_as_argument(&level.value),
             if best { " (best)" } else { "" }
         );
         row_label(&mut out, y, &label);
@@ -372,4 +386,23 @@ pub fn file_name(parts: &[&str]) -> String {
         })
         .collect::<String>()
         + ".svg"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_are_labelled_at_round_values() {
+        let scale = Scale::new(0.259, 2.742);
+        assert_eq!(scale.ticks, vec![0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]);
+        let labels: Vec<String> = Scale::new(-0.013, 0.021)
+            .ticks
+            .iter()
+            .map(|t| number(*t))
+            .collect();
+        assert_eq!(labels, ["-0.02", "-0.01", "0", "0.01", "0.02", "0.03"]);
+        let flat = Scale::new(3.0, 3.0);
+        assert!(flat.min <= 2.0 && flat.max >= 4.0);
+    }
 }

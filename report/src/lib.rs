@@ -1,19 +1,27 @@
-//! Reports (DESIGN §9): `<experiment>/analysis/` with analysis-report.md,
-//! variation-statistics.json, comparisons.json and patterns.json.
+//! Flotilla's reports (ARCHITECTURE.md, "Reports"): `<experiment>/analysis/`
+//! with analysis-report.md, variation-statistics.json, comparisons.json,
+//! patterns.json and plots/*.svg, and `flotilla compare` across experiments.
+//!
+//! The crate reads no database: callers hand it [`ExperimentData`], which the
+//! coordinator's store fills through its read interface.
 
+pub mod analysis;
 mod compare;
-mod compute;
-mod data;
+pub mod data;
+mod format;
 mod plots;
 mod render;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 
 use flotilla_shared::atomic_file::write_atomic;
+use flotilla_shared::status::RunStatus;
 use flotilla_shared::{Error, Result};
 use serde_json::json;
 
-pub use compute::{analyse, normalise_error, Analysis};
+pub use analysis::{analyse, normalise_error, Analysis};
+pub use data::{ExperimentData, ExperimentDataBuilder, RunRecord};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReportOptions {
@@ -21,29 +29,32 @@ pub struct ReportOptions {
     pub min_effect: Option<f64>,
 }
 
-/// Analyses experiment `name` under `root` and writes its analysis directory; returns it.
+/// Analyses an experiment and writes its analysis directory under `root`; returns it.
 pub fn write_report(
     root: &Path,
-    name: &str,
+    data: &ExperimentData,
     options: &ReportOptions,
 ) -> Result<(PathBuf, Analysis)> {
-    let data = data::load(root, name)?;
-    let analysis = compute::analyse(&data, options.min_effect);
-    let dir = root.join(name).join("analysis");
-    write_analysis(&dir, &data, &analysis)?;
+    let analysis = analysis::analyse(data, options.min_effect);
+    let dir = root.join(&data.name).join("analysis");
+    write_analysis(&dir, data, &analysis)?;
     Ok((dir, analysis))
 }
+
+/// Checks the names of a comparison before their experiments are read.
+pub use compare::check_names as check_comparison_names;
 
 /// Puts experiments side by side (`flotilla compare`) and writes the
 /// comparison under `root/comparisons/`; returns the directory.
 pub fn write_comparison(
     root: &Path,
-    names: &[String],
+    experiments: Vec<ExperimentData>,
     options: &ReportOptions,
 ) -> Result<(PathBuf, Analysis)> {
-    let (data, notes) = compare::combine(root, names)?;
-    let mut analysis = compute::analyse(&data, options.min_effect);
-    analysis.compared_experiments = names.to_vec();
+    let names: Vec<String> = experiments.iter().map(|e| e.name.clone()).collect();
+    let (data, notes) = compare::combine(experiments)?;
+    let mut analysis = analysis::analyse(&data, options.min_effect);
+    analysis.compared_experiments = names;
     analysis.notes = notes;
     let dir = root
         .join(flotilla_shared::naming::COMPARISONS_DIR)
@@ -128,25 +139,7 @@ fn write_plots(
             .find(|m| m.name == declared.name)
             .map(|m| m.goal.as_str())
             .unwrap_or("");
-        let index = data.metric_index(&declared.name);
-        let mut values: Vec<Vec<f64>> = vec![Vec::new(); analysis.variations.len()];
-        let position: std::collections::HashMap<u32, usize> = analysis
-            .variations
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.index, i))
-            .collect();
-        for run in data.runs.iter().filter(|r| r.status == "succeeded") {
-            let value = index
-                .and_then(|i| run.metrics.iter().find(|(k, _)| *k == i))
-                .and_then(|(_, v)| v.as_number());
-            if let (Some(value), Some(&slot)) = (value, position.get(&run.variation)) {
-                values[slot].push(value);
-            }
-        }
-        values
-            .iter_mut()
-            .for_each(|list| list.sort_by(f64::total_cmp));
+        let values = sorted_values_by_variation(data, analysis, &declared.name);
         if let Some(svg) = plots::by_variation(analysis, &declared.name, goal, &values) {
             save(
                 format!("{} by variation", declared.name),
@@ -176,4 +169,37 @@ fn write_plots(
         }
     }
     Ok(written)
+}
+
+/// Each variation's values of `metric` in succeeded runs, sorted, in the
+/// order of `analysis.variations`.
+fn sorted_values_by_variation(
+    data: &ExperimentData,
+    analysis: &Analysis,
+    metric: &str,
+) -> Vec<Vec<f64>> {
+    let index = data.metric_index(metric);
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); analysis.variations.len()];
+    let position: std::collections::HashMap<u32, usize> = analysis
+        .variations
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.index, i))
+        .collect();
+    for run in data
+        .runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+    {
+        let value = index
+            .and_then(|i| run.metrics.iter().find(|(k, _)| *k == i))
+            .and_then(|(_, v)| v.as_number());
+        if let (Some(value), Some(&slot)) = (value, position.get(&run.variation)) {
+            values[slot].push(value);
+        }
+    }
+    values
+        .iter_mut()
+        .for_each(|list| list.sort_by(f64::total_cmp));
+    values
 }

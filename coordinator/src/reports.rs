@@ -1,0 +1,32 @@
+//! Reports of experiments under a root: the store's read interface feeds the
+//! report crate. Used by the Report RPC, by the automatic report when an
+//! experiment ends, and by `flotilla report --root` on the same machine.
+
+use std::path::{Path, PathBuf};
+
+use flotilla_report::{Analysis, ReportOptions};
+use flotilla_shared::Result;
+
+use crate::store::{read_experiment, read_experiments};
+
+/// Analyses experiment `name` and writes `<root>/<name>/analysis/`; returns that directory.
+pub fn write_report(
+    root: &Path,
+    name: &str,
+    options: &ReportOptions,
+) -> Result<(PathBuf, Analysis)> {
+    let data = read_experiment(root, name)?;
+    flotilla_report::write_report(root, &data, options)
+}
+
+/// Compares the named experiments (`flotilla compare`) and writes the
+/// comparison under `<root>/comparisons/`; returns that directory.
+pub fn write_comparison(
+    root: &Path,
+    names: &[String],
+    options: &ReportOptions,
+) -> Result<(PathBuf, Analysis)> {
+    flotilla_report::check_comparison_names(names)?;
+    let experiments = read_experiments(root, names)?;
+    flotilla_report::write_comparison(root, experiments, options)
+}

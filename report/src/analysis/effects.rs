@@ -1,0 +1,146 @@
+//! Main effects of each axis and the two-way interaction table.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::interval;
+use super::metrics::MetricInfo;
+use super::variations::Values;
+use crate::data::ExperimentData;
+use crate::stats;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Level {
+    pub value: Value,
+    pub n: usize,
+    pub mean: f64,
+    pub ci95_t: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MainEffect {
+    pub axis: String,
+    pub metric: String,
+    pub levels: Vec<Level>,
+    pub best: Option<Value>,
+    /// Largest minus smallest level mean.
+    pub spread: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Interaction {
+    pub metric: String,
+    pub rows_axis: String,
+    pub columns_axis: String,
+    pub rows: Vec<Value>,
+    pub columns: Vec<Value>,
+    /// `means[r][c]`: mean over the runs with row level r and column level c; `None` without values.
+    pub means: Vec<Vec<Option<f64>>>,
+}
+
+pub fn main_effects(
+    data: &ExperimentData,
+    metrics: &[MetricInfo],
+    values: &Values<'_>,
+) -> Vec<MainEffect> {
+    let mut effects = Vec::new();
+    for axis in &data.design.axes {
+        for metric in metrics {
+            let mut levels = Vec::new();
+            for level in &axis.values {
+                let list: Vec<f64> = data
+                    .variations
+                    .iter()
+                    .filter(|v| v.axis_values.get(&axis.param) == Some(level))
+                    .filter_map(|v| values.get(&(v.index, metric.name.as_str())))
+                    .flat_map(|by_repetition| by_repetition.values().copied())
+                    .collect();
+                if let Some(description) = stats::describe(&list) {
+                    levels.push(Level {
+                        value: level.clone(),
+                        n: description.n,
+                        mean: description.mean,
+                        ci95_t: interval(description.t_ci),
+                    });
+                }
+            }
+            let best = levels
+                .iter()
+                .max_by(|x, y| {
+                    let order = x.mean.total_cmp(&y.mean);
+                    if metric.higher_is_better() {
+                        order
+                    } else {
+                        order.reverse()
+                    }
+                })
+                .map(|l| l.value.clone());
+            let means: Vec<f64> = levels.iter().map(|l| l.mean).collect();
+            let spread = means.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                - means.iter().copied().fold(f64::INFINITY, f64::min);
+            effects.push(MainEffect {
+                axis: axis.param.clone(),
+                metric: metric.name.clone(),
+                best,
+                spread: if spread.is_finite() { spread } else { 0.0 },
+                levels,
+            });
+        }
+    }
+    effects
+}
+
+/// The two-way table for the pair of axes whose main effects on the first
+/// metric spread the most.
+pub fn interaction(
+    data: &ExperimentData,
+    metrics: &[MetricInfo],
+    values: &Values<'_>,
+    effects: &[MainEffect],
+) -> Option<Interaction> {
+    let metric = metrics.first()?;
+    let mut axes: Vec<&MainEffect> = effects.iter().filter(|e| e.metric == metric.name).collect();
+    if axes.len() < 2 {
+        return None;
+    }
+    axes.sort_by(|a, b| b.spread.total_cmp(&a.spread));
+    let (rows_axis, columns_axis) = (&axes[0].axis, &axes[1].axis);
+    let levels = |axis: &str| {
+        data.design
+            .axes
+            .iter()
+            .find(|a| a.param == axis)
+            .map(|a| a.values.clone())
+            .unwrap_or_default()
+    };
+    let (rows, columns) = (levels(rows_axis), levels(columns_axis));
+    let means = rows
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|column| {
+                    let cell: Vec<f64> = data
+                        .variations
+                        .iter()
+                        .filter(|v| {
+                            v.axis_values.get(rows_axis) == Some(row)
+                                && v.axis_values.get(columns_axis) == Some(column)
+                        })
+                        .filter_map(|v| values.get(&(v.index, metric.name.as_str())))
+                        .flat_map(|by_repetition| by_repetition.values().copied())
+                        .collect();
+                    (!cell.is_empty()).then(|| cell.iter().sum::<f64>() / cell.len() as f64)
+                })
+                .collect()
+        })
+        .collect();
+    Some(Interaction {
+        metric: metric.name.clone(),
+        rows_axis: rows_axis.clone(),
+        columns_axis: columns_axis.clone(),
+        rows,
+        columns,
+        means,
+    })
+}

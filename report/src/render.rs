@@ -1,0 +1,453 @@
+//! analysis-report.md, for people: one function per section, in the order
+//! they appear.
+
+use std::fmt::Write as _;
+
+use flotilla_shared::grid::value_as_argument;
+
+use crate::analysis::{Analysis, Comparison, MetricGoal, MetricInfo, MetricKind, PowerTest};
+use crate::format::{interval, money, number, optional, percent};
+
+/// `plots`: (title, path relative to analysis/) of the plots to embed.
+pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
+    let mut out = String::new();
+    title(&mut out, analysis);
+    summary(&mut out, analysis);
+    experiments_overall(&mut out, analysis);
+    for metric in &analysis.metrics {
+        metric_section(&mut out, analysis, metric);
+    }
+    main_effects(&mut out, analysis);
+    interaction(&mut out, analysis);
+    failure_modes(&mut out, analysis);
+    cost_efficiency(&mut out, analysis);
+    power(&mut out, analysis);
+    plots_section(&mut out, plots);
+    out
+}
+
+fn title(out: &mut String, analysis: &Analysis) {
+    if analysis.compared_experiments.is_empty() {
+        let _ = writeln!(out, "# Analysis of `{}`\n", analysis.experiment);
+    } else {
+        let names: Vec<String> = analysis
+            .compared_experiments
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect();
+        let _ = writeln!(out, "# Comparison of {}\n", names.join(", "));
+    }
+    if analysis.partial {
+        let _ = writeln!(
+            out,
+            "> **Partial results.** The experiment is `{}`: these figures cover only the runs finished so far.\n",
+            analysis.state
+        );
+    }
+}
+
+fn summary(out: &mut String, analysis: &Analysis) {
+    let (succeeded, failed): (u64, u64) = analysis
+        .variations
+        .iter()
+        .fold((0, 0), |(s, f), v| (s + v.succeeded, f + v.failed));
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(
+        out,
+        "- State: {}; {} runs in {} variations: {} succeeded, {} failed.",
+        analysis.state,
+        analysis.total_runs,
+        analysis.variations.len(),
+        succeeded,
+        failed
+    );
+    for note in &analysis.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if let Some(baseline) = &analysis.baseline {
+        let _ = writeln!(out, "- Baseline: {baseline}.");
+    }
+    for metric in &analysis.metrics {
+        if let Some((name, mean)) = best_variation(analysis, metric) {
+            let _ = writeln!(
+                out,
+                "- Best on **{}** ({}): {name} with mean {}.",
+                metric.name,
+                metric.goal.as_str(),
+                number(mean)
+            );
+        }
+    }
+    let significant = analysis
+        .comparisons
+        .iter()
+        .filter(|c| c.significant)
+        .count();
+    let _ = writeln!(
+        out,
+        "- {} of {} pairwise comparisons are significant after Holm's correction (α = 0.05).",
+        significant,
+        analysis.comparisons.len()
+    );
+    if !analysis.skipped_metrics.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Not analysed (values are neither numbers nor booleans): {}.",
+            analysis.skipped_metrics.join(", ")
+        );
+    }
+    if analysis.has_cost {
+        let total: f64 = analysis
+            .variations
+            .iter()
+            .filter_map(|v| v.cost.as_ref())
+            .map(|c| c.total_usd)
+            .sum();
+        let _ = writeln!(
+            out,
+            "- Cost: {} in total (see Cost efficiency).\n",
+            money(total)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "- Cost: no run reported a cost (`cost_usd`), so there is no cost analysis.\n"
+        );
+    }
+}
+
+/// `flotilla compare`: each pair of experiments over all matched variations.
+fn experiments_overall(out: &mut String, analysis: &Analysis) {
+    if analysis.pooled_comparisons.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Experiments overall\n");
+    let _ = writeln!(
+        out,
+        "Each pair of experiments over all matched variations; runs pair up when they have the same parameters and seed. Holm's correction per metric.\n"
+    );
+    for comparison in &analysis.pooled_comparisons {
+        let _ = writeln!(out, "- {}{}", comparison.verdict, power_note(comparison));
+    }
+    let _ = writeln!(out);
+}
+
+/// One metric: its ranking table and its comparisons.
+fn metric_section(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
+    let _ = writeln!(
+        out,
+        "## {} ({}, {})\n",
+        metric.name,
+        metric.goal.as_str(),
+        match metric.kind {
+            MetricKind::Numeric => "numeric",
+            MetricKind::Boolean => "boolean: rates",
+        }
+    );
+    ranking_table(out, analysis, metric);
+    comparisons(out, analysis, metric);
+}
+
+fn ranking_table(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
+    let _ = writeln!(out, "| rank | variation | n | mean | 95% CI (t) | 95% CI (bootstrap) | median | std | min | max | failure rate |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let mut rows: Vec<_> = analysis
+        .variations
+        .iter()
+        .filter_map(|v| v.metrics.get(&metric.name).map(|m| (v, m)))
+        .collect();
+    rows.sort_by(|(_, x), (_, y)| {
+        let order = y.mean.total_cmp(&x.mean);
+        if metric.higher_is_better() {
+            order
+        } else {
+            order.reverse()
+        }
+    });
+    for (rank, (variation, figures)) in rows.iter().enumerate() {
+        let (mean, ci) = match metric.kind {
+            MetricKind::Boolean => (
+                figures.rate.map(percent).unwrap_or_default(),
+                interval(figures.rate_ci95_wilson),
+            ),
+            MetricKind::Numeric => (number(figures.mean), interval(figures.ci95_t)),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            rank + 1,
+            variation.name,
+            variation.label,
+            figures.n,
+            mean,
+            ci,
+            interval(figures.ci95_bootstrap),
+            number(figures.median),
+            optional(figures.std),
+            number(figures.min),
+            number(figures.max),
+            variation
+                .failure_rate
+                .map(percent)
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
+    let missing: Vec<String> = analysis
+        .variations
+        .iter()
+        .filter(|v| !v.metrics.contains_key(&metric.name))
+        .map(|v| v.name.clone())
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNo values for {} (no succeeded run reported {}).",
+            missing.join(", "),
+            metric.name
+        );
+    }
+}
+
+/// Significant and baseline comparisons in words; the others counted.
+fn comparisons(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
+    let _ = writeln!(out, "\n### Comparisons\n");
+    // A comparison of experiments has few pairs, each of interest.
+    let comparing = !analysis.compared_experiments.is_empty();
+    let (mut not_significant, mut untested) = (0, 0);
+    for comparison in analysis
+        .comparisons
+        .iter()
+        .filter(|c| c.metric == metric.name)
+    {
+        if comparison.significant || comparison.against_baseline || comparing {
+            let _ = writeln!(out, "- {}{}", comparison.verdict, power_note(comparison));
+        } else if comparison.primary_p.is_none() {
+            untested += 1;
+        } else {
+            not_significant += 1;
+        }
+    }
+    if not_significant > 0 {
+        let _ = writeln!(
+            out,
+            "- {not_significant} other pair(s) show no significant difference (see comparisons.json)."
+        );
+    }
+    if untested > 0 {
+        let _ = writeln!(
+            out,
+            "- {untested} other pair(s) could not be tested: too few values, or values that do not vary (each pair's reason is in comparisons.json)."
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn main_effects(out: &mut String, analysis: &Analysis) {
+    if analysis.main_effects.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Main effects\n");
+    let _ = writeln!(
+        out,
+        "Mean of each axis level over all variations that have it.\n"
+    );
+    let _ = writeln!(out, "| axis | metric | level | n | mean | 95% CI | best |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for effect in &analysis.main_effects {
+        for level in &effect.levels {
+            let best = if effect.best.as_ref() == Some(&level.value) {
+                "★"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                effect.axis,
+                effect.metric,
+                value_as_argument(&level.value),
+                level.n,
+                number(level.mean),
+                interval(level.ci95_t),
+                best
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
+fn interaction(out: &mut String, analysis: &Analysis) {
+    let Some(table) = &analysis.interaction else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "## Interaction: {} × {} on {}\n\nMean {} in each cell (rows: {}, columns: {}). Rows that are not parallel mean the axes interact.\n",
+        table.rows_axis, table.columns_axis, table.metric, table.metric, table.rows_axis, table.columns_axis
+    );
+    let header: Vec<String> = table.columns.iter().map(value_as_argument).collect();
+    let _ = writeln!(out, "| {} | {} |", table.rows_axis, header.join(" | "));
+    let _ = writeln!(out, "| --- |{}", " --- |".repeat(header.len()));
+    for (row, means) in table.rows.iter().zip(&table.means) {
+        let cells: Vec<String> = means.iter().map(|m| optional(*m)).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} |",
+            value_as_argument(row),
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn failure_modes(out: &mut String, analysis: &Analysis) {
+    let _ = writeln!(out, "## Failure modes\n");
+    if analysis.failure_modes.is_empty() {
+        let _ = writeln!(out, "No run failed for good.\n");
+        return;
+    }
+    let _ = writeln!(out, "| count | signature | variations | example |");
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    for mode in &analysis.failure_modes {
+        let variations: Vec<String> = mode
+            .per_variation
+            .iter()
+            .map(|(v, c)| format!("{v}: {c}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | {} |",
+            mode.count,
+            mode.signature.replace('|', "\\|"),
+            variations.join(", "),
+            mode.example_run
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn cost_efficiency(out: &mut String, analysis: &Analysis) {
+    let _ = writeln!(out, "## Cost efficiency\n");
+    if !analysis.has_cost {
+        let _ = writeln!(
+            out,
+            "No run reported a cost. Runs that report `cost_usd` in their metrics get cost per run, per success, runs per dollar and the cost–quality frontier here.\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| variation | runs with cost | total | mean per run | 95% CI | per success | runs per $ |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    for variation in &analysis.variations {
+        let Some(cost) = &variation.cost else {
+            let _ = writeln!(
+                out,
+                "| {} {} | 0 | — | — | — | — | — |",
+                variation.name, variation.label
+            );
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} {} | {} | {} | {} | {} | {} | {} |",
+            variation.name,
+            variation.label,
+            cost.runs_with_cost,
+            money(cost.total_usd),
+            money(cost.mean_per_run_usd),
+            interval(cost.mean_per_run_ci95_t),
+            cost.per_success_usd
+                .map(money)
+                .unwrap_or_else(|| "—".into()),
+            optional(cost.runs_per_dollar),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nCost–quality frontier: the variations that no other one matches or beats on both mean cost per run and mean quality.\n"
+    );
+    for frontier in &analysis.cost_frontiers {
+        let _ = writeln!(
+            out,
+            "- {}: {} (cheapest first)",
+            frontier.metric,
+            frontier.variations.join(", ")
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn power(out: &mut String, analysis: &Analysis) {
+    let _ = writeln!(out, "## Power\n");
+    let underpowered = analysis
+        .comparisons
+        .iter()
+        .filter(|c| c.underpowered)
+        .count();
+    let _ = writeln!(
+        out,
+        "{underpowered} of {} comparisons are underpowered: the observed difference would need more runs per variation to be detected with power 0.8 at α = 0.05 (two-sided; paired t-test with d_z when runs pair up by seed, two-sample t-test with Cohen's d otherwise, z-test of rates with Cohen's h for booleans).",
+        analysis.comparisons.len()
+    );
+    if let (Some(min_effect), Some((two_sample, paired))) =
+        (analysis.min_effect, analysis.runs_needed_for_min_effect)
+    {
+        let runs = |n: Option<u64>| {
+            n.map(|n| format!("{n} runs per variation"))
+                .unwrap_or_else(|| "more than 10^9 runs".into())
+        };
+        let _ = writeln!(
+            out,
+            "\nTo detect a difference of {min_effect} standard deviations: {} with independent runs, {} when runs pair up by seed (deviation of the paired differences).",
+            runs(two_sample),
+            runs(paired)
+        );
+    }
+}
+
+fn plots_section(out: &mut String, plots: &[(String, String)]) {
+    if plots.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Plots\n");
+    for (title, path) in plots {
+        let _ = writeln!(out, "### {title}\n\n![{title}]({path})\n");
+    }
+}
+
+fn power_note(comparison: &Comparison) -> String {
+    match (comparison.underpowered, comparison.runs_needed) {
+        (true, Some(needed)) => {
+            let kind = if comparison.power_test == PowerTest::PairedT {
+                " (paired by seed)"
+            } else {
+                ""
+            };
+            format!(" — underpowered: about {needed} runs per variation{kind} would detect this difference")
+        }
+        _ => String::new(),
+    }
+}
+
+fn best_variation(analysis: &Analysis, metric: &MetricInfo) -> Option<(String, f64)> {
+    analysis
+        .variations
+        .iter()
+        .filter_map(|v| {
+            v.metrics
+                .get(&metric.name)
+                .map(|m| (v.name.clone(), m.mean))
+        })
+        .max_by(|x, y| {
+            if metric.goal == MetricGoal::Minimize {
+                y.1.total_cmp(&x.1)
+            } else {
+                x.1.total_cmp(&y.1)
+            }
+        })
+}
