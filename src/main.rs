@@ -300,15 +300,15 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Submit(args) => {
             commands::init_logging("warn");
             let target = target(args.coordinator);
-            commands::client::submit(&target, &args.file, args.wait, args.retry_failed).await
+            commands::control::submit(&target, &args.file, args.wait, args.retry_failed).await
         }
         Command::Status(args) => {
             commands::init_logging("warn");
-            commands::client::status(&target(args.coordinator), args.name, args.json).await
+            commands::control::status(&target(args.coordinator), args.name, args.json).await
         }
         Command::Ls(args) => {
             commands::init_logging("warn");
-            commands::client::list(&target(args.coordinator), args.json).await
+            commands::control::list(&target(args.coordinator), args.json).await
         }
         Command::Report(args) => {
             commands::init_logging("warn");
@@ -320,7 +320,7 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Cancel(args) => {
             commands::init_logging("warn");
-            commands::client::cancel(&target(args.coordinator), args.name, args.kill).await
+            commands::control::cancel(&target(args.coordinator), args.name, args.kill).await
         }
     };
     match outcome {

@@ -71,8 +71,8 @@ async fn noop_sweep_through_two_workers_is_durable() {
         .unwrap()
         .into_inner();
     assert_eq!(
-        (reply.outcome.as_str(), reply.total_runs),
-        ("created", 2000)
+        (reply.outcome(), reply.total_runs),
+        (proto::SubmitOutcome::Created, 2000)
     );
 
     let mut stream = client
@@ -91,7 +91,7 @@ async fn noop_sweep_through_two_workers_is_durable() {
         last = reply.experiments.into_iter().next();
     }
     let last = last.unwrap();
-    assert_eq!(last.state, "completed");
+    assert_eq!(last.state(), proto::ExperimentState::Completed);
     assert_eq!(last.counts.unwrap().succeeded, 2000);
 
     let status = client

@@ -8,21 +8,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::clock::now_ms;
-use flotilla_shared::proto;
-use flotilla_shared::proto::coordinator_message::Kind as ToWorker;
-use flotilla_shared::run::{RunKey, RunResult};
+use flotilla_shared::protocol::{RunningLease, ToWorker};
+use flotilla_shared::run::RunResult;
+use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::outputs::Summary;
-use crate::state::{Outbox, Persist, State, Submission, SubmitOutcome};
-use crate::store::{ExperimentRow, StoreHandle, Write};
-use crate::views;
+use crate::state::{Outbox, Persist, RunStatus, State, StopReason, Submission, Submitted};
+use crate::store::{ExperimentRow, OnCommit, StoreHandle, Write};
+use crate::views::{self, StatusView};
 
 /// Messages to one worker's stream.
-pub type WorkerSender = mpsc::UnboundedSender<Result<proto::CoordinatorMessage, Status>>;
+pub type WorkerSender = mpsc::UnboundedSender<ToWorker>;
 
 /// How often leases are checked and summaries rewritten.
 const TICK: Duration = Duration::from_millis(500);
@@ -42,7 +41,7 @@ enum Msg {
     WorkerHello {
         name: String,
         slots: u32,
-        running: Vec<(u64, RunKey, u32)>,
+        running: Vec<RunningLease>,
         outbound: WorkerSender,
         reply: oneshot::Sender<Result<u64>>,
     },
@@ -58,11 +57,11 @@ enum Msg {
     Submit {
         submission: Box<Submission>,
         workdir_bundle: Option<(String, Vec<u8>)>,
-        reply: oneshot::Sender<Result<SubmitOutcome>>,
+        reply: oneshot::Sender<Result<Submitted>>,
     },
     Status {
         name: Option<String>,
-        reply: oneshot::Sender<Result<proto::StatusReply>>,
+        reply: oneshot::Sender<Result<StatusView>>,
     },
     Cancel {
         name: String,
@@ -92,7 +91,7 @@ impl CoordinatorHandle {
         &self,
         name: String,
         slots: u32,
-        running: Vec<(u64, RunKey, u32)>,
+        running: Vec<RunningLease>,
         outbound: WorkerSender,
     ) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
@@ -124,7 +123,7 @@ impl CoordinatorHandle {
         &self,
         submission: Submission,
         workdir_bundle: Option<(String, Vec<u8>)>,
-    ) -> Result<SubmitOutcome> {
+    ) -> Result<Submitted> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Msg::Submit {
@@ -136,7 +135,7 @@ impl CoordinatorHandle {
         answer.await.map_err(|_| gone())?
     }
 
-    pub async fn status(&self, name: Option<String>) -> Result<proto::StatusReply> {
+    pub async fn status(&self, name: Option<String>) -> Result<StatusView> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Msg::Status { name, reply })
@@ -220,9 +219,8 @@ impl Actor {
         }
     }
 
+    /// One method per message.
     fn handle(&mut self, message: Msg) {
-        let mut outbox = Outbox::default();
-        let mut ack: Option<(Arc<str>, Vec<u64>)> = None;
         match message {
             Msg::WorkerHello {
                 name,
@@ -231,75 +229,19 @@ impl Actor {
                 outbound,
                 reply,
             } => {
-                match self.state.worker_connected(
-                    &name,
-                    slots,
-                    running,
-                    Instant::now(),
-                    &mut outbox,
-                ) {
-                    Ok(session) => {
-                        let name: Arc<str> = self
-                            .state
-                            .workers
-                            .get_key_value(name.as_str())
-                            .map(|(k, _)| k.clone())
-                            .expect("just connected");
-                        self.outbound.insert(name, (session, outbound));
-                        let _ = reply.send(Ok(session));
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                }
+                let _ = reply.send(self.on_worker_hello(&name, slots, running, outbound));
             }
             Msg::Worker {
                 name,
                 session,
                 event,
-            } => {
-                if !self.is_current(&name, session) {
-                    // Results are not acknowledged: the worker resends them on its current connection.
-                    debug!(worker = %name, "message from a replaced connection, ignored");
-                    return;
-                }
-                self.state.worker_seen(&name, session, Instant::now());
-                if let WorkerEvent::Results(results) = event {
-                    let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
-                    self.state
-                        .apply_results(&name, results, now_ms(), &mut outbox);
-                    ack = Some((name, lease_ids));
-                }
-            }
-            Msg::WorkerGone { name, session } => {
-                if self.is_current(&name, session) {
-                    self.outbound.remove(&name);
-                }
-                self.state.worker_disconnected(&name, session);
-            }
+            } => self.on_worker_event(name, session, event),
+            Msg::WorkerGone { name, session } => self.on_worker_gone(&name, session),
             Msg::Submit {
                 submission,
                 workdir_bundle,
                 reply,
-            } => {
-                if let Some((hash, bundle)) = workdir_bundle {
-                    self.store
-                        .write(vec![Write::Workdir { hash, bundle }], None);
-                }
-                match self.state.submit(*submission, now_ms(), &mut outbox) {
-                    Ok(outcome) => {
-                        let on_commit: crate::store::OnCommit = Box::new(move || {
-                            let _ = reply.send(Ok(outcome));
-                        });
-                        self.carry_out(outbox, Some(on_commit));
-                        self.schedule();
-                        return;
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                }
-            }
+            } => self.on_submit(*submission, workdir_bundle, reply),
             Msg::Status { name, reply } => {
                 let _ = reply.send(views::status(&self.state, name.as_deref()));
             }
@@ -307,22 +249,9 @@ impl Actor {
                 name,
                 kill_running,
                 reply,
-            } => match self.state.by_name.get(&name).copied() {
-                Some(index) => {
-                    let count = self.state.stop_experiment(
-                        index,
-                        crate::state::StopReason::Cancelled,
-                        kill_running,
-                        &mut outbox,
-                    );
-                    let _ = reply.send(Ok(count));
-                }
-                None => {
-                    let _ = reply.send(Err(Error::NotFound(format!(
-                        "no experiment named '{name}'"
-                    ))));
-                }
-            },
+            } => {
+                let _ = reply.send(self.on_cancel(&name, kill_running));
+            }
             Msg::Finalized { index } => {
                 self.state.finalized(index, now_ms());
                 self.report(index);
@@ -332,9 +261,93 @@ impl Actor {
                     reply.send(self.state.workers.values().filter(|w| w.connected).count() as u32);
             }
         }
-        let on_commit = ack.map(|(name, lease_ids)| self.ack_after_commit(&name, lease_ids));
-        self.carry_out(outbox, on_commit);
         self.schedule();
+    }
+
+    fn on_worker_hello(
+        &mut self,
+        name: &str,
+        slots: u32,
+        running: Vec<RunningLease>,
+        outbound: WorkerSender,
+    ) -> Result<u64> {
+        let mut outbox = Outbox::default();
+        let session =
+            self.state
+                .worker_connected(name, slots, running, Instant::now(), &mut outbox)?;
+        let name: Arc<str> = self
+            .state
+            .workers
+            .get_key_value(name)
+            .map(|(k, _)| k.clone())
+            .expect("just connected");
+        self.outbound.insert(name, (session, outbound));
+        self.carry_out(outbox, None);
+        Ok(session)
+    }
+
+    fn on_worker_event(&mut self, name: Arc<str>, session: u64, event: WorkerEvent) {
+        if !self.is_current(&name, session) {
+            // Results are not acknowledged: the worker resends them on its current connection.
+            debug!(worker = %name, "message from a replaced connection, ignored");
+            return;
+        }
+        self.state.worker_seen(&name, session, Instant::now());
+        if let WorkerEvent::Results(results) = event {
+            let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
+            let mut outbox = Outbox::default();
+            self.state
+                .apply_results(&name, results, now_ms(), &mut outbox);
+            let ack = self.ack_after_commit(&name, lease_ids);
+            self.carry_out(outbox, Some(ack));
+        }
+    }
+
+    fn on_worker_gone(&mut self, name: &Arc<str>, session: u64) {
+        if self.is_current(name, session) {
+            self.outbound.remove(name);
+        }
+        self.state.worker_disconnected(name, session);
+    }
+
+    /// The submitter hears back once the experiment's rows are committed.
+    fn on_submit(
+        &mut self,
+        submission: Submission,
+        workdir_bundle: Option<(String, Vec<u8>)>,
+        reply: oneshot::Sender<Result<Submitted>>,
+    ) {
+        if let Some((hash, bundle)) = workdir_bundle {
+            self.store
+                .write(vec![Write::Workdir { hash, bundle }], None);
+        }
+        let mut outbox = Outbox::default();
+        match self.state.submit(submission, now_ms(), &mut outbox) {
+            Ok(submitted) => {
+                let on_commit: OnCommit = Box::new(move || {
+                    let _ = reply.send(Ok(submitted));
+                });
+                self.carry_out(outbox, Some(on_commit));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn on_cancel(&mut self, name: &str, kill_running: bool) -> Result<u64> {
+        let index = self
+            .state
+            .by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NotFound(format!("no experiment named '{name}'")))?;
+        let mut outbox = Outbox::default();
+        let count =
+            self.state
+                .stop_experiment(index, StopReason::Cancelled, kill_running, &mut outbox);
+        self.carry_out(outbox, None);
+        Ok(count)
     }
 
     /// Writes the experiment's report off the actor's thread: it reads every run back.
@@ -364,14 +377,13 @@ impl Actor {
             .is_some_and(|w| w.session == session)
     }
 
-    /// Results are acknowledged only once their writes are committed (DESIGN §7.2).
-    fn ack_after_commit(&self, name: &Arc<str>, lease_ids: Vec<u64>) -> crate::store::OnCommit {
+    /// Results are acknowledged only once their writes are committed
+    /// (ARCHITECTURE.md, invariants 2 and 4).
+    fn ack_after_commit(&self, name: &Arc<str>, lease_ids: Vec<u64>) -> OnCommit {
         let sender = self.outbound.get(name).map(|(_, s)| s.clone());
         Box::new(move || {
             if let Some(sender) = sender {
-                let _ = sender.send(Ok(proto::CoordinatorMessage {
-                    kind: Some(ToWorker::Ack(proto::Ack { lease_ids })),
-                }));
+                let _ = sender.send(ToWorker::Ack(lease_ids));
             }
         })
     }
@@ -396,7 +408,7 @@ impl Actor {
                 .filter(|e| !e.state.is_final() && e.finalizing.is_none())
                 .map(|e| Write::Summary {
                     dir: e.dir.clone(),
-                    summary: summary(e, e.state.as_str(), None, now),
+                    summary: summary(e, e.state, None, now),
                 })
                 .collect();
             self.store.write(writes, None);
@@ -421,7 +433,7 @@ impl Actor {
             let running = experiment
                 .runs
                 .iter()
-                .filter(|r| r.status == crate::state::RunStatus::Running)
+                .filter(|r| r.status == RunStatus::Running)
                 .map(|r| (r.variation, r.repetition))
                 .collect();
             writes.push(Write::ResultsCsv {
@@ -435,22 +447,12 @@ impl Actor {
     }
 
     /// Sends what the decisions want sent and queues what they want persisted.
-    fn carry_out(&mut self, outbox: Outbox, on_commit: Option<crate::store::OnCommit>) {
+    fn carry_out(&mut self, outbox: Outbox, on_commit: Option<OnCommit>) {
         for (worker, assignments) in outbox.assignments {
-            let message = proto::CoordinatorMessage {
-                kind: Some(ToWorker::Assign(proto::Assign {
-                    runs: assignments.into_iter().map(Into::into).collect(),
-                })),
-            };
-            self.send_to(&worker, message);
+            self.send_to(&worker, ToWorker::Assign(assignments));
         }
         for (worker, lease_ids) in outbox.cancels {
-            self.send_to(
-                &worker,
-                proto::CoordinatorMessage {
-                    kind: Some(ToWorker::Cancel(proto::Cancel { lease_ids })),
-                },
-            );
+            self.send_to(&worker, ToWorker::Cancel(lease_ids));
         }
         let mut writes: Vec<Write> = outbox
             .persist
@@ -465,7 +467,7 @@ impl Actor {
             writes.push(Write::Finalize {
                 experiment_id: experiment.db_id,
                 dir: experiment.dir.clone(),
-                summary: summary(experiment, final_state.as_str(), Some(now), now),
+                summary: summary(experiment, final_state, Some(now), now),
                 config: Box::new(experiment.config.clone()),
             });
             self.store.write(
@@ -478,10 +480,10 @@ impl Actor {
         self.store.write(writes, on_commit);
     }
 
-    fn send_to(&mut self, worker: &Arc<str>, message: proto::CoordinatorMessage) {
+    fn send_to(&mut self, worker: &Arc<str>, message: ToWorker) {
         match self.outbound.get(worker) {
             Some((_, sender)) => {
-                if sender.send(Ok(message)).is_err() {
+                if sender.send(message).is_err() {
                     warn!(worker = %worker, "worker stream closed; its leases will expire");
                 }
             }
@@ -499,7 +501,7 @@ impl Actor {
                     config_yaml: e.config_yaml.clone(),
                     config_json: e.config.canonical_json(),
                     config_hash: e.hash.clone(),
-                    state: e.state.as_str().to_string(),
+                    state: e.state,
                     workdir_path: e
                         .workdir
                         .as_ref()
@@ -541,13 +543,13 @@ impl Actor {
 
 fn summary(
     experiment: &crate::state::Experiment,
-    state: &str,
+    state: ExperimentState,
     finished_at_ms: Option<i64>,
     now: i64,
 ) -> Summary {
     Summary {
         name: experiment.config.name.clone(),
-        state: state.to_string(),
+        state,
         counts: experiment.counts,
         spent_usd: experiment.spent_usd,
         budget_usd: experiment.config.budget.as_ref().map(|b| b.total_usd),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use flotilla_shared::auth::{tokens_match, TOKEN_METADATA_KEY};
 use flotilla_shared::config::parse_experiment;
 use flotilla_shared::proto;
-use flotilla_shared::proto::worker_message::Kind as FromWorker;
-use flotilla_shared::run::{RunKey, RunResult};
+use flotilla_shared::protocol::{FromWorker, ToWorker, Welcome};
+use flotilla_shared::status::ExperimentState;
 use flotilla_shared::workdir::{bundle_hash, BundleFile};
 use flotilla_shared::Error;
 use prost::Message;
@@ -18,7 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::actor::{CoordinatorHandle, WorkerEvent};
-use crate::state::{Submission, WorkdirRef};
+use crate::state::{Counts, Submission, WorkdirRef};
+use crate::views::{ExperimentView, StatusView, VariationView, WorkerView};
 
 /// How long a new connection may take to say Hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
@@ -56,12 +57,9 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
         let first = tokio::time::timeout(HELLO_DEADLINE, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello within 10 s"))??;
-        let Some(proto::WorkerMessage {
-            kind: Some(FromWorker::Hello(hello)),
-        }) = first
-        else {
+        let Some(Ok(FromWorker::Hello(hello))) = first.map(FromWorker::try_from) else {
             return Err(Status::invalid_argument(
-                "the first message of a worker session must be Hello",
+                "the first message of a worker session must be a valid Hello",
             ));
         };
         if !tokens_match(&self.token, &hello.token) {
@@ -73,28 +71,17 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
                 "Hello needs a worker name and at least one slot",
             ));
         }
-        let mut running = Vec::new();
-        for lease in hello.running {
-            let key: RunKey = lease
-                .run
-                .ok_or_else(|| Status::invalid_argument("RunningLease lacks run"))?
-                .try_into()
-                .map_err(Status::from)?;
-            running.push((lease.lease_id, key, lease.attempt));
-        }
         let (outbound, outbound_stream) = tokio::sync::mpsc::unbounded_channel();
         outbound
-            .send(Ok(proto::CoordinatorMessage {
-                kind: Some(proto::coordinator_message::Kind::Welcome(proto::Welcome {
-                    worker_id: hello.name.clone(),
-                    heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
-                    lease_timeout_ms: self.lease_timeout.as_millis() as u64,
-                })),
+            .send(ToWorker::Welcome(Welcome {
+                worker_id: hello.name.clone(),
+                heartbeat_interval: self.heartbeat_interval,
+                lease_timeout: self.lease_timeout,
             }))
             .expect("receiver is alive");
         let session = self
             .handle
-            .worker_hello(hello.name.clone(), hello.slots, running, outbound)
+            .worker_hello(hello.name.clone(), hello.slots, hello.running, outbound)
             .await
             .map_err(Status::from)?;
         info!(
@@ -125,9 +112,9 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
             info!(worker = %name, "worker disconnected");
             handle.worker_gone(name, session);
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
-            outbound_stream,
-        ))))
+        let messages = UnboundedReceiverStream::new(outbound_stream)
+            .map(|message| Ok(proto::CoordinatorMessage::from(message)));
+        Ok(Response::new(Box::pin(messages)))
     }
 
     async fn fetch_workdir(
@@ -150,21 +137,66 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
 }
 
 fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Error> {
-    Ok(match message.kind {
-        Some(FromWorker::Finished(finished)) => Some(WorkerEvent::Results(
-            finished
-                .results
-                .into_iter()
-                .map(RunResult::try_from)
-                .collect::<Result<Vec<_>, _>>()?,
-        )),
-        Some(FromWorker::Heartbeat(_)) | Some(FromWorker::Progress(_)) => {
-            Some(WorkerEvent::Heartbeat)
-        }
-        Some(FromWorker::Ready(_)) => Some(WorkerEvent::Ready),
-        Some(FromWorker::Hello(_)) => return Err(Error::Protocol("Hello sent twice".into())),
-        None => None,
+    Ok(match FromWorker::try_from(message)? {
+        FromWorker::Finished(results) => Some(WorkerEvent::Results(results)),
+        FromWorker::Heartbeat { .. } | FromWorker::Progress { .. } => Some(WorkerEvent::Heartbeat),
+        FromWorker::Ready { .. } => Some(WorkerEvent::Ready),
+        FromWorker::Hello(_) => return Err(Error::Protocol("Hello sent twice".into())),
     })
+}
+
+fn counts(counts: &Counts) -> proto::StateCounts {
+    proto::StateCounts {
+        pending: counts.pending,
+        running: counts.running,
+        succeeded: counts.succeeded,
+        failed: counts.failed,
+        cancelled: counts.cancelled,
+    }
+}
+
+fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
+    proto::ExperimentStatus {
+        name: view.name,
+        state: proto::ExperimentState::from(view.state).into(),
+        counts: Some(counts(&view.counts)),
+        total_runs: view.counts.total(),
+        variations: view
+            .variations
+            .into_iter()
+            .map(|v: VariationView| proto::VariationStatus {
+                index: v.index,
+                params_json: v.axis_json,
+                counts: Some(counts(&v.counts)),
+            })
+            .collect(),
+        started_at_ms: view.started_at_ms,
+        finished_at_ms: view.finished_at_ms.unwrap_or(0),
+        directory: view.directory,
+        spent_usd: view.spent_usd,
+    }
+}
+
+fn status_reply(view: StatusView) -> proto::StatusReply {
+    proto::StatusReply {
+        experiments: view
+            .experiments
+            .into_iter()
+            .map(experiment_status)
+            .collect(),
+        workers: view
+            .workers
+            .into_iter()
+            .map(|w: WorkerView| proto::WorkerStatus {
+                name: w.name,
+                connected: w.connected,
+                slots: w.slots,
+                running: w.running,
+                finished: w.finished,
+            })
+            .collect(),
+        store_problem: view.store_problem.unwrap_or_default(),
+    }
 }
 
 pub struct ControlApi {
@@ -257,7 +289,7 @@ impl proto::control_service_server::ControlService for ControlApi {
             .unwrap_or_default();
         Ok(Response::new(proto::SubmitReply {
             name,
-            outcome: outcome.outcome.to_string(),
+            outcome: proto::SubmitOutcome::from(outcome.outcome).into(),
             total_runs: outcome.total_runs,
             runs_to_do: outcome.runs_to_do,
             directory,
@@ -270,7 +302,7 @@ impl proto::control_service_server::ControlService for ControlApi {
     ) -> Result<Response<proto::StatusReply>, Status> {
         let name = request.into_inner().name;
         let name = (!name.is_empty()).then_some(name);
-        Ok(Response::new(self.handle.status(name).await?))
+        Ok(Response::new(status_reply(self.handle.status(name).await?)))
     }
 
     async fn list(
@@ -279,7 +311,11 @@ impl proto::control_service_server::ControlService for ControlApi {
     ) -> Result<Response<proto::ListReply>, Status> {
         let status = self.handle.status(None).await?;
         Ok(Response::new(proto::ListReply {
-            experiments: status.experiments,
+            experiments: status
+                .experiments
+                .into_iter()
+                .map(experiment_status)
+                .collect(),
         }))
     }
 
@@ -296,7 +332,7 @@ impl proto::control_service_server::ControlService for ControlApi {
         let handle = self.handle.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut last: Option<proto::StatusReply> = None;
+            let mut last: Option<StatusView> = None;
             let mut interval = tokio::time::interval(WATCH_INTERVAL);
             loop {
                 interval.tick().await;
@@ -310,10 +346,10 @@ impl proto::control_service_server::ControlService for ControlApi {
                 let finished = reply
                     .experiments
                     .first()
-                    .is_some_and(|e| e.state != "running");
+                    .is_some_and(|e| e.state != ExperimentState::Running);
                 if last.as_ref() != Some(&reply) {
                     last = Some(reply.clone());
-                    if sender.send(Ok(reply)).await.is_err() {
+                    if sender.send(Ok(status_reply(reply))).await.is_err() {
                         return;
                     }
                 }

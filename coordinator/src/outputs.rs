@@ -11,7 +11,7 @@ use flotilla_shared::naming::run_id;
 use flotilla_shared::{Error, Result};
 use serde_json::{json, Map, Value};
 
-use crate::state::{AttemptRecord, Counts};
+use crate::state::{AttemptRecord, Counts, ExperimentState, RunStatus};
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
@@ -128,7 +128,7 @@ pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub name: String,
-    pub state: String,
+    pub state: ExperimentState,
     pub counts: Counts,
     pub spent_usd: f64,
     pub budget_usd: Option<f64>,
@@ -173,7 +173,7 @@ pub struct ResultRow {
     pub variation: u32,
     pub repetition: u32,
     pub attempt: u32,
-    pub status: String,
+    pub status: RunStatus,
     pub worker: Option<String>,
     pub duration_s: Option<f64>,
     pub params: Map<String, Value>,
@@ -224,7 +224,7 @@ pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
             row.variation.to_string(),
             row.repetition.to_string(),
             row.attempt.to_string(),
-            row.status.clone(),
+            row.status.to_string(),
             row.worker.clone().unwrap_or_default(),
             row.duration_s
                 .map(|d| format!("{d:.3}"))
@@ -269,7 +269,7 @@ pub fn costs_json(rows: &[ResultRow]) -> String {
     let mut per_run = Map::new();
     for row in rows {
         let entry = by_variation.entry(row.variation).or_default();
-        if row.status == "succeeded" {
+        if row.status == RunStatus::Succeeded {
             entry.2 += 1;
         }
         if let Some(cost) = row.cost_usd {
@@ -337,7 +337,7 @@ mod tests {
             variation: 1,
             repetition: 2,
             attempt: 1,
-            status: "succeeded".into(),
+            status: RunStatus::Succeeded,
             worker: Some("w1".into()),
             duration_s: Some(0.25),
             params,

@@ -1,6 +1,6 @@
 //! Rebuilds the coordinator's state from the database after a (re)start
-//! (DESIGN §7.3): runs that were running when the coordinator stopped are
-//! pending again unless their worker reports them as still running.
+//! (ARCHITECTURE.md, invariant 3): runs that were running when the coordinator
+//! stopped are pending again unless their worker reports them as still running.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::{Error, Result};
 
-use crate::state::{Experiment, ExperimentState, Outbox, RunEntry, RunStatus, State, WorkdirRef};
+use crate::state::{Experiment, Outbox, RunEntry, RunStatus, State, WorkdirRef};
 use crate::store::Loaded;
 
 pub fn restore(
@@ -26,37 +26,32 @@ pub fn restore(
                 row.name
             ))
         })?;
-        let experiment_state =
-            ExperimentState::parse(&row.state).unwrap_or(ExperimentState::Running);
-        let mut experiment = Experiment {
-            db_id: row.id,
-            config,
-            config_yaml: row.config_yaml,
-            hash: row.config_hash,
-            dir: row.dir,
-            workdir: match (row.workdir_path, row.workdir_hash) {
-                (Some(path), Some(hash)) => Some(WorkdirRef {
-                    path: path.into(),
-                    hash,
-                }),
-                _ => None,
-            },
-            state: experiment_state,
-            stopping: None,
-            finalizing: None,
-            variations,
-            runs: Vec::new(),
-            run_slots: Default::default(),
-            pending: Default::default(),
-            counts: Default::default(),
-            spent_usd: row.spent_usd,
-            started_at_ms: row.started_at_ms,
-            finished_at_ms: row.finished_at_ms,
+        let workdir = match (row.workdir_path, row.workdir_hash) {
+            (Some(path), Some(hash)) => Some(WorkdirRef {
+                path: path.into(),
+                hash,
+            }),
+            _ => None,
         };
+        let mut experiment = Experiment::new(
+            row.id,
+            config,
+            row.config_yaml,
+            row.config_hash,
+            row.dir,
+            workdir,
+            variations,
+            row.started_at_ms,
+        );
+        experiment.state = row.state;
+        experiment.spent_usd = row.spent_usd;
+        experiment.finished_at_ms = row.finished_at_ms;
         for run in runs {
-            let status = match RunStatus::parse(&run.status) {
-                Some(RunStatus::Running) | None => RunStatus::Pending,
-                Some(status) => status,
+            // The database never holds `running` (a lease lives in memory
+            // only), but a root written by an older version may.
+            let status = match run.status {
+                RunStatus::Running => RunStatus::Pending,
+                status => status,
             };
             let mut entry = RunEntry::pending(run.variation, run.repetition);
             entry.status = status;

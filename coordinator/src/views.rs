@@ -1,22 +1,51 @@
-//! Read-only projections of the coordinator's state for the control API.
+//! Read-only projections of the coordinator's state for the control API, as
+//! domain types; the gRPC layer converts them to messages.
 
-use flotilla_shared::proto;
+use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 
 use crate::state::{Counts, Experiment, RunStatus, State};
 
-fn counts(counts: &Counts) -> proto::StateCounts {
-    proto::StateCounts {
-        pending: counts.pending,
-        running: counts.running,
-        succeeded: counts.succeeded,
-        failed: counts.failed,
-        cancelled: counts.cancelled,
-    }
+/// One experiment's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentView {
+    pub name: String,
+    pub state: ExperimentState,
+    pub counts: Counts,
+    pub variations: Vec<VariationView>,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub directory: String,
+    pub spent_usd: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariationView {
+    pub index: u32,
+    pub axis_json: String,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    pub name: String,
+    pub connected: bool,
+    pub slots: u32,
+    pub running: u32,
+    pub finished: u64,
+}
+
+/// What `status` answers: experiments, workers, and what keeps results from disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusView {
+    pub experiments: Vec<ExperimentView>,
+    pub workers: Vec<WorkerView>,
+    /// Set while results cannot be written (ARCHITECTURE.md, invariant 4).
+    pub store_problem: Option<String>,
 }
 
 /// An experiment's figures; `detailed` adds per-variation counts.
-pub fn experiment(experiment: &Experiment, detailed: bool) -> proto::ExperimentStatus {
+pub fn experiment(experiment: &Experiment, detailed: bool) -> ExperimentView {
     let variations = if detailed {
         let mut per_variation: Vec<Counts> = vec![Counts::default(); experiment.variations.len()];
         for run in &experiment.runs {
@@ -26,31 +55,30 @@ pub fn experiment(experiment: &Experiment, detailed: bool) -> proto::ExperimentS
             .variations
             .iter()
             .zip(per_variation)
-            .map(|(variation, c)| proto::VariationStatus {
+            .map(|(variation, counts)| VariationView {
                 index: variation.index,
-                params_json: variation.axis_json.clone(),
-                counts: Some(counts(&c)),
+                axis_json: variation.axis_json.clone(),
+                counts,
             })
             .collect()
     } else {
         Vec::new()
     };
     // Until its final files are written, a finishing experiment still reads as running.
-    proto::ExperimentStatus {
+    ExperimentView {
         name: experiment.config.name.clone(),
-        state: experiment.state.as_str().to_string(),
-        counts: Some(counts(&experiment.counts)),
-        total_runs: experiment.counts.total(),
+        state: experiment.state,
+        counts: experiment.counts,
         variations,
         started_at_ms: experiment.started_at_ms,
-        finished_at_ms: experiment.finished_at_ms.unwrap_or(0),
+        finished_at_ms: experiment.finished_at_ms,
         directory: experiment.dir.to_string_lossy().into_owned(),
         spent_usd: experiment.spent_usd,
     }
 }
 
 /// Status of one experiment (with per-variation and per-worker figures) or of all.
-pub fn status(state: &State, name: Option<&str>) -> Result<proto::StatusReply> {
+pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
     let experiments = match name {
         Some(name) => {
             let experiment = state
@@ -71,25 +99,24 @@ pub fn status(state: &State, name: Option<&str>) -> Result<proto::StatusReply> {
         .map(|(worker_name, worker)| {
             let (running, finished) = match selected {
                 Some(index) => {
-                    let runs = &state.experiments[index].runs;
-                    let running = runs
-                        .iter()
-                        .filter(|r| {
-                            r.status == RunStatus::Running
-                                && r.worker.as_deref() == Some(&**worker_name)
-                        })
-                        .count() as u32;
-                    let finished = runs
-                        .iter()
-                        .filter(|r| {
-                            r.status.is_final() && r.worker.as_deref() == Some(&**worker_name)
-                        })
-                        .count() as u64;
-                    (running, finished)
+                    let mine = |status_matches: &dyn Fn(RunStatus) -> bool| {
+                        state.experiments[index]
+                            .runs
+                            .iter()
+                            .filter(|r| {
+                                status_matches(r.status)
+                                    && r.worker.as_deref() == Some(&**worker_name)
+                            })
+                            .count()
+                    };
+                    (
+                        mine(&|s| s == RunStatus::Running) as u32,
+                        mine(&|s| s.is_final()) as u64,
+                    )
                 }
                 None => (worker.leases.len() as u32, worker.finished),
             };
-            proto::WorkerStatus {
+            WorkerView {
                 name: worker_name.to_string(),
                 connected: worker.connected,
                 slots: worker.slots,
@@ -98,8 +125,9 @@ pub fn status(state: &State, name: Option<&str>) -> Result<proto::StatusReply> {
             }
         })
         .collect();
-    Ok(proto::StatusReply {
+    Ok(StatusView {
         experiments,
         workers,
+        store_problem: None,
     })
 }

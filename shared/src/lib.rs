@@ -10,6 +10,7 @@ pub mod duration;
 pub mod error;
 pub mod grid;
 pub mod naming;
+pub mod protocol;
 pub mod run;
 pub mod status;
 pub mod wire;

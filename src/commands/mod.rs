@@ -1,6 +1,8 @@
 //! What each subcommand does; `main.rs` only parses and dispatches.
 
 pub mod client;
+pub mod control;
+pub mod display;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 
 use flotilla_shared::error::exit_code;
 use flotilla_shared::proto;
+use flotilla_shared::status::ExperimentState;
+use flotilla_shared::wire::experiment_state;
 use flotilla_shared::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::client::Client;
+use super::display;
 
 /// How a followed experiment ended.
 pub struct Ending {
@@ -20,36 +23,6 @@ pub struct Ending {
 
 /// Lines are printed this often when stderr is not a terminal.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
-
-pub fn one_line(e: &proto::ExperimentStatus) -> String {
-    let c = e.counts.unwrap_or_default();
-    let end = if e.finished_at_ms > 0 {
-        e.finished_at_ms
-    } else {
-        flotilla_shared::clock::now_ms()
-    };
-    let spent = if e.spent_usd > 0.0 {
-        let dollars = format!("{:.4}", e.spent_usd);
-        format!(
-            ", ${} spent",
-            dollars.trim_end_matches('0').trim_end_matches('.')
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent})",
-        e.name,
-        e.state,
-        e.total_runs,
-        c.succeeded,
-        c.failed,
-        c.cancelled,
-        c.running,
-        c.pending,
-        (end - e.started_at_ms).max(0) as f64 / 1000.0
-    )
-}
 
 /// Streams status until the experiment's state is final. Each message on
 /// `interrupts` (Ctrl+C) escalates: first stop assigning, then stop running runs.
@@ -101,13 +74,13 @@ pub async fn follow(
                         bar.set_position(done);
                         bar.set_message(format!("{} ok, {} failed, {} running", c.succeeded, c.failed, c.running));
                     }
-                    None if last_line.elapsed() >= PLAIN_INTERVAL || experiment.state != "running" => {
+                    None if last_line.elapsed() >= PLAIN_INTERVAL || display::is_final(&experiment)? => {
                         last_line = Instant::now();
-                        eprintln!("{}", one_line(&experiment));
+                        eprintln!("{}", display::one_line(&experiment));
                     }
                     None => {}
                 }
-                let finished = experiment.state != "running";
+                let finished = display::is_final(&experiment)?;
                 latest = Some(experiment);
                 if finished {
                     break;
@@ -137,7 +110,7 @@ pub async fn follow(
 }
 
 pub fn print_final(status: &proto::ExperimentStatus) {
-    println!("{}", one_line(status));
+    println!("{}", display::one_line(status));
     println!("results: {}/results.csv", status.directory);
 }
 
@@ -145,8 +118,8 @@ pub fn exit_code_for(ending: &Ending) -> i32 {
     if ending.interrupted {
         return exit_code::INTERRUPTED;
     }
-    match ending.status.state.as_str() {
-        "completed" => exit_code::OK,
+    match experiment_state(&ending.status) {
+        Ok(ExperimentState::Completed) => exit_code::OK,
         _ => exit_code::EXPERIMENT_FAILED,
     }
 }

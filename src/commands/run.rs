@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use flotilla_coordinator::{CoordinatorConfig, DEFAULT_LEASE_TIMEOUT};
+use flotilla_shared::status::SubmitOutcome;
 use flotilla_shared::Error;
 use flotilla_worker::WorkerConfig;
 use tokio::sync::{mpsc, watch};
@@ -74,10 +75,11 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
         .await
         .map_err(Error::from)?
         .into_inner();
-    if reply.outcome != "created" {
+    let outcome = SubmitOutcome::try_from(reply.outcome())?;
+    if outcome != SubmitOutcome::Created {
         eprintln!(
-            "{}: {} ({} of {} runs to run)",
-            reply.name, reply.outcome, reply.runs_to_do, reply.total_runs
+            "{}: {outcome} ({} of {} runs to run)",
+            reply.name, reply.runs_to_do, reply.total_runs
         );
     }
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_shared::proto;
-use flotilla_shared::proto::coordinator_message::Kind as FromCoordinator;
-use flotilla_shared::proto::worker_message::Kind as ToCoordinator;
+use flotilla_shared::protocol::{FromWorker, Hello, RunningLease, ToWorker};
 use flotilla_shared::run::{Assignment, RunKey, RunResult};
 use flotilla_shared::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
 use crate::connection::CoordinatorLink;
@@ -32,7 +32,7 @@ pub struct Session {
     context: Arc<RunContext>,
     running: HashMap<u64, RunningRun>,
     /// Results sent (or to send) and not yet acknowledged, by lease id.
-    unacked: BTreeMap<u64, proto::RunResult>,
+    unacked: BTreeMap<u64, RunResult>,
     finished_sender: mpsc::UnboundedSender<RunResult>,
     finished: mpsc::UnboundedReceiver<RunResult>,
     heartbeat: Duration,
@@ -110,69 +110,69 @@ impl Session {
         &mut self,
     ) -> Result<(
         tonic::Streaming<proto::CoordinatorMessage>,
-        mpsc::UnboundedSender<proto::WorkerMessage>,
+        mpsc::UnboundedSender<FromWorker>,
     )> {
         let mut client = self.link.worker_client().await?;
         let (outbound, outbound_stream) = mpsc::unbounded_channel();
-        let running = self
-            .running
-            .iter()
-            .map(|(lease_id, run)| proto::RunningLease {
-                lease_id: *lease_id,
-                run: Some(run.key.clone().into()),
-                attempt: run.attempt,
-            })
-            .collect();
-        let hello = proto::Hello {
-            name: self.config.name.clone(),
-            slots: self.config.slots,
-            version: flotilla_shared::VERSION.to_string(),
-            token: self.link.token().to_string(),
-            capabilities: vec!["command".into(), "noop".into()],
-            running,
-        };
         outbound
-            .send(proto::WorkerMessage {
-                kind: Some(ToCoordinator::Hello(hello)),
-            })
+            .send(FromWorker::Hello(self.hello()))
             .expect("receiver alive");
+        let messages =
+            UnboundedReceiverStream::new(outbound_stream).map(proto::WorkerMessage::from);
         let mut inbound = client
-            .connect(UnboundedReceiverStream::new(outbound_stream))
+            .connect(messages)
             .await
             .map_err(Error::from)?
             .into_inner();
-        match inbound.message().await.map_err(Error::from)? {
-            Some(proto::CoordinatorMessage {
-                kind: Some(FromCoordinator::Welcome(welcome)),
-            }) => {
+        let first = inbound.message().await.map_err(Error::from)?;
+        match first.map(ToWorker::try_from) {
+            Some(Ok(ToWorker::Welcome(welcome))) => {
                 info!(
                     coordinator = self.link.address(),
                     worker = self.config.name,
                     slots = self.config.slots,
                     "joined"
                 );
-                self.heartbeat = Duration::from_millis(welcome.heartbeat_interval_ms.max(50));
+                self.heartbeat = welcome.heartbeat_interval.max(Duration::from_millis(50));
             }
             other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
         }
-        // Results the coordinator may not have committed: send them again (DESIGN §7.2).
+        // Results the coordinator may not have committed: send them again
+        // (ARCHITECTURE.md, invariant 2).
         if !self.unacked.is_empty() {
             let results = self.unacked.values().cloned().collect();
-            let _ = outbound.send(proto::WorkerMessage {
-                kind: Some(ToCoordinator::Finished(proto::RunsFinished { results })),
-            });
+            let _ = outbound.send(FromWorker::Finished(results));
         }
-        let free = (self.config.slots as usize).saturating_sub(self.running.len()) as u32;
-        let _ = outbound.send(proto::WorkerMessage {
-            kind: Some(ToCoordinator::Ready(proto::Ready { free_slots: free })),
-        });
+        let free_slots = (self.config.slots as usize).saturating_sub(self.running.len()) as u32;
+        let _ = outbound.send(FromWorker::Ready { free_slots });
         Ok((inbound, outbound))
+    }
+
+    /// Hello names the runs still running from an earlier connection, so that
+    /// the coordinator keeps their leases.
+    fn hello(&self) -> Hello {
+        Hello {
+            name: self.config.name.clone(),
+            slots: self.config.slots,
+            version: flotilla_shared::VERSION.to_string(),
+            token: self.link.token().to_string(),
+            capabilities: vec!["command".into(), "noop".into()],
+            running: self
+                .running
+                .iter()
+                .map(|(lease_id, run)| RunningLease {
+                    lease_id: *lease_id,
+                    run: run.key.clone(),
+                    attempt: run.attempt,
+                })
+                .collect(),
+        }
     }
 
     async fn serve(
         &mut self,
         mut inbound: tonic::Streaming<proto::CoordinatorMessage>,
-        outbound: mpsc::UnboundedSender<proto::WorkerMessage>,
+        outbound: mpsc::UnboundedSender<FromWorker>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Disconnect {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
@@ -180,23 +180,26 @@ impl Session {
         loop {
             tokio::select! {
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => self.on_message(message),
+                    Ok(Some(message)) => match ToWorker::try_from(message) {
+                        Ok(message) => self.on_message(message),
+                        Err(e) => warn!(error = %e, "malformed message from the coordinator, ignored"),
+                    },
                     Ok(None) => return Disconnect::Lost("the coordinator closed the connection".into()),
                     Err(status) => return Disconnect::Lost(status.message().to_string()),
                 },
                 Some(first) = self.finished.recv() => {
-                    // Batch whatever else has finished meanwhile into one message (STYLE §6).
+                    // Batch whatever else has finished meanwhile into one message.
                     let mut results = vec![first];
                     while let Ok(more) = self.finished.try_recv() {
                         results.push(more);
                     }
                     let batch = self.record_finished(results);
-                    if outbound.send(proto::WorkerMessage { kind: Some(ToCoordinator::Finished(proto::RunsFinished { results: batch })) }).is_err() {
+                    if outbound.send(FromWorker::Finished(batch)).is_err() {
                         return Disconnect::Lost("stream closed".into());
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let message = proto::WorkerMessage { kind: Some(ToCoordinator::Heartbeat(proto::Heartbeat { running: self.running.len() as u32 })) };
+                    let message = FromWorker::Heartbeat { running: self.running.len() as u32 };
                     if outbound.send(message).is_err() {
                         return Disconnect::Lost("stream closed".into());
                     }
@@ -206,30 +209,24 @@ impl Session {
         }
     }
 
-    fn record_finished(&mut self, results: Vec<RunResult>) -> Vec<proto::RunResult> {
+    /// Keeps each result until the coordinator acknowledges it.
+    fn record_finished(&mut self, results: Vec<RunResult>) -> Vec<RunResult> {
+        for result in &results {
+            self.running.remove(&result.lease_id);
+            self.unacked.insert(result.lease_id, result.clone());
+        }
         results
-            .into_iter()
-            .map(|result| {
-                self.running.remove(&result.lease_id);
-                let message: proto::RunResult = result.into();
-                self.unacked.insert(message.lease_id, message.clone());
-                message
-            })
-            .collect()
     }
 
-    fn on_message(&mut self, message: proto::CoordinatorMessage) {
-        match message.kind {
-            Some(FromCoordinator::Assign(assign)) => {
-                for run in assign.runs {
-                    match Assignment::try_from(run) {
-                        Ok(assignment) => self.start_run(assignment),
-                        Err(e) => warn!(error = %e, "malformed assignment, ignored"),
-                    }
+    fn on_message(&mut self, message: ToWorker) {
+        match message {
+            ToWorker::Assign(assignments) => {
+                for assignment in assignments {
+                    self.start_run(assignment);
                 }
             }
-            Some(FromCoordinator::Cancel(cancel)) => {
-                for lease_id in cancel.lease_ids {
+            ToWorker::Cancel(lease_ids) => {
+                for lease_id in lease_ids {
                     if let Some(cancel) = self
                         .running
                         .get_mut(&lease_id)
@@ -239,13 +236,13 @@ impl Session {
                     }
                 }
             }
-            Some(FromCoordinator::Ack(ack)) => {
-                for lease_id in ack.lease_ids {
+            ToWorker::Ack(lease_ids) => {
+                for lease_id in lease_ids {
                     self.unacked.remove(&lease_id);
                 }
             }
-            Some(FromCoordinator::Drain(_)) => info!("asked to drain"),
-            Some(FromCoordinator::Welcome(_)) | None => {}
+            ToWorker::Drain => info!("asked to drain"),
+            ToWorker::Welcome(_) => {}
         }
     }
 

@@ -7,80 +7,9 @@ use std::sync::Arc;
 
 use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::grid::Variation;
+use flotilla_shared::status::{ExperimentState, RunStatus};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunStatus {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "pending" => RunStatus::Pending,
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "cancelled" => RunStatus::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExperimentState {
-    Running,
-    /// Every run ended (some may have failed).
-    Completed,
-    /// Stopped at a run that failed for good, with `continue_on_error: false`.
-    Failed,
-    Cancelled,
-}
-
-impl ExperimentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExperimentState::Running => "running",
-            ExperimentState::Completed => "completed",
-            ExperimentState::Failed => "failed",
-            ExperimentState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "running" => ExperimentState::Running,
-            "completed" => ExperimentState::Completed,
-            "failed" => ExperimentState::Failed,
-            "cancelled" => ExperimentState::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        self != ExperimentState::Running
-    }
-}
+use super::WorkdirRef;
 
 /// Why an experiment takes no new assignments any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,16 +92,47 @@ impl RunEntry {
         }
     }
 
+    /// Whether attempt `attempt` was recorded as lost: a late result of it may
+    /// still settle the run (ARCHITECTURE.md, invariant 2).
     pub fn attempt_was_lost(&self, attempt: u32) -> bool {
-        (1..=64).contains(&attempt) && self.lost_attempts & (1 << (attempt - 1)) != 0
+        Self::lost_bit(attempt).is_some_and(|bit| self.lost_attempts & bit != 0)
     }
-}
 
-/// Where the experiment's workdir lives on the submitting machine and what it holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkdirRef {
-    pub path: PathBuf,
-    pub hash: String,
+    /// Attempt `attempt` ended with a result: recorded, and no longer lost.
+    pub fn record_attempt(&mut self, attempt: u32) {
+        self.attempts_recorded = self.attempts_recorded.max(attempt);
+        if let Some(bit) = Self::lost_bit(attempt) {
+            self.lost_attempts &= !bit;
+        }
+    }
+
+    /// Attempt `attempt` was lost with its lease: recorded as lost.
+    pub fn record_lost_attempt(&mut self, attempt: u32) {
+        self.attempts_recorded = self.attempts_recorded.max(attempt);
+        if let Some(bit) = Self::lost_bit(attempt) {
+            self.lost_attempts |= bit;
+        }
+        self.lease = None;
+    }
+
+    /// Drops `lease_id` if it is the run's lease (its result came in or it was lost).
+    pub fn forget_lease(&mut self, lease_id: u64) {
+        if self.lease == Some(lease_id) {
+            self.lease = None;
+        }
+    }
+
+    /// A resubmitted run starts over with a fresh set of attempts.
+    pub fn restart_attempts(&mut self) {
+        self.attempts_recorded = 0;
+        self.lost_attempts = 0;
+    }
+
+    /// Only the first 64 attempts are tracked as lost; later ones can only
+    /// settle the run while their lease is current.
+    fn lost_bit(attempt: u32) -> Option<u64> {
+        (1..=64).contains(&attempt).then(|| 1 << (attempt - 1))
+    }
 }
 
 #[derive(Debug)]
@@ -203,6 +163,39 @@ pub struct Experiment {
 }
 
 impl Experiment {
+    /// A running experiment with no runs yet; `add_run` fills it in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db_id: i64,
+        config: ExperimentConfig,
+        config_yaml: String,
+        hash: String,
+        dir: PathBuf,
+        workdir: Option<WorkdirRef>,
+        variations: Vec<VariationEntry>,
+        started_at_ms: i64,
+    ) -> Self {
+        Experiment {
+            db_id,
+            config,
+            config_yaml,
+            hash,
+            dir,
+            workdir,
+            state: ExperimentState::Running,
+            stopping: None,
+            finalizing: None,
+            variations,
+            runs: Vec::new(),
+            run_slots: HashMap::new(),
+            pending: VecDeque::new(),
+            counts: Counts::default(),
+            spent_usd: 0.0,
+            started_at_ms,
+            finished_at_ms: None,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }

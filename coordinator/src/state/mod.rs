@@ -10,11 +10,9 @@ mod submission;
 #[cfg(test)]
 mod tests;
 
-pub use experiment::{
-    Counts, Experiment, ExperimentState, RunEntry, RunStatus, StopReason, VariationEntry,
-    WorkdirRef,
-};
-pub use submission::{Submission, SubmitOutcome};
+pub use experiment::{Counts, Experiment, RunEntry, StopReason, VariationEntry};
+pub use flotilla_shared::status::{AttemptOutcome, ExperimentState, RunStatus};
+pub use submission::{Submission, Submitted};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -23,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_shared::config::RunConfig;
 use flotilla_shared::grid::run_seed;
+use flotilla_shared::naming::run_id;
+use flotilla_shared::protocol::RunningLease;
 use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult, RunSpec};
 use tracing::{debug, info, warn};
 
@@ -55,25 +55,11 @@ impl WorkerEntry {
     }
 }
 
-/// How an attempt ended, as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Succeeded,
-    Failed,
-    Cancelled,
-    /// The worker stopped answering before the lease timeout.
-    Lost,
-}
-
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Succeeded => "succeeded",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::Cancelled => "cancelled",
-            AttemptOutcome::Lost => "lost",
-        }
-    }
+/// Where the experiment's workdir lives on the submitting machine and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkdirRef {
+    pub path: PathBuf,
+    pub hash: String,
 }
 
 /// An attempt's outcome and the run's new state, to persist.
@@ -98,6 +84,50 @@ pub struct AttemptRecord {
     pub finished_at_ms: i64,
 }
 
+impl AttemptRecord {
+    /// The record of how attempt `lease.attempt` of the run in `slot` ended,
+    /// with the run's status as it now stands.
+    pub fn new(
+        experiment: &Experiment,
+        slot: usize,
+        lease: (u64, u32, Arc<str>),
+        outcome: AttemptOutcome,
+        result: Option<RunResult>,
+        error: String,
+        finished_at_ms: i64,
+    ) -> Self {
+        let (lease_id, attempt, worker) = lease;
+        let run = &experiment.runs[slot];
+        // Only attempts that report have files; noop runs have no directory.
+        let run_dir = match (&experiment.config.run, &result) {
+            (RunConfig::Command { .. }, Some(_)) => Some(
+                experiment
+                    .dir
+                    .join("runs")
+                    .join(run_id(run.variation, run.repetition)),
+            ),
+            _ => None,
+        };
+        AttemptRecord {
+            experiment_db_id: experiment.db_id,
+            experiment: experiment.config.name.clone(),
+            run_dir,
+            variation: run.variation,
+            repetition: run.repetition,
+            attempt,
+            worker,
+            lease_id,
+            outcome,
+            run_status: run.status,
+            params_json: experiment.variation_params(run.variation).clone(),
+            seed: run_seed(experiment.config.seed, run.repetition),
+            result,
+            error,
+            finished_at_ms,
+        }
+    }
+}
+
 /// Writes for the store, in the order they must be applied.
 #[derive(Debug, Clone)]
 pub enum Persist {
@@ -119,6 +149,21 @@ pub enum Persist {
         runs: Vec<(u32, u32)>,
         status: RunStatus,
     },
+}
+
+/// What an incoming result is to its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResultClass {
+    /// The result of the run's current lease.
+    Current,
+    /// Its lease expired (or predates a restart), but the attempt's outcome is
+    /// not recorded and the run is not finished: it may still settle the run.
+    Late,
+    /// The run was settled by another attempt, or cancelled: the result only
+    /// frees the worker's slot.
+    Superseded,
+    /// Nothing to record, for the reason given.
+    Stale(&'static str),
 }
 
 /// What the decisions want done.
@@ -192,7 +237,7 @@ impl State {
         &mut self,
         name: &str,
         slots: u32,
-        running: Vec<(u64, RunKey, u32)>,
+        running: Vec<RunningLease>,
         now: Instant,
         outbox: &mut Outbox,
     ) -> flotilla_shared::Result<u64> {
@@ -230,7 +275,7 @@ impl State {
         entry.session = session;
         entry.last_seen = now;
 
-        let still_running: HashSet<u64> = running.iter().map(|(lease, _, _)| *lease).collect();
+        let still_running: HashSet<u64> = running.iter().map(|lease| lease.lease_id).collect();
         // Leases the worker no longer knows: it restarted, so those attempts are lost now.
         let forgotten: Vec<u64> = entry
             .leases
@@ -241,12 +286,12 @@ impl State {
         for lease_id in forgotten {
             self.lose_lease(lease_id, "worker restarted while running it", outbox);
         }
-        for (lease_id, key, attempt) in running {
-            if self.leases.contains_key(&lease_id) {
+        for lease in running {
+            if self.leases.contains_key(&lease.lease_id) {
                 continue;
             }
-            if !self.adopt_running(&name, lease_id, &key, attempt) {
-                outbox.cancel(&name, lease_id);
+            if !self.adopt_running(&name, lease.lease_id, &lease.run, lease.attempt) {
+                outbox.cancel(&name, lease.lease_id);
             }
         }
         Ok(session)
@@ -427,122 +472,174 @@ impl State {
         now_ms: i64,
         outbox: &mut Outbox,
     ) -> Option<usize> {
-        let lease = self.leases.remove(&result.lease_id);
-        if let Some(lease) = &lease {
-            if let Some(entry) = self.workers.get_mut(&lease.worker) {
-                entry.leases.remove(&result.lease_id);
-            }
-        }
-        let Some(&index) = self.by_name.get(&result.run.experiment) else {
-            warn!(run = %result.run, "result for an unknown experiment, dropped");
+        let lease = self.release_lease(result.lease_id);
+        let Some((index, slot)) = self.locate(&result.run) else {
+            warn!(run = %result.run, "result for an unknown experiment or run, dropped");
             return None;
         };
-        let experiment = &mut self.experiments[index];
-        let Some(&slot) = experiment
-            .run_slots
-            .get(&(result.run.variation, result.run.repetition))
-        else {
-            warn!(run = %result.run, "result for an unknown run, dropped");
-            return None;
-        };
-        if lease.as_ref().is_some_and(|l| l.superseded) {
-            debug!(run = %result.run, attempt = result.attempt, "result of a superseded attempt, dropped");
-            if experiment.runs[slot].lease == Some(result.lease_id) {
-                experiment.runs[slot].lease = None;
+        match self.classify(index, slot, lease.as_ref(), &result) {
+            ResultClass::Superseded => {
+                debug!(run = %result.run, attempt = result.attempt, "result of a superseded attempt, dropped");
+                self.experiments[index].runs[slot].forget_lease(result.lease_id);
+                return Some(index);
             }
-            return Some(index);
-        }
-        let run = &experiment.runs[slot];
-        let is_current = run.lease == Some(result.lease_id);
-        if run.status.is_final() {
-            debug!(run = %result.run, attempt = result.attempt, "result for a finished run, dropped");
-            return None;
-        }
-        if !is_current {
-            // A late result (its lease expired, or the coordinator restarted):
-            // accepted only if this attempt's outcome is not already recorded.
-            let unrecorded =
-                result.attempt > run.attempts_recorded || run.attempt_was_lost(result.attempt);
-            if !unrecorded || result.outcome == Outcome::Cancelled {
-                debug!(run = %result.run, attempt = result.attempt, "stale result, dropped");
+            ResultClass::Stale(why) => {
+                debug!(run = %result.run, attempt = result.attempt, why, "stale result, dropped");
                 return None;
             }
-            if let Some(current_lease) = run.lease {
-                if let Some(current) = self.leases.get_mut(&current_lease) {
-                    if result.outcome == Outcome::Succeeded {
-                        current.superseded = true;
-                        outbox.cancel(&current.worker.clone(), current_lease);
-                    }
+            ResultClass::Late => {
+                info!(run = %result.run, attempt = result.attempt, "accepted a late result");
+                if result.outcome == Outcome::Succeeded {
+                    self.supersede_running_attempt(index, slot, outbox);
                 }
             }
-            info!(run = %result.run, attempt = result.attempt, "accepted a late result");
+            ResultClass::Current => {}
         }
+        self.record_result(index, slot, worker, result, now_ms, outbox);
+        Some(index)
+    }
+
+    /// Removes the lease of a reported result from the lease and worker tables.
+    fn release_lease(&mut self, lease_id: u64) -> Option<Lease> {
+        let lease = self.leases.remove(&lease_id)?;
+        if let Some(entry) = self.workers.get_mut(&lease.worker) {
+            entry.leases.remove(&lease_id);
+        }
+        Some(lease)
+    }
+
+    /// The experiment index and run slot of `key`.
+    fn locate(&self, key: &RunKey) -> Option<(usize, usize)> {
+        let index = *self.by_name.get(&key.experiment)?;
+        let slot = *self.experiments[index]
+            .run_slots
+            .get(&(key.variation, key.repetition))?;
+        Some((index, slot))
+    }
+
+    /// What an incoming result is to its run (ARCHITECTURE.md, invariant 2).
+    fn classify(
+        &self,
+        index: usize,
+        slot: usize,
+        lease: Option<&Lease>,
+        result: &RunResult,
+    ) -> ResultClass {
+        if lease.is_some_and(|l| l.superseded) {
+            return ResultClass::Superseded;
+        }
+        let run = &self.experiments[index].runs[slot];
+        if run.status.is_final() {
+            return ResultClass::Stale("the run is already finished");
+        }
+        if run.lease == Some(result.lease_id) {
+            return ResultClass::Current;
+        }
+        // Its lease expired, or the coordinator restarted: the attempt's
+        // outcome may still be unrecorded.
+        let unrecorded =
+            result.attempt > run.attempts_recorded || run.attempt_was_lost(result.attempt);
+        if !unrecorded {
+            return ResultClass::Stale("this attempt's outcome is already recorded");
+        }
+        if result.outcome == Outcome::Cancelled {
+            return ResultClass::Stale("a late cancellation settles nothing");
+        }
+        ResultClass::Late
+    }
+
+    /// A late success settles the run: the attempt running now is told to stop.
+    fn supersede_running_attempt(&mut self, index: usize, slot: usize, outbox: &mut Outbox) {
+        let Some(current_lease) = self.experiments[index].runs[slot].lease else {
+            return;
+        };
+        if let Some(current) = self.leases.get_mut(&current_lease) {
+            current.superseded = true;
+            outbox.cancel(&current.worker.clone(), current_lease);
+        }
+    }
+
+    /// Records an accepted result: the run's new status, the attempt's row
+    /// and files, the worker's count and the experiment's spending.
+    fn record_result(
+        &mut self,
+        index: usize,
+        slot: usize,
+        worker: &Arc<str>,
+        result: RunResult,
+        now_ms: i64,
+        outbox: &mut Outbox,
+    ) {
         let experiment = &mut self.experiments[index];
-        let max_attempts = experiment.config.retries.max_attempts;
-        let stopping = experiment.stopping.is_some();
+        let is_current = experiment.runs[slot].lease == Some(result.lease_id);
         let new_status = match result.outcome {
             Outcome::Succeeded => RunStatus::Succeeded,
             Outcome::Cancelled => RunStatus::Cancelled,
-            Outcome::Failed if result.attempt < max_attempts && !stopping => RunStatus::Pending,
+            Outcome::Failed
+                if result.attempt < experiment.config.retries.max_attempts
+                    && experiment.stopping.is_none() =>
+            {
+                RunStatus::Pending
+            }
             Outcome::Failed => RunStatus::Failed,
         };
-        // A failed late attempt must not disturb a newer attempt that is running.
+        // A late attempt that did not succeed must not disturb a newer attempt that is running.
         let newer_attempt_running = !is_current && experiment.runs[slot].lease.is_some();
-        let run_status = if newer_attempt_running && new_status != RunStatus::Succeeded {
-            RunStatus::Running
-        } else {
-            new_status
-        };
+        let keeps_running = newer_attempt_running && new_status != RunStatus::Succeeded;
         {
             let run = &mut experiment.runs[slot];
-            run.attempts_recorded = run.attempts_recorded.max(result.attempt);
-            if result.attempt <= 64 && result.attempt > 0 {
-                run.lost_attempts &= !(1 << (result.attempt - 1));
-            }
-            if !newer_attempt_running || run_status == RunStatus::Succeeded {
+            run.record_attempt(result.attempt);
+            if !keeps_running {
                 run.lease = None;
             }
             run.worker = Some(worker.clone());
         }
-        experiment.set_status(slot, run_status);
-        if new_status == RunStatus::Failed
-            && !experiment.config.continue_on_error
-            && experiment.stopping.is_none()
-        {
-            info!(experiment = experiment.name(), run = %result.run, "run failed for good and continue_on_error is false: stopping");
-            self.stop_experiment(index, StopReason::RunFailed, true, outbox);
-        }
-        if let Some(entry) = self.workers.get_mut(worker) {
-            entry.finished += 1;
-        }
-        let experiment = &mut self.experiments[index];
+        experiment.set_status(
+            slot,
+            if keeps_running {
+                RunStatus::Running
+            } else {
+                new_status
+            },
+        );
         experiment.spent_usd += result.cost_usd.unwrap_or(0.0);
-        let experiment = &self.experiments[index];
         let outcome = match result.outcome {
             Outcome::Succeeded => AttemptOutcome::Succeeded,
             Outcome::Failed => AttemptOutcome::Failed,
             Outcome::Cancelled => AttemptOutcome::Cancelled,
         };
+        let lease = (result.lease_id, result.attempt, worker.clone());
+        let error = result.error.clone();
         outbox
             .persist
-            .push(Persist::Attempt(Box::new(AttemptRecord {
-                experiment_db_id: experiment.db_id,
-                experiment: experiment.config.name.clone(),
-                run_dir: run_dir(experiment, &result.run),
-                variation: result.run.variation,
-                repetition: result.run.repetition,
-                attempt: result.attempt,
-                worker: worker.clone(),
-                lease_id: result.lease_id,
+            .push(Persist::Attempt(Box::new(AttemptRecord::new(
+                experiment,
+                slot,
+                lease,
                 outcome,
-                run_status,
-                params_json: experiment.variation_params(result.run.variation).clone(),
-                seed: run_seed(experiment.config.seed, result.run.repetition),
-                error: result.error.clone(),
-                result: Some(result),
-                finished_at_ms: now_ms,
-            })));
-        Some(index)
+                Some(result),
+                error,
+                now_ms,
+            ))));
+        if let Some(entry) = self.workers.get_mut(worker) {
+            entry.finished += 1;
+        }
+        if new_status == RunStatus::Failed {
+            self.stop_if_failure_ends(index, outbox);
+        }
+    }
+
+    /// With `continue_on_error: false`, a run that failed for good stops its experiment.
+    fn stop_if_failure_ends(&mut self, index: usize, outbox: &mut Outbox) {
+        let experiment = &self.experiments[index];
+        if experiment.config.continue_on_error || experiment.stopping.is_some() {
+            return;
+        }
+        info!(
+            experiment = experiment.name(),
+            "a run failed for good and continue_on_error is false: stopping"
+        );
+        self.stop_experiment(index, StopReason::RunFailed, true, outbox);
     }
 
     // ------------------------------------------------------------ leases
@@ -571,68 +668,44 @@ impl State {
     }
 
     fn lose_lease(&mut self, lease_id: u64, why: &str, outbox: &mut Outbox) {
-        let Some(lease) = self.leases.remove(&lease_id) else {
+        let Some(lease) = self.release_lease(lease_id) else {
             return;
         };
-        if let Some(entry) = self.workers.get_mut(&lease.worker) {
-            entry.leases.remove(&lease_id);
-        }
-        let experiment = &mut self.experiments[lease.experiment];
-        if experiment.runs[lease.run].lease != Some(lease_id) {
+        let (index, slot) = (lease.experiment, lease.run);
+        let experiment = &mut self.experiments[index];
+        if experiment.runs[slot].lease != Some(lease_id) {
             return;
         }
         if lease.superseded {
-            experiment.runs[lease.run].lease = None;
-            self.check_finished(lease.experiment, outbox);
+            experiment.runs[slot].lease = None;
+            self.check_finished(index, outbox);
             return;
         }
-        let max_attempts = experiment.config.retries.max_attempts;
         let run_status = if experiment.stopping.is_some() {
             RunStatus::Cancelled
-        } else if lease.attempt < max_attempts {
+        } else if lease.attempt < experiment.config.retries.max_attempts {
             RunStatus::Pending
         } else {
             RunStatus::Failed
         };
-        {
-            let run = &mut experiment.runs[lease.run];
-            run.lease = None;
-            run.attempts_recorded = run.attempts_recorded.max(lease.attempt);
-            if (1..=64).contains(&lease.attempt) {
-                run.lost_attempts |= 1 << (lease.attempt - 1);
-            }
+        experiment.runs[slot].record_lost_attempt(lease.attempt);
+        experiment.set_status(slot, run_status);
+        let record = AttemptRecord::new(
+            experiment,
+            slot,
+            (lease_id, lease.attempt, lease.worker.clone()),
+            AttemptOutcome::Lost,
+            None,
+            why.to_string(),
+            flotilla_shared::clock::now_ms(),
+        );
+        info!(experiment = record.experiment, variation = record.variation, repetition = record.repetition,
+            attempt = lease.attempt, status = %run_status, "lease lost");
+        outbox.persist.push(Persist::Attempt(Box::new(record)));
+        if run_status == RunStatus::Failed {
+            self.stop_if_failure_ends(index, outbox);
         }
-        experiment.set_status(lease.run, run_status);
-        let run = &experiment.runs[lease.run];
-        let key = RunKey {
-            experiment: experiment.config.name.clone(),
-            variation: run.variation,
-            repetition: run.repetition,
-        };
-        outbox
-            .persist
-            .push(Persist::Attempt(Box::new(AttemptRecord {
-                experiment_db_id: experiment.db_id,
-                experiment: experiment.config.name.clone(),
-                run_dir: None,
-                variation: run.variation,
-                repetition: run.repetition,
-                attempt: lease.attempt,
-                worker: lease.worker.clone(),
-                lease_id,
-                outcome: AttemptOutcome::Lost,
-                run_status,
-                params_json: experiment.variation_params(run.variation).clone(),
-                seed: run_seed(experiment.config.seed, run.repetition),
-                result: None,
-                error: why.to_string(),
-                finished_at_ms: flotilla_shared::clock::now_ms(),
-            })));
-        info!(run = %key, attempt = lease.attempt, status = run_status.as_str(), "lease lost");
-        if run_status == RunStatus::Failed && !experiment.config.continue_on_error {
-            self.stop_experiment(lease.experiment, StopReason::RunFailed, true, outbox);
-        }
-        self.check_finished(lease.experiment, outbox);
+        self.check_finished(index, outbox);
     }
 
     // ------------------------------------------------------------ stopping
@@ -725,12 +798,5 @@ fn run_spec(experiment: &Experiment) -> RunSpec {
             }
         }
         RunConfig::Noop { .. } => RunSpec::Noop,
-    }
-}
-
-fn run_dir(experiment: &Experiment, key: &RunKey) -> Option<PathBuf> {
-    match experiment.config.run {
-        RunConfig::Command { .. } => Some(experiment.dir.join("runs").join(key.run_id())),
-        RunConfig::Noop { .. } => None,
     }
 }

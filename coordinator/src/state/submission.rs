@@ -3,6 +3,7 @@
 
 use flotilla_shared::config::{compare_configs, ConfigChange, ExperimentConfig};
 use flotilla_shared::grid::expand;
+use flotilla_shared::status::SubmitOutcome;
 use flotilla_shared::{Error, Result};
 
 use super::{
@@ -19,11 +20,11 @@ pub struct Submission {
     pub retry_failed: bool,
 }
 
+/// What a submission did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SubmitOutcome {
+pub struct Submitted {
     pub index: usize,
-    /// `created`, `resumed`, `extended` or `unchanged`.
-    pub outcome: &'static str,
+    pub outcome: SubmitOutcome,
     pub total_runs: u64,
     pub runs_to_do: u64,
 }
@@ -34,7 +35,7 @@ impl State {
         submission: Submission,
         now_ms: i64,
         outbox: &mut Outbox,
-    ) -> Result<SubmitOutcome> {
+    ) -> Result<Submitted> {
         let Some(&index) = self.by_name.get(&submission.config.name) else {
             return Ok(self.create(submission, now_ms, outbox));
         };
@@ -52,9 +53,9 @@ impl State {
             }
             ConfigChange::Extension => {
                 self.extend(index, &submission, outbox);
-                "extended"
+                SubmitOutcome::Extended
             }
-            ConfigChange::Identical => "resumed",
+            ConfigChange::Identical => SubmitOutcome::Resumed,
         };
         let experiment = &mut self.experiments[index];
         experiment.workdir = submission.workdir.clone();
@@ -66,9 +67,7 @@ impl State {
             {
                 experiment.set_status(slot, RunStatus::Pending);
                 let run = &mut experiment.runs[slot];
-                // A resumed run starts over with a fresh set of attempts.
-                run.attempts_recorded = 0;
-                run.lost_attempts = 0;
+                run.restart_attempts();
                 reopened.push((run.variation, run.repetition));
             }
         }
@@ -80,8 +79,8 @@ impl State {
             });
         }
         let has_work = experiment.counts.pending > 0 || experiment.counts.running > 0;
-        let outcome = if outcome == "resumed" && !has_work {
-            "unchanged"
+        let outcome = if outcome == SubmitOutcome::Resumed && !has_work {
+            SubmitOutcome::Unchanged
         } else {
             outcome
         };
@@ -92,7 +91,7 @@ impl State {
             experiment.finished_at_ms = None;
         }
         outbox.persist.push(Persist::Experiment { index });
-        Ok(SubmitOutcome {
+        Ok(Submitted {
             index,
             outcome,
             total_runs: experiment.runs.len() as u64,
@@ -100,12 +99,7 @@ impl State {
         })
     }
 
-    fn create(
-        &mut self,
-        submission: Submission,
-        now_ms: i64,
-        outbox: &mut Outbox,
-    ) -> SubmitOutcome {
+    fn create(&mut self, submission: Submission, now_ms: i64, outbox: &mut Outbox) -> Submitted {
         let config = submission.config;
         let grid = expand(&config);
         let variations: Vec<VariationEntry> = grid
@@ -114,25 +108,16 @@ impl State {
             .map(|(i, v)| VariationEntry::from_grid(i as u32 + 1, v))
             .collect();
         let db_id = self.experiments.iter().map(|e| e.db_id).max().unwrap_or(0) + 1;
-        let mut experiment = Experiment {
+        let mut experiment = Experiment::new(
             db_id,
-            hash: config.hash(),
-            dir: self.root.join(&config.name),
-            config_yaml: submission.config_yaml,
-            workdir: submission.workdir,
-            state: ExperimentState::Running,
-            stopping: None,
-            finalizing: None,
-            variations: variations.clone(),
-            runs: Vec::new(),
-            run_slots: Default::default(),
-            pending: Default::default(),
-            counts: Default::default(),
-            spent_usd: 0.0,
-            started_at_ms: now_ms,
-            finished_at_ms: None,
-            config,
-        };
+            config.clone(),
+            submission.config_yaml,
+            config.hash(),
+            self.root.join(&config.name),
+            submission.workdir,
+            variations.clone(),
+            now_ms,
+        );
         // Repetition-major order: an interrupted sweep has every variation equally covered.
         let mut runs = Vec::new();
         for repetition in 1..=experiment.config.runs_per_variation {
@@ -153,9 +138,9 @@ impl State {
             runs,
         });
         self.check_finished(index, outbox);
-        SubmitOutcome {
+        Submitted {
             index,
-            outcome: "created",
+            outcome: SubmitOutcome::Created,
             total_runs: total,
             runs_to_do: total,
         }

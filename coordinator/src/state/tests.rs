@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_shared::config::parse_experiment;
 use flotilla_shared::run::{Assignment, Outcome, RunResult};
+use flotilla_shared::status::SubmitOutcome;
 
 use super::*;
 
@@ -337,7 +338,11 @@ fn reconnecting_worker_keeps_its_running_leases() {
     let batch = assign(&mut state)[0].1.clone();
     let running = batch
         .iter()
-        .map(|a| (a.lease_id, a.run.clone(), a.attempt))
+        .map(|a| RunningLease {
+            lease_id: a.lease_id,
+            run: a.run.clone(),
+            attempt: a.attempt,
+        })
         .collect();
     state.worker_disconnected("w1", 1);
     let mut outbox = Outbox::default();
@@ -359,15 +364,19 @@ fn after_a_coordinator_restart_running_runs_are_adopted() {
     };
     let mut outbox = Outbox::default();
     let running = vec![
-        (77, run.clone(), 1),
-        (
-            78,
-            RunKey {
+        RunningLease {
+            lease_id: 77,
+            run: run.clone(),
+            attempt: 1,
+        },
+        RunningLease {
+            lease_id: 78,
+            run: RunKey {
                 repetition: 9,
                 ..run.clone()
             },
-            1,
-        ),
+            attempt: 1,
+        },
     ];
     state
         .worker_connected("w1", 2, running, Instant::now(), &mut outbox)
@@ -431,7 +440,10 @@ fn resubmission_resumes_extends_or_conflicts() {
             &mut Outbox::default(),
         )
     };
-    assert_eq!(submit(&mut state, FOUR_RUNS).unwrap().outcome, "unchanged");
+    assert_eq!(
+        submit(&mut state, FOUR_RUNS).unwrap().outcome,
+        SubmitOutcome::Unchanged
+    );
 
     let extended = FOUR_RUNS
         .replace("values: [1, 2]", "values: [1, 2, 3]")
@@ -439,7 +451,7 @@ fn resubmission_resumes_extends_or_conflicts() {
     let outcome = submit(&mut state, &extended).unwrap();
     assert_eq!(
         (outcome.outcome, outcome.total_runs, outcome.runs_to_do),
-        ("extended", 9, 5)
+        (SubmitOutcome::Extended, 9, 5)
     );
     assert_eq!(state.experiments[0].state, ExperimentState::Running);
 

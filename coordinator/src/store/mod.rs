@@ -23,7 +23,8 @@ pub use read::{read_experiment, read_experiments};
 
 /// The database file under the experiments root.
 pub const DATABASE_FILE: &str = "flotilla.db";
-use crate::state::{AttemptRecord, RunStatus, VariationEntry};
+use crate::state::{AttemptRecord, ExperimentState, RunStatus, VariationEntry};
+use columns::parse_column;
 
 /// Requests taken into one transaction at most.
 const MAX_GROUP: usize = 8192;
@@ -103,7 +104,7 @@ pub struct ExperimentRow {
     pub config_yaml: String,
     pub config_json: String,
     pub config_hash: String,
-    pub state: String,
+    pub state: ExperimentState,
     pub workdir_path: Option<String>,
     pub workdir_hash: Option<String>,
     pub started_at_ms: i64,
@@ -117,7 +118,7 @@ pub struct ExperimentRow {
 pub struct LoadedRun {
     pub variation: u32,
     pub repetition: u32,
-    pub status: String,
+    pub status: RunStatus,
     pub attempts: u32,
     pub worker: Option<String>,
 }
@@ -299,7 +300,7 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
                 config_yaml: row.get(2)?,
                 config_json: row.get(3)?,
                 config_hash: row.get(4)?,
-                state: row.get(5)?,
+                state: parse_column(row, 5)?,
                 workdir_path: row.get(6)?,
                 workdir_hash: row.get(7)?,
                 started_at_ms: row.get(8)?,
@@ -334,7 +335,7 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
                 Ok(LoadedRun {
                     variation: r.get(0)?,
                     repetition: r.get(1)?,
-                    status: r.get(2)?,
+                    status: parse_column(r, 2)?,
                     attempts: r.get(3)?,
                     worker: r.get(4)?,
                 })
@@ -416,7 +417,7 @@ fn apply(
                  workdir_path = ?7, workdir_hash = ?8, finished_at_ms = ?10",
             )?
             .execute(params![
-                row.id, row.name, row.config_yaml, row.config_json, row.config_hash, row.state,
+                row.id, row.name, row.config_yaml, row.config_json, row.config_hash, row.state.as_str(),
                 row.workdir_path, row.workdir_hash, row.started_at_ms, row.finished_at_ms
             ])?;
         }
@@ -485,7 +486,7 @@ fn apply(
                 .iter_mut()
                 .filter(|r| running.contains(&(r.variation, r.repetition)))
             {
-                row.status = "running".to_string();
+                row.status = RunStatus::Running;
             }
             outputs::write_results_csv(&dir, &outputs::results_csv(&config, &rows))?;
             outputs::write_costs(&dir, &outputs::costs_json(&rows))?;
@@ -505,7 +506,7 @@ fn apply(
                     "UPDATE experiments SET state = ?, finished_at_ms = ? WHERE id = ?",
                 )?
                 .execute(params![
-                    summary.state,
+                    summary.state.as_str(),
                     summary.finished_at_ms,
                     experiment_id
                 ])?;
@@ -592,7 +593,7 @@ fn result_rows(
             variation: row.get(0)?,
             repetition: row.get(1)?,
             attempt: row.get(2)?,
-            status: row.get(3)?,
+            status: parse_column(row, 3)?,
             worker: row.get(4)?,
             duration_s: row.get(5)?,
             params: object(&params),

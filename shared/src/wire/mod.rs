@@ -1,12 +1,17 @@
 //! Conversions between protobuf messages and domain types. Protobuf types stay
-//! at the edge: decision code only sees the domain types (STYLE §2).
+//! at the edge: the actors only see the domain types (ARCHITECTURE.md, "Wire
+//! protocol"). An enum value a message does not define is an error.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
 use crate::proto;
+use crate::proto::coordinator_message::Kind as ToWorkerKind;
+use crate::proto::worker_message::Kind as FromWorkerKind;
+use crate::protocol::{FromWorker, Hello, RunningLease, ToWorker, Welcome};
 use crate::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, ShippedFile};
+use crate::status::{ExperimentState, SubmitOutcome};
 use crate::workdir::BundleFile;
 
 fn missing(field: &str) -> Error {
@@ -98,8 +103,7 @@ impl From<RunResult> for proto::RunResult {
             lease_id: result.lease_id,
             run: Some(result.run.into()),
             attempt: result.attempt,
-            succeeded: result.outcome == Outcome::Succeeded,
-            cancelled: result.outcome == Outcome::Cancelled,
+            outcome: proto::RunOutcome::from(result.outcome).into(),
             metrics_json: result.metrics_json.unwrap_or_default(),
             exit_code: result.exit_code,
             signal: result.signal,
@@ -124,11 +128,7 @@ impl From<RunResult> for proto::RunResult {
 impl TryFrom<proto::RunResult> for RunResult {
     type Error = Error;
     fn try_from(message: proto::RunResult) -> Result<Self, Error> {
-        let outcome = match (message.succeeded, message.cancelled) {
-            (true, _) => Outcome::Succeeded,
-            (false, true) => Outcome::Cancelled,
-            (false, false) => Outcome::Failed,
-        };
+        let outcome = Outcome::try_from(message.outcome())?;
         if outcome == Outcome::Succeeded && message.metrics_json.is_empty() {
             return Err(Error::Protocol("a succeeded run must carry metrics".into()));
         }
@@ -186,6 +186,219 @@ impl From<proto::WorkdirFile> for BundleFile {
     }
 }
 
+impl From<Outcome> for proto::RunOutcome {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Succeeded => proto::RunOutcome::Succeeded,
+            Outcome::Failed => proto::RunOutcome::Failed,
+            Outcome::Cancelled => proto::RunOutcome::Cancelled,
+        }
+    }
+}
+
+impl TryFrom<proto::RunOutcome> for Outcome {
+    type Error = Error;
+    fn try_from(outcome: proto::RunOutcome) -> Result<Self, Error> {
+        match outcome {
+            proto::RunOutcome::Succeeded => Ok(Outcome::Succeeded),
+            proto::RunOutcome::Failed => Ok(Outcome::Failed),
+            proto::RunOutcome::Cancelled => Ok(Outcome::Cancelled),
+            proto::RunOutcome::Unspecified => Err(missing("RunResult.outcome")),
+        }
+    }
+}
+
+impl From<ExperimentState> for proto::ExperimentState {
+    fn from(state: ExperimentState) -> Self {
+        match state {
+            ExperimentState::Running => proto::ExperimentState::Running,
+            ExperimentState::Completed => proto::ExperimentState::Completed,
+            ExperimentState::Failed => proto::ExperimentState::Failed,
+            ExperimentState::Cancelled => proto::ExperimentState::Cancelled,
+        }
+    }
+}
+
+impl TryFrom<proto::ExperimentState> for ExperimentState {
+    type Error = Error;
+    fn try_from(state: proto::ExperimentState) -> Result<Self, Error> {
+        match state {
+            proto::ExperimentState::Running => Ok(ExperimentState::Running),
+            proto::ExperimentState::Completed => Ok(ExperimentState::Completed),
+            proto::ExperimentState::Failed => Ok(ExperimentState::Failed),
+            proto::ExperimentState::Cancelled => Ok(ExperimentState::Cancelled),
+            proto::ExperimentState::Unspecified => Err(missing("ExperimentStatus.state")),
+        }
+    }
+}
+
+/// The state of a status message; an unknown number is an error, not "running".
+pub fn experiment_state(status: &proto::ExperimentStatus) -> Result<ExperimentState, Error> {
+    proto::ExperimentState::try_from(status.state)
+        .map_err(|_| Error::Protocol(format!("unknown experiment state {}", status.state)))?
+        .try_into()
+}
+
+impl From<SubmitOutcome> for proto::SubmitOutcome {
+    fn from(outcome: SubmitOutcome) -> Self {
+        match outcome {
+            SubmitOutcome::Created => proto::SubmitOutcome::Created,
+            SubmitOutcome::Resumed => proto::SubmitOutcome::Resumed,
+            SubmitOutcome::Extended => proto::SubmitOutcome::Extended,
+            SubmitOutcome::Unchanged => proto::SubmitOutcome::Unchanged,
+        }
+    }
+}
+
+impl TryFrom<proto::SubmitOutcome> for SubmitOutcome {
+    type Error = Error;
+    fn try_from(outcome: proto::SubmitOutcome) -> Result<Self, Error> {
+        match outcome {
+            proto::SubmitOutcome::Created => Ok(SubmitOutcome::Created),
+            proto::SubmitOutcome::Resumed => Ok(SubmitOutcome::Resumed),
+            proto::SubmitOutcome::Extended => Ok(SubmitOutcome::Extended),
+            proto::SubmitOutcome::Unchanged => Ok(SubmitOutcome::Unchanged),
+            proto::SubmitOutcome::Unspecified => Err(missing("SubmitReply.outcome")),
+        }
+    }
+}
+
+impl From<RunningLease> for proto::RunningLease {
+    fn from(lease: RunningLease) -> Self {
+        proto::RunningLease {
+            lease_id: lease.lease_id,
+            run: Some(lease.run.into()),
+            attempt: lease.attempt,
+        }
+    }
+}
+
+impl TryFrom<proto::RunningLease> for RunningLease {
+    type Error = Error;
+    fn try_from(lease: proto::RunningLease) -> Result<Self, Error> {
+        Ok(RunningLease {
+            lease_id: lease.lease_id,
+            run: lease
+                .run
+                .ok_or_else(|| missing("RunningLease.run"))?
+                .try_into()?,
+            attempt: lease.attempt,
+        })
+    }
+}
+
+impl From<FromWorker> for proto::WorkerMessage {
+    fn from(message: FromWorker) -> Self {
+        let kind = match message {
+            FromWorker::Hello(hello) => FromWorkerKind::Hello(proto::Hello {
+                name: hello.name,
+                slots: hello.slots,
+                version: hello.version,
+                token: hello.token,
+                capabilities: hello.capabilities,
+                running: hello.running.into_iter().map(Into::into).collect(),
+            }),
+            FromWorker::Ready { free_slots } => FromWorkerKind::Ready(proto::Ready { free_slots }),
+            FromWorker::Progress { lease_id, message } => {
+                FromWorkerKind::Progress(proto::RunProgress { lease_id, message })
+            }
+            FromWorker::Finished(results) => FromWorkerKind::Finished(proto::RunsFinished {
+                results: results.into_iter().map(Into::into).collect(),
+            }),
+            FromWorker::Heartbeat { running } => {
+                FromWorkerKind::Heartbeat(proto::Heartbeat { running })
+            }
+        };
+        proto::WorkerMessage { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<proto::WorkerMessage> for FromWorker {
+    type Error = Error;
+    fn try_from(message: proto::WorkerMessage) -> Result<Self, Error> {
+        Ok(
+            match message.kind.ok_or_else(|| missing("WorkerMessage.kind"))? {
+                FromWorkerKind::Hello(hello) => FromWorker::Hello(Hello {
+                    name: hello.name,
+                    slots: hello.slots,
+                    version: hello.version,
+                    token: hello.token,
+                    capabilities: hello.capabilities,
+                    running: hello
+                        .running
+                        .into_iter()
+                        .map(RunningLease::try_from)
+                        .collect::<Result<_, _>>()?,
+                }),
+                FromWorkerKind::Ready(ready) => FromWorker::Ready {
+                    free_slots: ready.free_slots,
+                },
+                FromWorkerKind::Progress(progress) => FromWorker::Progress {
+                    lease_id: progress.lease_id,
+                    message: progress.message,
+                },
+                FromWorkerKind::Finished(finished) => FromWorker::Finished(
+                    finished
+                        .results
+                        .into_iter()
+                        .map(RunResult::try_from)
+                        .collect::<Result<_, _>>()?,
+                ),
+                FromWorkerKind::Heartbeat(heartbeat) => FromWorker::Heartbeat {
+                    running: heartbeat.running,
+                },
+            },
+        )
+    }
+}
+
+impl From<ToWorker> for proto::CoordinatorMessage {
+    fn from(message: ToWorker) -> Self {
+        let kind = match message {
+            ToWorker::Welcome(welcome) => ToWorkerKind::Welcome(proto::Welcome {
+                worker_id: welcome.worker_id,
+                heartbeat_interval_ms: welcome.heartbeat_interval.as_millis() as u64,
+                lease_timeout_ms: welcome.lease_timeout.as_millis() as u64,
+            }),
+            ToWorker::Assign(assignments) => ToWorkerKind::Assign(proto::Assign {
+                runs: assignments.into_iter().map(Into::into).collect(),
+            }),
+            ToWorker::Cancel(lease_ids) => ToWorkerKind::Cancel(proto::Cancel { lease_ids }),
+            ToWorker::Ack(lease_ids) => ToWorkerKind::Ack(proto::Ack { lease_ids }),
+            ToWorker::Drain => ToWorkerKind::Drain(proto::Drain {}),
+        };
+        proto::CoordinatorMessage { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<proto::CoordinatorMessage> for ToWorker {
+    type Error = Error;
+    fn try_from(message: proto::CoordinatorMessage) -> Result<Self, Error> {
+        Ok(
+            match message
+                .kind
+                .ok_or_else(|| missing("CoordinatorMessage.kind"))?
+            {
+                ToWorkerKind::Welcome(welcome) => ToWorker::Welcome(Welcome {
+                    worker_id: welcome.worker_id,
+                    heartbeat_interval: Duration::from_millis(welcome.heartbeat_interval_ms),
+                    lease_timeout: Duration::from_millis(welcome.lease_timeout_ms),
+                }),
+                ToWorkerKind::Assign(assign) => ToWorker::Assign(
+                    assign
+                        .runs
+                        .into_iter()
+                        .map(Assignment::try_from)
+                        .collect::<Result<_, _>>()?,
+                ),
+                ToWorkerKind::Cancel(cancel) => ToWorker::Cancel(cancel.lease_ids),
+                ToWorkerKind::Ack(ack) => ToWorker::Ack(ack.lease_ids),
+                ToWorkerKind::Drain(_) => ToWorker::Drain,
+            },
+        )
+    }
+}
+
 /// Largest gRPC message either side accepts: results carry logs and artifacts.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -214,6 +427,37 @@ mod tests {
         };
         let message: proto::RunAssignment = assignment.clone().into();
         assert_eq!(Assignment::try_from(message).unwrap(), assignment);
+    }
+
+    #[test]
+    fn a_result_without_an_outcome_is_refused() {
+        let result = RunResult {
+            outcome: Outcome::Succeeded,
+            metrics_json: Some("{}".into()),
+            ..RunResult::failed(
+                &Assignment {
+                    lease_id: 1,
+                    run: RunKey {
+                        experiment: "e".into(),
+                        variation: 1,
+                        repetition: 1,
+                    },
+                    attempt: 1,
+                    seed: 0,
+                    params_json: "{}".into(),
+                    spec: RunSpec::Noop,
+                    timeout: Duration::from_secs(1),
+                },
+                String::new(),
+                0,
+            )
+        };
+        let mut message: proto::RunResult = result.clone().into();
+        assert_eq!(RunResult::try_from(message.clone()).unwrap(), result);
+        message.outcome = proto::RunOutcome::Unspecified.into();
+        assert!(RunResult::try_from(message.clone()).is_err());
+        message.outcome = 42;
+        assert!(RunResult::try_from(message).is_err());
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! The control subcommands that talk to a coordinator: submit, status, ls, cancel.
+
+use std::path::Path;
+
+use flotilla_shared::error::exit_code;
+use flotilla_shared::proto;
+use flotilla_shared::status::SubmitOutcome;
+use flotilla_shared::{Error, Result};
+
+use super::client::{connect_target, Target};
+use super::{display, progress};
+
+pub async fn submit(
+    target: &Target,
+    file: &Path,
+    wait: bool,
+    retry_failed: bool,
+) -> anyhow::Result<i32> {
+    let (_, request) = super::submission::prepare(file, &[], retry_failed)?;
+    let mut client = connect_target(target).await?;
+    let reply = client
+        .submit(request)
+        .await
+        .map_err(Error::from)?
+        .into_inner();
+    let outcome = SubmitOutcome::try_from(reply.outcome())?;
+    println!(
+        "{}: {outcome} ({} runs, {} to run) in {}",
+        reply.name, reply.total_runs, reply.runs_to_do, reply.directory
+    );
+    if !wait {
+        return Ok(exit_code::OK);
+    }
+    let ending = progress::follow(&mut client, &reply.name, None).await?;
+    progress::print_final(&ending.status);
+    Ok(progress::exit_code_for(&ending))
+}
+
+pub async fn status(target: &Target, name: Option<String>, as_json: bool) -> anyhow::Result<i32> {
+    let mut client = connect_target(target).await?;
+    let reply = client
+        .status(proto::StatusRequest {
+            name: name.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(Error::from)?
+        .into_inner();
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&display::status_json(&reply)?)?
+        );
+        return Ok(exit_code::OK);
+    }
+    display::print_status(&reply);
+    Ok(exit_code::OK)
+}
+
+pub async fn list(target: &Target, as_json: bool) -> anyhow::Result<i32> {
+    let mut client = connect_target(target).await?;
+    let reply = client
+        .list(proto::ListRequest {})
+        .await
+        .map_err(Error::from)?
+        .into_inner();
+    if as_json {
+        let experiments: Vec<_> = reply
+            .experiments
+            .iter()
+            .map(display::experiment_json)
+            .collect::<Result<_>>()?;
+        println!("{}", serde_json::to_string_pretty(&experiments)?);
+        return Ok(exit_code::OK);
+    }
+    if reply.experiments.is_empty() {
+        println!("no experiments");
+    }
+    for experiment in &reply.experiments {
+        println!("{}", display::one_line(experiment));
+    }
+    Ok(exit_code::OK)
+}
+
+pub async fn cancel(target: &Target, name: String, kill: bool) -> anyhow::Result<i32> {
+    let mut client = connect_target(target).await?;
+    let reply = client
+        .cancel(proto::CancelRequest {
+            name: name.clone(),
+            kill_running: kill,
+        })
+        .await
+        .map_err(Error::from)?
+        .into_inner();
+    println!(
+        "{name}: cancelled {} run(s){}",
+        reply.cancelled,
+        if kill { "" } else { "; running runs finish" }
+    );
+    Ok(exit_code::OK)
+}
