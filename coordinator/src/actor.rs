@@ -23,6 +23,9 @@ use crate::views::{self, StatusView};
 /// Messages to one worker's stream.
 pub type WorkerSender = mpsc::UnboundedSender<ToWorker>;
 
+/// Results queued for the store past which no new run is assigned: a slow
+/// disk slows assignment instead of piling results up in workers' memory.
+const MAX_UNCOMMITTED_RESULTS: u64 = 8192;
 /// How often leases are checked and summaries rewritten.
 const TICK: Duration = Duration::from_millis(500);
 /// batch-summary.json of running experiments is rewritten this often (at most 2 s apart).
@@ -68,8 +71,10 @@ enum Msg {
         kill_running: bool,
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// An experiment's final files and state are durable, as of `finished_at_ms`.
     Finalized {
         index: usize,
+        finished_at_ms: i64,
     },
     WorkerCount {
         reply: oneshot::Sender<u32>,
@@ -243,7 +248,11 @@ impl Actor {
                 reply,
             } => self.on_submit(*submission, workdir_bundle, reply),
             Msg::Status { name, reply } => {
-                let _ = reply.send(views::status(&self.state, name.as_deref()));
+                let status = views::status(&self.state, name.as_deref()).map(|view| StatusView {
+                    store_problem: self.store.health().problem(),
+                    ..view
+                });
+                let _ = reply.send(status);
             }
             Msg::Cancel {
                 name,
@@ -252,8 +261,11 @@ impl Actor {
             } => {
                 let _ = reply.send(self.on_cancel(&name, kill_running));
             }
-            Msg::Finalized { index } => {
-                self.state.finalized(index, now_ms());
+            Msg::Finalized {
+                index,
+                finished_at_ms,
+            } => {
+                self.state.finalized(index, finished_at_ms);
                 self.report(index);
             }
             Msg::WorkerCount { reply } => {
@@ -324,7 +336,7 @@ impl Actor {
         let mut outbox = Outbox::default();
         match self.state.submit(submission, now_ms(), &mut outbox) {
             Ok(submitted) => {
-                let on_commit: OnCommit = Box::new(move || {
+                let on_commit: OnCommit = Box::new(move |_| {
                     let _ = reply.send(Ok(submitted));
                 });
                 self.carry_out(outbox, Some(on_commit));
@@ -381,14 +393,21 @@ impl Actor {
     /// (ARCHITECTURE.md, invariants 2 and 4).
     fn ack_after_commit(&self, name: &Arc<str>, lease_ids: Vec<u64>) -> OnCommit {
         let sender = self.outbound.get(name).map(|(_, s)| s.clone());
-        Box::new(move || {
+        Box::new(move |_| {
             if let Some(sender) = sender {
                 let _ = sender.send(ToWorker::Ack(lease_ids));
             }
         })
     }
 
+    /// Assigns runs to free slots, unless results are not reaching the disk:
+    /// while the store fails or falls behind, new runs would only add results
+    /// that workers must hold (ARCHITECTURE.md, invariant 4).
     fn schedule(&mut self) {
+        let health = self.store.health();
+        if health.is_failing() || health.uncommitted_results() >= MAX_UNCOMMITTED_RESULTS {
+            return;
+        }
         let mut outbox = Outbox::default();
         self.state.schedule(&mut outbox);
         self.carry_out(outbox, None);
@@ -398,6 +417,11 @@ impl Actor {
         let mut outbox = Outbox::default();
         self.state.expire_leases(Instant::now(), &mut outbox);
         self.carry_out(outbox, None);
+        // While writes fail, periodic files would only queue up behind them.
+        if self.store.health().is_failing() {
+            self.schedule();
+            return;
+        }
         if self.last_summary.elapsed() >= SUMMARY_INTERVAL {
             self.last_summary = Instant::now();
             let now = now_ms();
@@ -472,8 +496,11 @@ impl Actor {
             });
             self.store.write(
                 std::mem::take(&mut writes),
-                Some(Box::new(move || {
-                    let _ = sender.send(Msg::Finalized { index });
+                Some(Box::new(move |finished_at_ms| {
+                    let _ = sender.send(Msg::Finalized {
+                        index,
+                        finished_at_ms,
+                    });
                 })),
             );
         }

@@ -63,17 +63,22 @@ fn link_params(run_dir: &Path, record: &AttemptRecord) -> Result<()> {
     }
 }
 
+/// Logs a worker ships only when the run wrote to them.
+const LOGS: [&str; 2] = ["stdout.log", "stderr.log"];
+
 /// The run directory of an attempt: params.json, result.json and what the
-/// worker shipped (stdout.log, stderr.log, artifacts/). The latest attempt's
-/// files replace an earlier attempt's.
+/// worker shipped (stdout.log and stderr.log when not empty, artifacts/ when
+/// the run wrote any). Nothing else is created: every inode costs time on a
+/// large sweep. The latest attempt's files replace an earlier attempt's.
 pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
     let (Some(run_dir), Some(result)) = (&record.run_dir, &record.result) else {
         return Ok(());
     };
-    let artifacts = run_dir.join("artifacts");
-    std::fs::create_dir_all(&artifacts)
-        .map_err(io(format!("cannot create {}", artifacts.display())))?;
+    std::fs::create_dir_all(run_dir).map_err(io(format!("cannot create {}", run_dir.display())))?;
     link_params(run_dir, record)?;
+    if record.attempt > 1 {
+        remove_stale_logs(run_dir, &result.files)?;
+    }
     for file in &result.files {
         let relative = Path::new(&file.path);
         if relative
@@ -122,6 +127,22 @@ pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
     let path = run_dir.join("result.json");
     write_atomic(&path, pretty(&document).as_bytes())
         .map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// An earlier attempt's log that this attempt did not write must not pass for its own.
+fn remove_stale_logs(run_dir: &Path, shipped: &[flotilla_shared::run::ShippedFile]) -> Result<()> {
+    for log in LOGS {
+        if shipped.iter().any(|f| f.path == log) {
+            continue;
+        }
+        let path = run_dir.join(log);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("cannot remove {}", path.display()), e)),
+        }
+    }
+    Ok(())
 }
 
 /// The figures of batch-summary.json.

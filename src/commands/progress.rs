@@ -55,6 +55,7 @@ pub async fn follow(
     let mut last_line = Instant::now() - PLAIN_INTERVAL;
     let mut interrupted = 0u32;
     let mut latest: Option<proto::ExperimentStatus> = None;
+    let mut store_problem = String::new();
     loop {
         let interrupt = async {
             match interrupts.as_mut() {
@@ -65,6 +66,16 @@ pub async fn follow(
         tokio::select! {
             message = stream.message() => {
                 let Some(reply) = message.map_err(Error::from)? else { break };
+                // The store's trouble is said once when it starts, changes or ends.
+                if reply.store_problem != store_problem {
+                    let line = if reply.store_problem.is_empty() {
+                        "results are being written again".to_string()
+                    } else {
+                        reply.store_problem.clone()
+                    };
+                    match &bar { Some(bar) => bar.println(&line), None => eprintln!("{line}") }
+                    store_problem = reply.store_problem.clone();
+                }
                 let Some(experiment) = reply.experiments.into_iter().next() else { continue };
                 let c = experiment.counts.unwrap_or_default();
                 let done = c.succeeded + c.failed + c.cancelled;
@@ -72,11 +83,13 @@ pub async fn follow(
                     Some(bar) => {
                         bar.set_length(experiment.total_runs);
                         bar.set_position(done);
-                        bar.set_message(format!("{} ok, {} failed, {} running", c.succeeded, c.failed, c.running));
+                        let waiting = if store_problem.is_empty() { "" } else { " — waiting for disk space" };
+                        bar.set_message(format!("{} ok, {} failed, {} running{waiting}", c.succeeded, c.failed, c.running));
                     }
                     None if last_line.elapsed() >= PLAIN_INTERVAL || display::is_final(&experiment)? => {
                         last_line = Instant::now();
-                        eprintln!("{}", display::one_line(&experiment));
+                        let waiting = if store_problem.is_empty() { String::new() } else { format!("  [{store_problem}]") };
+                        eprintln!("{}{waiting}", display::one_line(&experiment));
                     }
                     None => {}
                 }

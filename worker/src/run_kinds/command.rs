@@ -349,18 +349,17 @@ fn take_cost(metrics: &mut Map<String, Value>) -> Result<Option<f64>, String> {
     }
 }
 
-/// stdout.log, stderr.log and everything under the output directory (as artifacts/), to ship back.
+/// stdout.log and stderr.log (when the run wrote to them) and everything
+/// under the output directory (as artifacts/), to ship back.
 fn collect_files(stdout: Vec<u8>, stderr: Vec<u8>, output_dir: &Path) -> Vec<ShippedFile> {
-    let mut files = vec![
-        ShippedFile {
-            path: "stdout.log".into(),
-            content: stdout,
-        },
-        ShippedFile {
-            path: "stderr.log".into(),
-            content: stderr,
-        },
-    ];
+    let mut files: Vec<ShippedFile> = [("stdout.log", stdout), ("stderr.log", stderr)]
+        .into_iter()
+        .filter(|(_, content)| !content.is_empty())
+        .map(|(path, content)| ShippedFile {
+            path: path.into(),
+            content,
+        })
+        .collect();
     let mut total = 0u64;
     let mut skipped = Vec::new();
     collect_artifacts(

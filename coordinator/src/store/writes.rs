@@ -1,0 +1,249 @@
+//! How each kind of write is applied inside a group's transaction.
+
+use flotilla_shared::Error;
+use rusqlite::params;
+use serde_json::{Map, Value};
+
+use super::columns::parse_column;
+use super::Write;
+use crate::outputs::{self, ResultRow, Summary};
+use crate::state::{AttemptRecord, RunStatus};
+
+/// Why a write failed: the database or a file.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Files(#[from] Error),
+}
+
+impl WriteError {
+    /// The cause alone, as people read it: "No space left on device (os error 28)".
+    pub fn cause(&self) -> String {
+        match self {
+            WriteError::Files(Error::Io { cause, .. }) => cause.to_string(),
+            WriteError::Files(other) => other.to_string(),
+            WriteError::Sql(rusqlite::Error::SqliteFailure(failure, _)) => {
+                rusqlite::ffi::Error::new(failure.extended_code).to_string()
+            }
+            WriteError::Sql(other) => other.to_string(),
+        }
+    }
+}
+
+/// Applies one write inside the group's transaction; files first, so that a
+/// row never commits before what it describes is on disk.
+pub fn apply(
+    transaction: &rusqlite::Transaction<'_>,
+    write: &Write,
+    committed_at_ms: i64,
+) -> std::result::Result<(), WriteError> {
+    match write {
+        Write::Experiment(row) => {
+            outputs::write_config_files(&row.dir, &row.config_yaml, &row.config_hash)?;
+            transaction.prepare_cached(
+                "INSERT INTO experiments (id, name, config_yaml, config_json, config_hash, state, workdir_path, workdir_hash, started_at_ms, finished_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT(id) DO UPDATE SET config_yaml = ?3, config_json = ?4, config_hash = ?5, state = ?6, \
+                 workdir_path = ?7, workdir_hash = ?8, finished_at_ms = ?10",
+            )?
+            .execute(params![
+                row.id, row.name, row.config_yaml, row.config_json, row.config_hash, row.state.as_str(),
+                row.workdir_path, row.workdir_hash, row.started_at_ms, row.finished_at_ms
+            ])?;
+        }
+        Write::Variations {
+            experiment_id,
+            variations,
+        } => {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO variations (experiment_id, variation, params_json, axis_json) VALUES (?, ?, ?, ?)",
+            )?;
+            for variation in variations {
+                insert.execute(params![
+                    experiment_id,
+                    variation.index,
+                    &*variation.params_json,
+                    variation.axis_json
+                ])?;
+            }
+        }
+        Write::Runs {
+            experiment_id,
+            runs,
+        } => {
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO runs (experiment_id, variation, repetition, status) VALUES (?, ?, ?, 'pending')",
+            )?;
+            for (variation, repetition) in runs {
+                insert.execute(params![experiment_id, variation, repetition])?;
+            }
+        }
+        Write::Attempt(record) => apply_attempt(transaction, record)?,
+        Write::RunStatus {
+            experiment_id,
+            runs,
+            status,
+        } => {
+            let mut update = transaction.prepare_cached(
+                "UPDATE runs SET status = ?, attempts = CASE WHEN ? = 'pending' THEN 0 ELSE attempts END \
+                 WHERE experiment_id = ? AND variation = ? AND repetition = ?",
+            )?;
+            for (variation, repetition) in runs {
+                update.execute(params![
+                    status.as_str(),
+                    status.as_str(),
+                    experiment_id,
+                    variation,
+                    repetition
+                ])?;
+            }
+        }
+        Write::Workdir { hash, bundle } => {
+            transaction
+                .prepare_cached("INSERT OR IGNORE INTO workdirs (hash, bundle) VALUES (?, ?)")?
+                .execute(params![hash, bundle])?;
+        }
+        Write::Summary { dir, summary } => outputs::write_summary(dir, summary)?,
+        Write::ResultsCsv {
+            experiment_id,
+            dir,
+            config,
+            running,
+        } => {
+            let mut rows = result_rows(transaction, *experiment_id)?;
+            let running: std::collections::HashSet<&(u32, u32)> = running.iter().collect();
+            for row in rows
+                .iter_mut()
+                .filter(|r| running.contains(&(r.variation, r.repetition)))
+            {
+                row.status = RunStatus::Running;
+            }
+            outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
+            outputs::write_costs(dir, &outputs::costs_json(&rows))?;
+        }
+        Write::Finalize {
+            experiment_id,
+            dir,
+            summary,
+            config,
+        } => {
+            let rows = result_rows(transaction, *experiment_id)?;
+            // Finished when the last result is durable: now, in the
+            // transaction that commits after every earlier result.
+            let summary = Summary {
+                finished_at_ms: Some(committed_at_ms),
+                now_ms: committed_at_ms,
+                ..summary.clone()
+            };
+            outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
+            outputs::write_costs(dir, &outputs::costs_json(&rows))?;
+            outputs::write_summary(dir, &summary)?;
+            transaction
+                .prepare_cached(
+                    "UPDATE experiments SET state = ?, finished_at_ms = ? WHERE id = ?",
+                )?
+                .execute(params![
+                    summary.state.as_str(),
+                    summary.finished_at_ms,
+                    experiment_id
+                ])?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_attempt(
+    transaction: &rusqlite::Transaction<'_>,
+    record: &AttemptRecord,
+) -> std::result::Result<(), WriteError> {
+    // Files before the row: once the row is committed and acknowledged, the
+    // run's directory is complete (ARCHITECTURE.md, invariant 4).
+    outputs::write_run_files(record)?;
+    let result = record.result.as_ref();
+    let metrics = result.and_then(|r| r.metrics_json.clone());
+    transaction
+        .prepare_cached(
+            "INSERT OR REPLACE INTO attempts (experiment_id, variation, repetition, attempt, worker, lease_id, outcome, \
+             exit_code, signal, timed_out, error, stderr_tail, duration_s, started_at_ms, finished_at_ms, metrics_json, cost_usd) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            record.experiment_db_id,
+            record.variation,
+            record.repetition,
+            record.attempt,
+            &*record.worker,
+            record.lease_id as i64,
+            record.outcome.as_str(),
+            result.and_then(|r| r.exit_code),
+            result.and_then(|r| r.signal),
+            result.is_some_and(|r| r.timed_out),
+            (!record.error.is_empty()).then_some(&record.error),
+            result.map(|r| r.stderr_tail.as_str()).filter(|t| !t.is_empty()),
+            result.map(|r| r.duration_s),
+            result.map(|r| r.started_at_ms),
+            record.finished_at_ms,
+            metrics,
+            result.and_then(|r| r.cost_usd),
+        ])?;
+    transaction
+        .prepare_cached(
+            "UPDATE runs SET status = ?, attempts = MAX(attempts, ?), worker = ?, duration_s = ?, metrics_json = ?, \
+             error = ?, finished_at_ms = ?, \
+             cost_usd = CASE WHEN ? IS NULL THEN cost_usd ELSE (SELECT SUM(a.cost_usd) FROM attempts a \
+             WHERE a.experiment_id = runs.experiment_id AND a.variation = runs.variation \
+             AND a.repetition = runs.repetition) END \
+             WHERE experiment_id = ? AND variation = ? AND repetition = ?",
+        )?
+        .execute(params![
+            record.run_status.as_str(),
+            record.attempt,
+            &*record.worker,
+            result.map(|r| r.duration_s),
+            metrics,
+            (!record.error.is_empty()).then_some(&record.error),
+            record.run_status.is_final().then_some(record.finished_at_ms),
+            // The sum of the attempts' costs, recomputed only when this one has a cost.
+            result.and_then(|r| r.cost_usd),
+            record.experiment_db_id,
+            record.variation,
+            record.repetition,
+        ])?;
+    Ok(())
+}
+
+fn result_rows(
+    transaction: &rusqlite::Transaction<'_>,
+    experiment_id: i64,
+) -> rusqlite::Result<Vec<ResultRow>> {
+    let mut query = transaction.prepare_cached(
+        "SELECT r.variation, r.repetition, r.attempts, r.status, r.worker, r.duration_s, v.params_json, r.metrics_json, r.cost_usd \
+         FROM runs r JOIN variations v ON v.experiment_id = r.experiment_id AND v.variation = r.variation \
+         WHERE r.experiment_id = ? ORDER BY r.variation, r.repetition",
+    )?;
+    let rows = query.query_map([experiment_id], |row| {
+        let params: String = row.get(6)?;
+        let metrics: Option<String> = row.get(7)?;
+        Ok(ResultRow {
+            variation: row.get(0)?,
+            repetition: row.get(1)?,
+            attempt: row.get(2)?,
+            status: parse_column(row, 3)?,
+            worker: row.get(4)?,
+            duration_s: row.get(5)?,
+            params: object(&params),
+            metrics: metrics.as_deref().map(object).unwrap_or_default(),
+            cost_usd: row.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn object(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
