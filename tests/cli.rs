@@ -387,16 +387,22 @@ max_parallel: 1
 fn interrupted_run_resumes_with_only_the_missing_runs() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("experiments");
-    let yaml = r#"name: slow
+    // Runs after the first repetition wait on a gate that opens only after
+    // Ctrl+C: the sweep cannot finish before it is interrupted.
+    let gate = dir.path().join("gate");
+    let yaml = format!(
+        r#"name: slow
 run:
   kind: command
-  command: ["sh", "-c", "sleep 0.2; echo '{{\"v\": {x}}}'"]
+  command: ["sh", "-c", "[ $FLOTILLA_REPETITION = 1 ] || while [ ! -e {} ]; do sleep 0.02; done; echo '{{{{\"v\": {{x}}}}}}'"]
 variations:
   - param: x
     values: [1, 2, 3, 4]
 runs_per_variation: 6
-"#;
-    let file = write_experiment(&dir.path().join("exp"), "slow.yaml", yaml);
+"#,
+        gate.display()
+    );
+    let file = write_experiment(&dir.path().join("exp"), "slow.yaml", &yaml);
     let mut command = flotilla(&["run", "--workers", "2"]);
     command.arg(&file).arg("--root").arg(&root);
     let mut process = Process::spawn(command);
@@ -409,6 +415,8 @@ runs_per_variation: 6
                 .is_some_and(|s| s["succeeded"].as_u64() >= Some(2))
     });
     unsafe { libc::kill(process.child.id() as i32, libc::SIGINT) };
+    process.wait_for_line("interrupted: no new runs start");
+    std::fs::write(&gate, "open").unwrap();
     let status = process.wait_exit();
     assert_eq!(status.code(), Some(130), "{}", process.log.join("\n"));
     let first = read_json(&summary);

@@ -27,6 +27,31 @@ runs_per_variation: {runs_per_variation}
     write_experiment(dir, &format!("{name}.yaml"), &yaml)
 }
 
+/// Like `experiment`, but each run waits until the file `gate` exists.
+fn gated_experiment(
+    dir: &Path,
+    name: &str,
+    runs_per_variation: u32,
+    gate: &Path,
+) -> std::path::PathBuf {
+    experiment(
+        dir,
+        name,
+        runs_per_variation,
+        &format!("0; while [ ! -e {} ]; do sleep 0.02; done", gate.display()),
+    )
+}
+
+fn running_on(status: &serde_json::Value, worker: &str) -> u64 {
+    status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == worker)
+        .and_then(|w| w["running"].as_u64())
+        .unwrap_or(0)
+}
+
 fn finished_per_worker(status: &serde_json::Value) -> Vec<(String, u64)> {
     status["workers"]
         .as_array()
@@ -72,19 +97,25 @@ fn runs_spread_over_workers_including_one_that_joins_mid_sweep() {
     let token = write_token(dir.path(), "s3cret");
     let root = dir.path().join("root");
     let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
-    let file = experiment(&dir.path().join("exp"), "spread", 10, "0.05");
+    // Runs wait on a gate: the sweep cannot end before the third worker joined.
+    let gate = dir.path().join("gate");
+    let file = gated_experiment(&dir.path().join("exp"), "spread", 10, &gate);
     let _w1 = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
     let _w2 = coordinator.join_worker("w2", 2, &dir.path().join("w2"));
 
     let mut submit = coordinator.cli(&["submit", "--wait"]);
     submit.arg(&file);
     let mut submit = Process::spawn(submit);
-    wait_until("the sweep to start", || {
+    wait_until("the first two workers to be busy", || {
         coordinator
             .try_status_json("spread")
-            .is_some_and(|s| succeeded(&s) >= 4)
+            .is_some_and(|s| running_on(&s, "w1") == 2 && running_on(&s, "w2") == 2)
     });
     let _w3 = coordinator.join_worker("w3", 2, &dir.path().join("w3"));
+    wait_until("the worker that joined mid-sweep to get runs", || {
+        running_on(&coordinator.status_json("spread"), "w3") > 0
+    });
+    std::fs::write(&gate, "open").unwrap();
     assert!(submit.wait_exit().success(), "{}", submit.log.join("\n"));
 
     let status = coordinator.status_json("spread");
@@ -221,6 +252,11 @@ fn killed_coordinator_restarts_without_losing_acknowledged_results() {
 
     // Same root, same address: the workers reconnect by themselves.
     let coordinator = CoordinatorProcess::start(&root, &token, &address, "3s");
+    wait_until("both workers to come back", || {
+        let status = coordinator.status_json("phoenix");
+        let workers = status["workers"].as_array().unwrap();
+        workers.len() == 2 && workers.iter().all(|w| w["connected"] == true)
+    });
     let after_restart = count(
         &root,
         "SELECT COUNT(*) FROM runs WHERE status = 'succeeded'",
@@ -233,12 +269,11 @@ fn killed_coordinator_restarts_without_losing_acknowledged_results() {
         coordinator.status_json("phoenix")["experiments"][0]["state"] == "completed"
     });
     assert_each_run_succeeded_once(&root, 32);
-    let status = coordinator.status_json("phoenix");
-    let per_worker = finished_per_worker(&status);
-    assert!(
-        per_worker.iter().all(|(_, finished)| *finished > 0),
-        "both workers came back: {per_worker:?}"
-    );
+    let names: Vec<String> = finished_per_worker(&coordinator.status_json("phoenix"))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, ["w1", "w2"]);
     assert_eq!(read_csv(&root.join("phoenix/results.csv")).len(), 32);
 }
 
@@ -248,6 +283,13 @@ fn worker_with_a_wrong_token_is_refused_and_gets_no_work() {
     let token = write_token(dir.path(), "s3cret");
     let root = dir.path().join("root");
     let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    // Work is waiting when the intruder knocks.
+    let file = experiment(&dir.path().join("exp"), "guarded", 1, "0");
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    assert_eq!(
+        coordinator.status_json("guarded")["experiments"][0]["counts"]["pending"],
+        4
+    );
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "guess\n").unwrap();
     let output = flotilla(&["worker", "join", &coordinator.address, "--name", "intruder"])
@@ -260,11 +302,23 @@ fn worker_with_a_wrong_token_is_refused_and_gets_no_work() {
     assert_eq!(output.status.code(), Some(5));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("token"), "{stderr}");
-    let file = experiment(&dir.path().join("exp"), "guarded", 1, "0");
-    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    assert!(!stderr.contains("joined"), "{stderr}");
     let status = coordinator.status_json("guarded");
     assert!(status["workers"].as_array().unwrap().is_empty(), "{status}");
-    assert_eq!(status["experiments"][0]["counts"]["pending"], 4);
+
+    // An honest worker then runs all of it: the intruder ran nothing.
+    let _honest = coordinator.join_worker("honest", 2, &dir.path().join("honest"));
+    wait_until("the sweep to finish", || {
+        coordinator.status_json("guarded")["experiments"][0]["state"] == "completed"
+    });
+    assert_each_run_succeeded_once(&root, 4);
+    assert_eq!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM attempts WHERE worker <> 'honest'"
+        ),
+        0
+    );
 
     // Clients with a wrong token are refused too.
     let output = flotilla(&["status", "--coordinator", &coordinator.address])

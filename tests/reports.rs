@@ -52,11 +52,8 @@ fn run(root: &Path, dir: &Path, name: &str, yaml: &str) {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(
-        output.status.code() == Some(0) || output.status.code() == Some(3),
-        "{}",
-        text(&output.stderr)
-    );
+    // continue_on_error: true, so failed runs still complete the experiment.
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }
 
 #[test]
@@ -349,7 +346,8 @@ fn edge_cases_give_defined_figures_with_reasons() {
             .arg(&file)
             .output()
             .unwrap();
-        assert!(output.status.code().is_some(), "{}", text(&output.stderr));
+        // Failed runs do not fail the experiment: continue_on_error is true.
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     }
 
     let markdown = text(&run_ok(&mut at_root(&root, &["report", "edges"])).stdout);
