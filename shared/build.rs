@@ -7,7 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        // The rpc is named Connect (DESIGN §3), which would clash with the
+        // The rpc is named Connect (ARCHITECTURE.md, "Wire protocol"), which would clash with the
         // generated `connect` constructor; clients are built from a Channel.
         .build_transport(false)
         .compile_fds(descriptors)?;

@@ -1,4 +1,4 @@
-//! The files of an experiment directory (DESIGN §8), all written atomically:
+//! The files of an experiment directory (ARCHITECTURE.md, "Storage"), all written atomically:
 //! config.yaml, .meta/config.hash, runs/<run-id>/*, batch-summary.json, results.csv.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -87,7 +87,7 @@ impl MetricValue {
 pub struct RunData {
     pub variation: u32,
     pub repetition: u32,
-    /// Runs with equal seeds pair up (DESIGN §4).
+    /// Runs with equal seeds pair up (ARCHITECTURE.md, "Experiments and runs").
     pub seed: u64,
     pub status: RunStatus,
     /// (index into `ExperimentData::metric_names`, value).

@@ -1,4 +1,4 @@
-//! Atomic file writes (DESIGN §7.4): a temp file in the same directory, then rename.
+//! Atomic file writes (ARCHITECTURE.md, invariant 4): a temp file in the same directory, then rename.
 //! A reader sees the old content or the new, never a torn file.
 
 use std::io::Write;

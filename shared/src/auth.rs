@@ -1,4 +1,4 @@
-//! Shared-token authentication of workers and clients (DESIGN §7.5).
+//! Shared-token authentication of workers and clients (ARCHITECTURE.md, invariant 5).
 
 use std::path::Path;
 

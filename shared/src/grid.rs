@@ -52,7 +52,7 @@ pub fn expand(config: &ExperimentConfig) -> Vec<Variation> {
 }
 
 /// The seed of repetition `repetition` (1-based): the same in every variation,
-/// so that repetitions pair up across variations (DESIGN §4). SplitMix64 of the
+/// so that repetitions pair up across variations (ARCHITECTURE.md, "Experiments and runs"). SplitMix64 of the
 /// experiment seed and the repetition.
 pub fn run_seed(experiment_seed: u64, repetition: u32) -> u64 {
     let mut z = experiment_seed ^ (u64::from(repetition)).wrapping_mul(0x9E37_79B9_7F4A_7C15);

@@ -2,7 +2,7 @@
 //!
 //! Experiment names are directory names under the experiments root, so they are
 //! restricted to `[a-z0-9][a-z0-9_-]{0,63}`: nothing in them can escape the root
-//! (DESIGN §7.5).
+//! (ARCHITECTURE.md, invariant 5).
 
 /// The folder under the experiments root where `flotilla compare` writes;
 /// no experiment may take its name.

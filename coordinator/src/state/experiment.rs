@@ -73,7 +73,7 @@ pub struct RunEntry {
     /// Number of attempts whose outcome has been recorded.
     pub attempts_recorded: u32,
     /// Bit `n - 1` is set when attempt `n` was recorded as lost (its lease expired):
-    /// a late result of that attempt may still settle the run (DESIGN §7.2).
+    /// a late result of that attempt may still settle the run (ARCHITECTURE.md, invariant 2).
     pub lost_attempts: u64,
     pub lease: Option<u64>,
     pub worker: Option<Arc<str>>,

@@ -644,7 +644,7 @@ impl State {
 
     // ------------------------------------------------------------ leases
 
-    /// Requeues the runs of workers silent for longer than the lease timeout (DESIGN §7.2).
+    /// Requeues the runs of workers silent for longer than the lease timeout (ARCHITECTURE.md, invariant 2).
     pub fn expire_leases(&mut self, now: Instant, outbox: &mut Outbox) {
         let silent: Vec<Arc<str>> = self
             .workers

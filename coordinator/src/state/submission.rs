@@ -1,5 +1,5 @@
 //! Submitting an experiment: create it, resume it, extend it, or refuse a
-//! changed config (DESIGN §4).
+//! changed config (ARCHITECTURE.md, "Experiments and runs").
 
 use flotilla_shared::config::{compare_configs, ConfigChange, ExperimentConfig};
 use flotilla_shared::grid::expand;

@@ -338,7 +338,7 @@ struct Primary {
     interval: Option<[f64; 2]>,
 }
 
-/// Equal seeds pair the runs (ARCHITECTURE.md, "Experiments"): the paired test
+/// Equal seeds pair the runs (ARCHITECTURE.md, "Experiments and runs"): the paired test
 /// removes what the seed explains, so it is the primary test whenever there
 /// are pairs. Rates get tests of rates: a t-test on 0/1 fails exactly when one
 /// side is all true and the other all false.

@@ -1,4 +1,4 @@
-//! From runs to figures (DESIGN of reports in ARCHITECTURE.md, "Reports"):
+//! From runs to figures (ARCHITECTURE.md, "Reports"):
 //! each section of a report is computed by its own module.
 
 mod comparisons;

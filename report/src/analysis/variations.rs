@@ -59,7 +59,7 @@ pub struct VariationStatistics {
 }
 
 /// Values of metric number `metric` in succeeded runs, keyed by seed: runs
-/// with equal seeds pair up (ARCHITECTURE.md, "Experiments").
+/// with equal seeds pair up (ARCHITECTURE.md, "Experiments and runs").
 fn values_by_seed<'a>(
     runs: impl Iterator<Item = &'a RunData>,
     metric: Option<u16>,

@@ -1,4 +1,4 @@
-//! Statistics for reports (DESIGN §9): descriptive figures with confidence
+//! Statistics for reports (ARCHITECTURE.md, "Reports"): descriptive figures with confidence
 //! intervals, two-sample and paired tests, effect sizes, multiple-comparison
 //! correction and power. Every function is checked against SciPy reference
 //! values in `tests/fixtures/stats_reference.json`.

@@ -1,6 +1,6 @@
 //! Hypothesis tests between two variations: Welch's t and Mann–Whitney U for
 //! independent runs; the paired t-test and Wilcoxon signed-rank when seeds pair
-//! the runs (DESIGN §4). All two-sided, matching SciPy's defaults as noted.
+//! the runs (ARCHITECTURE.md, "Experiments and runs"). All two-sided, matching SciPy's defaults as noted.
 
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 

@@ -1,4 +1,4 @@
-//! What changed between a stored config and a resubmitted one (DESIGN §4):
+//! What changed between a stored config and a resubmitted one (ARCHITECTURE.md, "Experiments and runs"):
 //! identical, an extension (more repetitions, new axis values), or a conflict.
 
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! The experiment file (DESIGN §4): parsing, validation with file/line/column
+//! The experiment file (ARCHITECTURE.md, "Experiments and runs"): parsing, validation with file/line/column
 //! errors, and the canonical form whose SHA-256 identifies a submitted config.
 
 mod change;
@@ -50,7 +50,7 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RunConfig {
-    /// Start a program per run (DESIGN §5).
+    /// Start a program per run (ARCHITECTURE.md, "Worker session").
     Command {
         command: Vec<String>,
         /// As written in the file: relative to the file's directory unless absolute.

@@ -1,4 +1,4 @@
-//! Command runs (DESIGN §5): the program runs in its own process group with the
+//! Command runs (ARCHITECTURE.md, "Worker session"): the program runs in its own process group with the
 //! run's parameters substituted and the FLOTILLA_* environment; exit 0 with a
 //! JSON object of metrics is success, anything else a failure with its reason.
 //!

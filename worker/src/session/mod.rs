@@ -1,6 +1,6 @@
 //! The Session actor: owns the stream to the coordinator, starts a task per
 //! assigned run, batches results, and keeps every result until the
-//! coordinator acknowledges it — across reconnects (DESIGN §7.2).
+//! coordinator acknowledges it — across reconnects (ARCHITECTURE.md, invariant 2).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
