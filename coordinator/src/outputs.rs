@@ -7,7 +7,7 @@ use std::path::{Component, Path};
 use flotilla_shared::atomic_file::write_atomic;
 use flotilla_shared::clock::rfc3339;
 use flotilla_shared::config::ExperimentConfig;
-use flotilla_shared::naming::run_id;
+use flotilla_shared::naming::{run_id, variation_name};
 use flotilla_shared::{Error, Result};
 use serde_json::{json, Map, Value};
 
@@ -48,7 +48,7 @@ fn link_params(run_dir: &Path, record: &AttemptRecord) -> Result<()> {
         .ok_or_else(|| Error::Internal("run dir has no experiment".into()))?;
     let shared = experiment_dir
         .join(".meta/params")
-        .join(format!("var-{:03}.json", record.variation));
+        .join(format!("{}.json", variation_name(record.variation)));
     if !shared.exists() {
         let dir = shared.parent().expect("params dir");
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;

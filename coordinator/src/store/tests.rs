@@ -184,3 +184,51 @@ fn an_unknown_state_in_the_database_is_an_error_not_a_default() {
         "{error}"
     );
 }
+
+#[test]
+fn an_experiment_is_finished_when_its_final_write_commits() {
+    let root = tempfile::tempdir().unwrap();
+    let mut connection = database(root.path());
+    let health = StoreHealth::new(root.path().to_path_buf());
+    let config =
+        flotilla_shared::config::parse_experiment("name: e\nrun: {kind: noop}\n", "e.yaml")
+            .unwrap();
+    let Write::Summary { summary, .. } = summary_into(root.path().join("e")) else {
+        unreachable!()
+    };
+    let (committed, acknowledged) = std_mpsc::channel();
+    let group = vec![request(
+        vec![
+            experiment_row(root.path()),
+            runs(1),
+            Write::Finalize {
+                experiment_id: 1,
+                dir: root.path().join("e"),
+                summary: Summary {
+                    state: ExperimentState::Completed,
+                    // Whatever the actor thought, the commit decides.
+                    finished_at_ms: Some(1),
+                    ..summary
+                },
+                config: Box::new(config),
+            },
+        ],
+        &committed,
+    )];
+    commit_until_durable(&mut connection, group, &health);
+    let committed_at = acknowledged.try_recv().unwrap();
+    let (state, finished): (String, i64) = connection
+        .query_row("SELECT state, finished_at_ms FROM experiments", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((state.as_str(), finished), ("completed", committed_at));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.path().join("e/batch-summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        summary["finished_at"],
+        flotilla_shared::clock::rfc3339(committed_at)
+    );
+}

@@ -4,10 +4,14 @@ use flotilla_shared::Error;
 use rusqlite::params;
 use serde_json::{Map, Value};
 
+use std::path::Path;
+
+use flotilla_shared::config::ExperimentConfig;
+
 use super::columns::parse_column;
-use super::Write;
+use super::{ExperimentRow, Write};
 use crate::outputs::{self, ResultRow, Summary};
-use crate::state::{AttemptRecord, RunStatus};
+use crate::state::{AttemptRecord, RunStatus, VariationEntry};
 
 /// Why a write failed: the database or a file.
 #[derive(Debug, thiserror::Error)]
@@ -32,132 +36,178 @@ impl WriteError {
     }
 }
 
+type Transaction<'a> = rusqlite::Transaction<'a>;
+type Applied = std::result::Result<(), WriteError>;
+
 /// Applies one write inside the group's transaction; files first, so that a
 /// row never commits before what it describes is on disk.
-pub fn apply(
-    transaction: &rusqlite::Transaction<'_>,
-    write: &Write,
-    committed_at_ms: i64,
-) -> std::result::Result<(), WriteError> {
+pub fn apply(transaction: &Transaction<'_>, write: &Write, committed_at_ms: i64) -> Applied {
     match write {
-        Write::Experiment(row) => {
-            outputs::write_config_files(&row.dir, &row.config_yaml, &row.config_hash)?;
-            transaction.prepare_cached(
-                "INSERT INTO experiments (id, name, config_yaml, config_json, config_hash, state, workdir_path, workdir_hash, started_at_ms, finished_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT(id) DO UPDATE SET config_yaml = ?3, config_json = ?4, config_hash = ?5, state = ?6, \
-                 workdir_path = ?7, workdir_hash = ?8, finished_at_ms = ?10",
-            )?
-            .execute(params![
-                row.id, row.name, row.config_yaml, row.config_json, row.config_hash, row.state.as_str(),
-                row.workdir_path, row.workdir_hash, row.started_at_ms, row.finished_at_ms
-            ])?;
-        }
+        Write::Experiment(row) => experiment(transaction, row),
         Write::Variations {
             experiment_id,
             variations,
-        } => {
-            let mut insert = transaction.prepare_cached(
-                "INSERT OR REPLACE INTO variations (experiment_id, variation, params_json, axis_json) VALUES (?, ?, ?, ?)",
-            )?;
-            for variation in variations {
-                insert.execute(params![
-                    experiment_id,
-                    variation.index,
-                    &*variation.params_json,
-                    variation.axis_json
-                ])?;
-            }
-        }
+        } => self::variations(transaction, *experiment_id, variations),
         Write::Runs {
             experiment_id,
             runs,
-        } => {
-            let mut insert = transaction.prepare_cached(
-                "INSERT OR IGNORE INTO runs (experiment_id, variation, repetition, status) VALUES (?, ?, ?, 'pending')",
-            )?;
-            for (variation, repetition) in runs {
-                insert.execute(params![experiment_id, variation, repetition])?;
-            }
-        }
-        Write::Attempt(record) => apply_attempt(transaction, record)?,
+        } => new_runs(transaction, *experiment_id, runs),
+        Write::Attempt(record) => apply_attempt(transaction, record),
         Write::RunStatus {
             experiment_id,
             runs,
             status,
-        } => {
-            let mut update = transaction.prepare_cached(
-                "UPDATE runs SET status = ?, attempts = CASE WHEN ? = 'pending' THEN 0 ELSE attempts END \
-                 WHERE experiment_id = ? AND variation = ? AND repetition = ?",
-            )?;
-            for (variation, repetition) in runs {
-                update.execute(params![
-                    status.as_str(),
-                    status.as_str(),
-                    experiment_id,
-                    variation,
-                    repetition
-                ])?;
-            }
-        }
+        } => run_status(transaction, *experiment_id, runs, *status),
         Write::Workdir { hash, bundle } => {
             transaction
                 .prepare_cached("INSERT OR IGNORE INTO workdirs (hash, bundle) VALUES (?, ?)")?
                 .execute(params![hash, bundle])?;
+            Ok(())
         }
-        Write::Summary { dir, summary } => outputs::write_summary(dir, summary)?,
+        Write::Summary { dir, summary } => Ok(outputs::write_summary(dir, summary)?),
         Write::ResultsCsv {
             experiment_id,
             dir,
             config,
             running,
-        } => {
-            let mut rows = result_rows(transaction, *experiment_id)?;
-            let running: std::collections::HashSet<&(u32, u32)> = running.iter().collect();
-            for row in rows
-                .iter_mut()
-                .filter(|r| running.contains(&(r.variation, r.repetition)))
-            {
-                row.status = RunStatus::Running;
-            }
-            outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
-            outputs::write_costs(dir, &outputs::costs_json(&rows))?;
-        }
+        } => running_results(transaction, *experiment_id, dir, config, running),
         Write::Finalize {
             experiment_id,
             dir,
             summary,
             config,
-        } => {
-            let rows = result_rows(transaction, *experiment_id)?;
-            // Finished when the last result is durable: now, in the
-            // transaction that commits after every earlier result.
-            let summary = Summary {
-                finished_at_ms: Some(committed_at_ms),
-                now_ms: committed_at_ms,
-                ..summary.clone()
-            };
-            outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
-            outputs::write_costs(dir, &outputs::costs_json(&rows))?;
-            outputs::write_summary(dir, &summary)?;
-            transaction
-                .prepare_cached(
-                    "UPDATE experiments SET state = ?, finished_at_ms = ? WHERE id = ?",
-                )?
-                .execute(params![
-                    summary.state.as_str(),
-                    summary.finished_at_ms,
-                    experiment_id
-                ])?;
-        }
+        } => finalize(
+            transaction,
+            *experiment_id,
+            dir,
+            summary,
+            config,
+            committed_at_ms,
+        ),
+    }
+}
+
+/// The experiment's row, after its config.yaml and .meta/config.hash.
+fn experiment(transaction: &Transaction<'_>, row: &ExperimentRow) -> Applied {
+    outputs::write_config_files(&row.dir, &row.config_yaml, &row.config_hash)?;
+    transaction.prepare_cached(
+        "INSERT INTO experiments (id, name, config_yaml, config_json, config_hash, state, workdir_path, workdir_hash, started_at_ms, finished_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT(id) DO UPDATE SET config_yaml = ?3, config_json = ?4, config_hash = ?5, state = ?6, \
+         workdir_path = ?7, workdir_hash = ?8, finished_at_ms = ?10",
+    )?
+    .execute(params![
+        row.id, row.name, row.config_yaml, row.config_json, row.config_hash, row.state.as_str(),
+        row.workdir_path, row.workdir_hash, row.started_at_ms, row.finished_at_ms
+    ])?;
+    Ok(())
+}
+
+fn variations(
+    transaction: &Transaction<'_>,
+    experiment_id: i64,
+    variations: &[VariationEntry],
+) -> Applied {
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR REPLACE INTO variations (experiment_id, variation, params_json, axis_json) VALUES (?, ?, ?, ?)",
+    )?;
+    for variation in variations {
+        insert.execute(params![
+            experiment_id,
+            variation.index,
+            &*variation.params_json,
+            variation.axis_json
+        ])?;
     }
     Ok(())
 }
 
-fn apply_attempt(
-    transaction: &rusqlite::Transaction<'_>,
-    record: &AttemptRecord,
-) -> std::result::Result<(), WriteError> {
+fn new_runs(transaction: &Transaction<'_>, experiment_id: i64, runs: &[(u32, u32)]) -> Applied {
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR IGNORE INTO runs (experiment_id, variation, repetition, status) VALUES (?, ?, ?, 'pending')",
+    )?;
+    for (variation, repetition) in runs {
+        insert.execute(params![experiment_id, variation, repetition])?;
+    }
+    Ok(())
+}
+
+/// Runs cancelled, or reopened by a resubmission (pending again, attempts from zero).
+fn run_status(
+    transaction: &Transaction<'_>,
+    experiment_id: i64,
+    runs: &[(u32, u32)],
+    status: RunStatus,
+) -> Applied {
+    let mut update = transaction.prepare_cached(
+        "UPDATE runs SET status = ?, attempts = CASE WHEN ? = 'pending' THEN 0 ELSE attempts END \
+         WHERE experiment_id = ? AND variation = ? AND repetition = ?",
+    )?;
+    for (variation, repetition) in runs {
+        update.execute(params![
+            status.as_str(),
+            status.as_str(),
+            experiment_id,
+            variation,
+            repetition
+        ])?;
+    }
+    Ok(())
+}
+
+/// results.csv and batch-costs.json of a running experiment, from committed
+/// rows; the runs in `running` show as running (the database knows them as pending).
+fn running_results(
+    transaction: &Transaction<'_>,
+    experiment_id: i64,
+    dir: &Path,
+    config: &ExperimentConfig,
+    running: &[(u32, u32)],
+) -> Applied {
+    let mut rows = result_rows(transaction, experiment_id)?;
+    let running: std::collections::HashSet<&(u32, u32)> = running.iter().collect();
+    for row in rows
+        .iter_mut()
+        .filter(|r| running.contains(&(r.variation, r.repetition)))
+    {
+        row.status = RunStatus::Running;
+    }
+    outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
+    outputs::write_costs(dir, &outputs::costs_json(&rows))?;
+    Ok(())
+}
+
+/// The final files, then the final state. Finished when the last result is
+/// durable: now, in the transaction that commits after every earlier result.
+fn finalize(
+    transaction: &Transaction<'_>,
+    experiment_id: i64,
+    dir: &Path,
+    summary: &Summary,
+    config: &ExperimentConfig,
+    committed_at_ms: i64,
+) -> Applied {
+    let rows = result_rows(transaction, experiment_id)?;
+    let summary = Summary {
+        finished_at_ms: Some(committed_at_ms),
+        now_ms: committed_at_ms,
+        ..summary.clone()
+    };
+    outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
+    outputs::write_costs(dir, &outputs::costs_json(&rows))?;
+    outputs::write_summary(dir, &summary)?;
+    transaction
+        .prepare_cached("UPDATE experiments SET state = ?, finished_at_ms = ? WHERE id = ?")?
+        .execute(params![
+            summary.state.as_str(),
+            summary.finished_at_ms,
+            experiment_id
+        ])?;
+    Ok(())
+}
+
+/// An attempt's files, its row, and its run's row.
+fn apply_attempt(transaction: &Transaction<'_>, record: &AttemptRecord) -> Applied {
     // Files before the row: once the row is committed and acknowledged, the
     // run's directory is complete (ARCHITECTURE.md, invariant 4).
     outputs::write_run_files(record)?;
@@ -215,7 +265,7 @@ fn apply_attempt(
 }
 
 fn result_rows(
-    transaction: &rusqlite::Transaction<'_>,
+    transaction: &Transaction<'_>,
     experiment_id: i64,
 ) -> rusqlite::Result<Vec<ResultRow>> {
     let mut query = transaction.prepare_cached(
