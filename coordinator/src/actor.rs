@@ -17,15 +17,20 @@ use tracing::{debug, warn};
 
 use crate::outputs::Summary;
 use crate::state::{Outbox, Persist, RunStatus, State, StopReason, Submission, Submitted};
-use crate::store::{ExperimentRow, OnCommit, StoreHandle, Write};
+use crate::store::{Backlog, ExperimentRow, OnCommit, StoreHandle, Write};
 use crate::views::{self, StatusView};
 
 /// Messages to one worker's stream.
 pub type WorkerSender = mpsc::UnboundedSender<ToWorker>;
 
-/// Results queued for the store past which no new run is assigned: a slow
-/// disk slows assignment instead of piling results up in workers' memory.
-const MAX_UNCOMMITTED_RESULTS: u64 = 8192;
+/// What may wait for the store before no new run is assigned: a slow disk
+/// slows assignment instead of piling results up in memory. The count suits
+/// runs that finish in microseconds (a group commits thousands at once); the
+/// bytes bound runs that ship large logs.
+const MAX_BACKLOG: Backlog = Backlog {
+    results: 65_536,
+    bytes: 256 * 1024 * 1024,
+};
 /// How often leases are checked and summaries rewritten.
 const TICK: Duration = Duration::from_millis(500);
 /// batch-summary.json of running experiments is rewritten this often (at most 2 s apart).
@@ -79,6 +84,8 @@ enum Msg {
     WorkerCount {
         reply: oneshot::Sender<u32>,
     },
+    /// Results were committed: assignment can go on if it waited for them.
+    ResultsDurable,
 }
 
 #[derive(Clone)]
@@ -272,6 +279,7 @@ impl Actor {
                 let _ =
                     reply.send(self.state.workers.values().filter(|w| w.connected).count() as u32);
             }
+            Msg::ResultsDurable => {}
         }
         self.schedule();
     }
@@ -391,12 +399,17 @@ impl Actor {
 
     /// Results are acknowledged only once their writes are committed
     /// (ARCHITECTURE.md, invariants 2 and 4).
+    /// The actor hears of the commit too: assignment may have been held back
+    /// while these results waited for the disk, and idle workers send nothing
+    /// that would wake it.
     fn ack_after_commit(&self, name: &Arc<str>, lease_ids: Vec<u64>) -> OnCommit {
         let sender = self.outbound.get(name).map(|(_, s)| s.clone());
+        let actor = self.self_sender.clone();
         Box::new(move |_| {
             if let Some(sender) = sender {
                 let _ = sender.send(ToWorker::Ack(lease_ids));
             }
+            let _ = actor.send(Msg::ResultsDurable);
         })
     }
 
@@ -405,7 +418,11 @@ impl Actor {
     /// that workers must hold (ARCHITECTURE.md, invariant 4).
     fn schedule(&mut self) {
         let health = self.store.health();
-        if health.is_failing() || health.uncommitted_results() >= MAX_UNCOMMITTED_RESULTS {
+        let backlog = health.backlog();
+        if health.is_failing()
+            || backlog.results >= MAX_BACKLOG.results
+            || backlog.bytes >= MAX_BACKLOG.bytes
+        {
             return;
         }
         let mut outbox = Outbox::default();

@@ -10,12 +10,22 @@ use tracing::{error, info};
 
 use super::WriteError;
 
+/// Results in requests that are queued or being written: how many, and how
+/// many bytes of run files they carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub results: u64,
+    pub bytes: u64,
+}
+
 /// Shared between the store thread (writer) and the actor (reader).
 #[derive(Debug)]
 pub struct StoreHealth {
     root: PathBuf,
     /// Results queued or being written, not yet committed.
     uncommitted_results: AtomicU64,
+    /// Bytes of run files those results carry.
+    uncommitted_bytes: AtomicU64,
     /// Why the group at the head of the queue cannot be written; `None` while writes succeed.
     problem: Mutex<Option<String>>,
 }
@@ -25,18 +35,23 @@ impl StoreHealth {
         StoreHealth {
             root,
             uncommitted_results: AtomicU64::new(0),
+            uncommitted_bytes: AtomicU64::new(0),
             problem: Mutex::new(None),
         }
     }
 
-    pub(super) fn queued(&self, results: u64) {
+    pub(super) fn queued(&self, backlog: Backlog) {
         self.uncommitted_results
-            .fetch_add(results, Ordering::Relaxed);
+            .fetch_add(backlog.results, Ordering::Relaxed);
+        self.uncommitted_bytes
+            .fetch_add(backlog.bytes, Ordering::Relaxed);
     }
 
-    pub(super) fn committed(&self, results: u64) {
+    pub(super) fn committed(&self, backlog: Backlog) {
         self.uncommitted_results
-            .fetch_sub(results, Ordering::Relaxed);
+            .fetch_sub(backlog.results, Ordering::Relaxed);
+        self.uncommitted_bytes
+            .fetch_sub(backlog.bytes, Ordering::Relaxed);
         let mut problem = self.problem.lock().expect("not poisoned");
         if problem.take().is_some() {
             info!(root = %self.root.display(), "writing again under the root; results waiting on workers are being recorded");
@@ -57,6 +72,14 @@ impl StoreHealth {
     /// Results that are not durable yet: their workers still hold them.
     pub fn uncommitted_results(&self) -> u64 {
         self.uncommitted_results.load(Ordering::Relaxed)
+    }
+
+    /// What waits for the disk: results and the bytes of their files.
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            results: self.uncommitted_results(),
+            bytes: self.uncommitted_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Why results cannot be written, in words, or `None` while they can.

@@ -30,7 +30,7 @@ use crate::outputs::Summary;
 use crate::state::{AttemptRecord, ExperimentState, RunStatus, VariationEntry};
 use columns::parse_column;
 
-pub use health::StoreHealth;
+pub use health::{Backlog, StoreHealth};
 pub use read::{read_experiment, read_experiments};
 pub use writes::WriteError;
 
@@ -142,15 +142,25 @@ enum Request {
 }
 
 impl Request {
-    /// Results (attempts with a worker's report) this request carries.
-    fn results(&self) -> u64 {
-        match self {
-            Request::Writes { writes, .. } => writes
-                .iter()
-                .filter(|w| matches!(w, Write::Attempt(record) if record.result.is_some()))
-                .count() as u64,
-            Request::LoadWorkdir { .. } => 0,
+    /// Results (attempts with a worker's report) this request carries, and their files' bytes.
+    fn backlog(&self) -> Backlog {
+        let Request::Writes { writes, .. } = self else {
+            return Backlog::default();
+        };
+        let mut backlog = Backlog::default();
+        for write in writes {
+            if let Write::Attempt(record) = write {
+                if let Some(result) = &record.result {
+                    backlog.results += 1;
+                    backlog.bytes += result
+                        .files
+                        .iter()
+                        .map(|f| f.content.len() as u64)
+                        .sum::<u64>();
+                }
+            }
         }
+        backlog
     }
 }
 
@@ -168,7 +178,7 @@ impl StoreHandle {
             return;
         }
         let request = Request::Writes { writes, on_commit };
-        self.health.queued(request.results());
+        self.health.queued(request.backlog());
         if self.sender.send(request).is_err() {
             error!("store is gone; a write was lost and will not be acknowledged");
         }
@@ -327,13 +337,19 @@ fn commit_until_durable(
     mut group: Vec<Request>,
     health: &StoreHealth,
 ) {
-    let results: u64 = group.iter().map(Request::results).sum();
+    let backlog = group
+        .iter()
+        .map(Request::backlog)
+        .fold(Backlog::default(), |sum, b| Backlog {
+            results: sum.results + b.results,
+            bytes: sum.bytes + b.bytes,
+        });
     let mut delay = RETRY_FIRST;
     loop {
         let committed_at_ms = now_ms();
         match commit_group(connection, &mut group, committed_at_ms) {
             Ok(()) => {
-                health.committed(results);
+                health.committed(backlog);
                 for request in group {
                     if let Request::Writes {
                         on_commit: Some(on_commit),
