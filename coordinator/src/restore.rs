@@ -47,8 +47,9 @@ pub fn restore(
         experiment.spent_usd = row.spent_usd;
         experiment.finished_at_ms = row.finished_at_ms;
         for run in runs {
-            // The database never holds `running` (a lease lives in memory
-            // only), but a root written by an older version may.
+            // A lease lives in memory only: a run recorded as running lost
+            // its lease with the restart, unless its worker reports it (then
+            // `worker_connected` adopts it again).
             let status = match run.status {
                 RunStatus::Running => RunStatus::Pending,
                 status => status,
