@@ -258,3 +258,41 @@ pub fn read_csv(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> 
         })
         .collect()
 }
+
+/// A Python with the official `openai`, `anthropic` and `ollama` clients
+/// (tests/python-clients.txt): `$FLOTILLA_TEST_PYTHON`, or a venv under
+/// target/ made on first use (`.ci/run` makes it before the tests).
+pub fn python_with_clients() -> PathBuf {
+    if let Some(python) = std::env::var_os("FLOTILLA_TEST_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = repository.join("target/python-clients");
+    let python = venv.join("bin/python");
+    std::fs::create_dir_all(repository.join("target")).unwrap();
+    // One test process makes the venv; the others wait for it.
+    let lock = std::fs::File::create(repository.join("target/python-clients.lock")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function owns; released when `lock` drops.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import openai, anthropic, ollama"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&python) {
+        run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "-r"])
+                .arg(repository.join("tests/python-clients.txt")),
+        );
+        assert!(
+            ready(&python),
+            "the venv at {} lacks the clients",
+            venv.display()
+        );
+    }
+    python
+}

@@ -68,7 +68,15 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         .map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
     let link = connection::CoordinatorLink::new(&config.coordinator, &config.token);
     let workdirs = workdir_cache::WorkdirCache::new(config.work_dir.join("workdirs"), link.clone());
-    let context = Arc::new(run_kinds::RunContext::new(scratch, workdirs));
+    let gateway = flotilla_gateway::Gateway::start()
+        .await
+        .map_err(|e| Error::io("cannot start the LLM gateway on 127.0.0.1", e))?;
+    tracing::info!(address = %gateway.address, "gateway listening");
+    let context = Arc::new(run_kinds::RunContext::new(
+        scratch,
+        workdirs,
+        Arc::new(gateway),
+    ));
     session::Session::new(config, link, context)
         .run(shutdown)
         .await

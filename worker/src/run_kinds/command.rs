@@ -69,7 +69,26 @@ pub async fn execute(
         metrics: output_dir.with_extension("metrics.json"),
         output_dir,
     };
-    let outcome = run_program(&assignment, context, &paths, cancel).await;
+    // The run's token for the gateway: its programs' LLM calls are metered
+    // into the run's ledger (ARCHITECTURE.md, "Gateway").
+    let token = match context.gateway.state.runs.open(
+        assignment.run.to_string(),
+        assignment.seed,
+        std::sync::Arc::new(flotilla_gateway::Unbounded),
+    ) {
+        Ok(token) => token,
+        Err(e) => {
+            context.return_output_dir(paths.output_dir);
+            return failed_to_start(
+                &assignment,
+                format!("cannot make the run's gateway token: {e}"),
+                started_at_ms,
+            );
+        }
+    };
+    let gateway_environment = context.gateway.environment(&token);
+    let outcome = run_program(&assignment, context, &paths, &gateway_environment, cancel).await;
+    let calls = context.gateway.state.runs.close(&token);
     let mut result = RunResult::failed(&assignment, String::new(), started_at_ms);
     result.duration_s = started.elapsed().as_secs_f64();
     match outcome {
@@ -116,9 +135,24 @@ pub async fn execute(
             result.files = collect_files(ending.stdout, ending.stderr, &paths.output_dir);
         }
     }
+    add_calls(&mut result, &calls);
     let _ = std::fs::remove_file(&paths.metrics);
     context.return_output_dir(paths.output_dir);
     result
+}
+
+/// The run's LLM calls: `calls.jsonl` among its files, and their metered cost
+/// added to whatever the program reported itself.
+fn add_calls(result: &mut RunResult, calls: &[flotilla_gateway::CallRecord]) {
+    if calls.is_empty() {
+        return;
+    }
+    let metered: f64 = calls.iter().map(|call| call.cost_usd).sum();
+    result.cost_usd = Some(result.cost_usd.unwrap_or(0.0) + metered);
+    result.files.push(ShippedFile {
+        path: "calls.jsonl".into(),
+        content: flotilla_gateway::calls_jsonl(calls).into_bytes(),
+    });
 }
 
 fn failed_to_start(assignment: &Assignment, error: String, started_at_ms: i64) -> RunResult {
@@ -146,6 +180,7 @@ async fn run_program(
     assignment: &Assignment,
     context: &RunContext,
     paths: &RunPaths,
+    gateway_environment: &[(&str, String)],
     cancel: oneshot::Receiver<()>,
 ) -> Result<Ending, String> {
     let RunSpec::Command {
@@ -206,7 +241,12 @@ async fn run_program(
         .env("FLOTILLA_SEED", assignment.seed.to_string())
         .env("FLOTILLA_PARAMS", &params_path)
         .env("FLOTILLA_OUTPUT_DIR", &paths.output_dir)
-        .env("FLOTILLA_METRICS", &paths.metrics);
+        .env("FLOTILLA_METRICS", &paths.metrics)
+        .envs(
+            gateway_environment
+                .iter()
+                .map(|(name, value)| (name, value)),
+        );
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start '{}': {e}", program.display()))?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use flotilla_gateway::Gateway;
 use flotilla_shared::clock::now_ms;
 use flotilla_shared::run::{Assignment, Outcome, RunResult, RunSpec};
 use tokio::sync::oneshot;
@@ -17,6 +18,8 @@ pub struct RunContext {
     /// Scratch space: params files and output directories.
     pub scratch: PathBuf,
     pub workdirs: Arc<WorkdirCache>,
+    /// Where the runs' programs make their LLM calls.
+    pub gateway: Arc<Gateway>,
     /// Output directories not in use. A finished run empties its directory and
     /// returns it, so short runs create and delete no directories at all.
     pub free_output_dirs: Mutex<Vec<PathBuf>>,
@@ -24,10 +27,11 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    pub fn new(scratch: PathBuf, workdirs: Arc<WorkdirCache>) -> Self {
+    pub fn new(scratch: PathBuf, workdirs: Arc<WorkdirCache>, gateway: Arc<Gateway>) -> Self {
         RunContext {
             scratch,
             workdirs,
+            gateway,
             free_output_dirs: Mutex::new(Vec::new()),
             output_dirs_made: AtomicUsize::new(0),
         }

@@ -1,0 +1,85 @@
+//! Flotilla's LLM gateway (ARCHITECTURE.md, "Gateway"): one per worker, on
+//! 127.0.0.1 at an ephemeral port. Programs reach it through the official
+//! clients' environment variables with their run's token as API key; every
+//! call is routed by its `provider/model` name, metered, priced and recorded
+//! in the run's ledger, which the worker collects when the run ends.
+
+pub mod calls;
+mod openai;
+pub mod pricing;
+pub mod routing;
+pub mod runs;
+pub mod sim;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use calls::{calls_jsonl, CallRecord};
+pub use runs::{RunRegistry, SpendGate, Unbounded};
+
+/// What every request handler shares.
+#[derive(Default)]
+pub struct GatewayState {
+    pub runs: RunRegistry,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub address: SocketAddr,
+    pub state: Arc<GatewayState>,
+    server: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Serves on 127.0.0.1 at an ephemeral port: only programs on this
+    /// machine can reach it (ARCHITECTURE.md, invariant 5).
+    pub async fn start() -> std::io::Result<Gateway> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let state = Arc::new(GatewayState::default());
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the gateway stopped");
+            }
+        });
+        Ok(Gateway {
+            address,
+            state,
+            server,
+        })
+    }
+
+    /// The environment a run's programs get, so that the official clients
+    /// reach this gateway with the run's token.
+    pub fn environment(&self, token: &str) -> Vec<(&'static str, String)> {
+        let base = format!("http://{}", self.address);
+        vec![
+            ("OPENAI_BASE_URL", format!("{base}/v1")),
+            ("OPENAI_API_KEY", token.to_string()),
+            ("ANTHROPIC_BASE_URL", base.clone()),
+            ("ANTHROPIC_API_KEY", token.to_string()),
+            ("OLLAMA_HOST", base.clone()),
+            ("FLOTILLA_GATEWAY", base),
+        ]
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn router(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*model}", get(openai::get_model))
+        .with_state(state)
+}

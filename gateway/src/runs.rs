@@ -1,0 +1,89 @@
+//! Runs the gateway serves: each live run has a token (its programs' API key)
+//! and a ledger of its calls. A call without a live token is refused
+//! (ARCHITECTURE.md, invariant 5).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use crate::calls::CallRecord;
+
+/// The question the gateway asks before a call: may this run spend up to
+/// `worst_case_usd` more? The worker answers it; today with [`Unbounded`],
+/// later from the coordinator's budget ledger.
+pub trait SpendGate: Send + Sync {
+    fn may_spend(&self, worst_case_usd: f64) -> bool;
+}
+
+/// Every call may spend: no budget is enforced yet (ARCHITECTURE.md, invariant 1).
+pub struct Unbounded;
+
+impl SpendGate for Unbounded {
+    fn may_spend(&self, _worst_case_usd: f64) -> bool {
+        true
+    }
+}
+
+/// One live run: who it is, its seed (sim models answer from it) and its calls.
+pub struct RunLedger {
+    /// `experiment/var-001-run-002`, for logs.
+    pub label: String,
+    pub seed: u64,
+    pub spend: Arc<dyn SpendGate>,
+    calls: Mutex<Vec<CallRecord>>,
+}
+
+impl RunLedger {
+    pub fn record(&self, call: CallRecord) {
+        self.calls.lock().expect("not poisoned").push(call);
+    }
+}
+
+/// Live runs by token.
+#[derive(Default)]
+pub struct RunRegistry {
+    runs: Mutex<HashMap<String, Arc<RunLedger>>>,
+}
+
+impl RunRegistry {
+    /// Opens a run; its programs present the returned token as their API key.
+    pub fn open(
+        &self,
+        label: String,
+        seed: u64,
+        spend: Arc<dyn SpendGate>,
+    ) -> std::io::Result<String> {
+        let token = new_token()?;
+        let ledger = Arc::new(RunLedger {
+            label,
+            seed,
+            spend,
+            calls: Mutex::new(Vec::new()),
+        });
+        self.runs
+            .lock()
+            .expect("not poisoned")
+            .insert(token.clone(), ledger);
+        Ok(token)
+    }
+
+    pub fn lookup(&self, token: &str) -> Option<Arc<RunLedger>> {
+        self.runs.lock().expect("not poisoned").get(token).cloned()
+    }
+
+    /// Ends a run: its token stops working and its calls are handed back.
+    pub fn close(&self, token: &str) -> Vec<CallRecord> {
+        let ledger = self.runs.lock().expect("not poisoned").remove(token);
+        ledger
+            .map(|ledger| std::mem::take(&mut *ledger.calls.lock().expect("not poisoned")))
+            .unwrap_or_default()
+    }
+}
+
+/// 128 random bits, hex-encoded, prefixed so that logs show what it is.
+fn new_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("flotilla-run-{hex}"))
+}

@@ -1,0 +1,170 @@
+//! The sim provider: models that answer deterministically from (model, run
+//! seed, conversation), so that experiments, tests and benchmarks need no
+//! API key and no network (ARCHITECTURE.md, "Gateway").
+
+use crate::pricing::Prices;
+
+/// A conversation as the sim models read it: (role, text) pairs in order.
+pub type Conversation = [(String, String)];
+
+/// The sim models and what each answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimModel {
+    /// Always `cooperate`.
+    AlwaysCooperate,
+    /// Always `defect`.
+    AlwaysDefect,
+    /// The other side's last move in the conversation (`cooperate` to begin with).
+    TitForTat,
+    /// `cooperate` or `defect`, drawn from the run's seed and the conversation.
+    Random,
+    /// The last user message, word for word.
+    Echo,
+    /// A score from 0 to 10 for the answer being judged, from the seed and the conversation.
+    Judge,
+}
+
+impl SimModel {
+    pub const ALL: [(&'static str, SimModel); 6] = [
+        ("always-cooperate", SimModel::AlwaysCooperate),
+        ("always-defect", SimModel::AlwaysDefect),
+        ("tit-for-tat", SimModel::TitForTat),
+        ("random", SimModel::Random),
+        ("echo", SimModel::Echo),
+        ("judge", SimModel::Judge),
+    ];
+
+    pub fn named(name: &str) -> Option<SimModel> {
+        Self::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, model)| *model)
+    }
+
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        Self::ALL.iter().map(|(name, _)| *name)
+    }
+
+    /// What the model says to `conversation` in a run seeded with `seed`.
+    pub fn answer(self, seed: u64, conversation: &Conversation) -> String {
+        match self {
+            SimModel::AlwaysCooperate => "cooperate".into(),
+            SimModel::AlwaysDefect => "defect".into(),
+            SimModel::TitForTat => last_move(conversation).unwrap_or("cooperate").into(),
+            SimModel::Random => {
+                if draw(seed, conversation).is_multiple_of(2) {
+                    "cooperate".into()
+                } else {
+                    "defect".into()
+                }
+            }
+            SimModel::Echo => conversation
+                .iter()
+                .rev()
+                .find(|(role, _)| role == "user")
+                .map(|(_, text)| text.clone())
+                .unwrap_or_default(),
+            SimModel::Judge => (draw(seed, conversation) % 11).to_string(),
+        }
+    }
+}
+
+/// The sim's prices: small but not zero, so that metering shows in every figure.
+pub const SIM_PRICES: Prices = Prices::new(1.0, 2.0, 0.5);
+
+/// Tokens the sim counts for a text: one per four bytes, at least one.
+pub fn tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4).max(1)
+}
+
+/// The other side's last move: the last `cooperate` or `defect` in the last
+/// user message that names one.
+fn last_move(conversation: &Conversation) -> Option<&'static str> {
+    conversation
+        .iter()
+        .rev()
+        .filter(|(role, _)| role == "user")
+        .find_map(|(_, text)| {
+            let text = text.to_ascii_lowercase();
+            match (text.rfind("cooperate"), text.rfind("defect")) {
+                (Some(c), Some(d)) => Some(if c > d { "cooperate" } else { "defect" }),
+                (Some(_), None) => Some("cooperate"),
+                (None, Some(_)) => Some("defect"),
+                (None, None) => None,
+            }
+        })
+}
+
+/// A number drawn from the seed and the conversation (FNV-1a, then SplitMix64).
+fn draw(seed: u64, conversation: &Conversation) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for (role, text) in conversation {
+        for byte in role.bytes().chain([0]).chain(text.bytes()).chain([0]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let mut z = hash.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(text: &str) -> (String, String) {
+        ("user".into(), text.into())
+    }
+
+    #[test]
+    fn tit_for_tat_plays_the_other_sides_last_move() {
+        let model = SimModel::TitForTat;
+        assert_eq!(model.answer(1, &[user("Let's play.")]), "cooperate");
+        assert_eq!(
+            model.answer(
+                1,
+                &[
+                    user("I cooperate"),
+                    ("assistant".into(), "cooperate".into()),
+                    user("I defect")
+                ]
+            ),
+            "defect"
+        );
+        assert_eq!(
+            model.answer(1, &[user("first defect, then cooperate")]),
+            "cooperate"
+        );
+    }
+
+    #[test]
+    fn seeded_models_repeat_themselves_and_vary_with_the_seed() {
+        let conversation = [user("Round 1: your move?")];
+        for model in [SimModel::Random, SimModel::Judge] {
+            assert_eq!(
+                model.answer(7, &conversation),
+                model.answer(7, &conversation)
+            );
+            let answers: std::collections::BTreeSet<String> = (0..50)
+                .map(|seed| model.answer(seed, &conversation))
+                .collect();
+            assert!(answers.len() > 1, "{model:?} ignores the seed");
+        }
+        let score: u32 = SimModel::Judge.answer(3, &conversation).parse().unwrap();
+        assert!(score <= 10);
+    }
+
+    #[test]
+    fn echo_returns_the_last_user_message() {
+        assert_eq!(
+            SimModel::Echo.answer(
+                0,
+                &[user("one"), ("assistant".into(), "x".into()), user("two")]
+            ),
+            "two"
+        );
+        assert_eq!(tokens(""), 1);
+        assert_eq!(tokens("abcde"), 2);
+    }
+}

@@ -1,0 +1,187 @@
+//! Every LLM call seen: unmodified programs using the official `openai`
+//! Python client, run by `flotilla run`, reach the worker's gateway through
+//! their environment alone; each call is answered by a sim model, metered,
+//! priced and recorded in the run's calls.jsonl, and the run's cost is the
+//! sum of its calls.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+/// An iterated game against a sim model: three rounds, each a chat call,
+/// streamed or not; the metrics are the moves and what the client saw.
+const SCENARIO: &str = r#"
+import json, os, sys
+from openai import OpenAI
+
+model, stream = sys.argv[1], sys.argv[2] == "true"
+client = OpenAI()  # OPENAI_BASE_URL and OPENAI_API_KEY come from the worker
+messages = [{"role": "system", "content": "You play an iterated prisoner's dilemma."}]
+moves, prompt_tokens = [], 0
+my_moves = ["cooperate", "defect", "defect"]
+for round_number, mine in enumerate(my_moves, 1):
+    messages.append({"role": "user", "content": f"Round {round_number}: I {mine}. Your move?"})
+    if stream:
+        text = ""
+        usage_chunks = 0
+        for chunk in client.chat.completions.create(model=model, messages=messages, stream=True,
+                                                    stream_options={"include_usage": True}):
+            if chunk.usage is not None:
+                usage_chunks += 1
+                prompt_tokens += chunk.usage.prompt_tokens
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+        assert usage_chunks == 1, usage_chunks
+    else:
+        reply = client.chat.completions.create(model=model, messages=messages)
+        text = reply.choices[0].message.content
+        prompt_tokens += reply.usage.prompt_tokens
+    moves.append(text)
+    messages.append({"role": "assistant", "content": text})
+print(json.dumps({
+    "cooperation": moves.count("cooperate") / len(moves),
+    "moves": " ".join(moves),
+    "prompt_tokens": prompt_tokens,
+}))
+"#;
+
+/// A program that checks what the gateway refuses, and how.
+const REFUSALS: &str = r#"
+import json, os
+import openai
+from openai import OpenAI
+
+client = OpenAI(max_retries=0)
+try:
+    client.chat.completions.create(model="openrouter/gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    unknown = "served"
+except openai.NotFoundError as error:
+    unknown = error.message
+stranger = OpenAI(api_key="not-a-run-token", max_retries=0)
+try:
+    stranger.chat.completions.create(model="sim/echo", messages=[{"role": "user", "content": "hi"}])
+    refused = False
+except openai.AuthenticationError:
+    refused = True
+models = [m.id for m in client.models.list()]
+print(json.dumps({"unknown": unknown, "refused": refused, "models": " ".join(models)}))
+"#;
+
+fn experiment(dir: &Path, python: &Path) -> std::path::PathBuf {
+    std::fs::write(dir.join("scenario.py"), SCENARIO).unwrap();
+    write_experiment(
+        dir,
+        "game.yaml",
+        &format!(
+            "name: game\nrun:\n  kind: command\n  command: [{python:?}, scenario.py, \"{{model}}\", \"{{stream}}\"]\n\
+             variations:\n  - param: model\n    values: [sim/tit-for-tat, sim/always-defect]\n  - param: stream\n    values: [false, true]\n\
+             runs_per_variation: 2\nmetrics:\n  - {{name: cooperation, goal: maximize}}\n",
+            python = python.display().to_string()
+        ),
+    )
+}
+
+#[test]
+fn openai_client_calls_are_answered_metered_and_recorded_per_run() {
+    let python = python_with_clients();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let file = experiment(dir.path(), &python);
+    run_ok(
+        flotilla(&["run", "--workers", "2"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root),
+    );
+    let rows = read_csv(&root.join("game/results.csv"));
+    assert_eq!(rows.len(), 8);
+    for row in &rows {
+        assert_eq!(row["status"], "succeeded", "{row:?}");
+        let expected_moves = match row["model"].as_str() {
+            // Tit-for-tat plays our previous move: we cooperate, then defect twice.
+            "sim/tit-for-tat" => "cooperate defect defect",
+            _ => "defect defect defect",
+        };
+        assert_eq!(row["moves"], expected_moves, "{row:?}");
+        let run_dir = root.join("game/runs").join(&row["run_id"]);
+        let calls: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("calls.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(calls.len(), 3, "one record per call");
+        assert!(calls
+            .iter()
+            .all(|c| c["provider"] == "sim" && c["api"] == "openai" && c["status"] == "succeeded"));
+        assert!(calls
+            .iter()
+            .all(|c| c["streamed"] == (row["stream"] == "true")));
+        let metered: f64 = calls.iter().map(|c| c["cost_usd"].as_f64().unwrap()).sum();
+        let cost: f64 = row["cost_usd"].parse().unwrap();
+        assert!(
+            metered > 0.0 && (cost - metered).abs() < 1e-12,
+            "run cost {cost} vs calls {metered}"
+        );
+        let prompt_tokens: u64 = calls
+            .iter()
+            .map(|c| c["input_tokens"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            row["prompt_tokens"],
+            prompt_tokens.to_string(),
+            "the client saw the metered usage"
+        );
+    }
+    // The same conversation streamed or not costs the same, to the cent and below.
+    let cost_of = |model: &str, stream: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r["model"] == model && r["stream"] == stream)
+            .map(|r| r["cost_usd"].clone())
+            .collect()
+    };
+    for model in ["sim/tit-for-tat", "sim/always-defect"] {
+        assert_eq!(cost_of(model, "true"), cost_of(model, "false"), "{model}");
+    }
+    let summary = read_json(&root.join("game/batch-summary.json"));
+    assert!(summary["cost_usd"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn the_gateway_refuses_strangers_and_names_what_it_serves() {
+    let python = python_with_clients();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("refusals.py"), REFUSALS).unwrap();
+    let file = write_experiment(
+        dir.path(),
+        "refusals.yaml",
+        &format!(
+            "name: refusals\nrun:\n  kind: command\n  command: [{:?}, refusals.py]\n",
+            python.display().to_string()
+        ),
+    );
+    let root = dir.path().join("experiments");
+    run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root),
+    );
+    let result = read_json(&root.join("refusals/runs/var-001-run-001/result.json"));
+    let metrics = &result["metrics"];
+    let unknown = metrics["unknown"].as_str().unwrap();
+    assert!(
+        unknown.contains("unknown provider 'openrouter' in model 'openrouter/gpt-4o'")
+            && unknown.contains("this worker serves: sim/always-cooperate"),
+        "{unknown}"
+    );
+    assert_eq!(
+        metrics["refused"], true,
+        "a key that is no run's token is refused"
+    );
+    assert!(metrics["models"]
+        .as_str()
+        .unwrap()
+        .contains("sim/tit-for-tat"));
+}
