@@ -69,6 +69,52 @@ models = [m.id for m in client.models.list()]
 print(json.dumps({"unknown": unknown, "refused": refused, "models": " ".join(models)}))
 "#;
 
+/// One program speaking all three APIs with the official clients, configured
+/// by the environment alone.
+const ALL_APIS: &str = r#"
+import json
+import anthropic, ollama
+from openai import OpenAI
+
+claude = anthropic.Anthropic()
+reply = claude.messages.create(model="sim/echo", max_tokens=50, system="Be terse.",
+                               messages=[{"role": "user", "content": "hello anthropic"}])
+with claude.messages.stream(model="sim/tit-for-tat", max_tokens=50,
+                            messages=[{"role": "user", "content": "I defect"}]) as stream:
+    streamed_text = "".join(stream.text_stream)
+    streamed = stream.get_final_message()
+counted = claude.messages.count_tokens(model="sim/echo",
+                                       messages=[{"role": "user", "content": "hello anthropic"}])
+
+local = ollama.Client()
+chat = local.chat(model="sim/echo", messages=[{"role": "user", "content": "hello ollama"}])
+parts = list(local.chat(model="sim/always-defect", messages=[{"role": "user", "content": "x"}], stream=True))
+generated = local.generate(model="sim/echo", prompt="generate me")
+embedded = local.embed(model="sim/echo", input=["a", "b"])
+tags = [model.model for model in local.list().models]
+
+openai_client = OpenAI()
+completion = openai_client.completions.create(model="sim/echo", prompt="complete me")
+vectors = openai_client.embeddings.create(model="sim/echo", input=["embed me"])
+
+print(json.dumps({
+    "anthropic_text": reply.content[0].text,
+    "anthropic_tokens": [reply.usage.input_tokens, reply.usage.output_tokens],
+    "anthropic_stream": streamed_text,
+    "anthropic_stream_output_tokens": streamed.usage.output_tokens,
+    "anthropic_counted": counted.input_tokens,
+    "ollama_chat": chat.message.content,
+    "ollama_eval_count": chat.eval_count,
+    "ollama_stream": "".join(part.message.content for part in parts),
+    "ollama_stream_done": parts[-1].done,
+    "ollama_generate": generated.response,
+    "ollama_dimensions": [len(vector) for vector in embedded.embeddings],
+    "ollama_tags": " ".join(tags),
+    "openai_completion": completion.choices[0].text,
+    "openai_embedding_dimensions": len(vectors.data[0].embedding),
+}))
+"#;
+
 fn experiment(dir: &Path, python: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("scenario.py"), SCENARIO).unwrap();
     write_experiment(
@@ -184,4 +230,62 @@ fn the_gateway_refuses_strangers_and_names_what_it_serves() {
         .as_str()
         .unwrap()
         .contains("sim/tit-for-tat"));
+}
+
+#[test]
+fn anthropic_and_ollama_clients_and_the_other_openai_endpoints_work_unmodified() {
+    let python = python_with_clients();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("all_apis.py"), ALL_APIS).unwrap();
+    let file = write_experiment(
+        dir.path(),
+        "apis.yaml",
+        &format!(
+            "name: apis\nrun:\n  kind: command\n  command: [{:?}, all_apis.py]\n",
+            python.display().to_string()
+        ),
+    );
+    let root = dir.path().join("experiments");
+    run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root),
+    );
+    let run_dir = root.join("apis/runs/var-001-run-001");
+    let result = read_json(&run_dir.join("result.json"));
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let metrics = &result["metrics"];
+    assert_eq!(metrics["anthropic_text"], "hello anthropic");
+    // "Be terse." is 3 tokens and "hello anthropic" 4; the echo 4.
+    assert_eq!(metrics["anthropic_tokens"], serde_json::json!([7, 4]));
+    assert_eq!(metrics["anthropic_stream"], "defect");
+    assert_eq!(metrics["anthropic_stream_output_tokens"], 2);
+    assert_eq!(metrics["anthropic_counted"], 4);
+    assert_eq!(metrics["ollama_chat"], "hello ollama");
+    assert_eq!(metrics["ollama_eval_count"], 3);
+    assert_eq!(metrics["ollama_stream"], "defect");
+    assert_eq!(metrics["ollama_stream_done"], true);
+    assert_eq!(metrics["ollama_generate"], "generate me");
+    assert_eq!(metrics["ollama_dimensions"], serde_json::json!([16, 16]));
+    assert!(metrics["ollama_tags"]
+        .as_str()
+        .unwrap()
+        .contains("sim/judge"));
+    assert_eq!(metrics["openai_completion"], "complete me");
+    assert_eq!(metrics["openai_embedding_dimensions"], 16);
+
+    let calls: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("calls.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let by_api = |api: &str| calls.iter().filter(|c| c["api"] == api).count();
+    // Token counting is free and not a call; every other request is.
+    assert_eq!(
+        (by_api("anthropic"), by_api("ollama"), by_api("openai")),
+        (2, 4, 2)
+    );
+    let metered: f64 = calls.iter().map(|c| c["cost_usd"].as_f64().unwrap()).sum();
+    assert!((result["cost_usd"].as_f64().unwrap() - metered).abs() < 1e-12);
 }

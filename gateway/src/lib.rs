@@ -4,7 +4,10 @@
 //! call is routed by its `provider/model` name, metered, priced and recorded
 //! in the run's ledger, which the worker collects when the run ends.
 
+mod answers;
+mod anthropic;
 pub mod calls;
+mod ollama;
 mod openai;
 pub mod pricing;
 pub mod routing;
@@ -65,6 +68,8 @@ impl Gateway {
             ("ANTHROPIC_BASE_URL", base.clone()),
             ("ANTHROPIC_API_KEY", token.to_string()),
             ("OLLAMA_HOST", base.clone()),
+            // ollama-python sends it as `Authorization: Bearer`.
+            ("OLLAMA_API_KEY", token.to_string()),
             ("FLOTILLA_GATEWAY", base),
         ]
     }
@@ -79,7 +84,15 @@ impl Drop for Gateway {
 fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed_texts))
+        .route("/api/tags", get(ollama::tags))
         .with_state(state)
 }

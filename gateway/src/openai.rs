@@ -5,20 +5,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::calls::{CallRecord, CallStatus, Usage};
-use crate::routing::{route, served, Route};
+use crate::answers::{
+    answer, conversation_of, embed, pieces, read_body, without_retries, Answer, Call, Refusal,
+};
+use crate::calls::Usage;
+use crate::routing::{route, served};
 use crate::runs::RunLedger;
-use crate::sim::{self, SIM_PRICES};
 use crate::GatewayState;
 
 static RESPONSE_NUMBER: AtomicU64 = AtomicU64::new(1);
@@ -26,12 +27,9 @@ static RESPONSE_NUMBER: AtomicU64 = AtomicU64::new(1);
 /// An error as OpenAI sends it: `{"error": {"message", "type", "param", "code"}}`.
 pub fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    let mut response = (status, Json(body)).into_response();
+    let response = (status, Json(body)).into_response();
     if status == StatusCode::PAYMENT_REQUIRED || status == StatusCode::UNAUTHORIZED {
-        // Retrying cannot help: tell the official clients not to.
-        response
-            .headers_mut()
-            .insert("x-should-retry", HeaderValue::from_static("false"));
+        return without_retries(response);
     }
     response
 }
@@ -67,19 +65,6 @@ pub fn authenticate(gateway: &GatewayState, headers: &HeaderMap) -> Option<Arc<R
         .find_map(|token| gateway.runs.lookup(token.trim()))
 }
 
-/// The text of a message's `content`: a string, or the text parts of a list.
-fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// What a chat request asks for, read from its body.
 struct ChatRequest {
     model: String,
@@ -89,31 +74,14 @@ struct ChatRequest {
 }
 
 fn parse_chat(body: &[u8]) -> Result<ChatRequest, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let model = value
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or("the request needs `model`, a string such as sim/echo")?
-        .to_string();
+    let (value, model) = read_body(body)?;
     let messages = value
         .get("messages")
         .and_then(Value::as_array)
         .ok_or("the request needs `messages`, a list")?;
-    let conversation = messages
-        .iter()
-        .map(|message| {
-            let role = message
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or("user");
-            let content = message.get("content").map(content_text).unwrap_or_default();
-            (role.to_string(), content)
-        })
-        .collect();
     Ok(ChatRequest {
         model,
-        conversation,
+        conversation: conversation_of(messages),
         stream: value
             .get("stream")
             .and_then(Value::as_bool)
@@ -125,32 +93,21 @@ fn parse_chat(body: &[u8]) -> Result<ChatRequest, String> {
     })
 }
 
-/// An answer and what it used, from whichever provider served it.
-struct Answer {
-    text: String,
-    usage: Usage,
-    cost_usd: f64,
-}
-
-fn answer(route: Route, ledger: &RunLedger, request: &ChatRequest) -> Answer {
-    match route {
-        Route::Sim(model) => {
-            let text = model.answer(ledger.seed, &request.conversation);
-            let usage = Usage {
-                input_tokens: request
-                    .conversation
-                    .iter()
-                    .map(|(_, content)| sim::tokens(content))
-                    .sum(),
-                output_tokens: sim::tokens(&text),
-                cached_input_tokens: 0,
-            };
-            Answer {
-                cost_usd: SIM_PRICES.cost(&usage),
-                text,
-                usage,
-            }
-        }
+/// A refusal in OpenAI's shape.
+fn refusal(refusal: &Refusal) -> Response {
+    match refusal {
+        Refusal::UnknownModel(_) => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            &refusal.to_string(),
+        ),
+        Refusal::OverBudget(_) => error(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            "budget_exceeded",
+            &refusal.to_string(),
+        ),
     }
 }
 
@@ -159,8 +116,6 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let started_at_ms = now_ms();
     let Some(ledger) = authenticate(&gateway, &headers) else {
         return unauthorized();
     };
@@ -168,47 +123,17 @@ pub async fn chat_completions(
         Ok(request) => request,
         Err(message) => return bad_request(&message),
     };
-    let (route, model) = match route(&request.model) {
-        Ok(found) => found,
-        Err(unknown) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                &unknown.to_string(),
-            )
-        }
+    let call = Call::new(
+        "openai",
+        request.model.clone(),
+        request.conversation.clone(),
+        request.stream,
+    );
+    let started_at_ms = call.started_at_ms;
+    let answer = match answer(&ledger, &call) {
+        Ok(answer) => answer,
+        Err(refused) => return refusal(&refused),
     };
-    let answer = answer(route, &ledger, &request);
-    if !ledger.spend.may_spend(answer.cost_usd) {
-        return error(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_quota",
-            "budget_exceeded",
-            &format!(
-                "the run's budget does not allow this call (up to ${:.6})",
-                answer.cost_usd
-            ),
-        );
-    }
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    ledger.record(CallRecord {
-        started_at_ms,
-        provider: route.provider().to_string(),
-        model,
-        api: "openai",
-        streamed: request.stream,
-        input_tokens: answer.usage.input_tokens,
-        output_tokens: answer.usage.output_tokens,
-        cached_input_tokens: answer.usage.cached_input_tokens,
-        cost_usd: answer.cost_usd,
-        cost_is_worst_case: false,
-        latency_ms,
-        time_to_first_token_ms: latency_ms,
-        retries: 0,
-        status: CallStatus::Succeeded,
-        error: None,
-    });
     let id = format!(
         "chatcmpl-{}",
         RESPONSE_NUMBER.fetch_add(1, Ordering::Relaxed)
@@ -256,7 +181,7 @@ fn stream_response(id: &str, created: i64, request: &ChatRequest, answer: &Answe
         json!({"role": "assistant", "content": ""}),
         Value::Null,
     )];
-    for piece in answer.text.split_inclusive(' ') {
+    for piece in pieces(&answer.text) {
         chunks.push(chunk(json!({"content": piece}), Value::Null));
     }
     chunks.push(chunk(json!({}), json!("stop")));
@@ -269,12 +194,7 @@ fn stream_response(id: &str, created: i64, request: &ChatRequest, answer: &Answe
             "choices": [], "usage": usage_json(&answer.usage),
         }));
     }
-    let events: Vec<Result<Event, std::convert::Infallible>> = chunks
-        .into_iter()
-        .map(|chunk| Ok(Event::default().data(chunk.to_string())))
-        .chain([Ok(Event::default().data("[DONE]"))])
-        .collect();
-    Sse::new(tokio_stream::iter(events)).into_response()
+    sse(chunks)
 }
 
 fn model_json(id: &str) -> Value {
@@ -308,9 +228,166 @@ pub async fn get_model(
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// `/v1/completions`: the legacy text completion of one prompt.
+pub async fn completions(
+    State(gateway): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ledger) = authenticate(&gateway, &headers) else {
+        return unauthorized();
+    };
+    let (value, model) = match read_body(&body) {
+        Ok(read) => read,
+        Err(message) => return bad_request(&message),
+    };
+    let prompt = match value.get("prompt") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(texts)) if texts.len() == 1 && texts[0].is_string() => {
+            texts[0].as_str().unwrap_or_default().to_string()
+        }
+        _ => return bad_request("`prompt` must be a string (or a list of one string)"),
+    };
+    let stream = value
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let include_usage = value
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let call = Call::new(
+        "openai",
+        model.clone(),
+        vec![("user".to_string(), prompt)],
+        stream,
+    );
+    let answer = match answer(&ledger, &call) {
+        Ok(answer) => answer,
+        Err(refused) => return refusal(&refused),
+    };
+    let id = format!("cmpl-{}", RESPONSE_NUMBER.fetch_add(1, Ordering::Relaxed));
+    let created = call.started_at_ms / 1000;
+    let object = |choices: Value| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices});
+    if !stream {
+        let mut response = object(
+            json!([{"text": answer.text, "index": 0, "logprobs": null, "finish_reason": "stop"}]),
+        );
+        response["usage"] = usage_json(&answer.usage);
+        return Json(response).into_response();
+    }
+    let mut chunks: Vec<Value> = pieces(&answer.text)
+        .map(|piece| {
+            object(json!([{"text": piece, "index": 0, "logprobs": null, "finish_reason": null}]))
+        })
+        .collect();
+    chunks.push(object(
+        json!([{"text": "", "index": 0, "logprobs": null, "finish_reason": "stop"}]),
+    ));
+    if include_usage {
+        let mut usage = object(json!([]));
+        usage["usage"] = usage_json(&answer.usage);
+        chunks.push(usage);
+    }
+    sse(chunks)
+}
+
+/// Server-sent events of `chunks`, then `[DONE]`.
+fn sse(chunks: Vec<Value>) -> Response {
+    let events: Vec<Result<Event, std::convert::Infallible>> = chunks
+        .into_iter()
+        .map(|chunk| Ok(Event::default().data(chunk.to_string())))
+        .chain([Ok(Event::default().data("[DONE]"))])
+        .collect();
+    Sse::new(tokio_stream::iter(events)).into_response()
+}
+
+/// `/v1/embeddings`, as floats or — openai-python's default — base64 of
+/// little-endian float32.
+pub async fn embeddings(
+    State(gateway): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(ledger) = authenticate(&gateway, &headers) else {
+        return unauthorized();
+    };
+    let (value, model) = match read_body(&body) {
+        Ok(read) => read,
+        Err(message) => return bad_request(&message),
+    };
+    let inputs: Vec<String> = match value.get("input") {
+        Some(Value::String(text)) => vec![text.clone()],
+        Some(Value::Array(texts)) if texts.iter().all(Value::is_string) => texts
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => return bad_request("`input` must be a string or a list of strings"),
+    };
+    let base64 = match value.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return bad_request(&format!(
+                "unknown encoding_format '{other}'; valid: float, base64"
+            ))
+        }
+    };
+    let call = Call::new("openai", model.clone(), Vec::new(), false);
+    let (vectors, usage) = match embed(&ledger, &call, &inputs) {
+        Ok(embedded) => embedded,
+        Err(refused) => return refusal(&refused),
+    };
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                json!(base64_encode(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Json(json!({
+        "object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens},
+    }))
+    .into_response()
+}
+
+/// Standard base64 with padding.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = u32::from(chunk[0]) << 16
+            | u32::from(*chunk.get(1).unwrap_or(&0)) << 8
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for (position, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if position <= chunk.len() {
+                out.push(ALPHABET[(n >> shift & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_encode;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(&[0xff, 0xfe, 0x00, 0x80]), "//4AgA==");
+    }
 }

@@ -39,6 +39,8 @@ pub fn route(requested: &str) -> Result<(Route, String), UnknownModel> {
             ),
         });
     };
+    // Ollama's clients may add the default tag.
+    let model = model.strip_suffix(":latest").unwrap_or(model);
     match provider {
         "sim" => SimModel::named(model)
             .map(|sim| (Route::Sim(sim), model.to_string()))

@@ -69,6 +69,24 @@ impl SimModel {
     }
 }
 
+/// Dimensions of the sim's embeddings.
+pub const EMBEDDING_DIMENSIONS: usize = 16;
+
+/// A unit vector drawn from the text alone: equal texts embed equally, in every run.
+pub fn embedding(text: &str) -> Vec<f32> {
+    let conversation = [(String::new(), text.to_string())];
+    let raw: Vec<f64> = (0..EMBEDDING_DIMENSIONS as u64)
+        .map(|dimension| (draw(dimension, &conversation) % 20_001) as f64 / 10_000.0 - 1.0)
+        .collect();
+    let norm = raw
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    raw.iter().map(|v| (v / norm) as f32).collect()
+}
+
 /// The sim's prices: small but not zero, so that metering shows in every figure.
 pub const SIM_PRICES: Prices = Prices::new(1.0, 2.0, 0.5);
 

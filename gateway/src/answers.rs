@@ -1,0 +1,219 @@
+//! What every API does with a call once it is read: route the model, answer
+//! it, ask the run's spend gate, and record the call in the run's ledger.
+//! The API modules only read requests and write responses in their own shape.
+
+use std::time::Instant;
+
+use crate::calls::{CallRecord, CallStatus, Usage};
+use crate::routing::{route, Route, UnknownModel};
+use crate::runs::RunLedger;
+use crate::sim::{self, SIM_PRICES};
+
+/// A call as every API reads it.
+pub struct Call {
+    /// `openai`, `anthropic` or `ollama`: the API the program spoke.
+    pub api: &'static str,
+    /// The model as the program named it (`provider/model`).
+    pub model: String,
+    /// (role, text) pairs in order; a system prompt comes first as `system`.
+    pub conversation: Vec<(String, String)>,
+    pub streamed: bool,
+    pub started: Instant,
+    pub started_at_ms: i64,
+}
+
+impl Call {
+    /// A call arriving now.
+    pub fn new(
+        api: &'static str,
+        model: String,
+        conversation: Vec<(String, String)>,
+        streamed: bool,
+    ) -> Self {
+        Call {
+            api,
+            model,
+            conversation,
+            streamed,
+            started: Instant::now(),
+            started_at_ms: now_ms(),
+        }
+    }
+}
+
+/// What the call got back.
+pub struct Answer {
+    pub text: String,
+    pub usage: Usage,
+    pub cost_usd: f64,
+}
+
+/// Why a call gets no answer; each API says it in its own error shape.
+#[derive(Debug)]
+pub enum Refusal {
+    UnknownModel(UnknownModel),
+    /// The run may not spend the call's cost (in dollars).
+    OverBudget(f64),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::UnknownModel(unknown) => write!(f, "{unknown}"),
+            Refusal::OverBudget(cost) => write!(
+                f,
+                "the run's budget does not allow this call (up to ${cost:.6})"
+            ),
+        }
+    }
+}
+
+/// Answers `call` for the run of `ledger` and records it there.
+pub fn answer(ledger: &RunLedger, call: &Call) -> Result<Answer, Refusal> {
+    let (route, model) = route(&call.model).map_err(Refusal::UnknownModel)?;
+    let answer = match route {
+        Route::Sim(sim_model) => {
+            let text = sim_model.answer(ledger.seed, &call.conversation);
+            let usage = Usage {
+                input_tokens: call
+                    .conversation
+                    .iter()
+                    .map(|(_, content)| sim::tokens(content))
+                    .sum(),
+                output_tokens: sim::tokens(&text),
+                cached_input_tokens: 0,
+            };
+            Answer {
+                cost_usd: SIM_PRICES.cost(&usage),
+                text,
+                usage,
+            }
+        }
+    };
+    settle(ledger, call, route, model, &answer.usage, answer.cost_usd)?;
+    Ok(answer)
+}
+
+/// Asks the run's spend gate, then records the call in its ledger.
+fn settle(
+    ledger: &RunLedger,
+    call: &Call,
+    route: Route,
+    model: String,
+    usage: &Usage,
+    cost_usd: f64,
+) -> Result<(), Refusal> {
+    if !ledger.spend.may_spend(cost_usd) {
+        return Err(Refusal::OverBudget(cost_usd));
+    }
+    let latency_ms = call.started.elapsed().as_secs_f64() * 1000.0;
+    ledger.record(CallRecord {
+        started_at_ms: call.started_at_ms,
+        provider: route.provider().to_string(),
+        model,
+        api: call.api,
+        streamed: call.streamed,
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cached_input_tokens: usage.cached_input_tokens,
+        cost_usd,
+        cost_is_worst_case: false,
+        latency_ms,
+        time_to_first_token_ms: latency_ms,
+        retries: 0,
+        status: CallStatus::Succeeded,
+        error: None,
+    });
+    Ok(())
+}
+
+/// Embeds `inputs` for the run of `ledger` and records the call (input tokens only).
+pub fn embed(
+    ledger: &RunLedger,
+    call: &Call,
+    inputs: &[String],
+) -> Result<(Vec<Vec<f32>>, Usage), Refusal> {
+    let (route, model) = route(&call.model).map_err(Refusal::UnknownModel)?;
+    let (vectors, usage, cost_usd) = match route {
+        Route::Sim(_) => {
+            let usage = Usage {
+                input_tokens: inputs.iter().map(|text| sim::tokens(text)).sum(),
+                output_tokens: 0,
+                cached_input_tokens: 0,
+            };
+            let vectors = inputs.iter().map(|text| sim::embedding(text)).collect();
+            (vectors, usage, SIM_PRICES.cost(&usage))
+        }
+    };
+    settle(ledger, call, route, model, &usage, cost_usd)?;
+    Ok((vectors, usage))
+}
+
+/// Marks a response the official clients must not retry (a refused key, an
+/// exhausted budget): they honour `x-should-retry: false` over the status.
+pub fn without_retries(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        "x-should-retry",
+        axum::http::HeaderValue::from_static("false"),
+    );
+    response
+}
+
+/// A JSON body with a `model` string, or why it is not one.
+pub fn read_body(body: &[u8]) -> Result<(serde_json::Value, String), String> {
+    if body.is_empty() {
+        return Err("missing request body".into());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let model = value
+        .get("model")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("the request needs `model`, a string such as sim/echo")?
+        .to_string();
+    Ok((value, model))
+}
+
+/// Input tokens of a conversation as the sim counts them (for token-count endpoints).
+pub fn count_input_tokens(conversation: &[(String, String)]) -> u64 {
+    conversation
+        .iter()
+        .map(|(_, content)| sim::tokens(content))
+        .sum()
+}
+
+/// The answer's text in pieces for a stream: word by word, spaces kept.
+pub fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    text.split_inclusive(' ')
+}
+
+pub use flotilla_shared::clock::now_ms;
+
+/// The text of a message's content: a string, or the text parts of a list of
+/// blocks (OpenAI's `{"type": "text", "text"}` parts and Anthropic's blocks alike).
+pub fn content_text(content: &serde_json::Value) -> String {
+    match content {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(serde_json::Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// (role, text) pairs of a `messages` list.
+pub fn conversation_of(messages: &[serde_json::Value]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|message| {
+            let role = message
+                .get("role")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("user");
+            let content = message.get("content").map(content_text).unwrap_or_default();
+            (role.to_string(), content)
+        })
+        .collect()
+}
