@@ -58,6 +58,14 @@ enum Command {
     /// comparisons.json, patterns.json, plots/*.svg) and prints the report. Works on unfinished
     /// experiments too, marking the figures as partial.
     Report(ReportArgs),
+    /// Serve the sim models over HTTP with the OpenAI, Anthropic and Ollama APIs, enforcing
+    /// provider-style limits.
+    ///
+    /// A stand-in for an LLM provider in tests, demos and benchmarks: answers are deterministic
+    /// (from the model, the `x-flotilla-seed` header and the conversation), calls over a limit
+    /// get 429 with Retry-After and rate-limit headers. Point a providers file at it
+    /// (`base_url: http://ADDR/v1` for the OpenAI API).
+    SimServer(SimServerArgs),
     /// Compare experiments: the same analysis across them, on the metrics they share.
     ///
     /// Variations are matched by their parameters (on the axes every experiment has); each
@@ -74,6 +82,25 @@ struct CompareArgs {
     names: Vec<String>,
     #[command(flatten)]
     options: AnalysisArgs,
+}
+
+#[derive(Args)]
+struct SimServerArgs {
+    /// Address to listen on; port 0 picks a free port (the log line says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Requests per minute per model; over it, 429.
+    #[arg(long)]
+    rpm: Option<u64>,
+    /// Tokens per minute per model (a token per four bytes of request); over it, 429.
+    #[arg(long)]
+    tpm: Option<u64>,
+    /// Calls answered at once; more get 429.
+    #[arg(long)]
+    concurrency: Option<u64>,
+    /// Time each answer takes, e.g. 20ms.
+    #[arg(long, value_parser = duration_arg, default_value = "0s")]
+    latency: Duration,
 }
 
 #[derive(Args)]
@@ -141,7 +168,8 @@ enum CoordinatorCommand {
     Start(CoordinatorStartArgs),
 }
 
-fn parse_lease_timeout(text: &str) -> Result<Duration, String> {
+/// A duration on the command line: `500ms`, `10s`, `2m`.
+fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
@@ -163,7 +191,7 @@ struct CoordinatorStartArgs {
     #[command(flatten)]
     token: TokenArg,
     /// A worker silent for this long loses its runs, which are requeued (e.g. 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_lease_timeout)]
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
     lease_timeout: Duration,
 }
 
@@ -275,6 +303,21 @@ async fn dispatch(cli: Cli) -> i32 {
             .await
         }
         Command::Validate(args) => commands::validate::validate(&args.file, args.json),
+        Command::SimServer(args) => {
+            commands::init_logging("info");
+            commands::sim_server::serve(
+                args.listen,
+                flotilla_gateway::sim_server::SimServerSettings {
+                    limits: flotilla_gateway::limits::Limits {
+                        requests_per_minute: args.rpm,
+                        tokens_per_minute: args.tpm,
+                        concurrency: args.concurrency,
+                    },
+                    latency: args.latency,
+                },
+            )
+            .await
+        }
         Command::Coordinator(CoordinatorCommand::Start(args)) => {
             commands::init_logging("info");
             commands::serve::coordinator(

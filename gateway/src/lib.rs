@@ -7,12 +7,14 @@
 mod answers;
 mod anthropic;
 pub mod calls;
+pub mod limits;
 mod ollama;
 mod openai;
 pub mod pricing;
 pub mod routing;
 pub mod runs;
 pub mod sim;
+pub mod sim_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub use runs::{RunRegistry, SpendGate, Unbounded};
 #[derive(Default)]
 pub struct GatewayState {
     pub runs: RunRegistry,
+    /// Set when serving as `flotilla sim-server`: anyone may call, within its limits.
+    pub sim_server: Option<sim_server::SimServer>,
 }
 
 /// A running gateway.
@@ -81,6 +85,18 @@ impl Drop for Gateway {
     }
 }
 
+/// Serves the sim models on `listener` until the process ends (`flotilla sim-server`).
+pub async fn serve_sim(
+    listener: TcpListener,
+    settings: sim_server::SimServerSettings,
+) -> std::io::Result<()> {
+    let state = Arc::new(GatewayState {
+        runs: RunRegistry::default(),
+        sim_server: Some(sim_server::SimServer::new(settings)),
+    });
+    axum::serve(listener, router(state)).await
+}
+
 fn router(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
@@ -94,5 +110,9 @@ fn router(state: Arc<GatewayState>) -> Router {
         .route("/api/generate", post(ollama::generate))
         .route("/api/embed", post(ollama::embed_texts))
         .route("/api/tags", get(ollama::tags))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sim_server::enforce,
+        ))
         .with_state(state)
 }

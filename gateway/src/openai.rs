@@ -19,7 +19,7 @@ use crate::answers::{
 };
 use crate::calls::Usage;
 use crate::routing::{route, served};
-use crate::runs::RunLedger;
+use crate::runs::{RunLedger, Unbounded};
 use crate::GatewayState;
 
 static RESPONSE_NUMBER: AtomicU64 = AtomicU64::new(1);
@@ -52,8 +52,22 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
-/// The run whose token the request presents (`Authorization: Bearer` or `x-api-key`).
+/// The run whose token the request presents (`Authorization: Bearer` or
+/// `x-api-key`). A sim-server serves anyone: a ledger of its own per call,
+/// seeded from `x-flotilla-seed` when the caller sends one.
 pub fn authenticate(gateway: &GatewayState, headers: &HeaderMap) -> Option<Arc<RunLedger>> {
+    if gateway.sim_server.is_some() {
+        let seed = headers
+            .get("x-flotilla-seed")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        return Some(Arc::new(RunLedger::new(
+            "sim-server".into(),
+            seed,
+            Arc::new(Unbounded),
+        )));
+    }
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

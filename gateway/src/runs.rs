@@ -34,6 +34,15 @@ pub struct RunLedger {
 }
 
 impl RunLedger {
+    pub fn new(label: String, seed: u64, spend: Arc<dyn SpendGate>) -> Self {
+        RunLedger {
+            label,
+            seed,
+            spend,
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
     pub fn record(&self, call: CallRecord) {
         self.calls.lock().expect("not poisoned").push(call);
     }
@@ -54,12 +63,7 @@ impl RunRegistry {
         spend: Arc<dyn SpendGate>,
     ) -> std::io::Result<String> {
         let token = new_token()?;
-        let ledger = Arc::new(RunLedger {
-            label,
-            seed,
-            spend,
-            calls: Mutex::new(Vec::new()),
-        });
+        let ledger = Arc::new(RunLedger::new(label, seed, spend));
         self.runs
             .lock()
             .expect("not poisoned")

@@ -7,6 +7,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod serve;
+pub mod sim_server;
 pub mod submission;
 pub mod validate;
 

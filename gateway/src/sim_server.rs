@@ -1,0 +1,275 @@
+//! `flotilla sim-server`: the sim models over HTTP with the OpenAI, Anthropic
+//! and Ollama APIs, for anyone who calls (no run tokens), with the limits a
+//! provider enforces: over-limit calls get 429 with `Retry-After` and the
+//! providers' rate-limit headers. Tests and benchmarks point workers at it as
+//! a realistic upstream.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::limits::{Gcra, Limits};
+use crate::GatewayState;
+
+/// How the sim-server behaves.
+#[derive(Debug, Clone, Default)]
+pub struct SimServerSettings {
+    /// Applied per model, as providers do.
+    pub limits: Limits,
+    /// Added to every answer before it is sent.
+    pub latency: Duration,
+}
+
+/// The sim-server's own state: its settings and each model's limiters.
+pub struct SimServer {
+    pub settings: SimServerSettings,
+    limiters: Mutex<HashMap<String, ModelLimiters>>,
+    in_flight: AtomicU64,
+    /// Calls answered with 429, for benchmarks.
+    pub refused: AtomicU64,
+    pub served: AtomicU64,
+}
+
+struct ModelLimiters {
+    requests: Option<Gcra>,
+    tokens: Option<Gcra>,
+}
+
+/// Which API a request speaks, from its path: it decides the error shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    OpenAi,
+    Anthropic,
+    Ollama,
+}
+
+impl Api {
+    fn of(path: &str) -> Api {
+        if path.starts_with("/v1/messages") {
+            Api::Anthropic
+        } else if path.starts_with("/api/") {
+            Api::Ollama
+        } else {
+            Api::OpenAi
+        }
+    }
+}
+
+/// Why a call is over a limit, and when to come back.
+struct OverLimit {
+    what: &'static str,
+    retry_after: Duration,
+    limit: u64,
+}
+
+impl SimServer {
+    pub fn new(settings: SimServerSettings) -> Self {
+        SimServer {
+            settings,
+            limiters: Mutex::new(HashMap::new()),
+            in_flight: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a request and its tokens from the model's limits, or says which limit it exceeds.
+    fn admit(&self, model: &str, tokens: u64, now: Instant) -> Result<(u64, Duration), OverLimit> {
+        let limits = self.settings.limits;
+        let mut all = self.limiters.lock().expect("not poisoned");
+        let limiters = all
+            .entry(model.to_string())
+            .or_insert_with(|| ModelLimiters {
+                // A second's worth of burst: a client pacing at the rate never hits 429.
+                requests: limits
+                    .requests_per_minute
+                    .map(|rpm| Gcra::per_minute(rpm, rpm.div_ceil(60), now)),
+                tokens: limits
+                    .tokens_per_minute
+                    .map(|tpm| Gcra::per_minute(tpm, tpm.div_ceil(60).max(tokens), now)),
+            });
+        if let (Some(gcra), Some(limit)) = (&limiters.tokens, limits.tokens_per_minute) {
+            let mut probe = gcra.clone();
+            if let Err(wait) = probe.try_take(now, tokens) {
+                return Err(OverLimit {
+                    what: "tokens",
+                    retry_after: wait,
+                    limit,
+                });
+            }
+        }
+        let remaining = match (&mut limiters.requests, limits.requests_per_minute) {
+            (Some(gcra), Some(limit)) => {
+                gcra.try_take(now, 1).map_err(|wait| OverLimit {
+                    what: "requests",
+                    retry_after: wait,
+                    limit,
+                })?;
+                (gcra.remaining(now), gcra.reset_in(now))
+            }
+            _ => (u64::MAX, Duration::ZERO),
+        };
+        if let Some(gcra) = &mut limiters.tokens {
+            let _ = gcra.try_take(now, tokens);
+        }
+        Ok(remaining)
+    }
+}
+
+/// Retry-After in whole seconds (at least 1), and `retry-after-ms` exactly.
+fn retry_headers(response: &mut Response, wait: Duration) {
+    let headers = response.headers_mut();
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    headers.insert("retry-after", HeaderValue::from(seconds));
+    headers.insert(
+        "retry-after-ms",
+        HeaderValue::from(wait.as_millis().max(1) as u64),
+    );
+}
+
+/// A Go-style duration (`1.5s`, `250ms`), as OpenAI's reset headers are written.
+fn go_duration(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.3}s", duration.as_secs_f64())
+    }
+}
+
+fn limit_headers(response: &mut Response, api: Api, limit: u64, remaining: u64, reset: Duration) {
+    let now_ms = flotilla_shared::clock::now_ms() + reset.as_millis() as i64;
+    let (names, reset_value) = match api {
+        Api::Anthropic => (
+            [
+                "anthropic-ratelimit-requests-limit",
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            ],
+            flotilla_shared::clock::rfc3339(now_ms),
+        ),
+        Api::OpenAi | Api::Ollama => (
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            go_duration(reset),
+        ),
+    };
+    let headers = response.headers_mut();
+    for (name, value) in
+        names
+            .into_iter()
+            .zip([limit.to_string(), remaining.to_string(), reset_value])
+    {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+fn too_many(api: Api, over: &OverLimit) -> Response {
+    let message = format!(
+        "rate limit reached: {} per minute ({}); retry after {:.3}s",
+        over.what,
+        over.limit,
+        over.retry_after.as_secs_f64()
+    );
+    let body = match api {
+        Api::OpenAi => {
+            json!({"error": {"message": message, "type": "requests", "param": null, "code": "rate_limit_exceeded"}})
+        }
+        Api::Anthropic => {
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": message}})
+        }
+        Api::Ollama => json!({"error": message}),
+    };
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    retry_headers(&mut response, over.retry_after);
+    limit_headers(&mut response, api, over.limit, 0, over.retry_after);
+    response
+}
+
+/// Runs before every API handler of a sim-server: limits, then latency.
+pub async fn enforce(
+    State(gateway): State<Arc<GatewayState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(server) = &gateway.sim_server else {
+        return next.run(request).await;
+    };
+    let api = Api::of(request.uri().path());
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = to_bytes(body, 64 * 1024 * 1024).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request too large").into_response();
+    };
+    let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let model = parsed
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    // What the call will cost in tokens, counted as the sim counts them.
+    let tokens = (bytes.len() as u64).div_ceil(4).max(1);
+    if let Some(cap) = server.settings.limits.concurrency {
+        if server.in_flight.fetch_add(1, Ordering::SeqCst) >= cap {
+            server.in_flight.fetch_sub(1, Ordering::SeqCst);
+            server.refused.fetch_add(1, Ordering::Relaxed);
+            let over = OverLimit {
+                what: "concurrent requests",
+                retry_after: Duration::from_millis(100),
+                limit: cap,
+            };
+            return too_many(api, &over);
+        }
+    } else {
+        server.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+    let admitted = if parts.method == axum::http::Method::POST {
+        server.admit(&model, tokens, Instant::now())
+    } else {
+        Ok((u64::MAX, Duration::ZERO))
+    };
+    let response = match admitted {
+        Err(over) => {
+            server.refused.fetch_add(1, Ordering::Relaxed);
+            too_many(api, &over)
+        }
+        Ok((remaining, reset)) => {
+            if !server.settings.latency.is_zero() {
+                tokio::time::sleep(server.settings.latency).await;
+            }
+            server.served.fetch_add(1, Ordering::Relaxed);
+            let mut response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            if let Some(limit) = server.settings.limits.requests_per_minute {
+                limit_headers(&mut response, api, limit, remaining, reset);
+            }
+            response
+        }
+    };
+    server.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_openai_writes_them() {
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.500s");
+    }
+}
