@@ -151,6 +151,32 @@ struct RunArgs {
     /// Also re-run runs that failed for good in an earlier run of this file.
     #[arg(long)]
     retry_failed: bool,
+    #[command(flatten)]
+    llm: LlmArgs,
+}
+
+#[derive(Args)]
+struct LlmArgs {
+    /// LLM providers the workers' gateways reach beyond the built-in sim/… and ollama/…
+    /// (YAML: name, api openai|anthropic|ollama, base_url, api_key_env, limits, prices,
+    /// default). API keys are read from this process's environment.
+    #[arg(long, env = "FLOTILLA_PROVIDERS")]
+    providers: Option<PathBuf>,
+    /// The Ollama server behind the built-in ollama/… models.
+    #[arg(long, default_value = flotilla_gateway::providers::DEFAULT_OLLAMA_URL)]
+    ollama_url: String,
+}
+
+impl LlmArgs {
+    fn providers(
+        &self,
+    ) -> Result<Vec<flotilla_gateway::providers::Provider>, flotilla_shared::Error> {
+        match &self.providers {
+            None => Ok(Vec::new()),
+            Some(path) => flotilla_gateway::providers::read_providers(path)
+                .map_err(flotilla_shared::Error::InvalidInput),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -219,6 +245,8 @@ struct WorkerJoinArgs {
     work_dir: Option<PathBuf>,
     #[command(flatten)]
     root: RootArg,
+    #[command(flatten)]
+    llm: LlmArgs,
 }
 
 #[derive(Args)]
@@ -293,14 +321,21 @@ async fn dispatch(cli: Cli) -> i32 {
     let outcome = match cli.command {
         Command::Run(args) => {
             commands::init_logging("warn");
-            commands::run::run(commands::run::Options {
-                file: args.file,
-                root: args.root.root,
-                workers: args.workers,
-                slots: args.slots,
-                retry_failed: args.retry_failed,
-            })
-            .await
+            match args.llm.providers() {
+                Err(error) => Err(error.into()),
+                Ok(providers) => {
+                    commands::run::run(commands::run::Options {
+                        file: args.file,
+                        root: args.root.root,
+                        workers: args.workers,
+                        slots: args.slots,
+                        retry_failed: args.retry_failed,
+                        providers,
+                        ollama_url: args.llm.ollama_url,
+                    })
+                    .await
+                }
+            }
         }
         Command::Validate(args) => commands::validate::validate(&args.file, args.json),
         Command::SimServer(args) => {
@@ -330,15 +365,22 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Worker(WorkerCommand::Join(args)) => {
             commands::init_logging("info");
-            commands::serve::worker(commands::serve::WorkerOptions {
-                coordinator: args.coordinator,
-                slots: args.slots,
-                name: args.name,
-                token_file: args.token.token_file,
-                root: args.root.root,
-                work_dir: args.work_dir,
-            })
-            .await
+            match args.llm.providers() {
+                Err(error) => Err(error.into()),
+                Ok(providers) => {
+                    commands::serve::worker(commands::serve::WorkerOptions {
+                        coordinator: args.coordinator,
+                        slots: args.slots,
+                        name: args.name,
+                        token_file: args.token.token_file,
+                        root: args.root.root,
+                        work_dir: args.work_dir,
+                        providers,
+                        ollama_url: args.llm.ollama_url,
+                    })
+                    .await
+                }
+            }
         }
         Command::Submit(args) => {
             commands::init_logging("warn");

@@ -289,3 +289,201 @@ fn anthropic_and_ollama_clients_and_the_other_openai_endpoints_work_unmodified()
     let metered: f64 = calls.iter().map(|c| c["cost_usd"].as_f64().unwrap()).sum();
     assert!((result["cost_usd"].as_f64().unwrap() - metered).abs() < 1e-12);
 }
+
+/// Calls to providers of a providers file, here all served by one
+/// `flotilla sim-server`: paced under the declared limits, retried after a
+/// 429, metered from the provider's usage and priced from the file.
+const UPSTREAM: &str = r#"
+import json
+import anthropic, ollama, openai
+from openai import OpenAI
+
+client = OpenAI(max_retries=0)
+moves = [client.chat.completions.create(model="remote/sim/tit-for-tat",
+         messages=[{"role": "user", "content": f"I {move}"}]).choices[0].message.content
+         for move in ["cooperate", "defect", "cooperate"]]
+
+def usage_chunks(**options):
+    chunks = list(client.chat.completions.create(model="remote/sim/echo", stream=True,
+                  messages=[{"role": "user", "content": "stream me"}], **options))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return text, sum(1 for c in chunks if c.usage is not None)
+
+plain_text, plain_usage = usage_chunks()
+asked_text, asked_usage = usage_chunks(stream_options={"include_usage": True})
+# The first answer says no request is left this second: the second call waits for the reset.
+paused = [client.chat.completions.create(model="unpaced/sim/always-defect",
+          messages=[{"role": "user", "content": "x"}]).choices[0].message.content for _ in range(2)]
+# Two calls at once meet the server's concurrency limit: the second gets 429, and the
+# gateway waits and retries; the program never sees it.
+from concurrent.futures import ThreadPoolExecutor
+with ThreadPoolExecutor(2) as pool:
+    retried = list(pool.map(lambda _: client.chat.completions.create(model="unpaced/sim/random",
+        messages=[{"role": "user", "content": "y"}]).choices[0].message.content, range(2)))
+claude = anthropic.Anthropic(max_retries=0)
+said = claude.messages.create(model="claude/sim/echo", max_tokens=20,
+                              messages=[{"role": "user", "content": "hi claude"}])
+with claude.messages.stream(model="claude/sim/echo", max_tokens=20,
+                            messages=[{"role": "user", "content": "stream claude"}]) as stream:
+    streamed = "".join(stream.text_stream)
+local = ollama.Client()
+farm = local.chat(model="farm/sim/echo", messages=[{"role": "user", "content": "hi farm"}])
+farm_stream = "".join(p.message.content for p in local.chat(model="farm/sim/echo", stream=True,
+                      messages=[{"role": "user", "content": "stream farm"}]))
+try:
+    client.chat.completions.create(model="claude/sim/echo", messages=[{"role": "user", "content": "x"}])
+    wrong_api = None
+except openai.BadRequestError as error:
+    wrong_api = error.message
+try:
+    client.chat.completions.create(model="remote/sim/judge", messages=[{"role": "user", "content": "x"}])
+    unpriced = None
+except openai.BadRequestError as error:
+    unpriced = error.message
+print(json.dumps({
+    "moves": " ".join(moves), "plain": [plain_text, plain_usage], "asked": [asked_text, asked_usage],
+    "paused": " ".join(paused), "retried": len(retried), "claude": said.content[0].text, "claude_input": said.usage.input_tokens,
+    "claude_stream": streamed, "farm": farm.message.content, "farm_stream": farm_stream,
+    "wrong_api": wrong_api, "unpriced": unpriced,
+}))
+"#;
+
+#[test]
+fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_file() {
+    let python = python_with_clients();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::spawn(flotilla(&[
+        "sim-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--rpm",
+        "60",
+        "--concurrency",
+        "1",
+        "--latency",
+        "300ms",
+    ]));
+    let line = server.wait_for_line("sim-server listening");
+    let address = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .unwrap()
+        .to_string();
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(
+        &providers,
+        format!(
+            "providers:\n\
+             - {{name: remote, api: openai, base_url: 'http://{address}/v1', limits: {{rpm: 60}},\n   \
+               prices: {{'sim/tit-for-tat': {{input: 3, output: 6}}, 'sim/echo': {{input: 3, output: 6}}}}}}\n\
+             - {{name: unpaced, api: openai, base_url: 'http://{address}/v1', prices: {{'sim/always-defect': {{input: 1, output: 1}}, 'sim/random': {{input: 1, output: 1}}}}}}\n\
+             - {{name: claude, api: anthropic, base_url: 'http://{address}', prices: {{'sim/echo': {{input: 3, output: 15}}}}}}\n\
+             - {{name: farm, api: ollama, base_url: 'http://{address}', prices: {{'sim/echo': {{input: 0, output: 0}}}}}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("upstream.py"), UPSTREAM).unwrap();
+    let file = write_experiment(
+        dir.path(),
+        "upstream.yaml",
+        &format!(
+            "name: upstream\nrun:\n  kind: command\n  command: [{:?}, upstream.py]\n",
+            python.display().to_string()
+        ),
+    );
+    let root = dir.path().join("experiments");
+    run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root)
+            .arg("--providers")
+            .arg(&providers),
+    );
+    let run_dir = root.join("upstream/runs/var-001-run-001");
+    let result = read_json(&run_dir.join("result.json"));
+    assert_eq!(result["status"], "succeeded", "{result}");
+    let seen = &result["metrics"];
+    assert_eq!(seen["moves"], "cooperate defect cooperate");
+    assert_eq!(
+        seen["plain"],
+        serde_json::json!(["stream me", 0]),
+        "no usage chunk unless asked"
+    );
+    assert_eq!(seen["asked"], serde_json::json!(["stream me", 1]));
+    assert_eq!(seen["paused"], "defect defect");
+    assert_eq!(seen["retried"], 2);
+    assert_eq!(seen["claude"], "hi claude");
+    assert_eq!(seen["claude_stream"], "stream claude");
+    assert_eq!(seen["farm"], "hi farm");
+    assert_eq!(seen["farm_stream"], "stream farm");
+    assert!(
+        seen["wrong_api"]
+            .as_str()
+            .unwrap()
+            .contains("provider 'claude' speaks the anthropic API"),
+        "{seen}"
+    );
+    assert!(
+        seen["unpriced"]
+            .as_str()
+            .unwrap()
+            .contains("no price is known for remote/sim/judge"),
+        "{seen}"
+    );
+
+    let calls: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("calls.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let of = |provider: &str, model: &str| -> Vec<&serde_json::Value> {
+        calls
+            .iter()
+            .filter(|c| c["provider"] == provider && c["model"] == model)
+            .collect()
+    };
+    // Paced under the declared 60 rpm: no call of `remote` met a 429.
+    let paced = of("remote", "sim/tit-for-tat");
+    assert_eq!(paced.len(), 3);
+    assert!(paced.iter().all(|c| c["retries"] == 0), "{paced:?}");
+    let paused = of("unpaced", "sim/always-defect");
+    assert!(paused.iter().all(|c| c["retries"] == 0), "{paused:?}");
+    assert!(
+        paused[1]["latency_ms"].as_f64().unwrap() >= 900.0,
+        "the second call waited for the reset the first answer announced: {paused:?}"
+    );
+    let retried = of("unpaced", "sim/random");
+    assert!(
+        retried
+            .iter()
+            .map(|c| c["retries"].as_u64().unwrap())
+            .sum::<u64>()
+            >= 1,
+        "{retried:?}"
+    );
+    // Priced from the provider's usage at the file's prices: input $3, output $6 per million.
+    for call in of("remote", "sim/echo") {
+        let expected = (call["input_tokens"].as_f64().unwrap() * 3.0
+            + call["output_tokens"].as_f64().unwrap() * 6.0)
+            / 1e6;
+        assert!(
+            (call["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-15,
+            "{call}"
+        );
+        assert_eq!(call["cost_is_worst_case"], false);
+        assert_eq!(call["streamed"], true);
+    }
+    let streamed_costs: Vec<f64> = of("remote", "sim/echo")
+        .iter()
+        .map(|c| c["cost_usd"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        streamed_costs[0], streamed_costs[1],
+        "asking for the usage chunk costs nothing more"
+    );
+    assert_eq!(of("claude", "sim/echo").len(), 2);
+    assert_eq!(of("farm", "sim/echo").len(), 2);
+    assert!(of("farm", "sim/echo").iter().all(|c| c["cost_usd"] == 0.0));
+    server.kill9();
+}

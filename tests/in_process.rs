@@ -47,6 +47,8 @@ async fn noop_sweep_through_two_workers_is_durable() {
             name: format!("w{number}"),
             slots: 64,
             work_dir: dir.path().join(format!("w{number}")),
+            providers: Vec::new(),
+            ollama_url: flotilla_gateway::providers::DEFAULT_OLLAMA_URL.into(),
         };
         let mut stopped = stopped.clone();
         workers.push(tokio::spawn(flotilla_worker::run(config, async move {

@@ -5,8 +5,9 @@
 use std::time::Instant;
 
 use crate::calls::{CallRecord, CallStatus, Usage};
-use crate::routing::{route, Route, UnknownModel};
+use crate::routing::{Route, UnknownModel};
 use crate::runs::RunLedger;
+use crate::sim::SimModel;
 use crate::sim::{self, SIM_PRICES};
 
 /// A call as every API reads it.
@@ -45,7 +46,6 @@ impl Call {
 pub struct Answer {
     pub text: String,
     pub usage: Usage,
-    pub cost_usd: f64,
 }
 
 /// Why a call gets no answer; each API says it in its own error shape.
@@ -54,6 +54,8 @@ pub enum Refusal {
     UnknownModel(UnknownModel),
     /// The run may not spend the call's cost (in dollars).
     OverBudget(f64),
+    /// The call cannot go to its provider, for the reason given.
+    Unservable(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -64,41 +66,33 @@ impl std::fmt::Display for Refusal {
                 f,
                 "the run's budget does not allow this call (up to ${cost:.6})"
             ),
+            Refusal::Unservable(why) => write!(f, "{why}"),
         }
     }
 }
 
-/// Answers `call` for the run of `ledger` and records it there.
-pub fn answer(ledger: &RunLedger, call: &Call) -> Result<Answer, Refusal> {
-    let (route, model) = route(&call.model).map_err(Refusal::UnknownModel)?;
-    let answer = match route {
-        Route::Sim(sim_model) => {
-            let text = sim_model.answer(ledger.seed, &call.conversation);
-            let usage = Usage {
-                input_tokens: call
-                    .conversation
-                    .iter()
-                    .map(|(_, content)| sim::tokens(content))
-                    .sum(),
-                output_tokens: sim::tokens(&text),
-                cached_input_tokens: 0,
-            };
-            Answer {
-                cost_usd: SIM_PRICES.cost(&usage),
-                text,
-                usage,
-            }
-        }
+/// Answers `call` with a sim model for the run of `ledger` and records it there.
+pub fn answer(
+    ledger: &RunLedger,
+    call: &Call,
+    sim_model: SimModel,
+    model: String,
+) -> Result<Answer, Refusal> {
+    let text = sim_model.answer(ledger.seed, &call.conversation);
+    let usage = Usage {
+        input_tokens: count_input_tokens(&call.conversation),
+        output_tokens: sim::tokens(&text),
+        cached_input_tokens: 0,
     };
-    settle(ledger, call, route, model, &answer.usage, answer.cost_usd)?;
-    Ok(answer)
+    let cost_usd = SIM_PRICES.cost(&usage);
+    settle(ledger, call, model, &usage, cost_usd)?;
+    Ok(Answer { text, usage })
 }
 
-/// Asks the run's spend gate, then records the call in its ledger.
+/// Asks the run's spend gate, then records the sim's call in the run's ledger.
 fn settle(
     ledger: &RunLedger,
     call: &Call,
-    route: Route,
     model: String,
     usage: &Usage,
     cost_usd: f64,
@@ -109,7 +103,7 @@ fn settle(
     let latency_ms = call.started.elapsed().as_secs_f64() * 1000.0;
     ledger.record(CallRecord {
         started_at_ms: call.started_at_ms,
-        provider: route.provider().to_string(),
+        provider: "sim".to_string(),
         model,
         api: call.api,
         streamed: call.streamed,
@@ -127,25 +121,21 @@ fn settle(
     Ok(())
 }
 
-/// Embeds `inputs` for the run of `ledger` and records the call (input tokens only).
+/// Embeds `inputs` with the sim for the run of `ledger` and records the call (input tokens only).
 pub fn embed(
     ledger: &RunLedger,
     call: &Call,
+    model: String,
     inputs: &[String],
 ) -> Result<(Vec<Vec<f32>>, Usage), Refusal> {
-    let (route, model) = route(&call.model).map_err(Refusal::UnknownModel)?;
-    let (vectors, usage, cost_usd) = match route {
-        Route::Sim(_) => {
-            let usage = Usage {
-                input_tokens: inputs.iter().map(|text| sim::tokens(text)).sum(),
-                output_tokens: 0,
-                cached_input_tokens: 0,
-            };
-            let vectors = inputs.iter().map(|text| sim::embedding(text)).collect();
-            (vectors, usage, SIM_PRICES.cost(&usage))
-        }
+    let usage = Usage {
+        input_tokens: inputs.iter().map(|text| sim::tokens(text)).sum(),
+        output_tokens: 0,
+        cached_input_tokens: 0,
     };
-    settle(ledger, call, route, model, &usage, cost_usd)?;
+    let vectors = inputs.iter().map(|text| sim::embedding(text)).collect();
+    let cost_usd = SIM_PRICES.cost(&usage);
+    settle(ledger, call, model, &usage, cost_usd)?;
     Ok((vectors, usage))
 }
 
@@ -216,4 +206,48 @@ pub fn conversation_of(messages: &[serde_json::Value]) -> Vec<(String, String)> 
             (role.to_string(), content)
         })
         .collect()
+}
+
+/// A routed call: a sim model to answer here, or the response to send as it
+/// is (a provider's relayed answer, or a refusal in the API's shape).
+pub enum Routed {
+    Sim(SimModel, String),
+    Done(axum::response::Response),
+}
+
+/// Routes `call`; calls for a provider are relayed to it right away.
+#[allow(clippy::too_many_arguments)]
+pub async fn route_call(
+    gateway: &std::sync::Arc<crate::GatewayState>,
+    ledger: &std::sync::Arc<RunLedger>,
+    call: &Call,
+    endpoint: crate::upstream::Endpoint,
+    body: serde_json::Value,
+    client_wants_usage: bool,
+    refusal: fn(&Refusal) -> axum::response::Response,
+) -> Routed {
+    let (provider, name) = match gateway.routing.route(&call.model) {
+        Ok((Route::Sim(model), name)) => return Routed::Sim(model, name),
+        Ok((Route::Upstream(provider), name)) => (provider, name),
+        Err(unknown) => return Routed::Done(refusal(&Refusal::UnknownModel(unknown))),
+    };
+    let relayed = crate::upstream::relay(
+        gateway,
+        ledger.clone(),
+        provider,
+        name,
+        endpoint,
+        body,
+        call,
+        client_wants_usage,
+    )
+    .await;
+    Routed::Done(relayed.unwrap_or_else(|refused| {
+        refusal(&match refused {
+            crate::upstream::Refused::WrongApi(why) | crate::upstream::Refused::NoPrice(why) => {
+                Refusal::Unservable(why)
+            }
+            crate::upstream::Refused::OverBudget(cost) => Refusal::OverBudget(cost),
+        })
+    }))
 }

@@ -14,11 +14,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::answers::{
-    answer, content_text, conversation_of, count_input_tokens, pieces, read_body, without_retries,
-    Call, Refusal,
+    answer, content_text, conversation_of, count_input_tokens, pieces, read_body, route_call,
+    without_retries, Call, Refusal, Routed,
 };
 use crate::calls::Usage;
 use crate::openai::authenticate;
+use crate::upstream::Endpoint;
 use crate::GatewayState;
 
 static MESSAGE_NUMBER: AtomicU64 = AtomicU64::new(1);
@@ -54,11 +55,17 @@ fn refusal(refusal: &Refusal) -> Response {
             "billing_error",
             &refusal.to_string(),
         ),
+        Refusal::Unservable(_) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &refusal.to_string(),
+        ),
     }
 }
 
 /// A messages request: model, the system prompt first, then the messages.
 struct MessagesRequest {
+    body: Value,
     model: String,
     conversation: Vec<(String, String)>,
     stream: bool,
@@ -79,6 +86,7 @@ fn parse(body: &[u8], needs_max_tokens: bool) -> Result<MessagesRequest, String>
     }
     conversation.extend(conversation_of(messages));
     Ok(MessagesRequest {
+        body: value.clone(),
         model,
         conversation,
         stream: value
@@ -115,7 +123,22 @@ pub async fn messages(
         request.conversation,
         request.stream,
     );
-    let answer = match answer(&ledger, &call) {
+    let endpoint = Endpoint::AnthropicMessages;
+    let (sim_model, name) = match route_call(
+        &gateway,
+        &ledger,
+        &call,
+        endpoint,
+        request.body,
+        true,
+        refusal,
+    )
+    .await
+    {
+        Routed::Sim(model, name) => (model, name),
+        Routed::Done(response) => return response,
+    };
+    let answer = match answer(&ledger, &call, sim_model, name) {
         Ok(answer) => answer,
         Err(refused) => return refusal(&refused),
     };
@@ -176,7 +199,7 @@ pub async fn count_tokens(
         return unauthorized();
     }
     match parse(&body, false) {
-        Ok(request) => match crate::routing::route(&request.model) {
+        Ok(request) => match gateway.routing.route(&request.model) {
             Ok(_) => Json(json!({"input_tokens": count_input_tokens(&request.conversation)}))
                 .into_response(),
             Err(unknown) => refusal(&Refusal::UnknownModel(unknown)),

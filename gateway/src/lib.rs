@@ -11,10 +11,12 @@ pub mod limits;
 mod ollama;
 mod openai;
 pub mod pricing;
+pub mod providers;
 pub mod routing;
 pub mod runs;
 pub mod sim;
 pub mod sim_server;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,11 +30,31 @@ pub use calls::{calls_jsonl, CallRecord};
 pub use runs::{RunRegistry, SpendGate, Unbounded};
 
 /// What every request handler shares.
-#[derive(Default)]
 pub struct GatewayState {
     pub runs: RunRegistry,
+    pub routing: routing::Routing,
+    /// Paces calls to upstream providers for every run of the worker.
+    pub limits: limits::RateLimitManager,
+    /// Connections to upstream providers, pooled.
+    pub http: reqwest::Client,
     /// Set when serving as `flotilla sim-server`: anyone may call, within its limits.
     pub sim_server: Option<sim_server::SimServer>,
+}
+
+impl GatewayState {
+    fn new(providers: Vec<providers::Provider>, sim_server: Option<sim_server::SimServer>) -> Self {
+        GatewayState {
+            runs: RunRegistry::default(),
+            routing: routing::Routing::new(providers),
+            limits: limits::RateLimitManager::default(),
+            http: reqwest::Client::builder()
+                // As long as the official clients wait for an answer.
+                .read_timeout(std::time::Duration::from_secs(600))
+                .build()
+                .expect("an HTTP client builds"),
+            sim_server,
+        }
+    }
 }
 
 /// A running gateway.
@@ -45,10 +67,10 @@ pub struct Gateway {
 impl Gateway {
     /// Serves on 127.0.0.1 at an ephemeral port: only programs on this
     /// machine can reach it (ARCHITECTURE.md, invariant 5).
-    pub async fn start() -> std::io::Result<Gateway> {
+    pub async fn start(providers: Vec<providers::Provider>) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let state = Arc::new(GatewayState::default());
+        let state = Arc::new(GatewayState::new(providers, None));
         let app = router(state.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -90,10 +112,10 @@ pub async fn serve_sim(
     listener: TcpListener,
     settings: sim_server::SimServerSettings,
 ) -> std::io::Result<()> {
-    let state = Arc::new(GatewayState {
-        runs: RunRegistry::default(),
-        sim_server: Some(sim_server::SimServer::new(settings)),
-    });
+    let state = Arc::new(GatewayState::new(
+        Vec::new(),
+        Some(sim_server::SimServer::new(settings)),
+    ));
     axum::serve(listener, router(state)).await
 }
 

@@ -1,8 +1,10 @@
 //! Rate limits: GCRA (the generic cell rate algorithm) for requests and
 //! tokens per minute, and concurrency. The sim-server enforces them as a
 //! provider would, answering over-limit calls with 429; the worker's
-//! rate-limit manager (next to come) paces its calls under them.
+//! rate-limit manager paces its calls under them.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Limits a provider declares for one model (or the sim-server applies).
@@ -91,5 +93,122 @@ mod tests {
         }
         assert!(tokens.try_take(start, 300).is_err());
         assert_eq!(tokens.remaining(start), 100);
+    }
+}
+
+/// One worker's rate-limit manager: per provider and model, calls wait for
+/// their turn under the requests and tokens per minute (GCRA without burst,
+/// so calls are spaced evenly) and the concurrency, and a key is paused for
+/// every run on the worker when the provider says so (429, `Retry-After`, a
+/// `*-remaining-*` header at zero).
+#[derive(Default)]
+pub struct RateLimitManager {
+    keys: std::sync::Mutex<HashMap<(String, String), Arc<KeyState>>>,
+}
+
+struct KeyState {
+    pacing: std::sync::Mutex<Pacing>,
+    concurrency: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+struct Pacing {
+    requests: Option<Gcra>,
+    tokens: Option<Gcra>,
+    paused_until: Option<Instant>,
+}
+
+/// Held while a call is in flight: its concurrency slot.
+pub struct Permit {
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl RateLimitManager {
+    fn key(&self, provider: &str, model: &str, limits: Limits) -> Arc<KeyState> {
+        let mut keys = self.keys.lock().expect("not poisoned");
+        keys.entry((provider.to_string(), model.to_string()))
+            .or_insert_with(|| {
+                let now = Instant::now();
+                Arc::new(KeyState {
+                    pacing: std::sync::Mutex::new(Pacing {
+                        requests: limits
+                            .requests_per_minute
+                            .map(|rpm| Gcra::per_minute(rpm, 1, now)),
+                        tokens: limits
+                            .tokens_per_minute
+                            .map(|tpm| Gcra::per_minute(tpm, tpm, now)),
+                        paused_until: None,
+                    }),
+                    concurrency: limits
+                        .concurrency
+                        .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+                })
+            })
+            .clone()
+    }
+
+    /// Waits until a call of about `tokens` tokens may go to `provider`'s `model`.
+    pub async fn acquire(
+        &self,
+        provider: &str,
+        model: &str,
+        limits: Limits,
+        tokens: u64,
+    ) -> Permit {
+        let key = self.key(provider, model, limits);
+        let slot = match &key.concurrency {
+            Some(semaphore) => Some(
+                semaphore
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed"),
+            ),
+            None => None,
+        };
+        loop {
+            let wait = {
+                let mut pacing = key.pacing.lock().expect("not poisoned");
+                pacing.try_take(Instant::now(), tokens)
+            };
+            match wait {
+                None => return Permit { _slot: slot },
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// No call goes to `provider`'s `model` from this worker before `until`.
+    pub fn pause(&self, provider: &str, model: &str, limits: Limits, until: Instant) {
+        let key = self.key(provider, model, limits);
+        let mut pacing = key.pacing.lock().expect("not poisoned");
+        pacing.paused_until = Some(pacing.paused_until.map_or(until, |at| at.max(until)));
+    }
+}
+
+impl Pacing {
+    /// Takes a request and its tokens, or says how long to wait first.
+    fn try_take(&mut self, now: Instant, tokens: u64) -> Option<Duration> {
+        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+            return Some(until - now);
+        }
+        // A call larger than a minute's tokens still goes, alone.
+        let tokens_wait = self.tokens.as_ref().and_then(|gcra| {
+            let mut probe = gcra.clone();
+            probe.try_take(now, tokens).err()
+        });
+        let requests_wait = self.requests.as_ref().and_then(|gcra| {
+            let mut probe = gcra.clone();
+            probe.try_take(now, 1).err()
+        });
+        if let Some(wait) = tokens_wait.into_iter().chain(requests_wait).max() {
+            return Some(wait);
+        }
+        if let Some(gcra) = &mut self.requests {
+            let _ = gcra.try_take(now, 1);
+        }
+        if let Some(gcra) = &mut self.tokens {
+            let _ = gcra.try_take(now, tokens);
+        }
+        None
     }
 }

@@ -15,10 +15,11 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::answers::{
-    answer, conversation_of, embed, now_ms, pieces, read_body, Answer, Call, Refusal,
+    answer, conversation_of, embed, now_ms, pieces, read_body, route_call, Answer, Call, Refusal,
+    Routed,
 };
 use crate::openai::authenticate;
-use crate::routing::served;
+use crate::upstream::Endpoint;
 use crate::GatewayState;
 
 /// An error as Ollama sends it: `{"error": "<message>"}`.
@@ -37,6 +38,7 @@ fn refusal(refusal: &Refusal) -> Response {
     let status = match refusal {
         Refusal::UnknownModel(_) => StatusCode::NOT_FOUND,
         Refusal::OverBudget(_) => StatusCode::PAYMENT_REQUIRED,
+        Refusal::Unservable(_) => StatusCode::BAD_REQUEST,
     };
     error(status, &refusal.to_string())
 }
@@ -122,7 +124,17 @@ async fn generation(
     };
     let stream = value.get("stream").and_then(Value::as_bool).unwrap_or(true);
     let call = Call::new("ollama", model.clone(), conversation, stream);
-    match answer(&ledger, &call) {
+    let endpoint = if chat {
+        Endpoint::OllamaChat
+    } else {
+        Endpoint::OllamaGenerate
+    };
+    let (sim_model, name) =
+        match route_call(&gateway, &ledger, &call, endpoint, value, true, refusal).await {
+            Routed::Sim(model, name) => (model, name),
+            Routed::Done(response) => return response,
+        };
+    match answer(&ledger, &call, sim_model, name) {
         Ok(answer) => respond(&model, &answer, call.started, stream, chat),
         Err(refused) => refusal(&refused),
     }
@@ -171,7 +183,21 @@ pub async fn embed_texts(
         }
     };
     let call = Call::new("ollama", model.clone(), Vec::new(), false);
-    match embed(&ledger, &call, &inputs) {
+    let name = match route_call(
+        &gateway,
+        &ledger,
+        &call,
+        Endpoint::OllamaEmbed,
+        value,
+        false,
+        refusal,
+    )
+    .await
+    {
+        Routed::Sim(_, name) => name,
+        Routed::Done(response) => return response,
+    };
+    match embed(&ledger, &call, name, &inputs) {
         Ok((embeddings, usage)) => Json(json!({
             "model": model, "embeddings": embeddings,
             "total_duration": call.started.elapsed().as_nanos() as u64, "load_duration": 0,
@@ -187,7 +213,9 @@ pub async fn tags(State(gateway): State<Arc<GatewayState>>, headers: HeaderMap) 
     if authenticate(&gateway, &headers).is_none() {
         return unauthorized();
     }
-    let models: Vec<Value> = served()
+    let models: Vec<Value> = gateway
+        .routing
+        .served()
         .iter()
         .map(|name| {
             json!({"name": name, "model": name, "modified_at": "1970-01-01T00:00:00Z", "size": 0,

@@ -15,11 +15,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::answers::{
-    answer, conversation_of, embed, pieces, read_body, without_retries, Answer, Call, Refusal,
+    answer, conversation_of, embed, pieces, read_body, route_call, without_retries, Answer, Call,
+    Refusal, Routed,
 };
 use crate::calls::Usage;
-use crate::routing::{route, served};
 use crate::runs::{RunLedger, Unbounded};
+use crate::upstream::Endpoint;
 use crate::GatewayState;
 
 static RESPONSE_NUMBER: AtomicU64 = AtomicU64::new(1);
@@ -81,6 +82,7 @@ pub fn authenticate(gateway: &GatewayState, headers: &HeaderMap) -> Option<Arc<R
 
 /// What a chat request asks for, read from its body.
 struct ChatRequest {
+    body: Value,
     model: String,
     conversation: Vec<(String, String)>,
     stream: bool,
@@ -94,6 +96,7 @@ fn parse_chat(body: &[u8]) -> Result<ChatRequest, String> {
         .and_then(Value::as_array)
         .ok_or("the request needs `messages`, a list")?;
     Ok(ChatRequest {
+        body: value.clone(),
         model,
         conversation: conversation_of(messages),
         stream: value
@@ -122,6 +125,7 @@ fn refusal(refusal: &Refusal) -> Response {
             "budget_exceeded",
             &refusal.to_string(),
         ),
+        Refusal::Unservable(_) => bad_request(&refusal.to_string()),
     }
 }
 
@@ -144,7 +148,22 @@ pub async fn chat_completions(
         request.stream,
     );
     let started_at_ms = call.started_at_ms;
-    let answer = match answer(&ledger, &call) {
+    let endpoint = Endpoint::OpenAiChat;
+    let (sim_model, name) = match route_call(
+        &gateway,
+        &ledger,
+        &call,
+        endpoint,
+        request.body.clone(),
+        request.include_usage,
+        refusal,
+    )
+    .await
+    {
+        Routed::Sim(model, name) => (model, name),
+        Routed::Done(response) => return response,
+    };
+    let answer = match answer(&ledger, &call, sim_model, name) {
         Ok(answer) => answer,
         Err(refused) => return refusal(&refused),
     };
@@ -219,7 +238,12 @@ pub async fn list_models(State(gateway): State<Arc<GatewayState>>, headers: Head
     if authenticate(&gateway, &headers).is_none() {
         return unauthorized();
     }
-    let data: Vec<Value> = served().iter().map(|id| model_json(id)).collect();
+    let data: Vec<Value> = gateway
+        .routing
+        .served()
+        .iter()
+        .map(|id| model_json(id))
+        .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -231,7 +255,7 @@ pub async fn get_model(
     if authenticate(&gateway, &headers).is_none() {
         return unauthorized();
     }
-    match route(&model) {
+    match gateway.routing.route(&model) {
         Ok(_) => Json(model_json(&model)).into_response(),
         Err(unknown) => error(
             StatusCode::NOT_FOUND,
@@ -276,7 +300,21 @@ pub async fn completions(
         vec![("user".to_string(), prompt)],
         stream,
     );
-    let answer = match answer(&ledger, &call) {
+    let (sim_model, name) = match route_call(
+        &gateway,
+        &ledger,
+        &call,
+        Endpoint::OpenAiCompletions,
+        value.clone(),
+        include_usage,
+        refusal,
+    )
+    .await
+    {
+        Routed::Sim(model, name) => (model, name),
+        Routed::Done(response) => return response,
+    };
+    let answer = match answer(&ledger, &call, sim_model, name) {
         Ok(answer) => answer,
         Err(refused) => return refusal(&refused),
     };
@@ -349,7 +387,21 @@ pub async fn embeddings(
         }
     };
     let call = Call::new("openai", model.clone(), Vec::new(), false);
-    let (vectors, usage) = match embed(&ledger, &call, &inputs) {
+    let name = match route_call(
+        &gateway,
+        &ledger,
+        &call,
+        Endpoint::OpenAiEmbeddings,
+        value.clone(),
+        false,
+        refusal,
+    )
+    .await
+    {
+        Routed::Sim(_, name) => name,
+        Routed::Done(response) => return response,
+    };
+    let (vectors, usage) = match embed(&ledger, &call, name, &inputs) {
         Ok(embedded) => embedded,
         Err(refused) => return refusal(&refused),
     };

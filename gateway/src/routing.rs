@@ -1,69 +1,123 @@
 //! Model names are `provider/model`; the provider decides where a call goes.
+//! Bare names go to the provider marked `default`.
 
+use std::sync::Arc;
+
+use crate::providers::Provider;
 use crate::sim::SimModel;
 
 /// Where a call goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Route {
     Sim(SimModel),
+    /// A provider of the providers file, and the model by its own name.
+    Upstream(Arc<Provider>),
 }
 
 impl Route {
-    pub fn provider(&self) -> &'static str {
+    pub fn provider(&self) -> &str {
         match self {
             Route::Sim(_) => "sim",
+            Route::Upstream(provider) => &provider.name,
         }
     }
 }
 
 /// A model the worker does not serve; the message lists what it serves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}; this worker serves: {}", served().join(", "))]
+#[error("{reason}; this worker serves: {}", served.join(", "))]
 pub struct UnknownModel {
     pub reason: String,
+    pub served: Vec<String>,
 }
 
-/// Every model this worker serves, as programs name them.
-pub fn served() -> Vec<String> {
-    SimModel::names()
-        .map(|name| format!("sim/{name}"))
-        .collect()
+/// The providers this worker reaches.
+#[derive(Debug, Default)]
+pub struct Routing {
+    providers: Vec<Arc<Provider>>,
 }
 
-/// Finds the route of `requested` (`provider/model`).
-pub fn route(requested: &str) -> Result<(Route, String), UnknownModel> {
-    let Some((provider, model)) = requested.split_once('/') else {
-        return Err(UnknownModel {
-            reason: format!(
-                "model '{requested}' names no provider (write provider/model, e.g. sim/echo) and no provider is marked default"
-            ),
-        });
-    };
-    // Ollama's clients may add the default tag.
-    let model = model.strip_suffix(":latest").unwrap_or(model);
-    match provider {
-        "sim" => SimModel::named(model)
-            .map(|sim| (Route::Sim(sim), model.to_string()))
-            .ok_or_else(|| UnknownModel {
-                reason: format!("unknown model '{requested}': sim has no model '{model}'"),
-            }),
-        other => Err(UnknownModel {
-            reason: format!("unknown provider '{other}' in model '{requested}'"),
-        }),
+impl Routing {
+    pub fn new(providers: Vec<Provider>) -> Self {
+        Routing {
+            providers: providers.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// Every model this worker serves, as programs name them; `NAME/*` for a
+    /// provider that serves whatever its upstream has.
+    pub fn served(&self) -> Vec<String> {
+        let mut served: Vec<String> = SimModel::names()
+            .map(|name| format!("sim/{name}"))
+            .collect();
+        for provider in &self.providers {
+            served.push(format!(
+                "{}/* ({} API{})",
+                provider.name,
+                provider.api.as_str(),
+                if provider.default { ", default" } else { "" }
+            ));
+        }
+        served
+    }
+
+    /// Finds where `requested` (`provider/model`, or a bare name for the default provider) goes.
+    pub fn route(&self, requested: &str) -> Result<(Route, String), UnknownModel> {
+        let unknown = |reason: String| UnknownModel {
+            reason,
+            served: self.served(),
+        };
+        let default = self.providers.iter().find(|p| p.default);
+        let (provider, model) = match requested.split_once('/') {
+            Some((provider, model)) if provider == "sim" || self.providers.iter().any(|p| p.name == provider) => {
+                (provider, model)
+            }
+            // OpenRouter-style names (`openai/gpt-4o`) go whole to the default provider.
+            _ => match default {
+                Some(default) => return Ok((Route::Upstream(default.clone()), requested.to_string())),
+                None => {
+                    return Err(unknown(match requested.split_once('/') {
+                        Some((provider, _)) => format!("unknown provider '{provider}' in model '{requested}'"),
+                        None => format!(
+                            "model '{requested}' names no provider (write provider/model, e.g. sim/echo) and no provider is marked default"
+                        ),
+                    }))
+                }
+            },
+        };
+        if provider == "sim" {
+            // Ollama's clients may add the default tag.
+            let name = model.strip_suffix(":latest").unwrap_or(model);
+            return SimModel::named(name)
+                .map(|sim| (Route::Sim(sim), name.to_string()))
+                .ok_or_else(|| {
+                    unknown(format!(
+                        "unknown model '{requested}': sim has no model '{name}'"
+                    ))
+                });
+        }
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .expect("matched above");
+        Ok((Route::Upstream(provider.clone()), model.to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::parse_providers;
 
     #[test]
     fn names_route_by_provider_and_unknown_ones_say_what_is_served() {
-        assert_eq!(
-            route("sim/tit-for-tat").unwrap(),
-            (Route::Sim(SimModel::TitForTat), "tit-for-tat".to_string())
-        );
-        let error = route("openrouter/gpt-4o").unwrap_err().to_string();
+        let routing = Routing::default();
+        assert!(matches!(
+            routing.route("sim/tit-for-tat").unwrap(),
+            (Route::Sim(SimModel::TitForTat), name) if name == "tit-for-tat"
+        ));
+        let error = routing.route("openrouter/gpt-4o").unwrap_err().to_string();
         assert!(
             error.starts_with("unknown provider 'openrouter'"),
             "{error}"
@@ -72,10 +126,29 @@ mod tests {
             error.contains("this worker serves: sim/always-cooperate"),
             "{error}"
         );
-        assert!(route("sim/gpt-4o")
+        assert!(routing
+            .route("sim/gpt-4o")
             .unwrap_err()
             .to_string()
             .contains("sim has no model 'gpt-4o'"));
-        assert!(route("gpt-4o").is_err());
+        assert!(routing.route("gpt-4o").is_err());
+    }
+
+    #[test]
+    fn providers_of_the_file_and_the_default_take_their_names() {
+        let file = "providers:\n  - {name: local, api: openai, base_url: 'http://127.0.0.1:9/v1'}\n  - {name: router, api: openai, base_url: 'http://127.0.0.1:8/v1', default: true}\n";
+        let routing = Routing::new(parse_providers(file, "p.yaml", |_| None).unwrap());
+        let (route, model) = routing.route("local/small").unwrap();
+        assert_eq!((route.provider(), model.as_str()), ("local", "small"));
+        let (route, model) = routing.route("openai/gpt-4o-mini").unwrap();
+        assert_eq!(
+            (route.provider(), model.as_str()),
+            ("router", "openai/gpt-4o-mini")
+        );
+        let (route, model) = routing.route("gpt-4o").unwrap();
+        assert_eq!((route.provider(), model.as_str()), ("router", "gpt-4o"));
+        assert!(routing
+            .served()
+            .contains(&"local/* (openai API)".to_string()));
     }
 }

@@ -17,6 +17,8 @@ pub struct Options {
     pub workers: Option<u32>,
     pub slots: u32,
     pub retry_failed: bool,
+    pub providers: Vec<flotilla_gateway::providers::Provider>,
+    pub ollama_url: String,
 }
 
 pub async fn run(options: Options) -> anyhow::Result<i32> {
@@ -59,6 +61,8 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
             name: format!("local-{number}"),
             slots: options.slots,
             work_dir: scratch.join(format!("local-{number}")),
+            providers: options.providers.clone(),
+            ollama_url: options.ollama_url.clone(),
         };
         let mut stopped = workers_stopped.clone();
         worker_tasks.push(tokio::spawn(async move {

@@ -74,6 +74,8 @@ pub struct WorkerOptions {
     pub token_file: Option<PathBuf>,
     pub root: PathBuf,
     pub work_dir: Option<PathBuf>,
+    pub providers: Vec<flotilla_gateway::providers::Provider>,
+    pub ollama_url: String,
 }
 
 pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
@@ -88,6 +90,8 @@ pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
         name,
         slots: options.slots.unwrap_or_else(cores),
         work_dir,
+        providers: options.providers,
+        ollama_url: options.ollama_url,
     };
     flotilla_worker::run(config, stop_signal()).await?;
     Ok(exit_code::OK)

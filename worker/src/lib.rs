@@ -26,6 +26,10 @@ pub struct WorkerConfig {
     pub slots: u32,
     /// Scratch run directories and the workdir cache live here.
     pub work_dir: PathBuf,
+    /// LLM providers beyond `sim` and this worker's Ollama (the providers file).
+    pub providers: Vec<flotilla_gateway::providers::Provider>,
+    /// This worker's Ollama, the built-in `ollama/…` provider.
+    pub ollama_url: String,
 }
 
 impl WorkerConfig {
@@ -44,6 +48,14 @@ impl WorkerConfig {
         }
         Ok(())
     }
+}
+
+/// How many calls this machine's Ollama answers at once: its `OLLAMA_NUM_PARALLEL`, else 1.
+fn ollama_parallel() -> u64 {
+    std::env::var("OLLAMA_NUM_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// A default worker name: host name and process id.
@@ -68,7 +80,12 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         .map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
     let link = connection::CoordinatorLink::new(&config.coordinator, &config.token);
     let workdirs = workdir_cache::WorkdirCache::new(config.work_dir.join("workdirs"), link.clone());
-    let gateway = flotilla_gateway::Gateway::start()
+    let mut providers = config.providers.clone();
+    providers.push(flotilla_gateway::providers::Provider::ollama(
+        &config.ollama_url,
+        ollama_parallel(),
+    ));
+    let gateway = flotilla_gateway::Gateway::start(providers)
         .await
         .map_err(|e| Error::io("cannot start the LLM gateway on 127.0.0.1", e))?;
     tracing::info!(address = %gateway.address, "gateway listening");

@@ -135,6 +135,8 @@ impl Harness {
             name: "w1".into(),
             slots: 2,
             work_dir: work_dir.path().join("work"),
+            providers: Vec::new(),
+            ollama_url: flotilla_gateway::providers::DEFAULT_OLLAMA_URL.into(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(crate::run(config, async move {

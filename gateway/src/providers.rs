@@ -1,0 +1,301 @@
+//! Providers a worker can reach beyond the built-in `sim`: the providers file
+//! (`--providers FILE` on `worker join` and `run`). API keys are read from
+//! the worker's environment by the name the file gives, and go nowhere else.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::limits::Limits;
+use crate::pricing::Prices;
+
+/// The API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderApi {
+    Openai,
+    Anthropic,
+    Ollama,
+}
+
+impl ProviderApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderApi::Openai => "openai",
+            ProviderApi::Anthropic => "anthropic",
+            ProviderApi::Ollama => "ollama",
+        }
+    }
+}
+
+/// One provider, validated.
+#[derive(Clone, PartialEq)]
+pub struct Provider {
+    pub name: String,
+    pub api: ProviderApi,
+    /// As the provider's official client takes it (OpenAI: …/v1), without a trailing `/`.
+    pub base_url: String,
+    /// Read from the environment named by `api_key_env`; never logged.
+    pub api_key: Option<String>,
+    pub limits: Limits,
+    /// By the provider's own model name.
+    pub prices: BTreeMap<String, Prices>,
+    /// The price of models `prices` does not list (the built-in Ollama's: free).
+    pub unlisted_price: Option<Prices>,
+    pub default: bool,
+}
+
+/// Where the worker's own Ollama listens unless told otherwise.
+pub const DEFAULT_OLLAMA_URL: &str = "http://127.0.0.1:11434";
+
+impl Provider {
+    /// The built-in `ollama` provider: the worker's Ollama, free, one call at a
+    /// time unless its `OLLAMA_NUM_PARALLEL` is given, so queued calls wait
+    /// here instead of meeting Ollama's 503.
+    pub fn ollama(base_url: &str, parallel: u64) -> Provider {
+        Provider {
+            name: "ollama".into(),
+            api: ProviderApi::Ollama,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key: None,
+            limits: Limits {
+                concurrency: Some(parallel.max(1)),
+                ..Limits::default()
+            },
+            prices: BTreeMap::new(),
+            unlisted_price: Some(Prices::new(0.0, 0.0, 0.0)),
+            default: false,
+        }
+    }
+
+    /// What `model` costs here, if anyone knows.
+    pub fn price_of(&self, model: &str) -> Option<Prices> {
+        self.prices
+            .get(model)
+            .copied()
+            .or(self.unlisted_price)
+            .or_else(|| crate::pricing::hosted_price(model))
+    }
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of every log and error.
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("api", &self.api)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("limits", &self.limits)
+            .field("default", &self.default)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    providers: Vec<Spanned<RawProvider>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    api: ProviderApi,
+    base_url: String,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    prices: BTreeMap<String, RawPrices>,
+    #[serde(default)]
+    default: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    concurrency: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrices {
+    input: f64,
+    output: f64,
+    #[serde(default)]
+    cached_input: Option<f64>,
+}
+
+/// Names a provider cannot take: the built-in ones.
+const BUILT_IN: [&str; 2] = ["sim", "ollama"];
+
+/// Reads the providers file at `path` with keys from this process's environment.
+pub fn read_providers(path: &std::path::Path) -> Result<Vec<Provider>, String> {
+    let yaml = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the providers file {}: {e}", path.display()))?;
+    parse_providers(&yaml, &path.display().to_string(), |name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// Reads a providers file; `environment` looks up API keys. Errors name the
+/// file, the line and the provider, and say what would be valid.
+pub fn parse_providers(
+    yaml: &str,
+    file: &str,
+    environment: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Provider>, String> {
+    let raw: RawFile = serde_saphyr::from_str(yaml).map_err(|e| format!("{file}: {e}"))?;
+    let mut providers: Vec<Provider> = Vec::new();
+    for (index, entry) in raw.providers.into_iter().enumerate() {
+        let line = entry.referenced.line();
+        let raw = entry.value;
+        let at = |message: String| {
+            format!(
+                "{file}:{line}: providers[{index}] ({}): {message}",
+                raw.name
+            )
+        };
+        let name_ok = !raw.name.is_empty()
+            && raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(at(
+                "name must be letters, digits, '-' and '_' (models are called NAME/model)".into(),
+            ));
+        }
+        if BUILT_IN.contains(&raw.name.as_str()) {
+            return Err(at(format!(
+                "'{}' is built in; give this provider another name",
+                raw.name
+            )));
+        }
+        if providers.iter().any(|p| p.name == raw.name) {
+            return Err(at(format!("'{}' is named twice", raw.name)));
+        }
+        if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
+            return Err(at(format!(
+                "base_url '{}' must start with http:// or https:// (OpenAI: …/v1; Anthropic, Ollama: the host)",
+                raw.base_url
+            )));
+        }
+        let api_key = match &raw.api_key_env {
+            None => None,
+            Some(variable) => Some(environment(variable).filter(|v| !v.is_empty()).ok_or_else(|| {
+                at(format!("api_key_env names {variable}, which is not set in this worker's environment"))
+            })?),
+        };
+        let mut prices = BTreeMap::new();
+        for (model, price) in raw.prices {
+            let values = [
+                price.input,
+                price.output,
+                price.cached_input.unwrap_or(price.input),
+            ];
+            if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(at(format!(
+                    "prices of '{model}' must be non-negative dollars per million tokens"
+                )));
+            }
+            prices.insert(model, Prices::new(values[0], values[1], values[2]));
+        }
+        for (what, value) in [
+            ("rpm", raw.limits.rpm),
+            ("tpm", raw.limits.tpm),
+            ("concurrency", raw.limits.concurrency),
+        ] {
+            if value == Some(0) {
+                return Err(at(format!(
+                    "limits.{what} must be at least 1 (leave it out for no limit)"
+                )));
+            }
+        }
+        providers.push(Provider {
+            api: raw.api,
+            base_url: raw.base_url.trim_end_matches('/').to_string(),
+            api_key,
+            limits: Limits {
+                requests_per_minute: raw.limits.rpm,
+                tokens_per_minute: raw.limits.tpm,
+                concurrency: raw.limits.concurrency,
+            },
+            prices,
+            unlisted_price: None,
+            default: raw.default,
+            name: raw.name,
+        });
+    }
+    let defaults: Vec<&str> = providers
+        .iter()
+        .filter(|p| p.default)
+        .map(|p| p.name.as_str())
+        .collect();
+    if defaults.len() > 1 {
+        return Err(format!(
+            "{file}: only one provider may be the default; {} all say default: true",
+            defaults.join(", ")
+        ));
+    }
+    Ok(providers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "providers:\n  - name: local\n    api: openai\n    base_url: http://127.0.0.1:9/v1/\n    api_key_env: LOCAL_KEY\n    limits: {rpm: 600, concurrency: 4}\n    prices:\n      small: {input: 0.1, output: 0.2}\n    default: true\n";
+
+    #[test]
+    fn a_providers_file_is_read_with_keys_from_the_environment() {
+        let providers = parse_providers(FILE, "p.yaml", |name| {
+            (name == "LOCAL_KEY").then(|| "secret".to_string())
+        })
+        .unwrap();
+        let local = &providers[0];
+        assert_eq!(local.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(local.api_key.as_deref(), Some("secret"));
+        assert_eq!(local.limits.requests_per_minute, Some(600));
+        assert_eq!(local.prices["small"], Prices::new(0.1, 0.2, 0.1));
+        assert!(local.default);
+        assert!(
+            !format!("{local:?}").contains("secret"),
+            "keys stay out of logs"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_place_and_what_would_be_valid() {
+        let missing = parse_providers(FILE, "p.yaml", |_| None).unwrap_err();
+        assert_eq!(
+            missing,
+            "p.yaml:2: providers[0] (local): api_key_env names LOCAL_KEY, which is not set in this worker's environment"
+        );
+        let built_in = parse_providers(&FILE.replace("name: local", "name: sim"), "p.yaml", |_| {
+            Some("k".into())
+        });
+        assert!(built_in.unwrap_err().contains("'sim' is built in"));
+        let unknown_api = parse_providers(
+            &FILE.replace("api: openai", "api: cohere"),
+            "p.yaml",
+            |_| Some("k".into()),
+        );
+        assert!(
+            unknown_api.unwrap_err().contains("openai"),
+            "lists the valid APIs"
+        );
+        let unknown_field = parse_providers(
+            &FILE.replace("default: true", "defualt: true"),
+            "p.yaml",
+            |_| Some("k".into()),
+        );
+        assert!(unknown_field.unwrap_err().contains("defualt"));
+    }
+}
