@@ -73,7 +73,7 @@ impl Gateway {
         let state = Arc::new(GatewayState::new(providers, None));
         let app = router(state.clone());
         let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+            if let Err(error) = axum::serve(without_nagle(listener), app).await {
                 tracing::error!(%error, "the gateway stopped");
             }
         });
@@ -112,11 +112,30 @@ pub async fn serve_sim(
     listener: TcpListener,
     settings: sim_server::SimServerSettings,
 ) -> std::io::Result<()> {
+    let (app, _) = sim_app(settings);
+    axum::serve(without_nagle(listener), app).await
+}
+
+/// Streams are written in small pieces: with Nagle's algorithm on, each
+/// would wait for the reader's delayed ACK (40 ms on Linux).
+pub fn without_nagle(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "cannot turn Nagle's algorithm off");
+        }
+    })
+}
+
+/// The sim-server's routes and state (whose counters benchmarks read).
+pub fn sim_app(settings: sim_server::SimServerSettings) -> (Router, Arc<GatewayState>) {
     let state = Arc::new(GatewayState::new(
         Vec::new(),
         Some(sim_server::SimServer::new(settings)),
     ));
-    axum::serve(listener, router(state)).await
+    (router(state.clone()), state)
 }
 
 fn router(state: Arc<GatewayState>) -> Router {
