@@ -191,7 +191,31 @@ fn openai_client_calls_are_answered_metered_and_recorded_per_run() {
         assert_eq!(cost_of(model, "true"), cost_of(model, "false"), "{model}");
     }
     let summary = read_json(&root.join("game/batch-summary.json"));
-    assert!(summary["cost_usd"].as_f64().unwrap() > 0.0);
+    let total = summary["cost_usd"].as_f64().unwrap();
+    assert!(total > 0.0);
+    // Every call is a row of the calls table, and the costs file breaks them down.
+    assert_eq!(
+        count(&root, "SELECT COUNT(*) FROM calls WHERE provider = 'sim'"),
+        24
+    );
+    let costs = read_json(&root.join("game/batch-costs.json"));
+    let by_model = costs["by_model"].as_array().unwrap();
+    assert_eq!(
+        by_model
+            .iter()
+            .map(|m| (m["model"].as_str().unwrap(), m["calls"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![("always-defect", 12), ("tit-for-tat", 12)]
+    );
+    let by_provider = &costs["by_provider"][0];
+    assert_eq!(
+        (
+            by_provider["provider"].as_str(),
+            by_provider["calls"].as_u64()
+        ),
+        (Some("sim"), Some(24))
+    );
+    assert!((by_provider["cost_usd"].as_f64().unwrap() - total).abs() < 1e-12);
 }
 
 #[test]

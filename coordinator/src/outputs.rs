@@ -283,9 +283,22 @@ fn push_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>) {
     out.push('\n');
 }
 
-/// batch-costs.json: dollars spent in total, by variation and by run (runs
-/// that reported no cost are left out).
-pub fn costs_json(rows: &[ResultRow]) -> String {
+/// What an experiment's calls of one provider's model cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallCost {
+    pub provider: String,
+    pub model: String,
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    /// Calls priced at their worst case because their usage could not be read.
+    pub worst_case_calls: u64,
+}
+
+/// batch-costs.json: dollars spent in total, by variation, by run (runs with
+/// no cost are left out), and the metered LLM calls by model and by provider.
+pub fn costs_json(rows: &[ResultRow], calls: &[CallCost]) -> String {
     let mut by_variation: BTreeMap<u32, (f64, u64, u64)> = BTreeMap::new(); // (usd, runs with cost, succeeded)
     let mut per_run = Map::new();
     for row in rows {
@@ -312,10 +325,36 @@ pub fn costs_json(rows: &[ResultRow]) -> String {
             })
         })
         .collect();
+    let by_model: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            json!({
+                "provider": c.provider, "model": c.model, "calls": c.calls,
+                "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
+                "cost_usd": c.cost_usd, "worst_case_calls": c.worst_case_calls,
+            })
+        })
+        .collect();
+    let mut by_provider: BTreeMap<&str, (u64, u64, u64, f64)> = BTreeMap::new();
+    for c in calls {
+        let entry = by_provider.entry(&c.provider).or_default();
+        entry.0 += c.calls;
+        entry.1 += c.input_tokens;
+        entry.2 += c.output_tokens;
+        entry.3 += c.cost_usd;
+    }
+    let by_provider: Vec<Value> = by_provider
+        .iter()
+        .map(|(provider, (count, input, output, usd))| {
+            json!({"provider": provider, "calls": count, "input_tokens": input, "output_tokens": output, "cost_usd": usd})
+        })
+        .collect();
     pretty(&json!({
         "cost_usd": total,
         "runs_with_cost": per_run.len(),
         "by_variation": variations,
+        "by_model": by_model,
+        "by_provider": by_provider,
         "per_run": per_run,
     }))
 }

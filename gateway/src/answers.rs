@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::calls::{CallRecord, CallStatus, Usage};
+use crate::calls::{CallRecord, CallStatus, LlmApi, Usage};
 use crate::routing::{Route, UnknownModel};
 use crate::runs::RunLedger;
 use crate::sim::SimModel;
@@ -12,8 +12,8 @@ use crate::sim::{self, SIM_PRICES};
 
 /// A call as every API reads it.
 pub struct Call {
-    /// `openai`, `anthropic` or `ollama`: the API the program spoke.
-    pub api: &'static str,
+    /// The API the program spoke.
+    pub api: LlmApi,
     /// The model as the program named it (`provider/model`).
     pub model: String,
     /// (role, text) pairs in order; a system prompt comes first as `system`.
@@ -26,7 +26,7 @@ pub struct Call {
 impl Call {
     /// A call arriving now.
     pub fn new(
-        api: &'static str,
+        api: LlmApi,
         model: String,
         conversation: Vec<(String, String)>,
         streamed: bool,

@@ -17,6 +17,7 @@ use crate::answers::{
     answer, content_text, conversation_of, count_input_tokens, pieces, read_body, route_call,
     without_retries, Call, Refusal, Routed,
 };
+use crate::calls::LlmApi;
 use crate::calls::Usage;
 use crate::openai::authenticate;
 use crate::upstream::Endpoint;
@@ -118,7 +119,7 @@ pub async fn messages(
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &message),
     };
     let call = Call::new(
-        "anthropic",
+        LlmApi::Anthropic,
         request.model.clone(),
         request.conversation,
         request.stream,

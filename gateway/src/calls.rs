@@ -1,8 +1,10 @@
 //! What one LLM call was: who made it, what it used, what it cost. Each call
 //! is recorded in its run's ledger and, when the run ends, in the run's
-//! `calls.jsonl` (ARCHITECTURE.md, "Gateway").
+//! `calls.jsonl` and the `calls` table (ARCHITECTURE.md, "Gateway").
 
 use serde::Serialize;
+
+pub use flotilla_shared::calls::{calls_jsonl, CallRecord, CallStatus, LlmApi};
 
 /// Tokens a call used, as the response reported them (or as the gateway
 /// bounded them when it could not read them).
@@ -12,51 +14,4 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Input tokens served from a prompt cache (priced at the cached rate).
     pub cached_input_tokens: u64,
-}
-
-/// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallStatus {
-    Succeeded,
-    /// The provider or the gateway answered with an error.
-    Failed,
-}
-
-/// One call, as written to `calls.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CallRecord {
-    /// Unix time in milliseconds when the call arrived.
-    pub started_at_ms: i64,
-    /// `sim`, `ollama`, or a provider of the providers file.
-    pub provider: String,
-    /// The model as the provider names it (without the provider prefix).
-    pub model: String,
-    /// `openai`, `anthropic` or `ollama`: the API the program spoke.
-    pub api: &'static str,
-    pub streamed: bool,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_input_tokens: u64,
-    pub cost_usd: f64,
-    /// The usage could not be read, so the call is priced at its worst case.
-    pub cost_is_worst_case: bool,
-    pub latency_ms: f64,
-    /// Time to the first token sent back; the whole latency for unstreamed calls.
-    pub time_to_first_token_ms: f64,
-    pub retries: u32,
-    pub status: CallStatus,
-    /// Why the call failed, in words; absent on success.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// `calls.jsonl`: one JSON object per line, in the order the calls arrived.
-pub fn calls_jsonl(calls: &[CallRecord]) -> String {
-    let mut out = String::new();
-    for call in calls {
-        out.push_str(&serde_json::to_string(call).expect("a call serialises"));
-        out.push('\n');
-    }
-    out
 }

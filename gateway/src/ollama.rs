@@ -18,6 +18,7 @@ use crate::answers::{
     answer, conversation_of, embed, now_ms, pieces, read_body, route_call, Answer, Call, Refusal,
     Routed,
 };
+use crate::calls::LlmApi;
 use crate::openai::authenticate;
 use crate::upstream::Endpoint;
 use crate::GatewayState;
@@ -123,7 +124,7 @@ async fn generation(
         conversation
     };
     let stream = value.get("stream").and_then(Value::as_bool).unwrap_or(true);
-    let call = Call::new("ollama", model.clone(), conversation, stream);
+    let call = Call::new(LlmApi::Ollama, model.clone(), conversation, stream);
     let endpoint = if chat {
         Endpoint::OllamaChat
     } else {
@@ -182,7 +183,7 @@ pub async fn embed_texts(
             )
         }
     };
-    let call = Call::new("ollama", model.clone(), Vec::new(), false);
+    let call = Call::new(LlmApi::Ollama, model.clone(), Vec::new(), false);
     let name = match route_call(
         &gateway,
         &ledger,

@@ -18,6 +18,7 @@ use crate::answers::{
     answer, conversation_of, embed, pieces, read_body, route_call, without_retries, Answer, Call,
     Refusal, Routed,
 };
+use crate::calls::LlmApi;
 use crate::calls::Usage;
 use crate::runs::{RunLedger, Unbounded};
 use crate::upstream::Endpoint;
@@ -142,7 +143,7 @@ pub async fn chat_completions(
         Err(message) => return bad_request(&message),
     };
     let call = Call::new(
-        "openai",
+        LlmApi::Openai,
         request.model.clone(),
         request.conversation.clone(),
         request.stream,
@@ -295,7 +296,7 @@ pub async fn completions(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let call = Call::new(
-        "openai",
+        LlmApi::Openai,
         model.clone(),
         vec![("user".to_string(), prompt)],
         stream,
@@ -386,7 +387,7 @@ pub async fn embeddings(
             ))
         }
     };
-    let call = Call::new("openai", model.clone(), Vec::new(), false);
+    let call = Call::new(LlmApi::Openai, model.clone(), Vec::new(), false);
     let name = match route_call(
         &gateway,
         &ledger,

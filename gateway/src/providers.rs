@@ -11,23 +11,7 @@ use crate::limits::Limits;
 use crate::pricing::Prices;
 
 /// The API a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderApi {
-    Openai,
-    Anthropic,
-    Ollama,
-}
-
-impl ProviderApi {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderApi::Openai => "openai",
-            ProviderApi::Anthropic => "anthropic",
-            ProviderApi::Ollama => "ollama",
-        }
-    }
-}
+pub use flotilla_shared::calls::LlmApi as ProviderApi;
 
 /// One provider, validated.
 #[derive(Clone, PartialEq)]

@@ -364,7 +364,7 @@ struct Metering {
     ledger: Arc<RunLedger>,
     provider: String,
     model: String,
-    api: &'static str,
+    api: crate::calls::LlmApi,
     prices: Prices,
     worst_case: f64,
     started: Instant,

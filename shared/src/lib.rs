@@ -3,6 +3,7 @@
 
 pub mod atomic_file;
 pub mod auth;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod dir_lock;

@@ -84,8 +84,10 @@ pub struct RunResult {
     pub duration_s: f64,
     pub started_at_ms: i64,
     pub files: Vec<ShippedFile>,
-    /// Dollars the attempt spent, when known (see `COST_METRIC`).
+    /// Dollars the attempt spent, when known: its metered calls plus `COST_METRIC`.
     pub cost_usd: Option<f64>,
+    /// The attempt's LLM calls through the worker's gateway.
+    pub calls: Vec<crate::calls::CallRecord>,
 }
 
 /// The metric a program reports its own spending in, in dollars; it is taken
@@ -110,6 +112,7 @@ impl RunResult {
             started_at_ms,
             files: Vec::new(),
             cost_usd: None,
+            calls: Vec::new(),
         }
     }
 }

@@ -60,6 +60,7 @@ fn result(assignment: &Assignment, outcome: Outcome) -> RunResult {
         started_at_ms: 0,
         files: Vec::new(),
         cost_usd: None,
+        calls: Vec::new(),
     }
 }
 

@@ -11,14 +11,22 @@ struct Migration {
     apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    what: "experiments, variations, runs, attempts and workdirs; runs and attempts carry a cost",
-    apply: version_1,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what:
+            "experiments, variations, runs, attempts and workdirs; runs and attempts carry a cost",
+        apply: version_1,
+    },
+    Migration {
+        version: 2,
+        what: "calls: every LLM call of every attempt",
+        apply: version_2,
+    },
+];
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: u32 = 1;
+pub const LATEST_VERSION: u32 = 2;
 
 /// The tables as of version 1. Roots made before versions were recorded
 /// (user_version 0) may have them without the cost columns.
@@ -99,6 +107,35 @@ fn version_1(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+fn version_2(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
+    transaction.execute_batch(
+        "CREATE TABLE IF NOT EXISTS calls (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            variation INTEGER NOT NULL,
+            repetition INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            -- The call's place among its attempt's calls, from 1.
+            call INTEGER NOT NULL,
+            started_at_ms INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            api TEXT NOT NULL,
+            streamed INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cached_input_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            cost_is_worst_case INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            time_to_first_token_ms REAL NOT NULL,
+            retries INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            error TEXT,
+            PRIMARY KEY (experiment_id, variation, repetition, attempt, call)
+        ) WITHOUT ROWID;",
+    )
 }
 
 /// Why a root's schema cannot be used.
@@ -202,7 +239,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 5);
+        assert_eq!(tables, 6);
     }
 
     #[test]
@@ -213,7 +250,9 @@ mod tests {
             .unwrap();
         let error = migrate(&mut connection).unwrap_err().to_string();
         assert!(
-            error.contains("newer than the 1 this Flotilla knows"),
+            error.contains(&format!(
+                "newer than the {LATEST_VERSION} this Flotilla knows"
+            )),
             "{error}"
         );
     }

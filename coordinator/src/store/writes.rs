@@ -173,7 +173,10 @@ fn running_results(
         row.status = RunStatus::Running;
     }
     outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
-    outputs::write_costs(dir, &outputs::costs_json(&rows))?;
+    outputs::write_costs(
+        dir,
+        &outputs::costs_json(&rows, &call_costs(transaction, experiment_id)?),
+    )?;
     Ok(())
 }
 
@@ -194,7 +197,10 @@ fn finalize(
         ..summary.clone()
     };
     outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
-    outputs::write_costs(dir, &outputs::costs_json(&rows))?;
+    outputs::write_costs(
+        dir,
+        &outputs::costs_json(&rows, &call_costs(transaction, experiment_id)?),
+    )?;
     outputs::write_summary(dir, &summary)?;
     transaction
         .prepare_cached("UPDATE experiments SET state = ?, finished_at_ms = ? WHERE id = ?")?
@@ -211,6 +217,7 @@ fn apply_attempt(transaction: &Transaction<'_>, record: &AttemptRecord) -> Appli
     // Files before the row: once the row is committed and acknowledged, the
     // run's directory is complete (ARCHITECTURE.md, invariant 4).
     outputs::write_run_files(record)?;
+    insert_calls(transaction, record)?;
     let result = record.result.as_ref();
     let metrics = result.and_then(|r| r.metrics_json.clone());
     transaction
@@ -262,6 +269,71 @@ fn apply_attempt(transaction: &Transaction<'_>, record: &AttemptRecord) -> Appli
             record.repetition,
         ])?;
     Ok(())
+}
+
+/// The attempt's LLM calls, numbered in order; rows of an earlier write of
+/// the same attempt (a retried group) are replaced.
+fn insert_calls(transaction: &Transaction<'_>, record: &AttemptRecord) -> Applied {
+    let Some(result) = &record.result else {
+        return Ok(());
+    };
+    let mut insert = transaction.prepare_cached(
+        "INSERT OR REPLACE INTO calls (experiment_id, variation, repetition, attempt, call, started_at_ms, provider, \
+         model, api, streamed, input_tokens, output_tokens, cached_input_tokens, cost_usd, cost_is_worst_case, \
+         latency_ms, time_to_first_token_ms, retries, status, error) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for (number, call) in result.calls.iter().enumerate() {
+        insert.execute(params![
+            record.experiment_db_id,
+            record.variation,
+            record.repetition,
+            record.attempt,
+            number as i64 + 1,
+            call.started_at_ms,
+            call.provider,
+            call.model,
+            call.api.as_str(),
+            call.streamed,
+            call.input_tokens as i64,
+            call.output_tokens as i64,
+            call.cached_input_tokens as i64,
+            call.cost_usd,
+            call.cost_is_worst_case,
+            call.latency_ms,
+            call.time_to_first_token_ms,
+            call.retries,
+            match call.status {
+                flotilla_shared::calls::CallStatus::Succeeded => "succeeded",
+                flotilla_shared::calls::CallStatus::Failed => "failed",
+            },
+            call.error,
+        ])?;
+    }
+    Ok(())
+}
+
+/// What an experiment's calls cost by provider and model.
+fn call_costs(
+    transaction: &Transaction<'_>,
+    experiment_id: i64,
+) -> rusqlite::Result<Vec<outputs::CallCost>> {
+    let mut query = transaction.prepare_cached(
+        "SELECT provider, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), \
+         SUM(cost_is_worst_case) FROM calls WHERE experiment_id = ? GROUP BY provider, model ORDER BY provider, model",
+    )?;
+    let rows = query.query_map([experiment_id], |row| {
+        Ok(outputs::CallCost {
+            provider: row.get(0)?,
+            model: row.get(1)?,
+            calls: row.get::<_, i64>(2)? as u64,
+            input_tokens: row.get::<_, i64>(3)? as u64,
+            output_tokens: row.get::<_, i64>(4)? as u64,
+            cost_usd: row.get(5)?,
+            worst_case_calls: row.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    rows.collect()
 }
 
 fn result_rows(

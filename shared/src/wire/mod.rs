@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::calls::{CallRecord, CallStatus, LlmApi};
 use crate::error::Error;
 use crate::proto;
 use crate::proto::coordinator_message::Kind as ToWorkerKind;
@@ -113,6 +114,7 @@ impl From<RunResult> for proto::RunResult {
             duration_s: result.duration_s,
             started_at_ms: result.started_at_ms,
             cost_usd: result.cost_usd,
+            calls: result.calls.into_iter().map(Into::into).collect(),
             files: result
                 .files
                 .into_iter()
@@ -137,9 +139,15 @@ impl TryFrom<proto::RunResult> for RunResult {
                 "a run's cost must be a non-negative number of dollars, got {cost}"
             )));
         }
+        let calls = message
+            .calls
+            .into_iter()
+            .map(CallRecord::try_from)
+            .collect::<Result<_, _>>()?;
         Ok(RunResult {
             lease_id: message.lease_id,
             cost_usd: message.cost_usd,
+            calls,
             run: message
                 .run
                 .ok_or_else(|| missing("RunResult.run"))?
@@ -205,6 +213,77 @@ impl TryFrom<proto::RunOutcome> for Outcome {
             proto::RunOutcome::Cancelled => Ok(Outcome::Cancelled),
             proto::RunOutcome::Unspecified => Err(missing("RunResult.outcome")),
         }
+    }
+}
+
+impl From<CallRecord> for proto::LlmCall {
+    fn from(call: CallRecord) -> Self {
+        proto::LlmCall {
+            started_at_ms: call.started_at_ms,
+            provider: call.provider,
+            model: call.model,
+            api: match call.api {
+                LlmApi::Openai => proto::LlmApi::Openai,
+                LlmApi::Anthropic => proto::LlmApi::Anthropic,
+                LlmApi::Ollama => proto::LlmApi::Ollama,
+            }
+            .into(),
+            streamed: call.streamed,
+            input_tokens: call.input_tokens,
+            output_tokens: call.output_tokens,
+            cached_input_tokens: call.cached_input_tokens,
+            cost_usd: call.cost_usd,
+            cost_is_worst_case: call.cost_is_worst_case,
+            latency_ms: call.latency_ms,
+            time_to_first_token_ms: call.time_to_first_token_ms,
+            retries: call.retries,
+            status: match call.status {
+                CallStatus::Succeeded => proto::CallStatus::Succeeded,
+                CallStatus::Failed => proto::CallStatus::Failed,
+            }
+            .into(),
+            error: call.error.unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<proto::LlmCall> for CallRecord {
+    type Error = Error;
+    fn try_from(call: proto::LlmCall) -> Result<Self, Error> {
+        let api = match call.api() {
+            proto::LlmApi::Openai => LlmApi::Openai,
+            proto::LlmApi::Anthropic => LlmApi::Anthropic,
+            proto::LlmApi::Ollama => LlmApi::Ollama,
+            proto::LlmApi::Unspecified => return Err(missing("LlmCall.api")),
+        };
+        let status = match call.status() {
+            proto::CallStatus::Succeeded => CallStatus::Succeeded,
+            proto::CallStatus::Failed => CallStatus::Failed,
+            proto::CallStatus::Unspecified => return Err(missing("LlmCall.status")),
+        };
+        if !(call.cost_usd.is_finite() && call.cost_usd >= 0.0) {
+            return Err(Error::Protocol(format!(
+                "a call's cost must be a non-negative number of dollars, got {}",
+                call.cost_usd
+            )));
+        }
+        Ok(CallRecord {
+            started_at_ms: call.started_at_ms,
+            provider: call.provider,
+            model: call.model,
+            api,
+            streamed: call.streamed,
+            input_tokens: call.input_tokens,
+            output_tokens: call.output_tokens,
+            cached_input_tokens: call.cached_input_tokens,
+            cost_usd: call.cost_usd,
+            cost_is_worst_case: call.cost_is_worst_case,
+            latency_ms: call.latency_ms,
+            time_to_first_token_ms: call.time_to_first_token_ms,
+            retries: call.retries,
+            status,
+            error: (!call.error.is_empty()).then_some(call.error),
+        })
     }
 }
 

@@ -135,7 +135,7 @@ pub async fn execute(
             result.files = collect_files(ending.stdout, ending.stderr, &paths.output_dir);
         }
     }
-    add_calls(&mut result, &calls);
+    add_calls(&mut result, calls);
     let _ = std::fs::remove_file(&paths.metrics);
     context.return_output_dir(paths.output_dir);
     result
@@ -143,7 +143,7 @@ pub async fn execute(
 
 /// The run's LLM calls: `calls.jsonl` among its files, and their metered cost
 /// added to whatever the program reported itself.
-fn add_calls(result: &mut RunResult, calls: &[flotilla_gateway::CallRecord]) {
+fn add_calls(result: &mut RunResult, calls: Vec<flotilla_gateway::CallRecord>) {
     if calls.is_empty() {
         return;
     }
@@ -151,8 +151,9 @@ fn add_calls(result: &mut RunResult, calls: &[flotilla_gateway::CallRecord]) {
     result.cost_usd = Some(result.cost_usd.unwrap_or(0.0) + metered);
     result.files.push(ShippedFile {
         path: "calls.jsonl".into(),
-        content: flotilla_gateway::calls_jsonl(calls).into_bytes(),
+        content: flotilla_gateway::calls_jsonl(&calls).into_bytes(),
     });
+    result.calls = calls;
 }
 
 fn failed_to_start(assignment: &Assignment, error: String, started_at_ms: i64) -> RunResult {
