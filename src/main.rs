@@ -101,6 +101,11 @@ struct SimServerArgs {
     /// Time each answer takes, e.g. 20ms.
     #[arg(long, value_parser = duration_arg, default_value = "0s")]
     latency: Duration,
+    /// Models served under names of their own, as a provider or an Ollama host would
+    /// (YAML: models: [{name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms,
+    /// error_rate: 0.01, rate_limit_rate: 0.02}]).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -342,6 +347,7 @@ async fn dispatch(cli: Cli) -> i32 {
             commands::init_logging("info");
             commands::sim_server::serve(
                 args.listen,
+                args.config.as_deref(),
                 flotilla_gateway::sim_server::SimServerSettings {
                     limits: flotilla_gateway::limits::Limits {
                         requests_per_minute: args.rpm,
@@ -349,6 +355,7 @@ async fn dispatch(cli: Cli) -> i32 {
                         concurrency: args.concurrency,
                     },
                     latency: args.latency,
+                    models: Vec::new(),
                 },
             )
             .await

@@ -359,3 +359,111 @@ fn a_root_serves_one_process_and_worker_names_are_unique() {
     let mut second = Process::spawn(second);
     second.wait_for_line("already connected");
 }
+
+/// An Ollama farm: two workers, each beside an "Ollama host" (a sim-server
+/// serving models under their own names) with different models. Runs go only
+/// to the worker that serves their model; a model nobody serves waits, said so.
+#[test]
+fn runs_go_to_the_workers_whose_ollama_serves_their_model() {
+    let python = python_with_clients();
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let mut hosts = Vec::new();
+    for (host, model) in [("a", "llama3.2"), ("b", "qwen2.5")] {
+        let config = dir.path().join(format!("{host}.yaml"));
+        std::fs::write(
+            &config,
+            format!("models:\n  - {{name: {model}, answers: echo}}\n"),
+        )
+        .unwrap();
+        let mut server = Process::spawn({
+            let mut command = flotilla(&["sim-server", "--listen", "127.0.0.1:0", "--config"]);
+            command.arg(&config);
+            command
+        });
+        let line = server.wait_for_line("sim-server listening");
+        let address = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+            .unwrap()
+            .to_string();
+        hosts.push((server, address));
+    }
+    let mut workers = Vec::new();
+    for (number, (_, address)) in hosts.iter().enumerate() {
+        let name = format!("w{}", number + 1);
+        let mut command = flotilla(&[
+            "worker",
+            "join",
+            &coordinator.address,
+            "--name",
+            &name,
+            "--slots",
+            "2",
+        ]);
+        command
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--work-dir")
+            .arg(dir.path().join(&name))
+            .arg("--ollama-url")
+            .arg(format!("http://{address}"));
+        let mut process = Process::spawn(command);
+        process.wait_for_line("joined");
+        workers.push(process);
+    }
+    std::fs::write(
+        dir.path().join("farm.py"),
+        "import json, sys, ollama\nreply = ollama.Client().chat(model=sys.argv[1], messages=[{'role': 'user', 'content': 'who serves me?'}])\nprint(json.dumps({'answer': reply.message.content}))\n",
+    )
+    .unwrap();
+    let file = write_experiment(
+        dir.path(),
+        "farm.yaml",
+        &format!(
+            "name: farm\nrun:\n  kind: command\n  command: [{:?}, farm.py, \"{{model}}\"]\n\
+             variations:\n  - param: model\n    values: [ollama/llama3.2, ollama/qwen2.5, ollama/mistral]\nruns_per_variation: 3\n",
+            python.display().to_string()
+        ),
+    );
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let mut waiting = String::new();
+    wait_until("the served runs to finish and the rest to wait", || {
+        let status = coordinator.status_json("farm");
+        waiting = status["experiments"][0]["waiting"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        succeeded(&status) == 6
+    });
+    let status_line = text(&run_ok(&mut coordinator.cli(&["status", "farm"])).stdout);
+    assert!(
+        status_line.contains("waiting: no worker serves ollama/mistral; connected workers serve"),
+        "{status_line}"
+    );
+    assert!(
+        waiting.contains("ollama/llama3.2") && waiting.contains("ollama/qwen2.5"),
+        "{waiting}"
+    );
+    for (variation, worker) in [(1, "w1"), (2, "w2")] {
+        assert_eq!(
+            count(
+                &root,
+                &format!("SELECT COUNT(*) FROM attempts WHERE variation = {variation} AND worker = '{worker}' AND outcome = 'succeeded'")
+            ),
+            3,
+            "variation {variation} ran on {worker} only"
+        );
+    }
+    assert_eq!(
+        count(&root, "SELECT COUNT(*) FROM attempts WHERE variation = 3"),
+        0
+    );
+    assert_eq!(
+        count(&root, "SELECT COUNT(*) FROM calls WHERE provider = 'ollama' AND model IN ('llama3.2', 'qwen2.5')"),
+        6
+    );
+    run_ok(&mut coordinator.cli(&["cancel", "farm"]));
+}

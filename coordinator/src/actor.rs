@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::clock::now_ms;
-use flotilla_shared::protocol::{RunningLease, ToWorker};
+use flotilla_shared::protocol::{Capabilities, Hello, ToWorker};
 use flotilla_shared::run::RunResult;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
@@ -43,13 +43,12 @@ pub enum WorkerEvent {
     Results(Vec<RunResult>),
     Heartbeat,
     Ready,
+    Capabilities(Capabilities),
 }
 
 enum Msg {
     WorkerHello {
-        name: String,
-        slots: u32,
-        running: Vec<RunningLease>,
+        hello: Box<Hello>,
         outbound: WorkerSender,
         reply: oneshot::Sender<Result<u64>>,
     },
@@ -99,19 +98,11 @@ fn gone() -> Error {
 }
 
 impl CoordinatorHandle {
-    pub async fn worker_hello(
-        &self,
-        name: String,
-        slots: u32,
-        running: Vec<RunningLease>,
-        outbound: WorkerSender,
-    ) -> Result<u64> {
+    pub async fn worker_hello(&self, hello: Hello, outbound: WorkerSender) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Msg::WorkerHello {
-                name,
-                slots,
-                running,
+                hello: Box::new(hello),
                 outbound,
                 reply,
             })
@@ -235,13 +226,11 @@ impl Actor {
     fn handle(&mut self, message: Msg) {
         match message {
             Msg::WorkerHello {
-                name,
-                slots,
-                running,
+                hello,
                 outbound,
                 reply,
             } => {
-                let _ = reply.send(self.on_worker_hello(&name, slots, running, outbound));
+                let _ = reply.send(self.on_worker_hello(*hello, outbound));
             }
             Msg::Worker {
                 name,
@@ -284,17 +273,17 @@ impl Actor {
         self.schedule();
     }
 
-    fn on_worker_hello(
-        &mut self,
-        name: &str,
-        slots: u32,
-        running: Vec<RunningLease>,
-        outbound: WorkerSender,
-    ) -> Result<u64> {
+    fn on_worker_hello(&mut self, hello: Hello, outbound: WorkerSender) -> Result<u64> {
         let mut outbox = Outbox::default();
-        let session =
-            self.state
-                .worker_connected(name, slots, running, Instant::now(), &mut outbox)?;
+        let name = hello.name.as_str();
+        let session = self.state.worker_connected(
+            name,
+            hello.slots,
+            hello.capabilities,
+            hello.running,
+            Instant::now(),
+            &mut outbox,
+        )?;
         let name: Arc<str> = self
             .state
             .workers
@@ -313,6 +302,10 @@ impl Actor {
             return;
         }
         self.state.worker_seen(&name, session, Instant::now());
+        if let WorkerEvent::Capabilities(capabilities) = event {
+            self.state.worker_capabilities(&name, session, capabilities);
+            return;
+        }
         if let WorkerEvent::Results(results) = event {
             let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
             let mut outbox = Outbox::default();

@@ -79,18 +79,14 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
                 lease_timeout: self.lease_timeout,
             }))
             .expect("receiver is alive");
+        let (name, slots) = (hello.name.clone(), hello.slots);
         let session = self
             .handle
-            .worker_hello(hello.name.clone(), hello.slots, hello.running, outbound)
+            .worker_hello(hello, outbound)
             .await
             .map_err(Status::from)?;
-        info!(
-            worker = hello.name,
-            slots = hello.slots,
-            peer,
-            "worker joined"
-        );
-        let name: Arc<str> = hello.name.into();
+        info!(worker = name, slots, peer, "worker joined");
+        let name: Arc<str> = name.into();
         let handle = self.handle.clone();
         tokio::spawn(async move {
             loop {
@@ -141,6 +137,7 @@ fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Er
         FromWorker::Finished(results) => Some(WorkerEvent::Results(results)),
         FromWorker::Heartbeat { .. } | FromWorker::Progress { .. } => Some(WorkerEvent::Heartbeat),
         FromWorker::Ready { .. } => Some(WorkerEvent::Ready),
+        FromWorker::Capabilities(capabilities) => Some(WorkerEvent::Capabilities(capabilities)),
         FromWorker::Hello(_) => return Err(Error::Protocol("Hello sent twice".into())),
     })
 }
@@ -174,6 +171,7 @@ fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
         finished_at_ms: view.finished_at_ms.unwrap_or(0),
         directory: view.directory,
         spent_usd: view.spent_usd,
+        waiting: view.waiting.unwrap_or_default(),
     }
 }
 

@@ -17,6 +17,8 @@ pub struct ExperimentView {
     pub finished_at_ms: Option<i64>,
     pub directory: String,
     pub spent_usd: f64,
+    /// Why pending runs wait, when no connected worker serves their models.
+    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +47,7 @@ pub struct StatusView {
 }
 
 /// An experiment's figures; `detailed` adds per-variation counts.
-pub fn experiment(experiment: &Experiment, detailed: bool) -> ExperimentView {
+pub fn experiment(experiment: &Experiment, detailed: bool, state: &State) -> ExperimentView {
     let variations = if detailed {
         let mut per_variation: Vec<Counts> = vec![Counts::default(); experiment.variations.len()];
         for run in &experiment.runs {
@@ -74,7 +76,49 @@ pub fn experiment(experiment: &Experiment, detailed: bool) -> ExperimentView {
         finished_at_ms: experiment.finished_at_ms,
         directory: experiment.dir.to_string_lossy().into_owned(),
         spent_usd: experiment.spent_usd,
+        waiting: waiting(experiment, state),
     }
+}
+
+/// "waiting: no worker serves ollama/llama3.2; connected workers serve …",
+/// when pending runs need models no connected worker serves.
+fn waiting(experiment: &Experiment, state: &State) -> Option<String> {
+    if experiment.state.is_final() || experiment.counts.pending == 0 {
+        return None;
+    }
+    let connected = state
+        .workers
+        .values()
+        .filter(|w| w.connected)
+        .map(|w| &w.capabilities);
+    let missing = experiment.unserved_models(connected.clone());
+    if missing.is_empty() {
+        return None;
+    }
+    let mut served: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for capabilities in connected {
+        served.insert("sim/*".into());
+        served.extend(capabilities.models.iter().cloned());
+        served.extend(
+            capabilities
+                .providers
+                .iter()
+                .filter(|p| *p != "sim" && *p != "ollama")
+                .map(|p| format!("{p}/*")),
+        );
+    }
+    let served = if served.is_empty() {
+        "no worker is connected".to_string()
+    } else {
+        format!(
+            "connected workers serve {}",
+            served.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    Some(format!(
+        "waiting: no worker serves {}; {served}",
+        missing.into_iter().collect::<Vec<_>>().join(", ")
+    ))
 }
 
 /// Status of one experiment (with per-variation and per-worker figures) or of all.
@@ -84,12 +128,12 @@ pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
             let experiment = state
                 .experiment(name)
                 .ok_or_else(|| Error::NotFound(format!("no experiment named '{name}'")))?;
-            vec![self::experiment(experiment, true)]
+            vec![self::experiment(experiment, true, state)]
         }
         None => state
             .experiments
             .iter()
-            .map(|e| self::experiment(e, false))
+            .map(|e| self::experiment(e, false, state))
             .collect(),
     };
     let selected = name.and_then(|n| state.by_name.get(n).copied());

@@ -221,6 +221,7 @@ async fn main() {
             ..Limits::default()
         },
         latency: Duration::ZERO,
+        models: Vec::new(),
     })
     .await;
     let (gateway, token) = gateway_to(&sim, "rpm: 600").await;

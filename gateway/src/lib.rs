@@ -131,10 +131,14 @@ pub fn without_nagle(
 
 /// The sim-server's routes and state (whose counters benchmarks read).
 pub fn sim_app(settings: sim_server::SimServerSettings) -> (Router, Arc<GatewayState>) {
-    let state = Arc::new(GatewayState::new(
-        Vec::new(),
-        Some(sim_server::SimServer::new(settings)),
-    ));
+    let own_names = settings
+        .models
+        .iter()
+        .map(|model| (model.name.clone(), model.answers))
+        .collect();
+    let mut state = GatewayState::new(Vec::new(), Some(sim_server::SimServer::new(settings)));
+    state.routing = routing::Routing::sim_server(own_names);
+    let state = Arc::new(state);
     (router(state.clone()), state)
 }
 

@@ -35,21 +35,35 @@ pub struct UnknownModel {
 #[derive(Debug, Default)]
 pub struct Routing {
     providers: Vec<Arc<Provider>>,
+    /// A sim-server's models served under names of their own.
+    own_names: Vec<(String, SimModel)>,
 }
 
 impl Routing {
     pub fn new(providers: Vec<Provider>) -> Self {
         Routing {
             providers: providers.into_iter().map(Arc::new).collect(),
+            own_names: Vec::new(),
+        }
+    }
+
+    /// A sim-server's routing: `sim/…` and the models of its `--config`.
+    pub fn sim_server(own_names: Vec<(String, SimModel)>) -> Self {
+        Routing {
+            providers: Vec::new(),
+            own_names,
         }
     }
 
     /// Every model this worker serves, as programs name them; `NAME/*` for a
     /// provider that serves whatever its upstream has.
     pub fn served(&self) -> Vec<String> {
-        let mut served: Vec<String> = SimModel::names()
-            .map(|name| format!("sim/{name}"))
+        let mut served: Vec<String> = self
+            .own_names
+            .iter()
+            .map(|(name, _)| name.clone())
             .collect();
+        served.extend(SimModel::names().map(|name| format!("sim/{name}")));
         for provider in &self.providers {
             served.push(format!(
                 "{}/* ({} API{})",
@@ -67,6 +81,10 @@ impl Routing {
             reason,
             served: self.served(),
         };
+        let bare = requested.strip_suffix(":latest").unwrap_or(requested);
+        if let Some((name, model)) = self.own_names.iter().find(|(name, _)| name == bare) {
+            return Ok((Route::Sim(*model), name.clone()));
+        }
         let default = self.providers.iter().find(|p| p.default);
         let (provider, model) = match requested.split_once('/') {
             Some((provider, model)) if provider == "sim" || self.providers.iter().any(|p| p.name == provider) => {

@@ -113,6 +113,11 @@ fn last_move(conversation: &Conversation) -> Option<&'static str> {
         })
 }
 
+/// A number drawn from a text alone.
+pub fn draw_text(text: &str) -> u64 {
+    draw(0, &[(String::new(), text.to_string())])
+}
+
 /// A number drawn from the seed and the conversation (FNV-1a, then SplitMix64).
 fn draw(seed: u64, conversation: &Conversation) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ seed;

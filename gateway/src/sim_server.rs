@@ -18,15 +18,110 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::limits::{Gcra, Limits};
-use crate::GatewayState;
+use crate::sim::SimModel;
+use crate::{sim, GatewayState};
 
 /// How the sim-server behaves.
 #[derive(Debug, Clone, Default)]
 pub struct SimServerSettings {
     /// Applied per model, as providers do.
     pub limits: Limits,
-    /// Added to every answer before it is sent.
+    /// Added to every answer before it is sent (a model's own latency replaces it).
     pub latency: Duration,
+    /// Models served under names of their own (`--config`), besides `sim/…`.
+    pub models: Vec<ServedModel>,
+}
+
+/// A model the sim-server serves under a name of its own, as a provider or
+/// an Ollama host would (`llama3.2`), answering like one of the sim models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedModel {
+    pub name: String,
+    pub answers: SimModel,
+    /// Each answer takes a time drawn evenly from this range.
+    pub latency: (Duration, Duration),
+    /// Shares of calls answered 500 and 429, drawn from the conversation.
+    pub error_rate: f64,
+    pub rate_limit_rate: f64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    models: Vec<RawModel>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    answers: String,
+    #[serde(default)]
+    latency: Option<String>,
+    #[serde(default)]
+    latency_max: Option<String>,
+    #[serde(default)]
+    error_rate: f64,
+    #[serde(default)]
+    rate_limit_rate: f64,
+}
+
+/// Reads a sim-server `--config` file:
+///
+/// ```yaml
+/// models:
+///   - {name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms, error_rate: 0.01, rate_limit_rate: 0.02}
+/// ```
+pub fn parse_config(yaml: &str, file: &str) -> Result<Vec<ServedModel>, String> {
+    let raw: RawConfig = serde_saphyr::from_str(yaml).map_err(|e| format!("{file}: {e}"))?;
+    raw.models
+        .into_iter()
+        .enumerate()
+        .map(|(index, model)| {
+            let at =
+                |message: String| format!("{file}: models[{index}] ({}): {message}", model.name);
+            let answers = SimModel::named(&model.answers).ok_or_else(|| {
+                at(format!(
+                    "answers '{}' is no sim model; valid: {}",
+                    model.answers,
+                    SimModel::names().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            let duration = |text: &Option<String>| -> Result<Duration, String> {
+                text.as_deref()
+                    .map(flotilla_shared::duration::parse_duration)
+                    .transpose()
+                    .map(Option::unwrap_or_default)
+                    .map_err(|e| at(format!("latency: {e}")))
+            };
+            let low = duration(&model.latency)?;
+            let high = if model.latency_max.is_some() {
+                duration(&model.latency_max)?
+            } else {
+                low
+            };
+            if high < low {
+                return Err(at("latency_max must not be below latency".into()));
+            }
+            for (what, rate) in [
+                ("error_rate", model.error_rate),
+                ("rate_limit_rate", model.rate_limit_rate),
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(at(format!(
+                        "{what} must be a share from 0 to 1, not {rate}"
+                    )));
+                }
+            }
+            Ok(ServedModel {
+                name: model.name.clone(),
+                answers,
+                latency: (low, high),
+                error_rate: model.error_rate,
+                rate_limit_rate: model.rate_limit_rate,
+            })
+        })
+        .collect()
 }
 
 /// The sim-server's own state: its settings and each model's limiters.
@@ -246,8 +341,32 @@ pub async fn enforce(
             too_many(api, &over)
         }
         Ok((remaining, reset)) => {
-            if !server.settings.latency.is_zero() {
-                tokio::time::sleep(server.settings.latency).await;
+            let served = server.settings.models.iter().find(|m| m.name == model);
+            // Failures are drawn from the request itself, so a run repeats them.
+            let draw =
+                (sim::draw_text(&String::from_utf8_lossy(&bytes)) % 1_000_000) as f64 / 1_000_000.0;
+            let latency = match served {
+                Some(m) => m.latency.0 + (m.latency.1 - m.latency.0).mul_f64(draw),
+                None => server.settings.latency,
+            };
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            if let Some(m) = served {
+                if draw < m.rate_limit_rate {
+                    server.refused.fetch_add(1, Ordering::Relaxed);
+                    server.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let over = OverLimit {
+                        what: "requests (simulated)",
+                        retry_after: Duration::from_millis(200),
+                        limit: 0,
+                    };
+                    return too_many(api, &over);
+                }
+                if draw < m.rate_limit_rate + m.error_rate {
+                    server.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"message": "simulated server error", "type": "api_error"}}))).into_response();
+                }
             }
             server.served.fetch_add(1, Ordering::Relaxed);
             let mut response = next

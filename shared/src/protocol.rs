@@ -14,11 +14,36 @@ pub struct Hello {
     pub slots: u32,
     pub version: String,
     pub token: String,
-    /// Run kinds and providers this worker can serve.
-    pub capabilities: Vec<String>,
+    /// What this worker can serve.
+    pub capabilities: Capabilities,
     /// Runs still executing from an earlier connection: the coordinator keeps
     /// their leases instead of letting them expire.
     pub running: Vec<RunningLease>,
+}
+
+/// What a worker serves: run kinds, the providers its gateway reaches and
+/// its Ollama's models (as `ollama/NAME`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub run_kinds: std::collections::BTreeSet<String>,
+    pub providers: std::collections::BTreeSet<String>,
+    pub models: std::collections::BTreeSet<String>,
+}
+
+impl Capabilities {
+    /// Whether this worker serves `model` (`provider/model`): `sim/…` always,
+    /// `ollama/…` only the models its Ollama has, others by their provider.
+    pub fn serves(&self, model: &str) -> bool {
+        match model.split_once('/') {
+            Some(("sim", _)) => true,
+            Some(("ollama", name)) => {
+                let name = name.strip_suffix(":latest").unwrap_or(name);
+                self.models.contains(&format!("ollama/{name}"))
+            }
+            Some((provider, _)) => self.providers.contains(provider),
+            None => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +77,8 @@ pub enum FromWorker {
     Heartbeat {
         running: u32,
     },
+    /// What the worker serves changed.
+    Capabilities(Capabilities),
 }
 
 /// Coordinator → worker.

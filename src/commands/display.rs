@@ -28,8 +28,13 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
     } else {
         String::new()
     };
+    let waiting = if e.waiting.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", e.waiting)
+    };
     format!(
-        "{}  {state}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent})",
+        "{}  {state}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent}){waiting}",
         e.name,
         e.total_runs,
         c.succeeded,
@@ -109,6 +114,7 @@ pub fn experiment_json(e: &proto::ExperimentStatus) -> Result<serde_json::Value>
         "counts": counts_json(e.counts),
         "directory": e.directory,
         "cost_usd": e.spent_usd,
+        "waiting": (!e.waiting.is_empty()).then_some(&e.waiting),
         "started_at": flotilla_shared::clock::rfc3339(e.started_at_ms),
         "finished_at": (e.finished_at_ms > 0).then(|| flotilla_shared::clock::rfc3339(e.finished_at_ms)),
         "variations": e.variations.iter().map(|v| json!({

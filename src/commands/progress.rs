@@ -56,6 +56,7 @@ pub async fn follow(
     let mut interrupted = 0u32;
     let mut latest: Option<proto::ExperimentStatus> = None;
     let mut store_problem = String::new();
+    let mut waiting = String::new();
     loop {
         let interrupt = async {
             match interrupts.as_mut() {
@@ -77,6 +78,13 @@ pub async fn follow(
                     store_problem = reply.store_problem.clone();
                 }
                 let Some(experiment) = reply.experiments.into_iter().next() else { continue };
+                // Why runs wait for a worker is said once each time it changes.
+                if experiment.waiting != waiting {
+                    if !experiment.waiting.is_empty() {
+                        match &bar { Some(bar) => bar.println(&experiment.waiting), None => eprintln!("{}", experiment.waiting) }
+                    }
+                    waiting = experiment.waiting.clone();
+                }
                 let c = experiment.counts.unwrap_or_default();
                 let done = c.succeeded + c.failed + c.cancelled;
                 match &bar {

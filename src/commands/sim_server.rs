@@ -7,7 +7,18 @@ use flotilla_shared::error::exit_code;
 use flotilla_shared::Error;
 use tracing::info;
 
-pub async fn serve(listen: SocketAddr, settings: SimServerSettings) -> anyhow::Result<i32> {
+pub async fn serve(
+    listen: SocketAddr,
+    config: Option<&std::path::Path>,
+    mut settings: SimServerSettings,
+) -> anyhow::Result<i32> {
+    if let Some(path) = config {
+        let yaml = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        settings.models =
+            flotilla_gateway::sim_server::parse_config(&yaml, &path.display().to_string())
+                .map_err(Error::InvalidInput)?;
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {listen}"), e))?;

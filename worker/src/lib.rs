@@ -2,6 +2,7 @@
 //! ships their results back. [`run`] is the one entry point, used by the
 //! binary and tests.
 
+mod capabilities;
 mod connection;
 mod run_kinds;
 mod session;
@@ -89,12 +90,30 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         .await
         .map_err(|e| Error::io("cannot start the LLM gateway on 127.0.0.1", e))?;
     tracing::info!(address = %gateway.address, "gateway listening");
+    let (capabilities, announced) =
+        tokio::sync::watch::channel(capabilities::initial(&config.providers));
+    // The first look at the Ollama comes before Hello, so that the coordinator
+    // knows its models from the start.
+    if let Some(models) = capabilities::ollama_models(&gateway.state.http, &config.ollama_url).await
+    {
+        capabilities.send_modify(|current| {
+            current.providers.insert("ollama".into());
+            current.models = models;
+        });
+    }
+    let follower = tokio::spawn(capabilities::follow_ollama(
+        gateway.state.http.clone(),
+        config.ollama_url.clone(),
+        capabilities,
+    ));
     let context = Arc::new(run_kinds::RunContext::new(
         scratch,
         workdirs,
         Arc::new(gateway),
     ));
-    session::Session::new(config, link, context)
+    let served = session::Session::new(config, link, context, announced)
         .run(shutdown)
-        .await
+        .await;
+    follower.abort();
+    served
 }

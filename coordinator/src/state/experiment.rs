@@ -1,12 +1,13 @@
 //! One experiment's manifest in memory: its variations, every run's state,
 //! the queue of pending runs and running counts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::grid::Variation;
+use flotilla_shared::protocol::Capabilities;
 use flotilla_shared::status::{ExperimentState, RunStatus};
 
 use super::WorkdirRef;
@@ -63,6 +64,13 @@ impl VariationEntry {
             axis_json: variation.key(),
         }
     }
+}
+
+/// Runs that need the same of a worker: the models it must serve.
+#[derive(Debug)]
+pub struct RunClass {
+    pub requires: BTreeSet<String>,
+    pending: VecDeque<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,9 +160,12 @@ pub struct Experiment {
     pub variations: Vec<VariationEntry>,
     pub runs: Vec<RunEntry>,
     pub run_slots: HashMap<(u32, u32), usize>,
-    /// Slots of runs waiting for a worker; entries whose run is no longer
+    /// Runs waiting for a worker, by what they need of one: variations that
+    /// name the same models share a class. Entries whose run is no longer
     /// pending are skipped when popped.
-    pub pending: VecDeque<usize>,
+    pub classes: Vec<RunClass>,
+    /// `class_of_variation[v - 1]`: the class of variation `v`.
+    class_of_variation: Vec<usize>,
     pub counts: Counts,
     /// Dollars spent by every recorded attempt.
     pub spent_usd: f64,
@@ -188,7 +199,8 @@ impl Experiment {
             variations,
             runs: Vec::new(),
             run_slots: HashMap::new(),
-            pending: VecDeque::new(),
+            classes: Vec::new(),
+            class_of_variation: Vec::new(),
             counts: Counts::default(),
             spent_usd: 0.0,
             started_at_ms,
@@ -204,11 +216,35 @@ impl Experiment {
         let slot = self.runs.len();
         self.run_slots.insert((run.variation, run.repetition), slot);
         self.counts.add(run.status);
-        if run.status == RunStatus::Pending {
-            self.pending.push_back(slot);
-        }
+        let variation = run.variation;
         self.runs.push(run);
+        if self.runs[slot].status == RunStatus::Pending {
+            let class = self.class_of(variation);
+            self.classes[class].pending.push_back(slot);
+        }
         slot
+    }
+
+    /// The class of `variation`, classifying variations added since the last call.
+    fn class_of(&mut self, variation: u32) -> usize {
+        while self.class_of_variation.len() < self.variations.len() {
+            let params: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&self.variations[self.class_of_variation.len()].params_json)
+                    .unwrap_or_default();
+            let requires = self.config.required_models(&params);
+            let class = match self.classes.iter().position(|c| c.requires == requires) {
+                Some(class) => class,
+                None => {
+                    self.classes.push(RunClass {
+                        requires,
+                        pending: VecDeque::new(),
+                    });
+                    self.classes.len() - 1
+                }
+            };
+            self.class_of_variation.push(class);
+        }
+        self.class_of_variation[(variation - 1) as usize]
     }
 
     /// Changes a run's status, keeping counts and the pending queue in step.
@@ -221,18 +257,67 @@ impl Experiment {
         self.counts.add(status);
         self.runs[slot].status = status;
         if status == RunStatus::Pending {
-            self.pending.push_back(slot);
+            let class = self.class_of(self.runs[slot].variation);
+            self.classes[class].pending.push_back(slot);
         }
     }
 
-    /// Next pending run, skipping queue entries that went stale.
+    /// Next pending run of any class, skipping queue entries that went stale.
     pub fn pop_pending(&mut self) -> Option<usize> {
-        while let Some(slot) = self.pending.pop_front() {
+        (0..self.classes.len()).find_map(|class| self.pop_from(class))
+    }
+
+    /// Next pending run a worker with `capabilities` can run.
+    pub fn pop_pending_for(&mut self, capabilities: &Capabilities) -> Option<usize> {
+        for class in 0..self.classes.len() {
+            let served = self.classes[class]
+                .requires
+                .iter()
+                .all(|m| capabilities.serves(m));
+            if let Some(slot) = served.then(|| self.pop_from(class)).flatten() {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    fn pop_from(&mut self, class: usize) -> Option<usize> {
+        while let Some(slot) = self.classes[class].pending.pop_front() {
             if self.runs[slot].status == RunStatus::Pending {
                 return Some(slot);
             }
         }
         None
+    }
+
+    /// Models that pending runs need and no worker of `connected` serves.
+    pub fn unserved_models<'a>(
+        &self,
+        connected: impl Iterator<Item = &'a Capabilities> + Clone,
+    ) -> BTreeSet<String> {
+        let mut missing = BTreeSet::new();
+        for class in &self.classes {
+            let waiting = class
+                .pending
+                .iter()
+                .any(|&slot| self.runs[slot].status == RunStatus::Pending);
+            if !waiting {
+                continue;
+            }
+            let served_somewhere = connected
+                .clone()
+                .any(|caps| class.requires.iter().all(|model| caps.serves(model)));
+            if !served_somewhere {
+                missing.extend(
+                    class
+                        .requires
+                        .iter()
+                        .filter(|model| !connected.clone().any(|caps| caps.serves(model)))
+                        .cloned(),
+                );
+            }
+        }
+        missing
     }
 
     pub fn accepts_assignments(&self) -> bool {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use flotilla_shared::config::RunConfig;
 use flotilla_shared::grid::run_seed;
 use flotilla_shared::naming::run_id;
-use flotilla_shared::protocol::RunningLease;
+use flotilla_shared::protocol::{Capabilities, RunningLease};
 use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult, RunSpec};
 use tracing::{debug, info, warn};
 
@@ -47,6 +47,8 @@ pub struct WorkerEntry {
     pub last_seen: Instant,
     pub leases: HashSet<u64>,
     pub finished: u64,
+    /// What it serves: run kinds, providers, its Ollama's models.
+    pub capabilities: Capabilities,
 }
 
 impl WorkerEntry {
@@ -237,6 +239,7 @@ impl State {
         &mut self,
         name: &str,
         slots: u32,
+        capabilities: Capabilities,
         running: Vec<RunningLease>,
         now: Instant,
         outbox: &mut Outbox,
@@ -269,8 +272,10 @@ impl State {
                 last_seen: now,
                 leases: HashSet::new(),
                 finished: 0,
+                capabilities: Capabilities::default(),
             });
         entry.slots = slots;
+        entry.capabilities = capabilities;
         entry.connected = true;
         entry.session = session;
         entry.last_seen = now;
@@ -333,6 +338,15 @@ impl State {
         }
     }
 
+    /// What a worker serves changed (its Ollama's models, say).
+    pub fn worker_capabilities(&mut self, name: &str, session: u64, capabilities: Capabilities) {
+        if let Some(entry) = self.workers.get_mut(name) {
+            if entry.session == session {
+                entry.capabilities = capabilities;
+            }
+        }
+    }
+
     pub fn worker_seen(&mut self, name: &str, session: u64, now: Instant) {
         if let Some(entry) = self.workers.get_mut(name) {
             if entry.session == session {
@@ -373,13 +387,15 @@ impl State {
 
     fn next_assignment(&mut self, worker: &Arc<str>) -> Option<Assignment> {
         let count = self.experiments.len();
+        let capabilities = self.workers[worker].capabilities.clone();
         for step in 0..count {
             let index = (self.cursor + step) % count;
             let experiment = &mut self.experiments[index];
             if !experiment.accepts_assignments() || !experiment.under_parallel_cap() {
                 continue;
             }
-            let Some(slot) = experiment.pop_pending() else {
+            // Only runs whose models this worker serves (ARCHITECTURE.md, "Placement").
+            let Some(slot) = experiment.pop_pending_for(&capabilities) else {
                 continue;
             };
             self.cursor = (index + 1) % count;

@@ -34,8 +34,20 @@ const FOUR_RUNS: &str =
 
 fn connect(state: &mut State, name: &str, slots: u32, now: Instant) {
     state
-        .worker_connected(name, slots, Vec::new(), now, &mut Outbox::default())
+        .worker_connected(
+            name,
+            slots,
+            sim_worker(),
+            Vec::new(),
+            now,
+            &mut Outbox::default(),
+        )
         .unwrap();
+}
+
+/// A worker with no Ollama: it serves sim models only.
+fn sim_worker() -> Capabilities {
+    Capabilities::default()
 }
 
 fn assign(state: &mut State) -> Vec<(Arc<str>, Vec<Assignment>)> {
@@ -321,7 +333,7 @@ fn restarted_worker_loses_the_runs_it_forgot() {
     state.worker_disconnected("w1", 1);
     let mut outbox = Outbox::default();
     state
-        .worker_connected("w1", 2, Vec::new(), now, &mut outbox)
+        .worker_connected("w1", 2, sim_worker(), Vec::new(), now, &mut outbox)
         .unwrap();
     assert_eq!(
         outbox.persist.len(),
@@ -348,7 +360,7 @@ fn reconnecting_worker_keeps_its_running_leases() {
     state.worker_disconnected("w1", 1);
     let mut outbox = Outbox::default();
     state
-        .worker_connected("w1", 2, running, now, &mut outbox)
+        .worker_connected("w1", 2, sim_worker(), running, now, &mut outbox)
         .unwrap();
     assert!(outbox.persist.is_empty() && outbox.cancels.is_empty());
     assert_eq!(counts(&state).running, 2);
@@ -380,7 +392,7 @@ fn after_a_coordinator_restart_running_runs_are_adopted() {
         },
     ];
     state
-        .worker_connected("w1", 2, running, Instant::now(), &mut outbox)
+        .worker_connected("w1", 2, sim_worker(), running, Instant::now(), &mut outbox)
         .unwrap();
     assert_eq!(counts(&state).running, 1, "the known run is adopted");
     assert_eq!(
@@ -467,7 +479,14 @@ fn a_second_worker_with_a_connected_name_is_refused() {
     let now = Instant::now();
     connect(&mut state, "w1", 2, now);
     let error = state
-        .worker_connected("w1", 2, Vec::new(), now, &mut Outbox::default())
+        .worker_connected(
+            "w1",
+            2,
+            sim_worker(),
+            Vec::new(),
+            now,
+            &mut Outbox::default(),
+        )
         .unwrap_err();
     assert!(error.to_string().contains("unique --name"), "{error}");
     // Once the first connection has been silent for half a lease, the name is free again.
@@ -475,9 +494,39 @@ fn a_second_worker_with_a_connected_name_is_refused() {
         .worker_connected(
             "w1",
             2,
+            sim_worker(),
             Vec::new(),
             now + LEASE_TIMEOUT,
             &mut Outbox::default(),
         )
         .unwrap();
+}
+
+#[test]
+fn runs_go_only_to_workers_that_serve_their_models() {
+    let mut state = state_with(
+        "name: e\nrun: {kind: noop}\nvariations: [{param: model, values: [ollama/a, sim/echo]}]\nruns_per_variation: 2\n",
+    );
+    let now = Instant::now();
+    connect(&mut state, "plain", 4, now);
+    let batches = assign(&mut state);
+    let variations: Vec<u32> = batches[0].1.iter().map(|a| a.run.variation).collect();
+    assert_eq!(
+        variations,
+        vec![2, 2],
+        "a worker with no Ollama gets the sim runs only"
+    );
+    assert!(assign(&mut state).is_empty());
+    let farm = Capabilities {
+        models: ["ollama/a".to_string()].into_iter().collect(),
+        ..Capabilities::default()
+    };
+    state
+        .worker_connected("farm", 4, farm, Vec::new(), now, &mut Outbox::default())
+        .unwrap();
+    let batches = assign(&mut state);
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].0.as_ref(), "farm");
+    assert!(batches[0].1.iter().all(|a| a.run.variation == 1));
+    assert_eq!(batches[0].1.len(), 2);
 }

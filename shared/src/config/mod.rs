@@ -119,6 +119,10 @@ pub struct ExperimentConfig {
     pub continue_on_error: bool,
     pub baseline: Option<BTreeMap<String, Value>>,
     pub metrics: Vec<MetricSpec>,
+    /// `run.models`: models the runs use that their parameters do not name
+    /// (`provider/model`); runs go only to workers that serve them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -126,6 +130,20 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_SEED: u64 = 0;
 
 impl ExperimentConfig {
+    /// The models a worker must serve to run a run with `params`: the
+    /// `ollama/…` values among the parameters (which only workers whose
+    /// Ollama has them can serve) and `run.models`.
+    pub fn required_models(&self, params: &serde_json::Map<String, Value>) -> BTreeSet<String> {
+        let named = params
+            .values()
+            .filter_map(Value::as_str)
+            .filter(|value| value.starts_with("ollama/"));
+        named
+            .chain(self.models.iter().map(String::as_str))
+            .map(|model| model.strip_suffix(":latest").unwrap_or(model).to_string())
+            .collect()
+    }
+
     /// The canonical JSON form: keys sorted, defaults filled in.
     pub fn canonical_json(&self) -> String {
         // serde_json's map keeps keys sorted, so the same config always
@@ -199,6 +217,8 @@ struct RawRun {
     workdir: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    models: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +363,7 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
         }
     };
     let metrics = validate_metrics(&raw.metrics, at)?;
+    let models = validate_models(&raw.run.value.models, at)?;
     Ok(ExperimentConfig {
         name: raw.name.value,
         description: raw.description.unwrap_or_default(),
@@ -357,7 +378,28 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
         continue_on_error: raw.continue_on_error.unwrap_or(true),
         baseline,
         metrics,
+        models,
     })
+}
+
+/// `run.models`: each `provider/model`.
+fn validate_models(raw: &[Spanned<String>], at: &Locator<'_>) -> Result<Vec<String>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, model)| match model.value.split_once('/') {
+            Some((provider, name)) if !provider.is_empty() && !name.is_empty() => {
+                Ok(model.value.clone())
+            }
+            _ => Err(at.at(
+                &model.referenced,
+                format!("run.models[{index}]"),
+                format!(
+                    "'{}' is not provider/model (e.g. ollama/llama3.2 or openrouter/openai/gpt-4o)",
+                    model.value
+                ),
+            )),
+        })
+        .collect()
 }
 
 /// `run.timeout` in milliseconds (default 10 minutes).

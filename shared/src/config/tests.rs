@@ -202,3 +202,28 @@ fn substitution_renders_values_and_escapes() {
     .unwrap();
     assert_eq!(rendered, "--x=7 {literal}");
 }
+
+#[test]
+fn run_models_must_name_a_provider() {
+    let config = parse_experiment(
+        "name: m\nrun: {kind: noop, models: [ollama/llama3.2]}\nparams: {judge: ollama/qwen, other: sim/echo}\n",
+        "m.yaml",
+    )
+    .unwrap();
+    assert_eq!(config.models, vec!["ollama/llama3.2".to_string()]);
+    let required = config.required_models(
+        &serde_json::from_str(r#"{"judge": "ollama/qwen:latest", "x": "data/a.csv"}"#).unwrap(),
+    );
+    assert_eq!(
+        required.into_iter().collect::<Vec<_>>(),
+        vec!["ollama/llama3.2", "ollama/qwen"]
+    );
+    let error =
+        parse_experiment("name: m\nrun: {kind: noop, models: [llama3.2]}\n", "m.yaml").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("run.models[0]: 'llama3.2' is not provider/model"),
+        "{error}"
+    );
+}

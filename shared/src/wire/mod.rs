@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::proto;
 use crate::proto::coordinator_message::Kind as ToWorkerKind;
 use crate::proto::worker_message::Kind as FromWorkerKind;
-use crate::protocol::{FromWorker, Hello, RunningLease, ToWorker, Welcome};
+use crate::protocol::{Capabilities, FromWorker, Hello, RunningLease, ToWorker, Welcome};
 use crate::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, ShippedFile};
 use crate::status::{ExperimentState, SubmitOutcome};
 use crate::workdir::BundleFile;
@@ -342,6 +342,26 @@ impl TryFrom<proto::SubmitOutcome> for SubmitOutcome {
     }
 }
 
+impl From<Capabilities> for proto::Capabilities {
+    fn from(capabilities: Capabilities) -> Self {
+        proto::Capabilities {
+            run_kinds: capabilities.run_kinds.into_iter().collect(),
+            providers: capabilities.providers.into_iter().collect(),
+            models: capabilities.models.into_iter().collect(),
+        }
+    }
+}
+
+impl From<proto::Capabilities> for Capabilities {
+    fn from(capabilities: proto::Capabilities) -> Self {
+        Capabilities {
+            run_kinds: capabilities.run_kinds.into_iter().collect(),
+            providers: capabilities.providers.into_iter().collect(),
+            models: capabilities.models.into_iter().collect(),
+        }
+    }
+}
+
 impl From<RunningLease> for proto::RunningLease {
     fn from(lease: RunningLease) -> Self {
         proto::RunningLease {
@@ -374,7 +394,7 @@ impl From<FromWorker> for proto::WorkerMessage {
                 slots: hello.slots,
                 version: hello.version,
                 token: hello.token,
-                capabilities: hello.capabilities,
+                capabilities: Some(hello.capabilities.into()),
                 running: hello.running.into_iter().map(Into::into).collect(),
             }),
             FromWorker::Ready { free_slots } => FromWorkerKind::Ready(proto::Ready { free_slots }),
@@ -386,6 +406,9 @@ impl From<FromWorker> for proto::WorkerMessage {
             }),
             FromWorker::Heartbeat { running } => {
                 FromWorkerKind::Heartbeat(proto::Heartbeat { running })
+            }
+            FromWorker::Capabilities(capabilities) => {
+                FromWorkerKind::Capabilities(capabilities.into())
             }
         };
         proto::WorkerMessage { kind: Some(kind) }
@@ -402,7 +425,7 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                     slots: hello.slots,
                     version: hello.version,
                     token: hello.token,
-                    capabilities: hello.capabilities,
+                    capabilities: hello.capabilities.map(Into::into).unwrap_or_default(),
                     running: hello
                         .running
                         .into_iter()
@@ -426,6 +449,9 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                 FromWorkerKind::Heartbeat(heartbeat) => FromWorker::Heartbeat {
                     running: heartbeat.running,
                 },
+                FromWorkerKind::Capabilities(capabilities) => {
+                    FromWorker::Capabilities(capabilities.into())
+                }
             },
         )
     }

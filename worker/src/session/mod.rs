@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_shared::proto;
-use flotilla_shared::protocol::{FromWorker, Hello, RunningLease, ToWorker};
+use flotilla_shared::protocol::{Capabilities, FromWorker, Hello, RunningLease, ToWorker};
 use flotilla_shared::run::{Assignment, RunKey, RunResult};
 use flotilla_shared::{Error, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tracing::{info, warn};
@@ -36,6 +36,8 @@ pub struct Session {
     finished_sender: mpsc::UnboundedSender<RunResult>,
     finished: mpsc::UnboundedReceiver<RunResult>,
     heartbeat: Duration,
+    /// What the worker serves, kept current by the Ollama follower.
+    capabilities: watch::Receiver<Capabilities>,
 }
 
 enum Disconnect {
@@ -46,7 +48,12 @@ enum Disconnect {
 }
 
 impl Session {
-    pub fn new(config: WorkerConfig, link: CoordinatorLink, context: Arc<RunContext>) -> Self {
+    pub fn new(
+        config: WorkerConfig,
+        link: CoordinatorLink,
+        context: Arc<RunContext>,
+        capabilities: watch::Receiver<Capabilities>,
+    ) -> Self {
         let (finished_sender, finished) = mpsc::unbounded_channel();
         Session {
             config,
@@ -57,6 +64,7 @@ impl Session {
             finished_sender,
             finished,
             heartbeat: Duration::from_secs(1),
+            capabilities,
         }
     }
 
@@ -156,7 +164,7 @@ impl Session {
             slots: self.config.slots,
             version: flotilla_shared::VERSION.to_string(),
             token: self.link.token().to_string(),
-            capabilities: vec!["command".into(), "noop".into()],
+            capabilities: self.capabilities.borrow().clone(),
             running: self
                 .running
                 .iter()
@@ -201,6 +209,12 @@ impl Session {
                 _ = heartbeat.tick() => {
                     let message = FromWorker::Heartbeat { running: self.running.len() as u32 };
                     if outbound.send(message).is_err() {
+                        return Disconnect::Lost("stream closed".into());
+                    }
+                }
+                Ok(()) = self.capabilities.changed() => {
+                    let current = self.capabilities.borrow_and_update().clone();
+                    if outbound.send(FromWorker::Capabilities(current)).is_err() {
                         return Disconnect::Lost("stream closed".into());
                     }
                 }
