@@ -511,3 +511,70 @@ fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_fi
     assert!(of("farm", "sim/echo").iter().all(|c| c["cost_usd"] == 0.0));
     server.kill9();
 }
+
+#[test]
+fn an_experiment_prices_its_models_and_unpriced_hosted_models_are_refused() {
+    let python = python_with_clients();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    std::fs::write(
+        dir.path().join("once.py"),
+        "import json\nfrom openai import OpenAI\nr = OpenAI().chat.completions.create(model='sim/echo', messages=[{'role': 'user', 'content': 'price me'}])\nprint(json.dumps({'ok': True}))\n",
+    )
+    .unwrap();
+    // The experiment's own price for sim/echo replaces the sim's: $1 per input token.
+    let priced = write_experiment(
+        dir.path(),
+        "priced.yaml",
+        &format!(
+            "name: priced\nrun:\n  kind: command\n  command: [{:?}, once.py]\nprices:\n  sim/echo: {{input: 1000000, output: 0}}\n",
+            python.display().to_string()
+        ),
+    );
+    run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&priced)
+            .arg("--root")
+            .arg(&root),
+    );
+    let call: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(root.join("priced/runs/var-001-run-001/calls.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(call["cost_usd"].as_f64(), call["input_tokens"].as_f64());
+
+    // A hosted model nobody has a price for is refused before anything runs.
+    let unpriced = write_experiment(
+        dir.path(),
+        "unpriced.yaml",
+        "name: unpriced\nrun:\n  kind: command\n  command: [/bin/true]\n\
+         variations:\n  - param: model\n    values: [openai/gpt-4o-mini, openai/gpt-9-turbo]\n",
+    );
+    let refused = flotilla(&["run"])
+        .arg(&unpriced)
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("no price is known for openai/gpt-9-turbo")
+            && !stderr.contains("gpt-4o-mini,"),
+        "{stderr}"
+    );
+    // Priced in the experiment file, it runs.
+    let fixed = std::fs::read_to_string(&unpriced).unwrap()
+        + "prices:\n  openai/gpt-9-turbo: {input: 5, output: 15}\n";
+    std::fs::write(&unpriced, fixed).unwrap();
+    run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&unpriced)
+            .arg("--root")
+            .arg(&root),
+    );
+}

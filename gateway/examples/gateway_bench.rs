@@ -40,7 +40,7 @@ async fn gateway_to(sim: &str, limits: &str) -> (Gateway, String) {
     let token = gateway
         .state
         .runs
-        .open("bench".into(), 1, Arc::new(Unbounded))
+        .open("bench".into(), 1, Arc::new(Unbounded), Default::default())
         .unwrap();
     (gateway, token)
 }
@@ -185,7 +185,7 @@ async fn main() {
     let token = gateway
         .state
         .runs
-        .open("cost".into(), 1, Arc::new(Unbounded))
+        .open("cost".into(), 1, Arc::new(Unbounded), Default::default())
         .unwrap();
     let client = reqwest::Client::new();
     for stream in [false, true] {

@@ -84,9 +84,18 @@ pub fn answer(
         output_tokens: sim::tokens(&text),
         cached_input_tokens: 0,
     };
-    let cost_usd = SIM_PRICES.cost(&usage);
+    let cost_usd = sim_prices(ledger, call).cost(&usage);
     settle(ledger, call, model, &usage, cost_usd)?;
     Ok(Answer { text, usage })
+}
+
+/// The sim's prices, unless the experiment gives the model its own.
+fn sim_prices(ledger: &RunLedger, call: &Call) -> crate::pricing::Prices {
+    ledger
+        .prices
+        .get(&call.model)
+        .copied()
+        .unwrap_or(SIM_PRICES)
 }
 
 /// Asks the run's spend gate, then records the sim's call in the run's ledger.
@@ -134,7 +143,7 @@ pub fn embed(
         cached_input_tokens: 0,
     };
     let vectors = inputs.iter().map(|text| sim::embedding(text)).collect();
-    let cost_usd = SIM_PRICES.cost(&usage);
+    let cost_usd = sim_prices(ledger, call).cost(&usage);
     settle(ledger, call, model, &usage, cost_usd)?;
     Ok((vectors, usage))
 }

@@ -10,7 +10,8 @@ pub mod calls;
 pub mod limits;
 mod ollama;
 mod openai;
-pub mod pricing;
+/// Prices live in `flotilla_shared::pricing`: submission checks them too.
+pub use flotilla_shared::pricing;
 pub mod providers;
 pub mod routing;
 pub mod runs;

@@ -68,6 +68,7 @@ pub fn authenticate(gateway: &GatewayState, headers: &HeaderMap) -> Option<Arc<R
             "sim-server".into(),
             seed,
             Arc::new(Unbounded),
+            Default::default(),
         )));
     }
     let bearer = headers

@@ -2,11 +2,12 @@
 //! and a ledger of its calls. A call without a live token is refused
 //! (ARCHITECTURE.md, invariant 5).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use crate::calls::CallRecord;
+use crate::pricing::Prices;
 
 /// The question the gateway asks before a call: may this run spend up to
 /// `worst_case_usd` more? The worker answers it; today with [`Unbounded`],
@@ -30,15 +31,24 @@ pub struct RunLedger {
     pub label: String,
     pub seed: u64,
     pub spend: Arc<dyn SpendGate>,
+    /// The experiment's own prices by model as programs name it: they come
+    /// before the providers file's and the dated table's.
+    pub prices: BTreeMap<String, Prices>,
     calls: Mutex<Vec<CallRecord>>,
 }
 
 impl RunLedger {
-    pub fn new(label: String, seed: u64, spend: Arc<dyn SpendGate>) -> Self {
+    pub fn new(
+        label: String,
+        seed: u64,
+        spend: Arc<dyn SpendGate>,
+        prices: BTreeMap<String, Prices>,
+    ) -> Self {
         RunLedger {
             label,
             seed,
             spend,
+            prices,
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -61,9 +71,10 @@ impl RunRegistry {
         label: String,
         seed: u64,
         spend: Arc<dyn SpendGate>,
+        prices: BTreeMap<String, Prices>,
     ) -> std::io::Result<String> {
         let token = new_token()?;
-        let ledger = Arc::new(RunLedger::new(label, seed, spend));
+        let ledger = Arc::new(RunLedger::new(label, seed, spend, prices));
         self.runs
             .lock()
             .expect("not poisoned")

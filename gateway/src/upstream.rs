@@ -243,7 +243,8 @@ pub async fn relay(
             provider.api.as_str()
         )));
     }
-    let prices = provider.price_of(&model).ok_or_else(|| {
+    // The experiment's price first, then the providers file's, then the table's.
+    let prices = ledger.prices.get(&call.model).copied().or_else(|| provider.price_of(&model)).ok_or_else(|| {
         Refused::NoPrice(format!(
             "no price is known for {}/{model}; add it under the provider's prices in the providers file (dollars per million tokens)",
             provider.name

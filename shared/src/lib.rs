@@ -11,6 +11,7 @@ pub mod duration;
 pub mod error;
 pub mod grid;
 pub mod naming;
+pub mod pricing;
 pub mod protocol;
 pub mod run;
 pub mod status;

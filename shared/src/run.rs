@@ -50,6 +50,8 @@ pub struct Assignment {
     pub params_json: String,
     pub spec: RunSpec,
     pub timeout: Duration,
+    /// The experiment's own prices by model (`provider/model`).
+    pub prices: std::collections::BTreeMap<String, crate::pricing::Prices>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,9 @@ pub async fn submit(
     wait: bool,
     retry_failed: bool,
 ) -> anyhow::Result<i32> {
-    let (_, request) = super::submission::prepare(file, &[], retry_failed)?;
+    // A coordinator's workers have their own providers files: prices must be
+    // known from the experiment file or Flotilla's table.
+    let (_, request) = super::submission::prepare(file, &[], retry_failed, &[])?;
     let mut client = connect_target(target).await?;
     let reply = client
         .submit(request)

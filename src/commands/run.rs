@@ -32,6 +32,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
         &options.file,
         std::slice::from_ref(&options.root),
         options.retry_failed,
+        &options.providers,
     )?;
 
     let token = super::random_token()?;

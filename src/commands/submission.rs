@@ -8,6 +8,32 @@ use flotilla_shared::proto;
 use flotilla_shared::workdir::read_bundle;
 use flotilla_shared::{Error, Result};
 
+/// A hosted model with no known price could run up any bill: refused before
+/// anything runs, naming the model and where its price can go.
+fn check_prices(
+    file: &Path,
+    config: &ExperimentConfig,
+    providers: &[flotilla_gateway::providers::Provider],
+) -> Result<()> {
+    let priced_by_provider = |model: &str| {
+        let (provider, name) = model.split_once('/').unwrap_or(("", model));
+        providers
+            .iter()
+            .any(|p| p.name == provider && p.prices.contains_key(name))
+    };
+    let unpriced = config.unpriced_models(priced_by_provider);
+    if unpriced.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "{}: no price is known for {} (Flotilla's table of hosted prices is as of {}); give it under prices: in the experiment file, e.g. prices: {{\"{}\": {{input: 0.15, output: 0.6}}}} (dollars per million tokens), or in the providers file",
+        file.display(),
+        unpriced.join(", "),
+        flotilla_gateway::pricing::HOSTED_PRICES_AS_OF,
+        unpriced[0]
+    )))
+}
+
 pub fn load_config(file: &Path) -> Result<(ExperimentConfig, String)> {
     let yaml = std::fs::read_to_string(file)
         .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
@@ -21,8 +47,10 @@ pub fn prepare(
     file: &Path,
     exclude: &[PathBuf],
     retry_failed: bool,
+    providers: &[flotilla_gateway::providers::Provider],
 ) -> Result<(ExperimentConfig, proto::SubmitRequest)> {
     let (config, yaml) = load_config(file)?;
+    check_prices(file, &config, providers)?;
     let mut request = proto::SubmitRequest {
         config_yaml: yaml,
         config_path: file.display().to_string(),

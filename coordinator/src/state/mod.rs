@@ -416,6 +416,7 @@ impl State {
                 params_json: experiment.variation_params(variation).to_string(),
                 spec: run_spec(experiment),
                 timeout: experiment.config.run.timeout(),
+                prices: experiment.config.prices.clone(),
             };
             self.grant_lease(index, slot, worker, lease_id, attempt);
             return Some(assignment);

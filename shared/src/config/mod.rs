@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
+
+use crate::pricing::Prices;
 use sha2::{Digest, Sha256};
 
 use crate::duration::parse_duration;
@@ -123,6 +125,10 @@ pub struct ExperimentConfig {
     /// (`provider/model`); runs go only to workers that serve them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
+    /// Prices of models by the name programs use (`provider/model`); over the
+    /// providers file's and the dated table's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, Prices>,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -141,6 +147,41 @@ impl ExperimentConfig {
         named
             .chain(self.models.iter().map(String::as_str))
             .map(|model| model.strip_suffix(":latest").unwrap_or(model).to_string())
+            .collect()
+    }
+
+    /// Every model the experiment names: `provider/model` strings among its
+    /// parameters and axis values, and `run.models`.
+    pub fn named_models(&self) -> BTreeSet<String> {
+        let values = self
+            .params
+            .values()
+            .chain(self.variations.iter().flat_map(|axis| axis.values.iter()));
+        values
+            .filter_map(Value::as_str)
+            .chain(self.models.iter().map(String::as_str))
+            .filter(|value| {
+                value
+                    .split_once('/')
+                    .is_some_and(|(p, m)| !p.is_empty() && !m.is_empty() && !p.contains(['.', ' ']))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Hosted models the experiment names with no known price: not in its
+    /// `prices`, not priced by `priced_elsewhere` (a providers file), and not
+    /// in the dated table. Billed providers only: `sim` and `ollama` are free.
+    pub fn unpriced_models(&self, priced_elsewhere: impl Fn(&str) -> bool) -> Vec<String> {
+        self.named_models()
+            .into_iter()
+            .filter(|model| {
+                let (provider, name) = model.split_once('/').expect("named models have a provider");
+                crate::pricing::HOSTED_PROVIDERS.contains(&provider)
+                    && !self.prices.contains_key(model)
+                    && !priced_elsewhere(model)
+                    && crate::pricing::hosted_price(name).is_none()
+            })
             .collect()
     }
 
@@ -205,6 +246,17 @@ struct RawExperiment {
     baseline: Option<Spanned<BTreeMap<String, Value>>>,
     #[serde(default)]
     metrics: Vec<Spanned<RawMetric>>,
+    #[serde(default)]
+    prices: Option<Spanned<BTreeMap<String, RawPrices>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrices {
+    input: f64,
+    output: f64,
+    #[serde(default)]
+    cached_input: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +416,10 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
     };
     let metrics = validate_metrics(&raw.metrics, at)?;
     let models = validate_models(&raw.run.value.models, at)?;
+    let prices = match raw.prices {
+        None => BTreeMap::new(),
+        Some(prices) => validate_prices(prices.value, &prices.referenced, at)?,
+    };
     Ok(ExperimentConfig {
         name: raw.name.value,
         description: raw.description.unwrap_or_default(),
@@ -379,7 +435,39 @@ fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, Co
         baseline,
         metrics,
         models,
+        prices,
     })
+}
+
+/// `prices`: dollars per million tokens by `provider/model`.
+fn validate_prices(
+    raw: BTreeMap<String, RawPrices>,
+    location: &Location,
+    at: &Locator<'_>,
+) -> Result<BTreeMap<String, Prices>, ConfigError> {
+    raw.into_iter()
+        .map(|(model, price)| {
+            if !model.contains('/') {
+                return Err(at.at(
+                    location,
+                    format!("prices.{model}"),
+                    "name the model as provider/model, as programs call it",
+                ));
+            }
+            let cached = price.cached_input.unwrap_or(price.input);
+            if [price.input, price.output, cached]
+                .iter()
+                .any(|v| !v.is_finite() || *v < 0.0)
+            {
+                return Err(at.at(
+                    location,
+                    format!("prices.{model}"),
+                    "input, output and cached_input are non-negative dollars per million tokens",
+                ));
+            }
+            Ok((model, Prices::new(price.input, price.output, cached)))
+        })
+        .collect()
 }
 
 /// `run.models`: each `provider/model`.

@@ -63,6 +63,16 @@ impl From<Assignment> for proto::RunAssignment {
             attempt: assignment.attempt,
             seed: assignment.seed,
             params_json: assignment.params_json,
+            prices: assignment
+                .prices
+                .into_iter()
+                .map(|(model, price)| proto::ModelPrice {
+                    model,
+                    input: price.input,
+                    output: price.output,
+                    cached_input: price.cached_input,
+                })
+                .collect(),
             spec: Some(proto::RunSpec {
                 kind: Some(kind),
                 timeout_ms: assignment.timeout.as_millis() as u64,
@@ -94,6 +104,16 @@ impl TryFrom<proto::RunAssignment> for Assignment {
             params_json: message.params_json,
             spec: kind,
             timeout: Duration::from_millis(spec.timeout_ms),
+            prices: message
+                .prices
+                .into_iter()
+                .map(|price| {
+                    (
+                        price.model,
+                        crate::pricing::Prices::new(price.input, price.output, price.cached_input),
+                    )
+                })
+                .collect(),
         })
     }
 }
@@ -529,6 +549,12 @@ mod tests {
                 workdir_hash: "h".into(),
             },
             timeout: Duration::from_secs(5),
+            prices: [(
+                "remote/m".to_string(),
+                crate::pricing::Prices::new(1.0, 2.0, 0.5),
+            )]
+            .into_iter()
+            .collect(),
         };
         let message: proto::RunAssignment = assignment.clone().into();
         assert_eq!(Assignment::try_from(message).unwrap(), assignment);
@@ -552,6 +578,7 @@ mod tests {
                     params_json: "{}".into(),
                     spec: RunSpec::Noop,
                     timeout: Duration::from_secs(1),
+                    prices: Default::default(),
                 },
                 String::new(),
                 0,

@@ -75,6 +75,7 @@ pub async fn execute(
         assignment.run.to_string(),
         assignment.seed,
         std::sync::Arc::new(flotilla_gateway::Unbounded),
+        assignment.prices.clone(),
     ) {
         Ok(token) => token,
         Err(e) => {

@@ -177,6 +177,7 @@ fn assignment(lease_id: u64, repetition: u32, spec: RunSpec) -> Assignment {
         params_json: "{}".into(),
         spec,
         timeout: Duration::from_secs(120),
+        prices: Default::default(),
     }
 }
 

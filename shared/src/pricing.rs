@@ -1,9 +1,21 @@
-//! Prices in dollars per million tokens, and what a call costs.
+//! Prices in dollars per million tokens, what a call costs, and the dated
+//! table of common hosted models' prices. The gateway prices calls with
+//! them; submission checks that every hosted model an experiment names has one.
 
-use crate::calls::Usage;
+use serde::{Deserialize, Serialize};
+
+/// Tokens a call used, as the response reported them (or as the gateway
+/// bounded them when it could not read them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Input tokens served from a prompt cache (priced at the cached rate).
+    pub cached_input_tokens: u64,
+}
 
 /// Dollars per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Prices {
     pub input: f64,
     pub output: f64,
@@ -72,8 +84,24 @@ pub fn hosted_price(model: &str) -> Option<Prices> {
         .map(|(_, prices)| *prices)
 }
 
+/// Providers whose models are billed: a model an experiment names under
+/// one of these needs a price before it is submitted.
+pub const HOSTED_PROVIDERS: &[&str] = &[
+    "openai",
+    "anthropic",
+    "openrouter",
+    "together",
+    "groq",
+    "mistral",
+    "google",
+    "deepseek",
+    "fireworks",
+];
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn hosted_names_are_found_under_prefixes_and_dated_snapshots() {
         assert_eq!(
@@ -96,8 +124,6 @@ mod tests {
             "a different model, not a snapshot"
         );
     }
-
-    use super::*;
 
     #[test]
     fn cached_input_is_priced_at_its_own_rate() {
