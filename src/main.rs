@@ -103,7 +103,7 @@ struct SimServerArgs {
     latency: Duration,
     /// Models served under names of their own, as a provider or an Ollama host would
     /// (YAML: models: [{name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms,
-    /// error_rate: 0.01, rate_limit_rate: 0.02}]).
+    /// error_rate: 0.01, rate_limit_rate: 0.02, bytes_per_token: 4}]).
     #[arg(long)]
     config: Option<PathBuf>,
 }

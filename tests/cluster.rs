@@ -371,11 +371,14 @@ fn runs_go_to_the_workers_whose_ollama_serves_their_model() {
     let root = dir.path().join("root");
     let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
     let mut hosts = Vec::new();
-    for (host, model) in [("a", "llama3.2"), ("b", "qwen2.5")] {
+    // Host b counts a token per byte, as a model with another tokenizer would.
+    for (host, model, bytes_per_token) in [("a", "llama3.2", 4), ("b", "qwen2.5", 1)] {
         let config = dir.path().join(format!("{host}.yaml"));
         std::fs::write(
             &config,
-            format!("models:\n  - {{name: {model}, answers: echo}}\n"),
+            format!(
+                "models:\n  - {{name: {model}, answers: echo, bytes_per_token: {bytes_per_token}}}\n"
+            ),
         )
         .unwrap();
         let mut server = Process::spawn({
@@ -464,6 +467,21 @@ fn runs_go_to_the_workers_whose_ollama_serves_their_model() {
     assert_eq!(
         count(&root, "SELECT COUNT(*) FROM calls WHERE provider = 'ollama' AND model IN ('llama3.2', 'qwen2.5')"),
         6
+    );
+    // "who serves me?" is 14 bytes: metered from each host's own usage.
+    assert_eq!(
+        count(
+            &root,
+            "SELECT MAX(input_tokens) FROM calls WHERE model = 'llama3.2'"
+        ),
+        4
+    );
+    assert_eq!(
+        count(
+            &root,
+            "SELECT MAX(input_tokens) FROM calls WHERE model = 'qwen2.5'"
+        ),
+        14
     );
     run_ok(&mut coordinator.cli(&["cancel", "farm"]));
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::calls::{CallRecord, CallStatus, LlmApi, Usage};
 use crate::routing::{Route, UnknownModel};
 use crate::runs::RunLedger;
-use crate::sim::SimModel;
+use crate::sim::Sim;
 use crate::sim::{self, SIM_PRICES};
 
 /// A call as every API reads it.
@@ -72,16 +72,15 @@ impl std::fmt::Display for Refusal {
 }
 
 /// Answers `call` with a sim model for the run of `ledger` and records it there.
-pub fn answer(
-    ledger: &RunLedger,
-    call: &Call,
-    sim_model: SimModel,
-    model: String,
-) -> Result<Answer, Refusal> {
-    let text = sim_model.answer(ledger.seed, &call.conversation);
+pub fn answer(ledger: &RunLedger, call: &Call, sim: Sim, model: String) -> Result<Answer, Refusal> {
+    let text = sim.model.answer(ledger.seed, &call.conversation);
     let usage = Usage {
-        input_tokens: count_input_tokens(&call.conversation),
-        output_tokens: sim::tokens(&text),
+        input_tokens: call
+            .conversation
+            .iter()
+            .map(|(_, content)| sim.tokens(content))
+            .sum(),
+        output_tokens: sim.tokens(&text),
         cached_input_tokens: 0,
     };
     let cost_usd = sim_prices(ledger, call).cost(&usage);
@@ -134,11 +133,12 @@ fn settle(
 pub fn embed(
     ledger: &RunLedger,
     call: &Call,
+    sim: Sim,
     model: String,
     inputs: &[String],
 ) -> Result<(Vec<Vec<f32>>, Usage), Refusal> {
     let usage = Usage {
-        input_tokens: inputs.iter().map(|text| sim::tokens(text)).sum(),
+        input_tokens: inputs.iter().map(|text| sim.tokens(text)).sum(),
         output_tokens: 0,
         cached_input_tokens: 0,
     };
@@ -220,7 +220,7 @@ pub fn conversation_of(messages: &[serde_json::Value]) -> Vec<(String, String)> 
 /// A routed call: a sim model to answer here, or the response to send as it
 /// is (a provider's relayed answer, or a refusal in the API's shape).
 pub enum Routed {
-    Sim(SimModel, String),
+    Sim(Sim, String),
     Done(axum::response::Response),
 }
 

@@ -135,7 +135,15 @@ pub fn sim_app(settings: sim_server::SimServerSettings) -> (Router, Arc<GatewayS
     let own_names = settings
         .models
         .iter()
-        .map(|model| (model.name.clone(), model.answers))
+        .map(|model| {
+            (
+                model.name.clone(),
+                sim::Sim {
+                    model: model.answers,
+                    bytes_per_token: model.bytes_per_token,
+                },
+            )
+        })
         .collect();
     let mut state = GatewayState::new(Vec::new(), Some(sim_server::SimServer::new(settings)));
     state.routing = routing::Routing::sim_server(own_names);

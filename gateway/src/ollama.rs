@@ -184,7 +184,7 @@ pub async fn embed_texts(
         }
     };
     let call = Call::new(LlmApi::Ollama, model.clone(), Vec::new(), false);
-    let name = match route_call(
+    let (sim, name) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -195,10 +195,10 @@ pub async fn embed_texts(
     )
     .await
     {
-        Routed::Sim(_, name) => name,
+        Routed::Sim(sim, name) => (sim, name),
         Routed::Done(response) => return response,
     };
-    match embed(&ledger, &call, name, &inputs) {
+    match embed(&ledger, &call, sim, name, &inputs) {
         Ok((embeddings, usage)) => Json(json!({
             "model": model, "embeddings": embeddings,
             "total_duration": call.started.elapsed().as_nanos() as u64, "load_duration": 0,

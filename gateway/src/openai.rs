@@ -389,7 +389,7 @@ pub async fn embeddings(
         }
     };
     let call = Call::new(LlmApi::Openai, model.clone(), Vec::new(), false);
-    let name = match route_call(
+    let (sim, name) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -400,10 +400,10 @@ pub async fn embeddings(
     )
     .await
     {
-        Routed::Sim(_, name) => name,
+        Routed::Sim(sim, name) => (sim, name),
         Routed::Done(response) => return response,
     };
-    let (vectors, usage) = match embed(&ledger, &call, name, &inputs) {
+    let (vectors, usage) = match embed(&ledger, &call, sim, name, &inputs) {
         Ok(embedded) => embedded,
         Err(refused) => return refusal(&refused),
     };

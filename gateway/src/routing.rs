@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use crate::providers::Provider;
-use crate::sim::SimModel;
+use crate::sim::{Sim, SimModel};
 
 /// Where a call goes.
 #[derive(Debug, Clone)]
 pub enum Route {
-    Sim(SimModel),
+    Sim(Sim),
     /// A provider of the providers file, and the model by its own name.
     Upstream(Arc<Provider>),
 }
@@ -36,7 +36,7 @@ pub struct UnknownModel {
 pub struct Routing {
     providers: Vec<Arc<Provider>>,
     /// A sim-server's models served under names of their own.
-    own_names: Vec<(String, SimModel)>,
+    own_names: Vec<(String, Sim)>,
 }
 
 impl Routing {
@@ -48,7 +48,7 @@ impl Routing {
     }
 
     /// A sim-server's routing: `sim/…` and the models of its `--config`.
-    pub fn sim_server(own_names: Vec<(String, SimModel)>) -> Self {
+    pub fn sim_server(own_names: Vec<(String, Sim)>) -> Self {
         Routing {
             providers: Vec::new(),
             own_names,
@@ -107,7 +107,7 @@ impl Routing {
             // Ollama's clients may add the default tag.
             let name = model.strip_suffix(":latest").unwrap_or(model);
             return SimModel::named(name)
-                .map(|sim| (Route::Sim(sim), name.to_string()))
+                .map(|sim| (Route::Sim(Sim::of(sim)), name.to_string()))
                 .ok_or_else(|| {
                     unknown(format!(
                         "unknown model '{requested}': sim has no model '{name}'"
@@ -133,7 +133,7 @@ mod tests {
         let routing = Routing::default();
         assert!(matches!(
             routing.route("sim/tit-for-tat").unwrap(),
-            (Route::Sim(SimModel::TitForTat), name) if name == "tit-for-tat"
+            (Route::Sim(sim), name) if sim.model == SimModel::TitForTat && name == "tit-for-tat"
         ));
         let error = routing.route("openrouter/gpt-4o").unwrap_err().to_string();
         assert!(

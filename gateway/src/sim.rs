@@ -87,12 +87,36 @@ pub fn embedding(text: &str) -> Vec<f32> {
     raw.iter().map(|v| (v / norm) as f32).collect()
 }
 
+/// A sim model as one server serves it: what it answers and how it counts tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sim {
+    pub model: SimModel,
+    pub bytes_per_token: u64,
+}
+
+impl Sim {
+    /// The built-in way: a token per four bytes.
+    pub fn of(model: SimModel) -> Sim {
+        Sim {
+            model,
+            bytes_per_token: 4,
+        }
+    }
+
+    /// Tokens in `text`, at least one.
+    pub fn tokens(&self, text: &str) -> u64 {
+        (text.len() as u64)
+            .div_ceil(self.bytes_per_token.max(1))
+            .max(1)
+    }
+}
+
 /// The sim's prices: small but not zero, so that metering shows in every figure.
 pub const SIM_PRICES: Prices = Prices::new(1.0, 2.0, 0.5);
 
-/// Tokens the sim counts for a text: one per four bytes, at least one.
+/// Tokens the sim counts for a text by default: one per four bytes, at least one.
 pub fn tokens(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(4).max(1)
+    Sim::of(SimModel::Echo).tokens(text)
 }
 
 /// The other side's last move: the last `cooperate` or `defect` in the last

@@ -43,6 +43,8 @@ pub struct ServedModel {
     /// Shares of calls answered 500 and 429, drawn from the conversation.
     pub error_rate: f64,
     pub rate_limit_rate: f64,
+    /// How it counts tokens: one per this many bytes.
+    pub bytes_per_token: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -64,13 +66,16 @@ struct RawModel {
     error_rate: f64,
     #[serde(default)]
     rate_limit_rate: f64,
+    #[serde(default)]
+    bytes_per_token: Option<u64>,
 }
 
 /// Reads a sim-server `--config` file:
 ///
 /// ```yaml
 /// models:
-///   - {name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms, error_rate: 0.01, rate_limit_rate: 0.02}
+///   - {name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms,
+///      error_rate: 0.01, rate_limit_rate: 0.02, bytes_per_token: 3}
 /// ```
 pub fn parse_config(yaml: &str, file: &str) -> Result<Vec<ServedModel>, String> {
     let raw: RawConfig = serde_saphyr::from_str(yaml).map_err(|e| format!("{file}: {e}"))?;
@@ -113,12 +118,16 @@ pub fn parse_config(yaml: &str, file: &str) -> Result<Vec<ServedModel>, String> 
                     )));
                 }
             }
+            if model.bytes_per_token == Some(0) {
+                return Err(at("bytes_per_token must be at least 1".into()));
+            }
             Ok(ServedModel {
                 name: model.name.clone(),
                 answers,
                 latency: (low, high),
                 error_rate: model.error_rate,
                 rate_limit_rate: model.rate_limit_rate,
+                bytes_per_token: model.bytes_per_token.unwrap_or(4),
             })
         })
         .collect()
