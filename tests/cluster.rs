@@ -381,18 +381,7 @@ fn runs_go_to_the_workers_whose_ollama_serves_their_model() {
             ),
         )
         .unwrap();
-        let mut server = Process::spawn({
-            let mut command = flotilla(&["sim-server", "--listen", "127.0.0.1:0", "--config"]);
-            command.arg(&config);
-            command
-        });
-        let line = server.wait_for_line("sim-server listening");
-        let address = line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("address="))
-            .unwrap()
-            .to_string();
-        hosts.push((server, address));
+        hosts.push(sim_server(&["--config", config.to_str().unwrap()]));
     }
     let mut workers = Vec::new();
     for (number, (_, address)) in hosts.iter().enumerate() {

@@ -152,11 +152,7 @@ fn openai_client_calls_are_answered_metered_and_recorded_per_run() {
         };
         assert_eq!(row["moves"], expected_moves, "{row:?}");
         let run_dir = root.join("game/runs").join(&row["run_id"]);
-        let calls: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("calls.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
+        let calls = calls_of(&run_dir);
         assert_eq!(calls.len(), 3, "one record per call");
         assert!(calls
             .iter()
@@ -299,11 +295,7 @@ fn anthropic_and_ollama_clients_and_the_other_openai_endpoints_work_unmodified()
     assert_eq!(metrics["openai_completion"], "complete me");
     assert_eq!(metrics["openai_embedding_dimensions"], 16);
 
-    let calls: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("calls.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let calls = calls_of(&run_dir);
     let by_api = |api: &str| calls.iter().filter(|c| c["api"] == api).count();
     // Token counting is free and not a call; every other request is.
     assert_eq!(
@@ -376,23 +368,8 @@ print(json.dumps({
 fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_file() {
     let python = python_with_clients();
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Process::spawn(flotilla(&[
-        "sim-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--rpm",
-        "60",
-        "--concurrency",
-        "1",
-        "--latency",
-        "300ms",
-    ]));
-    let line = server.wait_for_line("sim-server listening");
-    let address = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .unwrap()
-        .to_string();
+    let (mut server, address) =
+        sim_server(&["--rpm", "60", "--concurrency", "1", "--latency", "300ms"]);
     let providers = dir.path().join("providers.yaml");
     std::fs::write(
         &providers,
@@ -456,11 +433,7 @@ fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_fi
         "{seen}"
     );
 
-    let calls: Vec<serde_json::Value> = std::fs::read_to_string(run_dir.join("calls.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let calls = calls_of(&run_dir);
     let of = |provider: &str, model: &str| -> Vec<&serde_json::Value> {
         calls
             .iter()
@@ -537,14 +510,7 @@ fn an_experiment_prices_its_models_and_unpriced_hosted_models_are_refused() {
             .arg("--root")
             .arg(&root),
     );
-    let call: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(root.join("priced/runs/var-001-run-001/calls.jsonl"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let call = calls_of(&root.join("priced/runs/var-001-run-001")).remove(0);
     assert_eq!(call["cost_usd"].as_f64(), call["input_tokens"].as_f64());
 
     // A hosted model nobody has a price for is refused before anything runs.

@@ -43,19 +43,7 @@ print(json.dumps({
 #[test]
 fn official_clients_get_answers_and_rate_limits_from_the_sim_server() {
     let python = python_with_clients();
-    let mut server = Process::spawn(flotilla(&[
-        "sim-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--rpm",
-        "60",
-    ]));
-    let line = server.wait_for_line("sim-server listening");
-    let address = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .expect("the line names the address")
-        .to_string();
+    let (mut server, address) = sim_server(&["--rpm", "60"]);
     let output = run_ok(
         Command::new(&python)
             .args(["-c", CLIENTS])

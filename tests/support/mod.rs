@@ -296,3 +296,27 @@ pub fn python_with_clients() -> PathBuf {
     }
     python
 }
+
+/// A `flotilla sim-server` on an ephemeral port of 127.0.0.1 with `args`
+/// added; returns the process (killed on drop) and its address.
+pub fn sim_server(args: &[&str]) -> (Process, String) {
+    let mut command = flotilla(&["sim-server", "--listen", "127.0.0.1:0"]);
+    command.args(args);
+    let mut server = Process::spawn(command);
+    let line = server.wait_for_line("sim-server listening");
+    let address = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .expect("the line names the address")
+        .to_string();
+    (server, address)
+}
+
+/// The LLM calls a run recorded: its calls.jsonl, one object per line.
+pub fn calls_of(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("calls.jsonl"))
+        .unwrap_or_else(|e| panic!("{}: {e}", run_dir.join("calls.jsonl").display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
