@@ -356,11 +356,16 @@ try:
     unpriced = None
 except openai.BadRequestError as error:
     unpriced = error.message
+try:
+    client.chat.completions.create(model="gone/sim/echo", messages=[{"role": "user", "content": "x"}])
+    unreachable = None
+except openai.APIStatusError as error:
+    unreachable = [error.status_code, error.message]
 print(json.dumps({
     "moves": " ".join(moves), "plain": [plain_text, plain_usage], "asked": [asked_text, asked_usage],
     "paused": " ".join(paused), "retried": len(retried), "claude": said.content[0].text, "claude_input": said.usage.input_tokens,
     "claude_stream": streamed, "farm": farm.message.content, "farm_stream": farm_stream,
-    "wrong_api": wrong_api, "unpriced": unpriced,
+    "wrong_api": wrong_api, "unpriced": unpriced, "unreachable": unreachable,
 }))
 "#;
 
@@ -379,7 +384,8 @@ fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_fi
                prices: {{'sim/tit-for-tat': {{input: 3, output: 6}}, 'sim/echo': {{input: 3, output: 6}}}}}}\n\
              - {{name: unpaced, api: openai, base_url: 'http://{address}/v1', prices: {{'sim/always-defect': {{input: 1, output: 1}}, 'sim/random': {{input: 1, output: 1}}}}}}\n\
              - {{name: claude, api: anthropic, base_url: 'http://{address}', prices: {{'sim/echo': {{input: 3, output: 15}}}}}}\n\
-             - {{name: farm, api: ollama, base_url: 'http://{address}', prices: {{'sim/echo': {{input: 0, output: 0}}}}}}\n"
+             - {{name: farm, api: ollama, base_url: 'http://{address}', prices: {{'sim/echo': {{input: 0, output: 0}}}}}}\n\
+             - {{name: gone, api: openai, base_url: 'http://127.0.0.1:1/v1', prices: {{'sim/echo': {{input: 1, output: 1}}}}}}\n"
         ),
     )
     .unwrap();
@@ -423,6 +429,15 @@ fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_fi
             .as_str()
             .unwrap()
             .contains("provider 'claude' speaks the anthropic API"),
+        "{seen}"
+    );
+    // A provider that cannot be reached: retried, then a 502 the client raises.
+    assert_eq!(seen["unreachable"][0], 502, "{seen}");
+    assert!(
+        seen["unreachable"][1]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach provider 'gone'"),
         "{seen}"
     );
     assert!(
@@ -482,6 +497,13 @@ fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_fi
     assert_eq!(of("claude", "sim/echo").len(), 2);
     assert_eq!(of("farm", "sim/echo").len(), 2);
     assert!(of("farm", "sim/echo").iter().all(|c| c["cost_usd"] == 0.0));
+    let gone = of("gone", "sim/echo");
+    assert_eq!(gone.len(), 1);
+    assert_eq!(
+        (gone[0]["status"].as_str(), gone[0]["retries"].as_u64()),
+        (Some("failed"), Some(4))
+    );
+    assert_eq!(gone[0]["cost_usd"], 0.0);
     server.kill9();
 }
 

@@ -341,9 +341,21 @@ pub async fn relay(
             Err(error) => {
                 let message = format!("cannot reach provider '{}': {error}", provider.name);
                 context.record(None, Some(message.clone()), 0.0);
-                let body = serde_json::json!({"error": {"message": message, "type": "api_error", "code": "upstream_unreachable"}});
+                // In the error shape of the API the program speaks.
+                let body = match endpoint.api() {
+                    ProviderApi::Openai => {
+                        serde_json::json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_unreachable"}})
+                    }
+                    ProviderApi::Anthropic => {
+                        serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+                    }
+                    ProviderApi::Ollama => serde_json::json!({"error": message}),
+                };
                 let mut response = Response::new(Body::from(body.to_string()));
                 *response.status_mut() = StatusCode::BAD_GATEWAY;
+                response
+                    .headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
                 response
             }
             Ok(response) if !response.status().is_success() || !streams => {
