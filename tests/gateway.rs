@@ -115,6 +115,39 @@ print(json.dumps({
 }))
 "#;
 
+/// Runs `script` once as experiment `name` with `flotilla run` (and `extra`
+/// arguments, such as `--providers FILE`) under `dir`; returns its succeeded
+/// run's result.json and the run's directory.
+fn run_program_once(
+    dir: &Path,
+    name: &str,
+    script: &str,
+    extra: &[&std::ffi::OsStr],
+) -> (serde_json::Value, std::path::PathBuf) {
+    let python = python_with_clients();
+    std::fs::write(dir.join(format!("{name}.py")), script).unwrap();
+    let file = write_experiment(
+        dir,
+        &format!("{name}.yaml"),
+        &format!(
+            "name: {name}\nrun:\n  kind: command\n  command: [{:?}, {name}.py]\n",
+            python.display().to_string()
+        ),
+    );
+    let root = dir.join("experiments");
+    run_ok(
+        flotilla(&["run", "--workers", "1"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root)
+            .args(extra),
+    );
+    let run_dir = root.join(name).join("runs/var-001-run-001");
+    let result = read_json(&run_dir.join("result.json"));
+    assert_eq!(result["status"], "succeeded", "{result}");
+    (result, run_dir)
+}
+
 fn experiment(dir: &Path, python: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("scenario.py"), SCENARIO).unwrap();
     write_experiment(
@@ -216,25 +249,8 @@ fn openai_client_calls_are_answered_metered_and_recorded_per_run() {
 
 #[test]
 fn the_gateway_refuses_strangers_and_names_what_it_serves() {
-    let python = python_with_clients();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("refusals.py"), REFUSALS).unwrap();
-    let file = write_experiment(
-        dir.path(),
-        "refusals.yaml",
-        &format!(
-            "name: refusals\nrun:\n  kind: command\n  command: [{:?}, refusals.py]\n",
-            python.display().to_string()
-        ),
-    );
-    let root = dir.path().join("experiments");
-    run_ok(
-        flotilla(&["run", "--workers", "1"])
-            .arg(&file)
-            .arg("--root")
-            .arg(&root),
-    );
-    let result = read_json(&root.join("refusals/runs/var-001-run-001/result.json"));
+    let (result, _) = run_program_once(dir.path(), "refusals", REFUSALS, &[]);
     let metrics = &result["metrics"];
     let unknown = metrics["unknown"].as_str().unwrap();
     assert!(
@@ -254,27 +270,8 @@ fn the_gateway_refuses_strangers_and_names_what_it_serves() {
 
 #[test]
 fn anthropic_and_ollama_clients_and_the_other_openai_endpoints_work_unmodified() {
-    let python = python_with_clients();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("all_apis.py"), ALL_APIS).unwrap();
-    let file = write_experiment(
-        dir.path(),
-        "apis.yaml",
-        &format!(
-            "name: apis\nrun:\n  kind: command\n  command: [{:?}, all_apis.py]\n",
-            python.display().to_string()
-        ),
-    );
-    let root = dir.path().join("experiments");
-    run_ok(
-        flotilla(&["run", "--workers", "1"])
-            .arg(&file)
-            .arg("--root")
-            .arg(&root),
-    );
-    let run_dir = root.join("apis/runs/var-001-run-001");
-    let result = read_json(&run_dir.join("result.json"));
-    assert_eq!(result["status"], "succeeded", "{result}");
+    let (result, run_dir) = run_program_once(dir.path(), "apis", ALL_APIS, &[]);
     let metrics = &result["metrics"];
     assert_eq!(metrics["anthropic_text"], "hello anthropic");
     // "Be terse." is 3 tokens and "hello anthropic" 4; the echo 4.
@@ -371,7 +368,6 @@ print(json.dumps({
 
 #[test]
 fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_file() {
-    let python = python_with_clients();
     let dir = tempfile::tempdir().unwrap();
     let (mut server, address) =
         sim_server(&["--rpm", "60", "--concurrency", "1", "--latency", "300ms"]);
@@ -389,27 +385,12 @@ fn calls_to_providers_are_paced_retried_metered_and_priced_from_the_providers_fi
         ),
     )
     .unwrap();
-    std::fs::write(dir.path().join("upstream.py"), UPSTREAM).unwrap();
-    let file = write_experiment(
+    let (result, run_dir) = run_program_once(
         dir.path(),
-        "upstream.yaml",
-        &format!(
-            "name: upstream\nrun:\n  kind: command\n  command: [{:?}, upstream.py]\n",
-            python.display().to_string()
-        ),
+        "upstream",
+        UPSTREAM,
+        &["--providers".as_ref(), providers.as_os_str()],
     );
-    let root = dir.path().join("experiments");
-    run_ok(
-        flotilla(&["run", "--workers", "1"])
-            .arg(&file)
-            .arg("--root")
-            .arg(&root)
-            .arg("--providers")
-            .arg(&providers),
-    );
-    let run_dir = root.join("upstream/runs/var-001-run-001");
-    let result = read_json(&run_dir.join("result.json"));
-    assert_eq!(result["status"], "succeeded", "{result}");
     let seen = &result["metrics"];
     assert_eq!(seen["moves"], "cooperate defect cooperate");
     assert_eq!(
