@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::clock::now_ms;
-use flotilla_shared::protocol::{Capabilities, Hello, ToWorker};
+use flotilla_shared::protocol::{Capabilities, Hello, SpendRequest, ToWorker};
+use flotilla_shared::rate::{KeyDemand, RatePause};
 use flotilla_shared::run::RunResult;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
@@ -42,8 +43,12 @@ const RESULTS_INTERVAL: Duration = Duration::from_secs(3);
 pub enum WorkerEvent {
     Results(Vec<RunResult>),
     Heartbeat,
+    /// A heartbeat with the worker's calls per shared key.
+    Demand(Vec<KeyDemand>),
+    RateLimited(RatePause),
     Ready,
     Capabilities(Capabilities),
+    SpendRequest(SpendRequest),
 }
 
 enum Msg {
@@ -302,23 +307,34 @@ impl Actor {
             return;
         }
         self.state.worker_seen(&name, session, Instant::now());
-        if let WorkerEvent::Capabilities(capabilities) = event {
-            self.state.worker_capabilities(&name, session, capabilities);
-            return;
+        let mut outbox = Outbox::default();
+        let mut on_commit = None;
+        match event {
+            WorkerEvent::Capabilities(capabilities) => {
+                self.state.worker_capabilities(&name, session, capabilities)
+            }
+            WorkerEvent::SpendRequest(request) => {
+                self.state.spend_request(&name, request, &mut outbox)
+            }
+            WorkerEvent::Demand(demand) => self.state.rate_demand(&name, demand, &mut outbox),
+            WorkerEvent::RateLimited(pause) => self.state.rate_limited(&name, pause, &mut outbox),
+            WorkerEvent::Results(results) => {
+                let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
+                self.state
+                    .apply_results(&name, results, now_ms(), &mut outbox);
+                on_commit = Some(self.ack_after_commit(&name, lease_ids));
+            }
+            WorkerEvent::Heartbeat | WorkerEvent::Ready => {}
         }
-        if let WorkerEvent::Results(results) = event {
-            let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
-            let mut outbox = Outbox::default();
-            self.state
-                .apply_results(&name, results, now_ms(), &mut outbox);
-            let ack = self.ack_after_commit(&name, lease_ids);
-            self.carry_out(outbox, Some(ack));
-        }
+        self.carry_out(outbox, on_commit);
     }
 
     fn on_worker_gone(&mut self, name: &Arc<str>, session: u64) {
         if self.is_current(name, session) {
             self.outbound.remove(name);
+            let mut outbox = Outbox::default();
+            self.state.rate_worker_left(name, &mut outbox);
+            self.carry_out(outbox, None);
         }
         self.state.worker_disconnected(name, session);
     }
@@ -481,18 +497,56 @@ impl Actor {
     }
 
     /// Sends what the decisions want sent and queues what they want persisted.
+    /// Assignments and grants that spend the budget go out only once the
+    /// ledger events behind them are committed (ARCHITECTURE.md, invariant 1).
     fn carry_out(&mut self, outbox: Outbox, on_commit: Option<OnCommit>) {
-        for (worker, assignments) in outbox.assignments {
-            self.send_to(&worker, ToWorker::Assign(assignments));
-        }
         for (worker, lease_ids) in outbox.cancels {
             self.send_to(&worker, ToWorker::Cancel(lease_ids));
         }
+        for (worker, message) in outbox.rate_messages {
+            self.send_to(&worker, message);
+        }
+        let mut messages: Vec<(Arc<str>, ToWorker)> = Vec::new();
+        for (worker, assignments) in outbox.assignments {
+            messages.push((worker, ToWorker::Assign(assignments)));
+        }
+        for (worker, grant) in outbox.grants {
+            messages.push((worker, ToWorker::SpendGrant(grant)));
+        }
+        let on_commit = if outbox.ledger.is_empty() {
+            for (worker, message) in messages {
+                self.send_to(&worker, message);
+            }
+            on_commit
+        } else {
+            let senders: Vec<(Arc<str>, Option<WorkerSender>, ToWorker)> = messages
+                .into_iter()
+                .map(|(worker, message)| {
+                    let sender = self.outbound.get(&worker).map(|(_, s)| s.clone());
+                    (worker, sender, message)
+                })
+                .collect();
+            let send_held: OnCommit = Box::new(move |committed_at_ms| {
+                for (worker, sender, message) in senders {
+                    let sent = sender.is_some_and(|s| s.send(message).is_ok());
+                    if !sent {
+                        warn!(worker = %worker, "worker stream closed; its leases will expire");
+                    }
+                }
+                if let Some(on_commit) = on_commit {
+                    on_commit(committed_at_ms);
+                }
+            });
+            Some(send_held)
+        };
         let mut writes: Vec<Write> = outbox
             .persist
             .into_iter()
             .map(|p| self.to_write(p))
             .collect();
+        if !outbox.ledger.is_empty() {
+            writes.push(Write::Ledger(outbox.ledger));
+        }
         let now = now_ms();
         for index in outbox.finalize {
             let experiment = &self.state.experiments[index];
@@ -590,6 +644,8 @@ fn summary(
         counts: experiment.counts,
         spent_usd: experiment.spent_usd,
         budget_usd: experiment.config.budget.as_ref().map(|b| b.total_usd),
+        budget: views::budget(experiment),
+        reason: views::end_reason(experiment, state),
         started_at_ms: experiment.started_at_ms,
         finished_at_ms,
         now_ms: now,

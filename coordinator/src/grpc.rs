@@ -135,9 +135,14 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
 fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Error> {
     Ok(match FromWorker::try_from(message)? {
         FromWorker::Finished(results) => Some(WorkerEvent::Results(results)),
+        FromWorker::Heartbeat { demand, .. } if !demand.is_empty() => {
+            Some(WorkerEvent::Demand(demand))
+        }
         FromWorker::Heartbeat { .. } | FromWorker::Progress { .. } => Some(WorkerEvent::Heartbeat),
         FromWorker::Ready { .. } => Some(WorkerEvent::Ready),
         FromWorker::Capabilities(capabilities) => Some(WorkerEvent::Capabilities(capabilities)),
+        FromWorker::SpendRequest(request) => Some(WorkerEvent::SpendRequest(request)),
+        FromWorker::RateLimited(pause) => Some(WorkerEvent::RateLimited(pause)),
         FromWorker::Hello(_) => return Err(Error::Protocol("Hello sent twice".into())),
     })
 }
@@ -172,6 +177,13 @@ fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
         directory: view.directory,
         spent_usd: view.spent_usd,
         waiting: view.waiting.unwrap_or_default(),
+        budget: view.budget.map(|budget| proto::BudgetStatus {
+            total_usd: budget.total_usd,
+            spent_usd: budget.spent_usd,
+            reserved_usd: budget.reserved_usd,
+            left_usd: budget.left_usd,
+            projected_usd: budget.projected_usd,
+        }),
     }
 }
 

@@ -153,6 +153,10 @@ pub struct Summary {
     pub counts: Counts,
     pub spent_usd: f64,
     pub budget_usd: Option<f64>,
+    /// The ledger's figures, when the experiment has a budget.
+    pub budget: Option<crate::views::BudgetView>,
+    /// Why the experiment ended as it did, when that is not plain.
+    pub reason: Option<String>,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub now_ms: i64,
@@ -173,6 +177,8 @@ pub fn summary_json(summary: &Summary) -> String {
         "running": counts.running,
         "cost_usd": summary.spent_usd,
         "budget_usd": summary.budget_usd,
+        "budget": summary.budget,
+        "reason": summary.reason,
         "started_at": rfc3339(summary.started_at_ms),
         "finished_at": summary.finished_at_ms.map(rfc3339),
         "duration_s": (end - summary.started_at_ms).max(0) as f64 / 1000.0,

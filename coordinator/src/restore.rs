@@ -19,7 +19,8 @@ pub fn restore(
     outbox: &mut Outbox,
 ) -> Result<State> {
     let mut state = State::new(root, lease_timeout, first_lease_id);
-    for (row, variations, runs) in loaded.experiments {
+    let mut loaded = loaded;
+    for (row, variations, runs) in std::mem::take(&mut loaded.experiments) {
         let config = ExperimentConfig::from_canonical_json(&row.config_json).map_err(|e| {
             Error::Internal(format!(
                 "stored config of '{}' cannot be read: {e}",
@@ -46,6 +47,14 @@ pub fn restore(
         experiment.state = row.state;
         experiment.spent_usd = row.spent_usd;
         experiment.finished_at_ms = row.finished_at_ms;
+        // The ledger as it was written (ARCHITECTURE.md, invariant 1):
+        // reservations of runs no worker reports again stay charged.
+        if let Some(ledger) = experiment.ledger.as_mut() {
+            for event in loaded.ledger.get(&row.id).into_iter().flatten() {
+                ledger.apply(event);
+            }
+            experiment.spent_usd = ledger.spent().dollars();
+        }
         for run in runs {
             // A lease lives in memory only: a run recorded as running lost
             // its lease with the restart, unless its worker reports it (then

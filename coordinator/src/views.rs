@@ -19,6 +19,50 @@ pub struct ExperimentView {
     pub spent_usd: f64,
     /// Why pending runs wait, when no connected worker serves their models.
     pub waiting: Option<String>,
+    pub budget: Option<BudgetView>,
+}
+
+/// The budget ledger's figures (ARCHITECTURE.md, invariant 1), in dollars.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BudgetView {
+    pub total_usd: f64,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    pub left_usd: f64,
+    /// Spent plus the mean observed cost of every run not finished; `None`
+    /// before any attempt finished.
+    pub projected_usd: Option<f64>,
+}
+
+/// Why an experiment ended, when its state alone does not say it: for a
+/// budget that ran out, how much was spent and how many runs did not start.
+pub fn end_reason(experiment: &Experiment, state: ExperimentState) -> Option<String> {
+    let ledger = experiment.ledger.as_ref()?;
+    (state == ExperimentState::BudgetExhausted).then(|| {
+        format!(
+            "budget exhausted: {} of {} spent; {} runs did not start (resubmit with a larger budget.total_usd to run them)",
+            ledger.spent(),
+            ledger.total(),
+            experiment.counts.cancelled
+        )
+    })
+}
+
+/// The budget figures of `experiment`, when it has a budget.
+pub fn budget(experiment: &Experiment) -> Option<BudgetView> {
+    let ledger = experiment.ledger.as_ref()?;
+    let unfinished = experiment
+        .runs
+        .iter()
+        .filter(|run| !run.status.is_final())
+        .map(|run| run.variation);
+    Some(BudgetView {
+        total_usd: ledger.total().dollars(),
+        spent_usd: ledger.spent().dollars(),
+        reserved_usd: ledger.reserved().dollars(),
+        left_usd: ledger.left().dollars(),
+        projected_usd: ledger.projected(unfinished),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +121,7 @@ pub fn experiment(experiment: &Experiment, detailed: bool, state: &State) -> Exp
         directory: experiment.dir.to_string_lossy().into_owned(),
         spent_usd: experiment.spent_usd,
         waiting: waiting(experiment, state),
+        budget: budget(experiment),
     }
 }
 

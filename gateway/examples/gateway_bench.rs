@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use flotilla_gateway::limits::Limits;
 use flotilla_gateway::providers::parse_providers;
 use flotilla_gateway::sim_server::SimServerSettings;
-use flotilla_gateway::{Gateway, GatewayState, Unbounded};
+use flotilla_gateway::{Gateway, GatewayState, SpendGate};
 
 async fn sim_server(settings: SimServerSettings) -> (String, Arc<GatewayState>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -40,7 +40,7 @@ async fn gateway_to(sim: &str, limits: &str) -> (Gateway, String) {
     let token = gateway
         .state
         .runs
-        .open("bench".into(), 1, Arc::new(Unbounded), Default::default())
+        .open("bench".into(), 1, SpendGate::Unbounded, Default::default())
         .unwrap();
     (gateway, token)
 }
@@ -180,12 +180,12 @@ async fn main() {
     );
 
     // (c) the same calls streamed and not: what they cost.
-    let calls_before = gateway.state.runs.close(&token);
+    let (calls_before, _) = gateway.state.runs.close(&token);
     drop(calls_before);
     let token = gateway
         .state
         .runs
-        .open("cost".into(), 1, Arc::new(Unbounded), Default::default())
+        .open("cost".into(), 1, SpendGate::Unbounded, Default::default())
         .unwrap();
     let client = reqwest::Client::new();
     for stream in [false, true] {
@@ -199,7 +199,7 @@ async fn main() {
             .await;
         }
     }
-    let calls = gateway.state.runs.close(&token);
+    let (calls, _) = gateway.state.runs.close(&token);
     let cost = |streamed: bool| -> f64 {
         calls
             .iter()

@@ -52,8 +52,8 @@ pub struct Answer {
 #[derive(Debug)]
 pub enum Refusal {
     UnknownModel(UnknownModel),
-    /// The run may not spend the call's cost (in dollars).
-    OverBudget(f64),
+    /// The run may not spend the call's worst case (ARCHITECTURE.md, invariant 1).
+    OverBudget(crate::spend::BudgetRefusal),
     /// The call cannot go to its provider, for the reason given.
     Unservable(String),
 }
@@ -62,18 +62,42 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::UnknownModel(unknown) => write!(f, "{unknown}"),
-            Refusal::OverBudget(cost) => write!(
-                f,
-                "the run's budget does not allow this call (up to ${cost:.6})"
-            ),
+            Refusal::OverBudget(refusal) => write!(f, "{refusal}"),
             Refusal::Unservable(why) => write!(f, "{why}"),
         }
     }
 }
 
-/// Answers `call` with a sim model for the run of `ledger` and records it there.
-pub fn answer(ledger: &RunLedger, call: &Call, sim: Sim, model: String) -> Result<Answer, Refusal> {
-    let text = sim.model.answer(ledger.seed, &call.conversation);
+/// Output tokens assumed for a call that sets no cap, for its worst case; the
+/// gateway sets this cap on calls that have none, so the worst case holds.
+pub const OUTPUT_BOUND: u64 = 4096;
+
+/// Answers `call` with a sim model for the run of `ledger` and records it
+/// there, its worst case held first: prompt bytes as input tokens (a token
+/// is never less than a byte) and the output cap as output.
+pub async fn answer(
+    ledger: &RunLedger,
+    call: &Call,
+    sim: Sim,
+    model: String,
+    output_cap: u64,
+) -> Result<Answer, Refusal> {
+    let prices = sim_prices(ledger, call);
+    let prompt_bytes: u64 = call.conversation.iter().map(|(_, c)| c.len() as u64).sum();
+    let worst_case = prices.cost(&Usage {
+        input_tokens: prompt_bytes.max(1),
+        output_tokens: output_cap.max(1),
+        cached_input_tokens: 0,
+    });
+    let hold = ledger
+        .spend
+        .hold(worst_case)
+        .await
+        .map_err(Refusal::OverBudget)?;
+    let text = sim.truncate(
+        sim.model.answer(ledger.seed, &call.conversation),
+        output_cap,
+    );
     let usage = Usage {
         input_tokens: call
             .conversation
@@ -83,8 +107,9 @@ pub fn answer(ledger: &RunLedger, call: &Call, sim: Sim, model: String) -> Resul
         output_tokens: sim.tokens(&text),
         cached_input_tokens: 0,
     };
-    let cost_usd = sim_prices(ledger, call).cost(&usage);
-    settle(ledger, call, model, &usage, cost_usd)?;
+    let cost_usd = prices.cost(&usage);
+    hold.settle(cost_usd);
+    record(ledger, call, model, &usage, cost_usd);
     Ok(Answer { text, usage })
 }
 
@@ -97,17 +122,8 @@ fn sim_prices(ledger: &RunLedger, call: &Call) -> crate::pricing::Prices {
         .unwrap_or(SIM_PRICES)
 }
 
-/// Asks the run's spend gate, then records the sim's call in the run's ledger.
-fn settle(
-    ledger: &RunLedger,
-    call: &Call,
-    model: String,
-    usage: &Usage,
-    cost_usd: f64,
-) -> Result<(), Refusal> {
-    if !ledger.spend.may_spend(cost_usd) {
-        return Err(Refusal::OverBudget(cost_usd));
-    }
+/// Records a sim call in the run's ledger.
+fn record(ledger: &RunLedger, call: &Call, model: String, usage: &Usage, cost_usd: f64) {
     let latency_ms = call.started.elapsed().as_secs_f64() * 1000.0;
     ledger.record(CallRecord {
         started_at_ms: call.started_at_ms,
@@ -126,11 +142,10 @@ fn settle(
         status: CallStatus::Succeeded,
         error: None,
     });
-    Ok(())
 }
 
 /// Embeds `inputs` with the sim for the run of `ledger` and records the call (input tokens only).
-pub fn embed(
+pub async fn embed(
     ledger: &RunLedger,
     call: &Call,
     sim: Sim,
@@ -142,9 +157,25 @@ pub fn embed(
         output_tokens: 0,
         cached_input_tokens: 0,
     };
+    let prices = sim_prices(ledger, call);
+    let worst_case = prices.cost(&Usage {
+        input_tokens: inputs
+            .iter()
+            .map(|text| text.len() as u64)
+            .sum::<u64>()
+            .max(1),
+        output_tokens: 0,
+        cached_input_tokens: 0,
+    });
+    let hold = ledger
+        .spend
+        .hold(worst_case)
+        .await
+        .map_err(Refusal::OverBudget)?;
     let vectors = inputs.iter().map(|text| sim::embedding(text)).collect();
-    let cost_usd = sim_prices(ledger, call).cost(&usage);
-    settle(ledger, call, model, &usage, cost_usd)?;
+    let cost_usd = prices.cost(&usage);
+    hold.settle(cost_usd);
+    record(ledger, call, model, &usage, cost_usd);
     Ok((vectors, usage))
 }
 
@@ -220,7 +251,8 @@ pub fn conversation_of(messages: &[serde_json::Value]) -> Vec<(String, String)> 
 /// A routed call: a sim model to answer here, or the response to send as it
 /// is (a provider's relayed answer, or a refusal in the API's shape).
 pub enum Routed {
-    Sim(Sim, String),
+    /// A sim model, the model's name, and the call's output cap.
+    Sim(Sim, String, u64),
     Done(axum::response::Response),
 }
 
@@ -236,7 +268,10 @@ pub async fn route_call(
     refusal: fn(&Refusal) -> axum::response::Response,
 ) -> Routed {
     let (provider, name) = match gateway.routing.route(&call.model) {
-        Ok((Route::Sim(model), name)) => return Routed::Sim(model, name),
+        Ok((Route::Sim(model), name)) => {
+            let cap = endpoint.output_cap(&body).unwrap_or(OUTPUT_BOUND);
+            return Routed::Sim(model, name, cap);
+        }
         Ok((Route::Upstream(provider), name)) => (provider, name),
         Err(unknown) => return Routed::Done(refusal(&Refusal::UnknownModel(unknown))),
     };
@@ -256,7 +291,7 @@ pub async fn route_call(
             crate::upstream::Refused::WrongApi(why) | crate::upstream::Refused::NoPrice(why) => {
                 Refusal::Unservable(why)
             }
-            crate::upstream::Refused::OverBudget(cost) => Refusal::OverBudget(cost),
+            crate::upstream::Refused::OverBudget(refusal) => Refusal::OverBudget(refusal),
         })
     }))
 }

@@ -125,7 +125,7 @@ pub async fn messages(
         request.stream,
     );
     let endpoint = Endpoint::AnthropicMessages;
-    let (sim_model, name) = match route_call(
+    let (sim_model, name, cap) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -136,10 +136,10 @@ pub async fn messages(
     )
     .await
     {
-        Routed::Sim(model, name) => (model, name),
+        Routed::Sim(model, name, cap) => (model, name, cap),
         Routed::Done(response) => return response,
     };
-    let answer = match answer(&ledger, &call, sim_model, name) {
+    let answer = match answer(&ledger, &call, sim_model, name, cap).await {
         Ok(answer) => answer,
         Err(refused) => return refusal(&refused),
     };

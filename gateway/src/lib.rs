@@ -17,6 +17,7 @@ pub mod routing;
 pub mod runs;
 pub mod sim;
 pub mod sim_server;
+pub mod spend;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -28,7 +29,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use calls::{calls_jsonl, CallRecord};
-pub use runs::{RunRegistry, SpendGate, Unbounded};
+pub use runs::RunRegistry;
+pub use spend::{RunBudget, SpendGate, TopUpRequest, TopUps};
 
 /// What every request handler shares.
 pub struct GatewayState {

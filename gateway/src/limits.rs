@@ -4,16 +4,12 @@
 //! rate-limit manager paces its calls under them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Limits a provider declares for one model (or the sim-server applies).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub requests_per_minute: Option<u64>,
-    pub tokens_per_minute: Option<u64>,
-    pub concurrency: Option<u64>,
-}
+pub use flotilla_shared::rate::Limits;
+use flotilla_shared::rate::{KeyDemand, RateKey, RatePause, RateShare};
+use tokio::sync::{mpsc, Notify};
 
 /// GCRA over a rate per minute with a burst of `burst` units: a unit
 /// conforms if it arrives no earlier than the theoretical arrival time less
@@ -28,6 +24,7 @@ pub struct Gcra {
 }
 
 impl Gcra {
+    /// A rate of zero admits nothing: callers check for it before asking.
     pub fn per_minute(rate: u64, burst: u64, now: Instant) -> Self {
         let interval = Duration::from_secs(60) / rate.max(1) as u32;
         Gcra {
@@ -101,95 +98,281 @@ mod tests {
 /// so calls are spaced evenly) and the concurrency, and a key is paused for
 /// every run on the worker when the provider says so (429, `Retry-After`, a
 /// `*-remaining-*` header at zero).
+///
+/// A provider's declared limits are shared by the whole cluster
+/// (ARCHITECTURE.md, invariant 6): for its keys this worker paces by the
+/// share the coordinator gives it (`set_shares`), reports its demand (calls
+/// waiting or in flight, `demand`) and passes on the 429s it sees (`pauses`)
+/// so that every worker pauses the key. Until a key's first share arrives its
+/// calls wait. The worker's own Ollama keeps its own limit.
 #[derive(Default)]
 pub struct RateLimitManager {
-    keys: std::sync::Mutex<HashMap<(String, String), Arc<KeyState>>>,
+    keys: Mutex<HashMap<RateKey, Arc<KeyState>>>,
+    /// 429s seen here, for the session to pass on; and a nudge when a shared
+    /// key's demand appears, so the coordinator hears of it at once.
+    signals: Mutex<Option<mpsc::UnboundedSender<RateSignal>>>,
+    /// Pauses other workers passed on for keys this worker has not called yet.
+    pauses_ahead: Mutex<HashMap<RateKey, Instant>>,
+}
+
+/// What the manager tells the worker's session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateSignal {
+    /// A provider answered 429 (or said nothing is left) for this long.
+    Paused(RatePause),
+    /// A shared key had no calls and now has some: report demand now.
+    DemandAppeared,
 }
 
 struct KeyState {
-    pacing: std::sync::Mutex<Pacing>,
-    concurrency: Option<Arc<tokio::sync::Semaphore>>,
+    pacing: Mutex<Pacing>,
+    /// Wakes waiting calls when a call ends or the share changes.
+    changed: Notify,
 }
 
 struct Pacing {
+    /// The limits in force: the declared ones, or this worker's share of them.
+    limits: Limits,
+    /// Shared keys pace by the coordinator's share; `None` until it arrives.
+    shared: bool,
+    share_known: bool,
     requests: Option<Gcra>,
     tokens: Option<Gcra>,
     paused_until: Option<Instant>,
+    in_flight: u64,
+    waiting: u64,
+    /// The most calls waiting or in flight since demand was last reported:
+    /// a key between two calls still has demand.
+    peak: u64,
 }
 
 /// Held while a call is in flight: its concurrency slot.
 pub struct Permit {
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    key: Option<Arc<KeyState>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            key.pacing.lock().expect("not poisoned").in_flight -= 1;
+            key.changed.notify_waiters();
+        }
+    }
 }
 
 impl RateLimitManager {
-    fn key(&self, provider: &str, model: &str, limits: Limits) -> Arc<KeyState> {
+    /// Where the session hears of 429s and of new demand.
+    pub fn signals(&self) -> mpsc::UnboundedReceiver<RateSignal> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.signals.lock().expect("not poisoned") = Some(sender);
+        receiver
+    }
+
+    fn signal(&self, signal: RateSignal) {
+        if let Some(sender) = &*self.signals.lock().expect("not poisoned") {
+            let _ = sender.send(signal);
+        }
+    }
+
+    /// A key's state, made on first use. `shared`: its limits are the
+    /// provider's declared ones, which the cluster shares.
+    fn key(&self, key: RateKey, limits: Limits, shared: bool) -> Arc<KeyState> {
         let mut keys = self.keys.lock().expect("not poisoned");
-        keys.entry((provider.to_string(), model.to_string()))
+        let paused_until = self.pauses_ahead.lock().expect("not poisoned").remove(&key);
+        keys.entry(key)
             .or_insert_with(|| {
-                let now = Instant::now();
+                let mut pacing = Pacing {
+                    limits: Limits::default(),
+                    // Only declared limits are split; a 429 is passed on either way.
+                    shared: shared && limits.is_limited(),
+                    share_known: false,
+                    requests: None,
+                    tokens: None,
+                    paused_until,
+                    in_flight: 0,
+                    waiting: 0,
+                    peak: 0,
+                };
+                pacing.set_limits(limits, Instant::now());
                 Arc::new(KeyState {
-                    pacing: std::sync::Mutex::new(Pacing {
-                        requests: limits
-                            .requests_per_minute
-                            .map(|rpm| Gcra::per_minute(rpm, 1, now)),
-                        tokens: limits
-                            .tokens_per_minute
-                            .map(|tpm| Gcra::per_minute(tpm, tpm, now)),
-                        paused_until: None,
-                    }),
-                    concurrency: limits
-                        .concurrency
-                        .map(|n| Arc::new(tokio::sync::Semaphore::new(n as usize))),
+                    pacing: Mutex::new(pacing),
+                    changed: Notify::new(),
                 })
             })
             .clone()
     }
 
-    /// Waits until a call of about `tokens` tokens may go to `provider`'s `model`.
+    /// Waits until a call of about `tokens` tokens may go to `provider`'s
+    /// `model`. `shared`: the limits are the provider's declared ones, which
+    /// the cluster shares.
     pub async fn acquire(
         &self,
         provider: &str,
         model: &str,
         limits: Limits,
+        shared: bool,
         tokens: u64,
     ) -> Permit {
-        let key = self.key(provider, model, limits);
-        let slot = match &key.concurrency {
-            Some(semaphore) => Some(
-                semaphore
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed"),
-            ),
-            None => None,
+        let key = self.key(
+            RateKey {
+                provider: provider.to_string(),
+                model: model.to_string(),
+            },
+            limits,
+            shared,
+        );
+        let newly_demanded = {
+            let mut pacing = key.pacing.lock().expect("not poisoned");
+            pacing.waiting += 1;
+            pacing.peak = pacing.peak.max(pacing.waiting + pacing.in_flight);
+            // A call that cannot go at all until the coordinator hears of it.
+            !pacing.has_share()
         };
+        if newly_demanded {
+            self.signal(RateSignal::DemandAppeared);
+        }
         loop {
+            // Registered before looking, so that a change in between is not missed.
+            let changed = key.changed.notified();
             let wait = {
                 let mut pacing = key.pacing.lock().expect("not poisoned");
-                pacing.try_take(Instant::now(), tokens)
+                let wait = pacing.try_take(Instant::now(), tokens);
+                if wait.is_none() {
+                    pacing.waiting -= 1;
+                    pacing.in_flight += 1;
+                }
+                wait
             };
-            match wait {
-                None => return Permit { _slot: slot },
-                Some(wait) => tokio::time::sleep(wait).await,
+            let Some(wait) = wait else {
+                drop(changed);
+                return Permit { key: Some(key) };
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = changed => {}
             }
         }
     }
 
-    /// No call goes to `provider`'s `model` from this worker before `until`.
-    pub fn pause(&self, provider: &str, model: &str, limits: Limits, until: Instant) {
-        let key = self.key(provider, model, limits);
-        let mut pacing = key.pacing.lock().expect("not poisoned");
-        pacing.paused_until = Some(pacing.paused_until.map_or(until, |at| at.max(until)));
+    /// No call goes to `provider`'s `model` from this worker before `until`;
+    /// a shared key's pause is passed on to every worker.
+    pub fn pause(&self, provider: &str, model: &str, limits: Limits, shared: bool, until: Instant) {
+        let rate_key = RateKey {
+            provider: provider.to_string(),
+            model: model.to_string(),
+        };
+        let key = self.key(rate_key.clone(), limits, shared);
+        key.pacing.lock().expect("not poisoned").pause_until(until);
+        if shared {
+            self.signal(RateSignal::Paused(RatePause {
+                key: rate_key,
+                pause: until.saturating_duration_since(Instant::now()),
+            }));
+        }
+    }
+
+    /// Another worker saw a 429 for `key`: pause it here too.
+    pub fn pause_for(&self, key: &RateKey, pause: Duration) {
+        let until = Instant::now() + pause;
+        let state = self.keys.lock().expect("not poisoned").get(key).cloned();
+        match state {
+            Some(state) => state
+                .pacing
+                .lock()
+                .expect("not poisoned")
+                .pause_until(until),
+            None => {
+                let mut ahead = self.pauses_ahead.lock().expect("not poisoned");
+                let at = ahead.entry(key.clone()).or_insert(until);
+                *at = (*at).max(until);
+            }
+        }
+    }
+
+    /// The coordinator's shares for this worker (ARCHITECTURE.md, invariant 6).
+    pub fn set_shares(&self, shares: Vec<RateShare>) {
+        let now = Instant::now();
+        for share in shares {
+            let state = self.key(share.key, share.limits, true);
+            {
+                let mut pacing = state.pacing.lock().expect("not poisoned");
+                pacing.share_known = true;
+                pacing.set_limits(share.limits, now);
+            }
+            state.changed.notify_waiters();
+        }
+    }
+
+    /// The most calls waiting for or holding each shared key since the last
+    /// report; the count starts again from the calls there are now.
+    pub fn demand(&self) -> Vec<KeyDemand> {
+        let keys = self.keys.lock().expect("not poisoned");
+        let mut demand: Vec<KeyDemand> = keys
+            .iter()
+            .filter_map(|(key, state)| {
+                let mut pacing = state.pacing.lock().expect("not poisoned");
+                let calls = pacing.peak.max(pacing.waiting + pacing.in_flight);
+                pacing.peak = pacing.waiting + pacing.in_flight;
+                pacing.shared.then(|| KeyDemand {
+                    key: key.clone(),
+                    calls: calls as u32,
+                })
+            })
+            .collect();
+        demand.sort_by(|a, b| a.key.cmp(&b.key));
+        demand
     }
 }
 
 impl Pacing {
+    /// Whether calls may go at all: a shared key needs a share with room.
+    fn has_share(&self) -> bool {
+        !self.shared
+            || (self.share_known
+                && self.limits.requests_per_minute != Some(0)
+                && self.limits.tokens_per_minute != Some(0)
+                && self.limits.concurrency != Some(0))
+    }
+
+    /// New limits, keeping the pacing's place: a call already spaced under
+    /// the old rate is not sent again sooner.
+    fn set_limits(&mut self, limits: Limits, now: Instant) {
+        let rate = |per_minute: Option<u64>, burst: fn(u64) -> u64, old: &Option<Gcra>| {
+            per_minute.map(|rate| {
+                let mut gcra = Gcra::per_minute(rate, burst(rate), now);
+                if let Some(old) = old {
+                    gcra.theoretical_arrival = old.theoretical_arrival;
+                }
+                gcra
+            })
+        };
+        self.requests = rate(limits.requests_per_minute, |_| 1, &self.requests);
+        self.tokens = rate(limits.tokens_per_minute, |tpm| tpm, &self.tokens);
+        self.limits = limits;
+    }
+
+    fn pause_until(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |at| at.max(until)));
+    }
+
     /// Takes a request and its tokens, or says how long to wait first.
     fn try_take(&mut self, now: Instant, tokens: u64) -> Option<Duration> {
+        /// How often a call without a share (or a slot) looks again, besides being woken.
+        const LOOK_AGAIN: Duration = Duration::from_millis(250);
+        if self.shared && !self.share_known {
+            return Some(LOOK_AGAIN);
+        }
         if let Some(until) = self.paused_until.filter(|until| *until > now) {
             return Some(until - now);
+        }
+        if self
+            .limits
+            .concurrency
+            .is_some_and(|cap| self.in_flight >= cap)
+            || self.limits.requests_per_minute == Some(0)
+            || self.limits.tokens_per_minute == Some(0)
+        {
+            return Some(LOOK_AGAIN);
         }
         // A call larger than a minute's tokens still goes, alone.
         let tokens_wait = self.tokens.as_ref().and_then(|gcra| {

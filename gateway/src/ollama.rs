@@ -130,12 +130,12 @@ async fn generation(
     } else {
         Endpoint::OllamaGenerate
     };
-    let (sim_model, name) =
+    let (sim_model, name, cap) =
         match route_call(&gateway, &ledger, &call, endpoint, value, true, refusal).await {
-            Routed::Sim(model, name) => (model, name),
+            Routed::Sim(model, name, cap) => (model, name, cap),
             Routed::Done(response) => return response,
         };
-    match answer(&ledger, &call, sim_model, name) {
+    match answer(&ledger, &call, sim_model, name, cap).await {
         Ok(answer) => respond(&model, &answer, call.started, stream, chat),
         Err(refused) => refusal(&refused),
     }
@@ -184,7 +184,7 @@ pub async fn embed_texts(
         }
     };
     let call = Call::new(LlmApi::Ollama, model.clone(), Vec::new(), false);
-    let (sim, name) = match route_call(
+    let (sim, name, _) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -195,10 +195,10 @@ pub async fn embed_texts(
     )
     .await
     {
-        Routed::Sim(sim, name) => (sim, name),
+        Routed::Sim(sim, name, _) => (sim, name, ()),
         Routed::Done(response) => return response,
     };
-    match embed(&ledger, &call, sim, name, &inputs) {
+    match embed(&ledger, &call, sim, name, &inputs).await {
         Ok((embeddings, usage)) => Json(json!({
             "model": model, "embeddings": embeddings,
             "total_duration": call.started.elapsed().as_nanos() as u64, "load_duration": 0,

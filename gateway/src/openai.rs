@@ -20,7 +20,8 @@ use crate::answers::{
 };
 use crate::calls::LlmApi;
 use crate::calls::Usage;
-use crate::runs::{RunLedger, Unbounded};
+use crate::runs::RunLedger;
+use crate::spend::SpendGate;
 use crate::upstream::Endpoint;
 use crate::GatewayState;
 
@@ -67,7 +68,7 @@ pub fn authenticate(gateway: &GatewayState, headers: &HeaderMap) -> Option<Arc<R
         return Some(Arc::new(RunLedger::new(
             "sim-server".into(),
             seed,
-            Arc::new(Unbounded),
+            SpendGate::Unbounded,
             Default::default(),
         )));
     }
@@ -151,7 +152,7 @@ pub async fn chat_completions(
     );
     let started_at_ms = call.started_at_ms;
     let endpoint = Endpoint::OpenAiChat;
-    let (sim_model, name) = match route_call(
+    let (sim_model, name, cap) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -162,10 +163,10 @@ pub async fn chat_completions(
     )
     .await
     {
-        Routed::Sim(model, name) => (model, name),
+        Routed::Sim(model, name, cap) => (model, name, cap),
         Routed::Done(response) => return response,
     };
-    let answer = match answer(&ledger, &call, sim_model, name) {
+    let answer = match answer(&ledger, &call, sim_model, name, cap).await {
         Ok(answer) => answer,
         Err(refused) => return refusal(&refused),
     };
@@ -302,7 +303,7 @@ pub async fn completions(
         vec![("user".to_string(), prompt)],
         stream,
     );
-    let (sim_model, name) = match route_call(
+    let (sim_model, name, cap) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -313,10 +314,10 @@ pub async fn completions(
     )
     .await
     {
-        Routed::Sim(model, name) => (model, name),
+        Routed::Sim(model, name, cap) => (model, name, cap),
         Routed::Done(response) => return response,
     };
-    let answer = match answer(&ledger, &call, sim_model, name) {
+    let answer = match answer(&ledger, &call, sim_model, name, cap).await {
         Ok(answer) => answer,
         Err(refused) => return refusal(&refused),
     };
@@ -389,7 +390,7 @@ pub async fn embeddings(
         }
     };
     let call = Call::new(LlmApi::Openai, model.clone(), Vec::new(), false);
-    let (sim, name) = match route_call(
+    let (sim, name, _) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -400,10 +401,10 @@ pub async fn embeddings(
     )
     .await
     {
-        Routed::Sim(sim, name) => (sim, name),
+        Routed::Sim(sim, name, _) => (sim, name, ()),
         Routed::Done(response) => return response,
     };
-    let (vectors, usage) = match embed(&ledger, &call, sim, name, &inputs) {
+    let (vectors, usage) = match embed(&ledger, &call, sim, name, &inputs).await {
         Ok(embedded) => embedded,
         Err(refused) => return refusal(&refused),
     };

@@ -28,6 +28,9 @@ pub struct Provider {
     /// The price of models `prices` does not list (the built-in Ollama's: free).
     pub unlisted_price: Option<Prices>,
     pub default: bool,
+    /// Its limits hold for the whole cluster and are shared among workers
+    /// (ARCHITECTURE.md, invariant 6); the worker's own Ollama's are its own.
+    pub shares_limits: bool,
 }
 
 /// Where the worker's own Ollama listens unless told otherwise.
@@ -50,6 +53,7 @@ impl Provider {
             prices: BTreeMap::new(),
             unlisted_price: Some(Prices::new(0.0, 0.0, 0.0)),
             default: false,
+            shares_limits: false,
         }
     }
 
@@ -214,6 +218,7 @@ pub fn parse_providers(
             prices,
             unlisted_price: None,
             default: raw.default,
+            shares_limits: true,
             name: raw.name,
         });
     }

@@ -8,29 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use crate::calls::CallRecord;
 use crate::pricing::Prices;
-
-/// The question the gateway asks before a call: may this run spend up to
-/// `worst_case_usd` more? The worker answers it; today with [`Unbounded`],
-/// later from the coordinator's budget ledger.
-pub trait SpendGate: Send + Sync {
-    fn may_spend(&self, worst_case_usd: f64) -> bool;
-}
-
-/// Every call may spend: no budget is enforced yet (ARCHITECTURE.md, invariant 1).
-pub struct Unbounded;
-
-impl SpendGate for Unbounded {
-    fn may_spend(&self, _worst_case_usd: f64) -> bool {
-        true
-    }
-}
+use crate::spend::SpendGate;
 
 /// One live run: who it is, its seed (sim models answer from it) and its calls.
 pub struct RunLedger {
     /// `experiment/var-001-run-002`, for logs.
     pub label: String,
     pub seed: u64,
-    pub spend: Arc<dyn SpendGate>,
+    /// What the run may spend (ARCHITECTURE.md, invariant 1).
+    pub spend: SpendGate,
     /// The experiment's own prices by model as programs name it: they come
     /// before the providers file's and the dated table's.
     pub prices: BTreeMap<String, Prices>,
@@ -41,7 +27,7 @@ impl RunLedger {
     pub fn new(
         label: String,
         seed: u64,
-        spend: Arc<dyn SpendGate>,
+        spend: SpendGate,
         prices: BTreeMap<String, Prices>,
     ) -> Self {
         RunLedger {
@@ -70,7 +56,7 @@ impl RunRegistry {
         &self,
         label: String,
         seed: u64,
-        spend: Arc<dyn SpendGate>,
+        spend: SpendGate,
         prices: BTreeMap<String, Prices>,
     ) -> std::io::Result<String> {
         let token = new_token()?;
@@ -86,11 +72,21 @@ impl RunRegistry {
         self.runs.lock().expect("not poisoned").get(token).cloned()
     }
 
-    /// Ends a run: its token stops working and its calls are handed back.
-    pub fn close(&self, token: &str) -> Vec<CallRecord> {
+    /// Ends a run: its token stops working; its calls are handed back, with
+    /// why a call was refused for budget, if one was.
+    pub fn close(
+        &self,
+        token: &str,
+    ) -> (
+        Vec<CallRecord>,
+        Option<(flotilla_shared::run::BudgetStop, String)>,
+    ) {
         let ledger = self.runs.lock().expect("not poisoned").remove(token);
         ledger
-            .map(|ledger| std::mem::take(&mut *ledger.calls.lock().expect("not poisoned")))
+            .map(|ledger| {
+                let calls = std::mem::take(&mut *ledger.calls.lock().expect("not poisoned"));
+                (calls, ledger.spend.stop_reason())
+            })
             .unwrap_or_default()
     }
 }

@@ -109,6 +109,19 @@ impl Sim {
             .div_ceil(self.bytes_per_token.max(1))
             .max(1)
     }
+
+    /// `text` cut to at most `cap` tokens, as a provider stops at `max_tokens`.
+    pub fn truncate(&self, mut text: String, cap: u64) -> String {
+        let bytes = cap.max(1).saturating_mul(self.bytes_per_token.max(1));
+        if (text.len() as u64) > bytes {
+            let mut end = bytes as usize;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        text
+    }
 }
 
 /// The sim's prices: small but not zero, so that metering shows in every figure.

@@ -25,8 +25,7 @@ use crate::GatewayState;
 const RETRIES: u32 = 4;
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
-/// Output tokens assumed for a call that sets no cap, for its worst case.
-const OUTPUT_BOUND: u64 = 4096;
+use crate::answers::OUTPUT_BOUND;
 
 /// Which endpoint of which API a call is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +74,40 @@ impl Endpoint {
         }
     }
 
-    /// The output cap the request sets.
-    fn output_cap(self, body: &Value) -> Option<u64> {
+    /// The output cap the request sets; embeddings produce no output tokens.
+    pub(crate) fn output_cap(self, body: &Value) -> Option<u64> {
         let field = |pointer: &str| body.pointer(pointer).and_then(Value::as_u64);
+        if matches!(self, Endpoint::OpenAiEmbeddings | Endpoint::OllamaEmbed) {
+            return Some(0);
+        }
         match self.api() {
             ProviderApi::Openai => field("/max_completion_tokens").or_else(|| field("/max_tokens")),
             ProviderApi::Anthropic => field("/max_tokens"),
             ProviderApi::Ollama => field("/options/num_predict"),
+        }
+    }
+
+    /// Sets the output cap on a request that has none, so that the worst
+    /// case the budget holds is a bound on what the call can cost.
+    fn cap_output(self, body: &mut Value, provider: &Provider) {
+        if self.output_cap(body).is_some() {
+            return;
+        }
+        match self {
+            Endpoint::OpenAiChat if provider.base_url.contains("api.openai.com") => {
+                // OpenAI's reasoning models accept only the newer name.
+                body["max_completion_tokens"] = Value::from(OUTPUT_BOUND);
+            }
+            Endpoint::OpenAiChat | Endpoint::OpenAiCompletions | Endpoint::AnthropicMessages => {
+                body["max_tokens"] = Value::from(OUTPUT_BOUND);
+            }
+            Endpoint::OllamaChat | Endpoint::OllamaGenerate => {
+                if !body.get("options").is_some_and(Value::is_object) {
+                    body["options"] = serde_json::json!({});
+                }
+                body["options"]["num_predict"] = Value::from(OUTPUT_BOUND);
+            }
+            Endpoint::OpenAiEmbeddings | Endpoint::OllamaEmbed => {}
         }
     }
 }
@@ -90,7 +116,7 @@ impl Endpoint {
 pub enum Refused {
     WrongApi(String),
     NoPrice(String),
-    OverBudget(f64),
+    OverBudget(crate::spend::BudgetRefusal),
 }
 
 /// What the provider's answer said it used, read as it streams by.
@@ -252,6 +278,7 @@ pub async fn relay(
     })?;
     let streams = endpoint.streams(&body);
     body["model"] = Value::from(model.clone());
+    endpoint.cap_output(&mut body, &provider);
     if streams && endpoint.api() == ProviderApi::Openai {
         // Usage comes only if asked for; the extra chunk is passed on only if
         // the program asked for it, so a streamed call costs what it would unstreamed.
@@ -264,16 +291,26 @@ pub async fn relay(
         output_tokens: endpoint.output_cap(&body).unwrap_or(OUTPUT_BOUND),
         cached_input_tokens: 0,
     });
-    if !ledger.spend.may_spend(worst_case) {
-        return Err(Refused::OverBudget(worst_case));
-    }
+    // Held until the call is metered (ARCHITECTURE.md, invariant 1).
+    let hold = ledger
+        .spend
+        .hold(worst_case)
+        .await
+        .map_err(Refused::OverBudget)?;
+    let hold = std::sync::Mutex::new(Some(hold));
     let estimated_tokens = (payload.len() as u64).div_ceil(4).max(1);
     let url = format!("{}{}", provider.base_url, endpoint.path());
     let mut attempt = 0u32;
     loop {
         let permit = gateway
             .limits
-            .acquire(&provider.name, &model, provider.limits, estimated_tokens)
+            .acquire(
+                &provider.name,
+                &model,
+                provider.limits,
+                provider.shares_limits,
+                estimated_tokens,
+            )
             .await;
         let mut request = gateway
             .http
@@ -298,15 +335,23 @@ pub async fn relay(
             Ok(response) => {
                 let status = response.status();
                 if let Some(until) = exhausted_until(response.headers(), now) {
-                    gateway
-                        .limits
-                        .pause(&provider.name, &model, provider.limits, until);
+                    gateway.limits.pause(
+                        &provider.name,
+                        &model,
+                        provider.limits,
+                        provider.shares_limits,
+                        until,
+                    );
                 }
                 if status == StatusCode::TOO_MANY_REQUESTS {
                     let wait = retry_after(response.headers()).unwrap_or(Duration::from_secs(1));
-                    gateway
-                        .limits
-                        .pause(&provider.name, &model, provider.limits, now + wait);
+                    gateway.limits.pause(
+                        &provider.name,
+                        &model,
+                        provider.limits,
+                        provider.shares_limits,
+                        now + wait,
+                    );
                 }
                 status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
@@ -336,6 +381,7 @@ pub async fn relay(
             started_at_ms: call.started_at_ms,
             retries: attempt,
             streamed: streams,
+            hold,
         };
         return Ok(match sent {
             Err(error) => {
@@ -384,19 +430,49 @@ struct Metering {
     started_at_ms: i64,
     retries: u32,
     streamed: bool,
+    /// The call's worst case, held in the run's budget until it is metered.
+    hold: std::sync::Mutex<Option<crate::spend::SpendHold>>,
+}
+
+/// What a call whose usage cannot be read is charged.
+#[derive(Clone, Copy, PartialEq)]
+enum Unmetered {
+    /// The provider refused it: nothing was generated.
+    Free,
+    /// It may have generated anything up to its cap.
+    WorstCase,
 }
 
 impl Metering {
-    /// Records the call: priced from `usage`, or at its worst case when the
-    /// provider answered but its usage could not be read.
+    /// Records the call: priced from `usage`; without usage, free if the
+    /// provider refused it, else at its worst case. The budget's hold becomes
+    /// that cost.
     fn record(&self, usage: Option<Usage>, error: Option<String>, time_to_first_token_ms: f64) {
+        let unmetered = if error.is_some() {
+            Unmetered::Free
+        } else {
+            Unmetered::WorstCase
+        };
+        self.record_as(usage, error, time_to_first_token_ms, unmetered);
+    }
+
+    fn record_as(
+        &self,
+        usage: Option<Usage>,
+        error: Option<String>,
+        time_to_first_token_ms: f64,
+        unmetered: Unmetered,
+    ) {
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let failed = error.is_some();
         let (usage, cost_usd, worst) = match usage {
             Some(usage) => (usage, self.prices.cost(&usage), false),
-            None if failed => (Usage::default(), 0.0, false),
+            None if unmetered == Unmetered::Free => (Usage::default(), 0.0, false),
             None => (Usage::default(), self.worst_case, true),
         };
+        if let Some(hold) = self.hold.lock().expect("not poisoned").take() {
+            hold.settle(cost_usd);
+        }
         self.ledger.record(CallRecord {
             started_at_ms: self.started_at_ms,
             provider: self.provider.clone(),
@@ -514,11 +590,13 @@ fn respond_streaming(
         if !pending.is_empty() {
             let _ = sender.send(Ok(Bytes::from(pending))).await;
         }
-        // A stream cut short is priced from what it reported, else at its worst case.
-        context.record(
+        // A stream cut short is priced from what it reported, else at its
+        // worst case: the provider may have generated up to the cap.
+        context.record_as(
             meter.usage,
             failure.filter(|_| meter.usage.is_none()),
             first_token_ms,
+            Unmetered::WorstCase,
         );
     });
     let mut response = Response::new(Body::from_stream(

@@ -37,7 +37,12 @@ fn title(out: &mut String, analysis: &Analysis) {
             .collect();
         let _ = writeln!(out, "# Comparison of {}\n", names.join(", "));
     }
-    if analysis.partial {
+    if analysis.state == flotilla_shared::status::ExperimentState::BudgetExhausted {
+        let _ = writeln!(
+            out,
+            "> **Partial results: the budget ran out** (`budget_exhausted`). No further run fitted in `budget.total_usd`; these figures cover only the runs that ran. Resubmit with a larger total to go on.\n"
+        );
+    } else if analysis.partial {
         let _ = writeln!(
             out,
             "> **Partial results.** The experiment is `{}`: these figures cover only the runs finished so far.\n",

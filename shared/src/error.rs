@@ -23,6 +23,9 @@ pub mod exit_code {
     pub const CONFLICT: i32 = 6;
     /// No such experiment.
     pub const NOT_FOUND: i32 = 7;
+    /// The experiment's budget ran out before every run could start: the
+    /// results are partial.
+    pub const BUDGET_EXHAUSTED: i32 = 8;
     /// Interrupted with Ctrl+C.
     pub const INTERRUPTED: i32 = 130;
 }

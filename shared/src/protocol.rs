@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::money::Usd;
+use crate::rate::{KeyDemand, Limits, RatePause, RateShare};
 use crate::run::{Assignment, RunKey, RunResult};
 
 /// A worker introduces itself: the first message of every connection.
@@ -28,6 +30,9 @@ pub struct Capabilities {
     pub run_kinds: std::collections::BTreeSet<String>,
     pub providers: std::collections::BTreeSet<String>,
     pub models: std::collections::BTreeSet<String>,
+    /// Limits the worker's providers file declares, by provider: shared by
+    /// the whole cluster (ARCHITECTURE.md, invariant 6).
+    pub shared_limits: std::collections::BTreeMap<String, Limits>,
 }
 
 impl Capabilities {
@@ -76,9 +81,40 @@ pub enum FromWorker {
     Finished(Vec<RunResult>),
     Heartbeat {
         running: u32,
+        /// Calls waiting for or holding each shared limit.
+        demand: Vec<KeyDemand>,
     },
     /// What the worker serves changed.
     Capabilities(Capabilities),
+    /// A run needs more budget than it was assigned (ARCHITECTURE.md, invariant 1).
+    SpendRequest(SpendRequest),
+    /// A provider answered 429: every worker should pause the key.
+    RateLimited(RatePause),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendRequest {
+    /// Matches the grant to the request.
+    pub request_id: u64,
+    pub lease_id: u64,
+    /// How much more the run wants reserved.
+    pub amount: Usd,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendGrant {
+    pub request_id: u64,
+    pub lease_id: u64,
+    pub answer: SpendAnswer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpendAnswer {
+    /// The run's reservation grew by the amount asked.
+    Granted,
+    /// The experiment's ledger has no room: `left` of `total` is neither
+    /// spent nor reserved.
+    Refused { left: Usd, total: Usd },
 }
 
 /// Coordinator → worker.
@@ -92,4 +128,8 @@ pub enum ToWorker {
     /// These leases' results are durable: forget them.
     Ack(Vec<u64>),
     Drain,
+    SpendGrant(SpendGrant),
+    /// This worker's shares of shared limits, replacing earlier ones for their keys.
+    RateShares(Vec<RateShare>),
+    RatePause(RatePause),
 }

@@ -52,6 +52,28 @@ pub struct Assignment {
     pub timeout: Duration,
     /// The experiment's own prices by model (`provider/model`).
     pub prices: std::collections::BTreeMap<String, crate::pricing::Prices>,
+    /// What the run may spend, when its experiment has a budget.
+    pub budget: Option<AssignedBudget>,
+}
+
+/// A run's part of its experiment's budget (ARCHITECTURE.md, invariant 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssignedBudget {
+    /// Reserved for the run in the coordinator's ledger.
+    pub reserved: crate::money::Usd,
+    /// No run may spend more (`budget.per_run_usd`, else the total).
+    pub per_run_cap: crate::money::Usd,
+    /// `budget.per_run_usd` was set: reaching the cap fails the run.
+    pub per_run_declared: bool,
+}
+
+/// Why the gateway refused a run's call for budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetStop {
+    /// The call would have taken the run past `budget.per_run_usd`.
+    PerRunCap,
+    /// The experiment's ledger had no room for it.
+    Exhausted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +112,8 @@ pub struct RunResult {
     pub cost_usd: Option<f64>,
     /// The attempt's LLM calls through the worker's gateway.
     pub calls: Vec<crate::calls::CallRecord>,
+    /// The gateway refused one of its calls for budget: the run fails, and is not retried.
+    pub budget_stop: Option<BudgetStop>,
 }
 
 /// The metric a program reports its own spending in, in dollars; it is taken
@@ -115,6 +139,7 @@ impl RunResult {
             files: Vec::new(),
             cost_usd: None,
             calls: Vec::new(),
+            budget_stop: None,
         }
     }
 }

@@ -90,6 +90,8 @@ pub enum ExperimentState {
     /// Stopped at a run that failed for good, with `continue_on_error: false`.
     Failed,
     Cancelled,
+    /// No further run fitted in `budget.total_usd`: the runs that ran are its results.
+    BudgetExhausted,
 }
 
 spelled_enum!(ExperimentState, "experiment state", {
@@ -97,6 +99,7 @@ spelled_enum!(ExperimentState, "experiment state", {
     Completed => "completed",
     Failed => "failed",
     Cancelled => "cancelled",
+    BudgetExhausted => "budget_exhausted",
 });
 
 impl ExperimentState {

@@ -19,7 +19,9 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
     } else {
         flotilla_shared::clock::now_ms()
     };
-    let spent = if e.spent_usd > 0.0 {
+    let spent = if let Some(budget) = &e.budget {
+        format!(", {}", budget_words(budget))
+    } else if e.spent_usd > 0.0 {
         let dollars = format!("{:.4}", e.spent_usd);
         format!(
             ", ${} spent",
@@ -44,6 +46,30 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
         c.pending,
         (end - e.started_at_ms).max(0) as f64 / 1000.0
     )
+}
+
+/// `$1.20 spent, $0.40 reserved, $3.40 left of $5.00, projected $4.10`.
+pub fn budget_words(budget: &proto::BudgetStatus) -> String {
+    let projected = budget
+        .projected_usd
+        .map(|p| format!(", projected {}", dollars(p)))
+        .unwrap_or_default();
+    format!(
+        "{} spent, {} reserved, {} left of {}{projected}",
+        dollars(budget.spent_usd),
+        dollars(budget.reserved_usd),
+        dollars(budget.left_usd),
+        dollars(budget.total_usd)
+    )
+}
+
+/// Cents, or four decimals under a cent.
+fn dollars(amount: f64) -> String {
+    if amount != 0.0 && amount.abs() < 0.01 {
+        format!("${amount:.4}")
+    } else {
+        format!("${amount:.2}")
+    }
 }
 
 /// Whether the experiment of a status message has ended.
@@ -115,6 +141,13 @@ pub fn experiment_json(e: &proto::ExperimentStatus) -> Result<serde_json::Value>
         "directory": e.directory,
         "cost_usd": e.spent_usd,
         "waiting": (!e.waiting.is_empty()).then_some(&e.waiting),
+        "budget": e.budget.as_ref().map(|b| json!({
+            "total_usd": b.total_usd,
+            "spent_usd": b.spent_usd,
+            "reserved_usd": b.reserved_usd,
+            "left_usd": b.left_usd,
+            "projected_usd": b.projected_usd,
+        })),
         "started_at": flotilla_shared::clock::rfc3339(e.started_at_ms),
         "finished_at": (e.finished_at_ms > 0).then(|| flotilla_shared::clock::rfc3339(e.finished_at_ms)),
         "variations": e.variations.iter().map(|v| json!({

@@ -141,6 +141,7 @@ pub fn exit_code_for(ending: &Ending) -> i32 {
     }
     match experiment_state(&ending.status) {
         Ok(ExperimentState::Completed) => exit_code::OK,
+        Ok(ExperimentState::BudgetExhausted) => exit_code::BUDGET_EXHAUSTED,
         _ => exit_code::EXPERIMENT_FAILED,
     }
 }

@@ -21,6 +21,12 @@ pub fn initial(providers: &[flotilla_gateway::providers::Provider]) -> Capabilit
             .chain(providers.iter().map(|p| p.name.clone()))
             .collect(),
         models: BTreeSet::new(),
+        // Declared limits hold for the whole cluster (ARCHITECTURE.md, invariant 6).
+        shared_limits: providers
+            .iter()
+            .filter(|p| p.limits.is_limited())
+            .map(|p| (p.name.clone(), p.limits))
+            .collect(),
     }
 }
 

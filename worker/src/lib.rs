@@ -106,12 +106,14 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         config.ollama_url.clone(),
         capabilities,
     ));
+    let (top_ups, top_up_requests) = tokio::sync::mpsc::unbounded_channel();
     let context = Arc::new(run_kinds::RunContext::new(
         scratch,
         workdirs,
         Arc::new(gateway),
+        top_ups,
     ));
-    let served = session::Session::new(config, link, context, announced)
+    let served = session::Session::new(config, link, context, announced, top_up_requests)
         .run(shutdown)
         .await;
     follower.abort();

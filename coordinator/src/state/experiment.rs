@@ -10,6 +10,7 @@ use flotilla_shared::grid::Variation;
 use flotilla_shared::protocol::Capabilities;
 use flotilla_shared::status::{ExperimentState, RunStatus};
 
+use super::budget::Ledger;
 use super::WorkdirRef;
 
 /// Why an experiment takes no new assignments any more.
@@ -17,6 +18,8 @@ use super::WorkdirRef;
 pub enum StopReason {
     Cancelled,
     RunFailed,
+    /// No pending run's estimate fits in what the budget has left.
+    BudgetExhausted,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -169,6 +172,8 @@ pub struct Experiment {
     pub counts: Counts,
     /// Dollars spent by every recorded attempt.
     pub spent_usd: f64,
+    /// The budget ledger, when the config has a budget (ARCHITECTURE.md, invariant 1).
+    pub ledger: Option<Ledger>,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
 }
@@ -186,6 +191,7 @@ impl Experiment {
         variations: Vec<VariationEntry>,
         started_at_ms: i64,
     ) -> Self {
+        let ledger = config.budget.as_ref().map(Ledger::new);
         Experiment {
             db_id,
             config,
@@ -203,6 +209,7 @@ impl Experiment {
             class_of_variation: Vec::new(),
             counts: Counts::default(),
             spent_usd: 0.0,
+            ledger,
             started_at_ms,
             finished_at_ms: None,
         }
@@ -281,6 +288,45 @@ impl Experiment {
         None
     }
 
+    /// Puts back a popped run that could not be assigned, ahead of the others.
+    pub fn unpop(&mut self, slot: usize) {
+        let class = self.class_of(self.runs[slot].variation);
+        self.classes[class].pending.push_front(slot);
+    }
+
+    /// Variations with a run waiting, each once.
+    pub fn pending_variations(&self) -> BTreeSet<u32> {
+        self.classes
+            .iter()
+            .flat_map(|class| class.pending.iter())
+            .filter(|&&slot| self.runs[slot].status == RunStatus::Pending)
+            .map(|&slot| self.runs[slot].variation)
+            .collect()
+    }
+
+    /// Why the budget ends the experiment, when it does: no pending run fits
+    /// and nothing running could free room.
+    pub fn budget_exhaustion(&self) -> Option<String> {
+        let ledger = self.ledger.as_ref()?;
+        if self.counts.pending == 0 || self.counts.running > 0 {
+            return None;
+        }
+        let cheapest = self
+            .pending_variations()
+            .into_iter()
+            .map(|variation| ledger.estimate(variation))
+            .min()?;
+        (cheapest > ledger.left()).then(|| {
+            format!(
+                "budget exhausted: {} of {} spent; the next run's estimate ({cheapest}) does not fit in the {} left, so {} runs did not start",
+                ledger.spent(),
+                ledger.total(),
+                ledger.left(),
+                self.counts.pending
+            )
+        })
+    }
+
     fn pop_from(&mut self, class: usize) -> Option<usize> {
         while let Some(slot) = self.classes[class].pending.pop_front() {
             if self.runs[slot].status == RunStatus::Pending {
@@ -341,6 +387,7 @@ impl Experiment {
         match self.stopping {
             Some(StopReason::Cancelled) => ExperimentState::Cancelled,
             Some(StopReason::RunFailed) => ExperimentState::Failed,
+            Some(StopReason::BudgetExhausted) => ExperimentState::BudgetExhausted,
             None => ExperimentState::Completed,
         }
     }

@@ -5,13 +5,17 @@
 //! happen next into an [`Outbox`]; the coordinator actor carries it out. Unit
 //! tests drive these functions directly, with no runtime and no sockets.
 
+mod budget;
 mod experiment;
+mod rate_shares;
 mod submission;
 #[cfg(test)]
 mod tests;
 
+pub use budget::{Ledger, LedgerEvent, TopUpRefusal};
 pub use experiment::{Counts, Experiment, RunEntry, StopReason, VariationEntry};
 pub use flotilla_shared::status::{AttemptOutcome, ExperimentState, RunStatus};
+pub use rate_shares::RateShares;
 pub use submission::{Submission, Submitted};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,9 +25,15 @@ use std::time::{Duration, Instant};
 
 use flotilla_shared::config::RunConfig;
 use flotilla_shared::grid::run_seed;
+use flotilla_shared::money::Usd;
 use flotilla_shared::naming::run_id;
-use flotilla_shared::protocol::{Capabilities, RunningLease};
-use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult, RunSpec};
+use flotilla_shared::protocol::{
+    Capabilities, RunningLease, SpendAnswer, SpendGrant, SpendRequest, ToWorker,
+};
+use flotilla_shared::rate::{KeyDemand, Limits, RatePause, RateShare};
+use flotilla_shared::run::{
+    AssignedBudget, Assignment, BudgetStop, Outcome, RunKey, RunResult, RunSpec,
+};
 use tracing::{debug, info, warn};
 
 /// A run handed to a worker; the lease id travels with the assignment and its result.
@@ -173,7 +183,15 @@ enum ResultClass {
 pub struct Outbox {
     pub assignments: Vec<(Arc<str>, Vec<Assignment>)>,
     pub cancels: Vec<(Arc<str>, Vec<u64>)>,
+    pub grants: Vec<(Arc<str>, SpendGrant)>,
+    /// Rate shares and pauses, sent at once (ARCHITECTURE.md, invariant 6).
+    pub rate_messages: Vec<(Arc<str>, ToWorker)>,
     pub persist: Vec<Persist>,
+    /// Budget ledger events, by experiment. While there are any, the
+    /// outbox's assignments and grants wait for their commit: a worker never
+    /// spends a reservation a restarted coordinator would not know of
+    /// (ARCHITECTURE.md, invariant 1).
+    pub ledger: Vec<(i64, LedgerEvent)>,
     /// Experiments whose runs all ended: write their final files, then mark them final.
     pub finalize: Vec<usize>,
 }
@@ -198,6 +216,8 @@ pub struct State {
     next_session: u64,
     /// Round-robin position over experiments, so that concurrent experiments share workers.
     cursor: usize,
+    /// Each worker's share of each shared provider limit.
+    pub rate_shares: RateShares,
 }
 
 impl State {
@@ -214,6 +234,7 @@ impl State {
             next_lease_id: first_lease_id.max(1),
             next_session: 1,
             cursor: 0,
+            rate_shares: RateShares::default(),
         }
     }
 
@@ -321,6 +342,13 @@ impl State {
         if experiment.runs[slot].status != RunStatus::Pending || !experiment.accepts_assignments() {
             return false;
         }
+        // Its reservation was committed before it was assigned (ARCHITECTURE.md,
+        // invariant 1); one the ledger no longer holds is not spent again.
+        if let Some(ledger) = &experiment.ledger {
+            if ledger.reservation(lease_id).is_none() {
+                return false;
+            }
+        }
         let run = &mut experiment.runs[slot];
         run.attempts_recorded = run.attempts_recorded.max(attempt.saturating_sub(1));
         self.grant_lease(index, slot, worker, lease_id, attempt);
@@ -347,6 +375,77 @@ impl State {
         }
     }
 
+    // ------------------------------------------------------------ rate limits
+
+    /// A provider's limits for the whole cluster: the tightest any connected
+    /// worker declares (ARCHITECTURE.md, invariant 6).
+    fn declared_limits(
+        workers: &BTreeMap<Arc<str>, WorkerEntry>,
+        provider: &str,
+    ) -> Option<Limits> {
+        workers
+            .values()
+            .filter(|w| w.connected)
+            .filter_map(|w| w.capabilities.shared_limits.get(provider).copied())
+            .reduce(Limits::tightest)
+    }
+
+    /// A worker reported its calls per shared key: shares are split anew.
+    pub fn rate_demand(&mut self, worker: &str, demand: Vec<KeyDemand>, outbox: &mut Outbox) {
+        let Some((name, _)) = self.workers.get_key_value(worker) else {
+            return;
+        };
+        let name = name.clone();
+        let workers = &self.workers;
+        let changed = self.rate_shares.report(&name, demand, |provider| {
+            Self::declared_limits(workers, provider)
+        });
+        Self::send_shares(changed, outbox);
+    }
+
+    /// A worker is gone: its shares go to the others.
+    pub fn rate_worker_left(&mut self, worker: &str, outbox: &mut Outbox) {
+        let Some((name, _)) = self.workers.get_key_value(worker) else {
+            return;
+        };
+        let name = name.clone();
+        let workers = &self.workers;
+        let changed = self
+            .rate_shares
+            .worker_left(&name, |provider| Self::declared_limits(workers, provider));
+        Self::send_shares(changed, outbox);
+    }
+
+    fn send_shares(changed: Vec<(Arc<str>, RateShare)>, outbox: &mut Outbox) {
+        let mut by_worker: Vec<(Arc<str>, Vec<RateShare>)> = Vec::new();
+        for (worker, share) in changed {
+            match by_worker.iter_mut().find(|(w, _)| *w == worker) {
+                Some((_, shares)) => shares.push(share),
+                None => by_worker.push((worker, vec![share])),
+            }
+        }
+        for (worker, shares) in by_worker {
+            outbox
+                .rate_messages
+                .push((worker, ToWorker::RateShares(shares)));
+        }
+    }
+
+    /// A provider answered one worker 429: every other worker that calls it
+    /// pauses the key too.
+    pub fn rate_limited(&mut self, worker: &str, pause: RatePause, outbox: &mut Outbox) {
+        for (name, entry) in &self.workers {
+            if &**name != worker
+                && entry.connected
+                && entry.capabilities.providers.contains(&pause.key.provider)
+            {
+                outbox
+                    .rate_messages
+                    .push((name.clone(), ToWorker::RatePause(pause.clone())));
+            }
+        }
+    }
+
     pub fn worker_seen(&mut self, name: &str, session: u64, now: Instant) {
         if let Some(entry) = self.workers.get_mut(name) {
             if entry.session == session {
@@ -369,11 +468,13 @@ impl State {
             .filter(|(_, w)| w.connected && w.free_slots() > 0)
             .map(|(name, _)| name.clone())
             .collect();
+        let mut over_budget = HashSet::new();
         for worker in worker_names {
             let mut free = self.workers[&worker].free_slots();
             let mut batch = Vec::new();
             while free > 0 {
-                let Some(assignment) = self.next_assignment(&worker) else {
+                let Some(assignment) = self.next_assignment(&worker, &mut over_budget, outbox)
+                else {
                     break;
                 };
                 batch.push(assignment);
@@ -383,13 +484,26 @@ impl State {
                 outbox.assignments.push((worker, batch));
             }
         }
+        for index in over_budget {
+            self.check_finished(index, outbox);
+        }
     }
 
-    fn next_assignment(&mut self, worker: &Arc<str>) -> Option<Assignment> {
+    /// The next run for `worker`, its budget reserved first. Experiments whose
+    /// next run does not fit in their budget are skipped and noted in `over_budget`.
+    fn next_assignment(
+        &mut self,
+        worker: &Arc<str>,
+        over_budget: &mut HashSet<usize>,
+        outbox: &mut Outbox,
+    ) -> Option<Assignment> {
         let count = self.experiments.len();
         let capabilities = self.workers[worker].capabilities.clone();
         for step in 0..count {
             let index = (self.cursor + step) % count;
+            if over_budget.contains(&index) {
+                continue;
+            }
             let experiment = &mut self.experiments[index];
             if !experiment.accepts_assignments() || !experiment.under_parallel_cap() {
                 continue;
@@ -398,12 +512,34 @@ impl State {
             let Some(slot) = experiment.pop_pending_for(&capabilities) else {
                 continue;
             };
-            self.cursor = (index + 1) % count;
             let lease_id = self.next_lease_id;
-            self.next_lease_id += 1;
             let run = &experiment.runs[slot];
             let (variation, repetition, attempt) =
                 (run.variation, run.repetition, run.attempts_recorded + 1);
+            // Reserve before assigning, only while it fits (ARCHITECTURE.md, invariant 1).
+            let budget = match experiment.ledger.as_mut() {
+                None => None,
+                Some(ledger) => match ledger.reserve(lease_id, variation) {
+                    Some(event) => {
+                        let LedgerEvent::Reserved { amount, .. } = event else {
+                            unreachable!("reserve makes a reservation")
+                        };
+                        outbox.ledger.push((experiment.db_id, event));
+                        Some(AssignedBudget {
+                            reserved: amount,
+                            per_run_cap: ledger.per_run_cap(),
+                            per_run_declared: ledger.per_run_declared(),
+                        })
+                    }
+                    None => {
+                        experiment.unpop(slot);
+                        over_budget.insert(index);
+                        continue;
+                    }
+                },
+            };
+            self.cursor = (index + 1) % count;
+            self.next_lease_id += 1;
             let assignment = Assignment {
                 lease_id,
                 run: RunKey {
@@ -417,6 +553,7 @@ impl State {
                 spec: run_spec(experiment),
                 timeout: experiment.config.run.timeout(),
                 prices: experiment.config.prices.clone(),
+                budget,
             };
             self.grant_lease(index, slot, worker, lease_id, attempt);
             return Some(assignment);
@@ -494,6 +631,8 @@ impl State {
             warn!(run = %result.run, "result for an unknown experiment or run, dropped");
             return None;
         };
+        // Whatever the result is to its run, what the attempt spent is spent.
+        self.settle(index, &result, outbox);
         match self.classify(index, slot, lease.as_ref(), &result) {
             ResultClass::Superseded => {
                 debug!(run = %result.run, attempt = result.attempt, "result of a superseded attempt, dropped");
@@ -514,6 +653,64 @@ impl State {
         }
         self.record_result(index, slot, worker, result, now_ms, outbox);
         Some(index)
+    }
+
+    /// Settles the result's reservation to what the attempt cost (ARCHITECTURE.md, invariant 1).
+    fn settle(&mut self, index: usize, result: &RunResult, outbox: &mut Outbox) {
+        let experiment = &mut self.experiments[index];
+        let Some(ledger) = experiment.ledger.as_mut() else {
+            return;
+        };
+        let cost = Usd::charge(result.cost_usd.unwrap_or(0.0));
+        if let Some(event) = ledger.settle(result.lease_id, result.run.variation, cost) {
+            outbox.ledger.push((experiment.db_id, event));
+        }
+        experiment.spent_usd = ledger.spent().dollars();
+    }
+
+    /// A run asks for more budget: granted within its experiment's ledger
+    /// and per-run cap, else refused with what is left.
+    pub fn spend_request(&mut self, worker: &str, request: SpendRequest, outbox: &mut Outbox) {
+        let Some(lease) = self.leases.get(&request.lease_id) else {
+            // Not a current lease: nothing may be granted to it.
+            let grant = SpendGrant {
+                request_id: request.request_id,
+                lease_id: request.lease_id,
+                answer: SpendAnswer::Refused {
+                    left: Usd::ZERO,
+                    total: Usd::ZERO,
+                },
+            };
+            let worker: Arc<str> = worker.into();
+            outbox.grants.push((worker, grant));
+            return;
+        };
+        let (index, worker) = (lease.experiment, lease.worker.clone());
+        let experiment = &mut self.experiments[index];
+        let answer = match experiment.ledger.as_mut() {
+            None => SpendAnswer::Granted,
+            Some(ledger) => match ledger.top_up(request.lease_id, request.amount) {
+                Ok(event) => {
+                    outbox.ledger.push((experiment.db_id, event));
+                    SpendAnswer::Granted
+                }
+                Err(TopUpRefusal::NoRoom { left, total }) => SpendAnswer::Refused { left, total },
+                Err(TopUpRefusal::PerRunCap(_) | TopUpRefusal::NotReserved) => {
+                    SpendAnswer::Refused {
+                        left: ledger.left(),
+                        total: ledger.total(),
+                    }
+                }
+            },
+        };
+        outbox.grants.push((
+            worker,
+            SpendGrant {
+                request_id: request.request_id,
+                lease_id: request.lease_id,
+                answer,
+            },
+        ));
     }
 
     /// Removes the lease of a reported result from the lease and worker tables.
@@ -592,9 +789,16 @@ impl State {
         let new_status = match result.outcome {
             Outcome::Succeeded => RunStatus::Succeeded,
             Outcome::Cancelled => RunStatus::Cancelled,
+            // Stopped by the budget, not by its program: it runs again when a
+            // larger budget resumes the experiment.
+            Outcome::Failed if result.budget_stop == Some(BudgetStop::Exhausted) => {
+                RunStatus::Cancelled
+            }
+            // A refusal for budget would only be refused again.
             Outcome::Failed
                 if result.attempt < experiment.config.retries.max_attempts
-                    && experiment.stopping.is_none() =>
+                    && experiment.stopping.is_none()
+                    && result.budget_stop.is_none() =>
             {
                 RunStatus::Pending
             }
@@ -619,7 +823,10 @@ impl State {
                 new_status
             },
         );
-        experiment.spent_usd += result.cost_usd.unwrap_or(0.0);
+        // With a budget, the ledger counts spending (`settle`), results that settle nothing included.
+        if experiment.ledger.is_none() {
+            experiment.spent_usd += result.cost_usd.unwrap_or(0.0);
+        }
         let outcome = match result.outcome {
             Outcome::Succeeded => AttemptOutcome::Succeeded,
             Outcome::Failed => AttemptOutcome::Failed,
@@ -627,6 +834,7 @@ impl State {
         };
         let lease = (result.lease_id, result.attempt, worker.clone());
         let error = result.error.clone();
+        let budget_refused = result.budget_stop == Some(BudgetStop::Exhausted);
         outbox
             .persist
             .push(Persist::Attempt(Box::new(AttemptRecord::new(
@@ -641,7 +849,15 @@ impl State {
         if let Some(entry) = self.workers.get_mut(worker) {
             entry.finished += 1;
         }
-        if new_status == RunStatus::Failed {
+        if budget_refused {
+            // The ledger had no room for one of its calls: no further run is
+            // started, running ones finish (ARCHITECTURE.md, invariant 1).
+            info!(
+                experiment = self.experiments[index].name(),
+                "a run's call was refused for budget: stopping"
+            );
+            self.stop_experiment(index, StopReason::BudgetExhausted, false, outbox);
+        } else if new_status == RunStatus::Failed {
             self.stop_if_failure_ends(index, outbox);
         }
     }
@@ -779,12 +995,28 @@ impl State {
         if experiment.state.is_final() || experiment.finalizing.is_some() {
             return;
         }
+        if experiment.stopping.is_none() {
+            if let Some(why) = experiment.budget_exhaustion() {
+                info!(experiment = experiment.name(), "{why}");
+                self.stop_experiment(index, StopReason::BudgetExhausted, false, outbox);
+                return;
+            }
+        }
+        let experiment = &mut self.experiments[index];
         // A running run always holds its lease, so the running count covers leases too.
         let waiting = experiment.counts.pending > 0 && experiment.stopping.is_none();
         if waiting || experiment.counts.running > 0 {
             return;
         }
         experiment.finalizing = Some(experiment.final_state());
+        // Reservations of workers that never reported are freed with the end
+        // (ARCHITECTURE.md, invariant 1).
+        if let Some(ledger) = experiment.ledger.as_mut() {
+            let db_id = experiment.db_id;
+            outbox
+                .ledger
+                .extend(ledger.release_all().into_iter().map(|event| (db_id, event)));
+        }
         outbox.finalize.push(index);
     }
 

@@ -45,7 +45,7 @@ impl State {
                 let experiment = &self.experiments[index];
                 return Err(Error::Conflict(format!(
                     "experiment '{}' already exists with a different config (hash {}); changed: {}. \
-                     Give the new config another name, or change only runs_per_variation (up) and axis values (added) to extend it",
+                     Give the new config another name, or change only runs_per_variation (up), axis values (added) and budget.total_usd (up) to extend it",
                     experiment.config.name,
                     &experiment.hash[..12],
                     fields.join(", ")
@@ -175,6 +175,11 @@ impl State {
                     new_runs.push((variation_index, repetition));
                 }
             }
+        }
+        if let (Some(ledger), Some(budget)) =
+            (experiment.ledger.as_mut(), &submission.config.budget)
+        {
+            ledger.set_budget(budget);
         }
         experiment.config = submission.config.clone();
         experiment.config_yaml = submission.config_yaml.clone();

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use flotilla_shared::config::parse_experiment;
+use flotilla_shared::money::Usd;
 use flotilla_shared::run::{Assignment, Outcome, RunResult};
 use flotilla_shared::status::SubmitOutcome;
 
@@ -73,6 +74,7 @@ fn result(assignment: &Assignment, outcome: Outcome) -> RunResult {
         files: Vec::new(),
         cost_usd: None,
         calls: Vec::new(),
+        budget_stop: None,
     }
 }
 
@@ -529,4 +531,132 @@ fn runs_go_only_to_workers_that_serve_their_models() {
     assert_eq!(batches[0].0.as_ref(), "farm");
     assert!(batches[0].1.iter().all(|a| a.run.variation == 1));
     assert_eq!(batches[0].1.len(), 2);
+}
+
+const BUDGETED: &str = "name: e\nrun: {kind: noop}\nruns_per_variation: 10\nbudget: {total_usd: 1.0, per_run_usd: 0.4}\n";
+
+fn costing(assignment: &Assignment, dollars: f64) -> RunResult {
+    RunResult {
+        cost_usd: Some(dollars),
+        ..result(assignment, Outcome::Succeeded)
+    }
+}
+
+#[test]
+fn runs_are_assigned_only_while_their_reservation_fits() {
+    let mut state = state_with(BUDGETED);
+    connect(&mut state, "w", 4, Instant::now());
+    let mut outbox = Outbox::default();
+    state.schedule(&mut outbox);
+    // $1.00 holds two reservations of $0.40, not three.
+    let assigned = &outbox.assignments[0].1;
+    assert_eq!(assigned.len(), 2);
+    assert_eq!(outbox.ledger.len(), 2, "each reservation is persisted");
+    let budget = assigned[0].budget.as_ref().unwrap();
+    assert_eq!(budget.reserved, Usd::charge(0.4));
+    assert_eq!(budget.per_run_cap, Usd::charge(0.4));
+    let ledger = state.experiments[0].ledger.as_ref().unwrap();
+    assert_eq!(ledger.reserved(), Usd::charge(0.8));
+    assert_eq!(counts(&state).pending, 8);
+    assert_eq!(state.experiments[0].state, ExperimentState::Running);
+}
+
+#[test]
+fn a_result_settles_its_reservation_and_frees_room() {
+    let mut state = state_with(BUDGETED);
+    connect(&mut state, "w", 4, Instant::now());
+    let first = assign(&mut state).remove(0).1;
+    let mut outbox = Outbox::default();
+    state.apply_results("w", vec![costing(&first[0], 0.05)], 0, &mut outbox);
+    assert!(outbox
+        .ledger
+        .iter()
+        .any(|(_, event)| matches!(event, LedgerEvent::Settled { .. })));
+    let ledger = state.experiments[0].ledger.as_ref().unwrap();
+    assert_eq!(ledger.spent(), Usd::charge(0.05));
+    assert_eq!(ledger.reserved(), Usd::charge(0.4));
+    assert_eq!(state.experiments[0].spent_usd, 0.05);
+    // $0.55 left: one more run of $0.40 fits.
+    assert_eq!(assign(&mut state)[0].1.len(), 1);
+}
+
+#[test]
+fn a_top_up_is_granted_within_the_cap_and_the_ledger() {
+    let mut state = state_with(
+        "name: e\nrun: {kind: noop}\nruns_per_variation: 2\nbudget: {total_usd: 1.0, per_run_usd: 0.6}\n",
+    );
+    connect(&mut state, "w", 1, Instant::now());
+    let lease_id = assign(&mut state)[0].1[0].lease_id;
+    let ask = |state: &mut State, dollars: f64| {
+        let mut outbox = Outbox::default();
+        state.spend_request(
+            "w",
+            SpendRequest {
+                request_id: 1,
+                lease_id,
+                amount: Usd::charge(dollars),
+            },
+            &mut outbox,
+        );
+        (outbox.grants.remove(0).1.answer, outbox.ledger.len())
+    };
+    // Reserved $0.60 (the cap): nothing more may be added.
+    let (answer, events) = ask(&mut state, 0.01);
+    assert_eq!(
+        answer,
+        SpendAnswer::Refused {
+            left: Usd::charge(0.4),
+            total: Usd::charge(1.0)
+        }
+    );
+    assert_eq!(events, 0);
+}
+
+#[test]
+fn a_lost_workers_reservation_stays_charged_until_the_experiment_ends() {
+    let mut state = state_with(
+        "name: e\nrun: {kind: noop}\nruns_per_variation: 4\nbudget: {total_usd: 1.2, per_run_usd: 0.4}\ncontinue_on_error: true\n",
+    );
+    let start = Instant::now();
+    connect(&mut state, "w", 2, start);
+    let lost = assign(&mut state).remove(0).1;
+    connect(&mut state, "v", 1, start);
+    let kept = assign(&mut state).remove(0).1;
+    // w goes silent; v keeps its lease.
+    let later = start + LEASE_TIMEOUT * 2;
+    state.worker_seen("v", state.workers["v"].session, later);
+    let mut outbox = Outbox::default();
+    state.expire_leases(later, &mut outbox);
+    let reserved = |state: &State| state.experiments[0].ledger.as_ref().unwrap().reserved();
+    assert_eq!(reserved(&state), Usd::charge(1.2), "lost, still charged");
+    assert_eq!(counts(&state).pending, 3);
+    connect(&mut state, "x", 2, later);
+    assert!(
+        assign(&mut state).is_empty(),
+        "no room while the lost runs stay charged"
+    );
+    // v's run settles at $0.10: $0.30 left fits no $0.40 run and nothing
+    // runs that could free room: the budget is exhausted, and the end
+    // releases what the lost worker never settled.
+    let mut outbox = Outbox::default();
+    state.apply_results("v", vec![costing(&kept[0], 0.1)], 0, &mut outbox);
+    assert_eq!(outbox.finalize, vec![0]);
+    assert_eq!(
+        state.experiments[0].finalizing,
+        Some(ExperimentState::BudgetExhausted)
+    );
+    let released = outbox
+        .ledger
+        .iter()
+        .filter(|(_, e)| matches!(e, LedgerEvent::Released { .. }))
+        .count();
+    assert_eq!(released, 2);
+    assert_eq!(reserved(&state), Usd::ZERO);
+    // The lost worker's result arriving afterwards is still spending.
+    let mut outbox = Outbox::default();
+    state.apply_results("w", vec![costing(&lost[0], 0.1)], 0, &mut outbox);
+    assert_eq!(
+        state.experiments[0].ledger.as_ref().unwrap().spent(),
+        Usd::charge(0.2)
+    );
 }

@@ -80,6 +80,8 @@ pub struct LoadedRun {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub experiments: Vec<(ExperimentRow, Vec<VariationEntry>, Vec<LoadedRun>)>,
+    /// Budget ledger events by experiment id, in the order they were written.
+    pub ledger: std::collections::HashMap<i64, Vec<crate::state::LedgerEvent>>,
 }
 
 #[derive(Debug)]
@@ -116,6 +118,8 @@ pub enum Write {
         config: Box<flotilla_shared::config::ExperimentConfig>,
         running: Vec<(u32, u32)>,
     },
+    /// Budget ledger events, by experiment, in order.
+    Ledger(Vec<(i64, crate::state::LedgerEvent)>),
     /// Writes results.csv and the final summary from committed rows, then marks
     /// the experiment final. The summary's finish time is stamped when this
     /// write commits, after every result before it is durable.
@@ -309,7 +313,89 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
             .map_err(|e| sql("cannot read runs", e))?;
         loaded.experiments.push((row, variations, runs));
     }
+    loaded.ledger = load_ledger(connection)?;
     Ok(loaded)
+}
+
+/// A ledger event as a row: kind, lease, variation and amount.
+pub(crate) fn ledger_row(
+    event: &crate::state::LedgerEvent,
+) -> (&'static str, u64, Option<u32>, flotilla_shared::money::Usd) {
+    use crate::state::LedgerEvent;
+    match *event {
+        LedgerEvent::Reserved {
+            lease_id,
+            variation,
+            amount,
+        } => ("reserved", lease_id, Some(variation), amount),
+        LedgerEvent::ToppedUp { lease_id, amount } => ("topped_up", lease_id, None, amount),
+        LedgerEvent::Settled {
+            lease_id,
+            variation,
+            cost,
+        } => ("settled", lease_id, Some(variation), cost),
+        LedgerEvent::Released { lease_id } => (
+            "released",
+            lease_id,
+            None,
+            flotilla_shared::money::Usd::ZERO,
+        ),
+    }
+}
+
+/// Every experiment's ledger events in the order they were written; an
+/// unknown kind fails the open (ARCHITECTURE.md, invariant 7).
+fn load_ledger(
+    connection: &Connection,
+) -> Result<std::collections::HashMap<i64, Vec<crate::state::LedgerEvent>>> {
+    use crate::state::LedgerEvent;
+    use flotilla_shared::money::Usd;
+    let mut statement = connection
+        .prepare(
+            "SELECT experiment_id, kind, lease_id, variation, amount_nanos FROM ledger ORDER BY id",
+        )
+        .map_err(|e| sql("cannot read the budget ledger", e))?;
+    let mut rows = statement
+        .query([])
+        .map_err(|e| sql("cannot read the budget ledger", e))?;
+    let mut ledger: std::collections::HashMap<i64, Vec<LedgerEvent>> = Default::default();
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| sql("cannot read the budget ledger", e))?
+    {
+        let read = || -> rusqlite::Result<(i64, String, u64, u32, Usd)> {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get::<_, i64>(2)? as u64,
+                row.get::<_, Option<u32>>(3)?.unwrap_or(0),
+                Usd::from_nanos(row.get::<_, i64>(4)? as u64),
+            ))
+        };
+        let (experiment_id, kind, lease_id, variation, amount) =
+            read().map_err(|e| sql("cannot read the budget ledger", e))?;
+        let event = match kind.as_str() {
+            "reserved" => LedgerEvent::Reserved {
+                lease_id,
+                variation,
+                amount,
+            },
+            "topped_up" => LedgerEvent::ToppedUp { lease_id, amount },
+            "settled" => LedgerEvent::Settled {
+                lease_id,
+                variation,
+                cost: amount,
+            },
+            "released" => LedgerEvent::Released { lease_id },
+            other => {
+                return Err(Error::Internal(format!(
+                    "unknown ledger event kind '{other}'; expected one of: reserved, topped_up, settled, released"
+                )))
+            }
+        };
+        ledger.entry(experiment_id).or_default().push(event);
+    }
+    Ok(ledger)
 }
 
 /// Takes the requests that arrive within one group window, then commits

@@ -23,10 +23,15 @@ const MIGRATIONS: &[Migration] = &[
         what: "calls: every LLM call of every attempt",
         apply: version_2,
     },
+    Migration {
+        version: 3,
+        what: "ledger: every budget reservation, top-up, settlement and release",
+        apply: version_3,
+    },
 ];
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: u32 = 2;
+pub const LATEST_VERSION: u32 = 3;
 
 /// The tables as of version 1. Roots made before versions were recorded
 /// (user_version 0) may have them without the cost columns.
@@ -138,6 +143,24 @@ fn version_2(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
+fn version_3(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
+    transaction.execute_batch(
+        "CREATE TABLE IF NOT EXISTS ledger (
+            -- Replayed in this order after a restart (ARCHITECTURE.md, invariant 1).
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            -- reserved | topped_up | settled | released
+            kind TEXT NOT NULL,
+            lease_id INTEGER NOT NULL,
+            variation INTEGER,
+            -- Whole nanodollars: reserved, added, or spent when settled.
+            amount_nanos INTEGER NOT NULL,
+            at_ms INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS ledger_by_experiment ON ledger (experiment_id, id);",
+    )
+}
+
 /// Why a root's schema cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -239,7 +262,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 6);
+        assert_eq!(tables, 7);
     }
 
     #[test]

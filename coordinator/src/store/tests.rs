@@ -47,6 +47,8 @@ fn summary_into(dir: PathBuf) -> Write {
             counts: Default::default(),
             spent_usd: 0.0,
             budget_usd: None,
+            budget: None,
+            reason: None,
             started_at_ms: 0,
             finished_at_ms: None,
             now_ms: 0,

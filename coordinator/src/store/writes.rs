@@ -65,6 +65,7 @@ pub fn apply(transaction: &Transaction<'_>, write: &Write, committed_at_ms: i64)
             Ok(())
         }
         Write::Summary { dir, summary } => Ok(outputs::write_summary(dir, summary)?),
+        Write::Ledger(events) => ledger(transaction, events, committed_at_ms),
         Write::ResultsCsv {
             experiment_id,
             dir,
@@ -85,6 +86,29 @@ pub fn apply(transaction: &Transaction<'_>, write: &Write, committed_at_ms: i64)
             committed_at_ms,
         ),
     }
+}
+
+/// Budget ledger events, in order (ARCHITECTURE.md, invariant 1).
+fn ledger(
+    transaction: &Transaction<'_>,
+    events: &[(i64, crate::state::LedgerEvent)],
+    at_ms: i64,
+) -> Applied {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO ledger (experiment_id, kind, lease_id, variation, amount_nanos, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+    )?;
+    for (experiment_id, event) in events {
+        let (kind, lease_id, variation, amount) = super::ledger_row(event);
+        insert.execute(params![
+            experiment_id,
+            kind,
+            lease_id as i64,
+            variation,
+            amount.nanos() as i64,
+            at_ms
+        ])?;
+    }
+    Ok(())
 }
 
 /// The experiment's row, after its config.yaml and .meta/config.hash.

@@ -32,9 +32,14 @@ pub fn compare_configs(stored: &ExperimentConfig, submitted: &ExperimentConfig) 
             .all(|(old, new)| {
                 old.param == new.param && old.values.iter().all(|value| new.values.contains(value))
             });
+    let budget_grew = match (&stored.budget, &submitted.budget) {
+        (Some(old), Some(new)) => new.total_usd > old.total_usd,
+        _ => false,
+    };
     let only_growth = changed.iter().all(|path| {
         path == "runs_per_variation"
             || (path.starts_with("variations[") && path.contains("].values"))
+            || (path == "budget.total_usd" && budget_grew)
     });
     if only_growth && axes_compatible && !repetitions_shrank {
         return ConfigChange::Extension;
@@ -42,6 +47,11 @@ pub fn compare_configs(stored: &ExperimentConfig, submitted: &ExperimentConfig) 
     // Reorderings and removals count as conflicts: they would change what existing runs mean.
     if !axes_compatible && !changed.iter().any(|p| p.starts_with("variations")) {
         changed.push("variations".to_string());
+    }
+    if let Some(path) = changed.iter_mut().find(|p| *p == "budget.total_usd") {
+        if !budget_grew {
+            *path = "budget.total_usd (can only grow)".to_string();
+        }
     }
     if repetitions_shrank {
         changed.retain(|p| p != "runs_per_variation");

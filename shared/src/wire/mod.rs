@@ -11,9 +11,12 @@ use crate::proto;
 use crate::proto::coordinator_message::Kind as ToWorkerKind;
 use crate::proto::worker_message::Kind as FromWorkerKind;
 use crate::protocol::{Capabilities, FromWorker, Hello, RunningLease, ToWorker, Welcome};
+use crate::rate::{KeyDemand, RatePause, RateShare};
 use crate::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, ShippedFile};
 use crate::status::{ExperimentState, SubmitOutcome};
 use crate::workdir::BundleFile;
+
+mod spending;
 
 fn missing(field: &str) -> Error {
     Error::Protocol(format!("message lacks {field}"))
@@ -77,6 +80,7 @@ impl From<Assignment> for proto::RunAssignment {
                 kind: Some(kind),
                 timeout_ms: assignment.timeout.as_millis() as u64,
             }),
+            budget: assignment.budget.map(Into::into),
         }
     }
 }
@@ -104,6 +108,7 @@ impl TryFrom<proto::RunAssignment> for Assignment {
             params_json: message.params_json,
             spec: kind,
             timeout: Duration::from_millis(spec.timeout_ms),
+            budget: message.budget.map(Into::into),
             prices: message
                 .prices
                 .into_iter()
@@ -135,6 +140,7 @@ impl From<RunResult> for proto::RunResult {
             started_at_ms: result.started_at_ms,
             cost_usd: result.cost_usd,
             calls: result.calls.into_iter().map(Into::into).collect(),
+            budget_stop: spending::budget_stop_to_proto(result.budget_stop).into(),
             files: result
                 .files
                 .into_iter()
@@ -165,6 +171,7 @@ impl TryFrom<proto::RunResult> for RunResult {
             .map(CallRecord::try_from)
             .collect::<Result<_, _>>()?;
         Ok(RunResult {
+            budget_stop: spending::budget_stop_from_proto(message.budget_stop)?,
             lease_id: message.lease_id,
             cost_usd: message.cost_usd,
             calls,
@@ -314,6 +321,7 @@ impl From<ExperimentState> for proto::ExperimentState {
             ExperimentState::Completed => proto::ExperimentState::Completed,
             ExperimentState::Failed => proto::ExperimentState::Failed,
             ExperimentState::Cancelled => proto::ExperimentState::Cancelled,
+            ExperimentState::BudgetExhausted => proto::ExperimentState::BudgetExhausted,
         }
     }
 }
@@ -326,6 +334,7 @@ impl TryFrom<proto::ExperimentState> for ExperimentState {
             proto::ExperimentState::Completed => Ok(ExperimentState::Completed),
             proto::ExperimentState::Failed => Ok(ExperimentState::Failed),
             proto::ExperimentState::Cancelled => Ok(ExperimentState::Cancelled),
+            proto::ExperimentState::BudgetExhausted => Ok(ExperimentState::BudgetExhausted),
             proto::ExperimentState::Unspecified => Err(missing("ExperimentStatus.state")),
         }
     }
@@ -368,6 +377,14 @@ impl From<Capabilities> for proto::Capabilities {
             run_kinds: capabilities.run_kinds.into_iter().collect(),
             providers: capabilities.providers.into_iter().collect(),
             models: capabilities.models.into_iter().collect(),
+            shared_limits: capabilities
+                .shared_limits
+                .into_iter()
+                .map(|(provider, limits)| proto::ProviderLimits {
+                    provider,
+                    limits: Some(limits.into()),
+                })
+                .collect(),
         }
     }
 }
@@ -378,6 +395,16 @@ impl From<proto::Capabilities> for Capabilities {
             run_kinds: capabilities.run_kinds.into_iter().collect(),
             providers: capabilities.providers.into_iter().collect(),
             models: capabilities.models.into_iter().collect(),
+            shared_limits: capabilities
+                .shared_limits
+                .into_iter()
+                .map(|limits| {
+                    (
+                        limits.provider,
+                        limits.limits.map(Into::into).unwrap_or_default(),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -424,12 +451,17 @@ impl From<FromWorker> for proto::WorkerMessage {
             FromWorker::Finished(results) => FromWorkerKind::Finished(proto::RunsFinished {
                 results: results.into_iter().map(Into::into).collect(),
             }),
-            FromWorker::Heartbeat { running } => {
-                FromWorkerKind::Heartbeat(proto::Heartbeat { running })
+            FromWorker::Heartbeat { running, demand } => {
+                FromWorkerKind::Heartbeat(proto::Heartbeat {
+                    running,
+                    demand: demand.into_iter().map(Into::into).collect(),
+                })
             }
             FromWorker::Capabilities(capabilities) => {
                 FromWorkerKind::Capabilities(capabilities.into())
             }
+            FromWorker::SpendRequest(request) => FromWorkerKind::SpendRequest(request.into()),
+            FromWorker::RateLimited(pause) => FromWorkerKind::RateLimited(pause.into()),
         };
         proto::WorkerMessage { kind: Some(kind) }
     }
@@ -468,9 +500,18 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                 ),
                 FromWorkerKind::Heartbeat(heartbeat) => FromWorker::Heartbeat {
                     running: heartbeat.running,
+                    demand: heartbeat
+                        .demand
+                        .into_iter()
+                        .map(KeyDemand::try_from)
+                        .collect::<Result<_, _>>()?,
                 },
                 FromWorkerKind::Capabilities(capabilities) => {
                     FromWorker::Capabilities(capabilities.into())
+                }
+                FromWorkerKind::SpendRequest(request) => FromWorker::SpendRequest(request.into()),
+                FromWorkerKind::RateLimited(pause) => {
+                    FromWorker::RateLimited(RatePause::try_from(pause)?)
                 }
             },
         )
@@ -491,6 +532,11 @@ impl From<ToWorker> for proto::CoordinatorMessage {
             ToWorker::Cancel(lease_ids) => ToWorkerKind::Cancel(proto::Cancel { lease_ids }),
             ToWorker::Ack(lease_ids) => ToWorkerKind::Ack(proto::Ack { lease_ids }),
             ToWorker::Drain => ToWorkerKind::Drain(proto::Drain {}),
+            ToWorker::SpendGrant(grant) => ToWorkerKind::SpendGrant(grant.into()),
+            ToWorker::RateShares(shares) => ToWorkerKind::RateShares(proto::RateShares {
+                shares: shares.into_iter().map(Into::into).collect(),
+            }),
+            ToWorker::RatePause(pause) => ToWorkerKind::RatePause(pause.into()),
         };
         proto::CoordinatorMessage { kind: Some(kind) }
     }
@@ -519,6 +565,15 @@ impl TryFrom<proto::CoordinatorMessage> for ToWorker {
                 ToWorkerKind::Cancel(cancel) => ToWorker::Cancel(cancel.lease_ids),
                 ToWorkerKind::Ack(ack) => ToWorker::Ack(ack.lease_ids),
                 ToWorkerKind::Drain(_) => ToWorker::Drain,
+                ToWorkerKind::SpendGrant(grant) => ToWorker::SpendGrant(grant.into()),
+                ToWorkerKind::RateShares(shares) => ToWorker::RateShares(
+                    shares
+                        .shares
+                        .into_iter()
+                        .map(RateShare::try_from)
+                        .collect::<Result<_, _>>()?,
+                ),
+                ToWorkerKind::RatePause(pause) => ToWorker::RatePause(pause.try_into()?),
             },
         )
     }
@@ -555,6 +610,11 @@ mod tests {
             )]
             .into_iter()
             .collect(),
+            budget: Some(crate::run::AssignedBudget {
+                reserved: crate::money::Usd::charge(0.25),
+                per_run_cap: crate::money::Usd::charge(2.0),
+                per_run_declared: true,
+            }),
         };
         let message: proto::RunAssignment = assignment.clone().into();
         assert_eq!(Assignment::try_from(message).unwrap(), assignment);
@@ -579,6 +639,7 @@ mod tests {
                     spec: RunSpec::Noop,
                     timeout: Duration::from_secs(1),
                     prices: Default::default(),
+                    budget: None,
                 },
                 String::new(),
                 0,

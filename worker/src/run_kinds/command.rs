@@ -71,10 +71,22 @@ pub async fn execute(
     };
     // The run's token for the gateway: its programs' LLM calls are metered
     // into the run's ledger (ARCHITECTURE.md, "Gateway").
+    // Held to its part of the experiment's budget (ARCHITECTURE.md, invariant 1).
+    let spend = match &assignment.budget {
+        None => flotilla_gateway::SpendGate::Unbounded,
+        Some(budget) => flotilla_gateway::SpendGate::Budget(std::sync::Arc::new(
+            flotilla_gateway::RunBudget::new(
+                assignment.run.experiment.clone(),
+                assignment.lease_id,
+                budget,
+                context.top_ups.clone(),
+            ),
+        )),
+    };
     let token = match context.gateway.state.runs.open(
         assignment.run.to_string(),
         assignment.seed,
-        std::sync::Arc::new(flotilla_gateway::Unbounded),
+        spend,
         assignment.prices.clone(),
     ) {
         Ok(token) => token,
@@ -89,7 +101,7 @@ pub async fn execute(
     };
     let gateway_environment = context.gateway.environment(&token);
     let outcome = run_program(&assignment, context, &paths, &gateway_environment, cancel).await;
-    let calls = context.gateway.state.runs.close(&token);
+    let (calls, budget_stop) = context.gateway.state.runs.close(&token);
     let mut result = RunResult::failed(&assignment, String::new(), started_at_ms);
     result.duration_s = started.elapsed().as_secs_f64();
     match outcome {
@@ -137,6 +149,15 @@ pub async fn execute(
         }
     }
     add_calls(&mut result, calls);
+    // A call refused for budget fails the run, whatever the program made of
+    // the refusal: its results would be partial (ARCHITECTURE.md, invariant 1).
+    if let Some((stop, reason)) = budget_stop {
+        if result.outcome != Outcome::Cancelled {
+            result.outcome = Outcome::Failed;
+            result.error = reason;
+            result.budget_stop = Some(stop);
+        }
+    }
     let _ = std::fs::remove_file(&paths.metrics);
     context.return_output_dir(paths.output_dir);
     result

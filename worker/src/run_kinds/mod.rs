@@ -24,16 +24,24 @@ pub struct RunContext {
     /// returns it, so short runs create and delete no directories at all.
     pub free_output_dirs: Mutex<Vec<PathBuf>>,
     pub output_dirs_made: AtomicUsize,
+    /// Where runs ask for more budget: the session forwards it to the coordinator.
+    pub top_ups: flotilla_gateway::TopUps,
 }
 
 impl RunContext {
-    pub fn new(scratch: PathBuf, workdirs: Arc<WorkdirCache>, gateway: Arc<Gateway>) -> Self {
+    pub fn new(
+        scratch: PathBuf,
+        workdirs: Arc<WorkdirCache>,
+        gateway: Arc<Gateway>,
+        top_ups: flotilla_gateway::TopUps,
+    ) -> Self {
         RunContext {
             scratch,
             workdirs,
             gateway,
             free_output_dirs: Mutex::new(Vec::new()),
             output_dirs_made: AtomicUsize::new(0),
+            top_ups,
         }
     }
 

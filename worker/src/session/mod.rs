@@ -16,6 +16,10 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
+use flotilla_gateway::limits::RateSignal;
+use flotilla_gateway::TopUpRequest;
+use flotilla_shared::protocol::{SpendGrant, SpendRequest};
+
 use crate::connection::CoordinatorLink;
 use crate::run_kinds::{self, RunContext};
 use crate::WorkerConfig;
@@ -38,7 +42,20 @@ pub struct Session {
     heartbeat: Duration,
     /// What the worker serves, kept current by the Ollama follower.
     capabilities: watch::Receiver<Capabilities>,
+    /// Runs asking for more budget (ARCHITECTURE.md, invariant 1).
+    top_up_requests: mpsc::UnboundedReceiver<TopUpRequest>,
+    /// Top-ups asked of the coordinator and not answered yet, by request id;
+    /// asked again after a reconnect.
+    top_ups_waiting: BTreeMap<u64, TopUpRequest>,
+    next_top_up: u64,
+    /// 429s and new demand from the gateway's rate limits (ARCHITECTURE.md, invariant 6).
+    rate_signals: mpsc::UnboundedReceiver<RateSignal>,
+    /// The demand last reported, so that an unchanged one is not sent again.
+    demand_reported: Vec<flotilla_shared::rate::KeyDemand>,
 }
+
+/// How often demand for shared limits is looked at and, when it changed, reported.
+const DEMAND_INTERVAL: Duration = Duration::from_millis(500);
 
 enum Disconnect {
     /// The connection broke: reconnect.
@@ -53,8 +70,10 @@ impl Session {
         link: CoordinatorLink,
         context: Arc<RunContext>,
         capabilities: watch::Receiver<Capabilities>,
+        top_up_requests: mpsc::UnboundedReceiver<TopUpRequest>,
     ) -> Self {
         let (finished_sender, finished) = mpsc::unbounded_channel();
+        let rate_signals = context.gateway.state.limits.signals();
         Session {
             config,
             link,
@@ -65,6 +84,11 @@ impl Session {
             finished,
             heartbeat: Duration::from_secs(1),
             capabilities,
+            top_up_requests,
+            top_ups_waiting: BTreeMap::new(),
+            next_top_up: 1,
+            rate_signals,
+            demand_reported: Vec::new(),
         }
     }
 
@@ -151,6 +175,13 @@ impl Session {
             let results = self.unacked.values().cloned().collect();
             let _ = outbound.send(FromWorker::Finished(results));
         }
+        for (request_id, waiting) in &self.top_ups_waiting {
+            let _ = outbound.send(FromWorker::SpendRequest(SpendRequest {
+                request_id: *request_id,
+                lease_id: waiting.lease_id,
+                amount: waiting.amount,
+            }));
+        }
         let free_slots = (self.config.slots as usize).saturating_sub(self.running.len()) as u32;
         let _ = outbound.send(FromWorker::Ready { free_slots });
         Ok((inbound, outbound))
@@ -185,6 +216,10 @@ impl Session {
     ) -> Disconnect {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut demand_check = tokio::time::interval(DEMAND_INTERVAL);
+        demand_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A new connection's coordinator may have restarted: it hears the demand again.
+        self.demand_reported.clear();
         loop {
             tokio::select! {
                 message = inbound.message() => match message {
@@ -206,8 +241,40 @@ impl Session {
                         return Disconnect::Lost("stream closed".into());
                     }
                 }
+                Some(request) = self.top_up_requests.recv() => {
+                    let request_id = self.next_top_up;
+                    self.next_top_up += 1;
+                    let message = FromWorker::SpendRequest(SpendRequest {
+                        request_id,
+                        lease_id: request.lease_id,
+                        amount: request.amount,
+                    });
+                    self.top_ups_waiting.insert(request_id, request);
+                    if outbound.send(message).is_err() {
+                        return Disconnect::Lost("stream closed".into());
+                    }
+                }
+                Some(signal) = self.rate_signals.recv() => {
+                    let message = match signal {
+                        RateSignal::Paused(pause) => Some(FromWorker::RateLimited(pause)),
+                        RateSignal::DemandAppeared => self.demand_report(true),
+                    };
+                    if message.is_some_and(|m| outbound.send(m).is_err()) {
+                        return Disconnect::Lost("stream closed".into());
+                    }
+                }
+                _ = demand_check.tick() => {
+                    if let Some(message) = self.demand_report(false) {
+                        if outbound.send(message).is_err() {
+                            return Disconnect::Lost("stream closed".into());
+                        }
+                    }
+                }
                 _ = heartbeat.tick() => {
-                    let message = FromWorker::Heartbeat { running: self.running.len() as u32 };
+                    let message = FromWorker::Heartbeat {
+                        running: self.running.len() as u32,
+                        demand: Vec::new(),
+                    };
                     if outbound.send(message).is_err() {
                         return Disconnect::Lost("stream closed".into());
                     }
@@ -257,6 +324,37 @@ impl Session {
             }
             ToWorker::Drain => info!("asked to drain"),
             ToWorker::Welcome(_) => {}
+            ToWorker::SpendGrant(grant) => self.on_spend_grant(grant),
+            ToWorker::RateShares(shares) => {
+                self.context.gateway.state.limits.set_shares(shares);
+            }
+            ToWorker::RatePause(pause) => {
+                self.context
+                    .gateway
+                    .state
+                    .limits
+                    .pause_for(&pause.key, pause.pause);
+            }
+        }
+    }
+
+    /// A heartbeat carrying the demand for shared limits, when it changed
+    /// since the last report (or `always`).
+    fn demand_report(&mut self, always: bool) -> Option<FromWorker> {
+        let demand = self.context.gateway.state.limits.demand();
+        if demand.is_empty() || (!always && demand == self.demand_reported) {
+            return None;
+        }
+        self.demand_reported = demand.clone();
+        Some(FromWorker::Heartbeat {
+            running: self.running.len() as u32,
+            demand,
+        })
+    }
+
+    fn on_spend_grant(&mut self, grant: SpendGrant) {
+        if let Some(waiting) = self.top_ups_waiting.remove(&grant.request_id) {
+            let _ = waiting.reply.send(grant.answer);
         }
     }
 

@@ -1,0 +1,305 @@
+//! The budget ledger of one experiment (ARCHITECTURE.md, invariant 1).
+//!
+//! The coordinator reserves a run's estimate before assigning it, only while
+//! `spent + reserved + estimate ≤ total`; a run that needs more asks for a
+//! top-up, granted within the same rule and within the per-run cap; a result
+//! settles its lease's reservation to what the attempt cost. A lost worker's
+//! reservation stays charged until its result arrives or the experiment ends.
+//!
+//! Every change is a [`LedgerEvent`] applied by [`Ledger::apply`]: the
+//! decisions produce events, the store persists them with the writes they
+//! belong to, and a restart replays them, so the rebuilt ledger is the one
+//! that was written. Amounts are whole nanodollars ([`Usd`]).
+
+use std::collections::{HashMap, HashSet};
+
+use flotilla_shared::config::Budget;
+use flotilla_shared::money::Usd;
+
+/// With only a total, a run is first reserved this share of it.
+pub const DEFAULT_ESTIMATE_SHARE: f64 = 0.01;
+/// Once a variation has this many finished attempts, its estimate is a high
+/// quantile of their costs.
+const OBSERVED_BEFORE_ESTIMATING: usize = 3;
+const ESTIMATE_QUANTILE: f64 = 0.95;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerEvent {
+    /// Reserved before the lease's run was assigned.
+    Reserved {
+        lease_id: u64,
+        variation: u32,
+        amount: Usd,
+    },
+    /// The run asked for more and got it.
+    ToppedUp { lease_id: u64, amount: Usd },
+    /// The attempt reported: its reservation ends and what it cost is spent.
+    Settled {
+        lease_id: u64,
+        variation: u32,
+        cost: Usd,
+    },
+    /// The experiment ended with the lease never reporting: its reservation is freed.
+    Released { lease_id: u64 },
+}
+
+/// Why a top-up was not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopUpRefusal {
+    /// The run would pass the per-run cap.
+    PerRunCap(Usd),
+    /// The experiment has `left` of `total` neither spent nor reserved.
+    NoRoom { left: Usd, total: Usd },
+    /// The lease holds no reservation (its result is in, or the experiment ended).
+    NotReserved,
+}
+
+/// Finished attempts' costs of one variation.
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    costs: Vec<Usd>,
+    sum: Usd,
+    /// The quantile, recomputed as costs come in (see `observe`).
+    estimate: Option<Usd>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    total: Usd,
+    per_run_cap: Usd,
+    per_run_declared: bool,
+    spent: Usd,
+    reserved: Usd,
+    /// What each lease holds.
+    reservations: HashMap<u64, Usd>,
+    /// Leases already settled: a result sent again settles nothing twice.
+    settled: HashSet<u64>,
+    observed: HashMap<u32, Observed>,
+    observed_all: (u64, Usd),
+}
+
+impl Ledger {
+    pub fn new(budget: &Budget) -> Self {
+        let total = Usd::allowance(budget.total_usd);
+        Ledger {
+            total,
+            per_run_cap: budget.per_run_usd.map_or(total, Usd::allowance).min(total),
+            per_run_declared: budget.per_run_usd.is_some(),
+            spent: Usd::ZERO,
+            reserved: Usd::ZERO,
+            reservations: HashMap::new(),
+            settled: HashSet::new(),
+            observed: HashMap::new(),
+            observed_all: (0, Usd::ZERO),
+        }
+    }
+
+    /// A resubmission raised the total (an extension).
+    pub fn set_budget(&mut self, budget: &Budget) {
+        let settled = std::mem::take(&mut self.settled);
+        let rebuilt = Ledger::new(budget);
+        self.total = rebuilt.total;
+        self.per_run_cap = rebuilt.per_run_cap;
+        self.per_run_declared = rebuilt.per_run_declared;
+        self.settled = settled;
+    }
+
+    pub fn total(&self) -> Usd {
+        self.total
+    }
+    pub fn spent(&self) -> Usd {
+        self.spent
+    }
+    pub fn reserved(&self) -> Usd {
+        self.reserved
+    }
+    /// Neither spent nor reserved.
+    pub fn left(&self) -> Usd {
+        self.total - self.spent - self.reserved
+    }
+    pub fn per_run_cap(&self) -> Usd {
+        self.per_run_cap
+    }
+    pub fn per_run_declared(&self) -> bool {
+        self.per_run_declared
+    }
+    pub fn reservation(&self, lease_id: u64) -> Option<Usd> {
+        self.reservations.get(&lease_id).copied()
+    }
+    pub fn open_reservations(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// What a run of `variation` is reserved: `per_run_usd` (or the default
+    /// share of the total) until the variation has finished attempts, then a
+    /// high quantile of their costs — never above the per-run cap.
+    pub fn estimate(&self, variation: u32) -> Usd {
+        let initial = if self.per_run_declared {
+            self.per_run_cap
+        } else {
+            self.total.scaled(DEFAULT_ESTIMATE_SHARE)
+        };
+        self.observed
+            .get(&variation)
+            .and_then(|observed| observed.estimate)
+            .unwrap_or(initial)
+            .min(self.per_run_cap)
+    }
+
+    /// Whether a run of `variation` would be reserved now.
+    pub fn fits(&self, variation: u32) -> bool {
+        self.estimate(variation) <= self.left()
+    }
+
+    /// Reserves a run's estimate for `lease_id`, if it fits.
+    pub fn reserve(&mut self, lease_id: u64, variation: u32) -> Option<LedgerEvent> {
+        let amount = self.estimate(variation);
+        if amount > self.left() {
+            return None;
+        }
+        let event = LedgerEvent::Reserved {
+            lease_id,
+            variation,
+            amount,
+        };
+        self.apply(&event);
+        Some(event)
+    }
+
+    /// Grows `lease_id`'s reservation by `amount`, within the ledger and the per-run cap.
+    pub fn top_up(&mut self, lease_id: u64, amount: Usd) -> Result<LedgerEvent, TopUpRefusal> {
+        let held = *self
+            .reservations
+            .get(&lease_id)
+            .ok_or(TopUpRefusal::NotReserved)?;
+        if held + amount > self.per_run_cap {
+            return Err(TopUpRefusal::PerRunCap(self.per_run_cap));
+        }
+        if amount > self.left() {
+            return Err(TopUpRefusal::NoRoom {
+                left: self.left(),
+                total: self.total,
+            });
+        }
+        let event = LedgerEvent::ToppedUp { lease_id, amount };
+        self.apply(&event);
+        Ok(event)
+    }
+
+    /// An attempt of `variation` under `lease_id` reported `cost`: its
+    /// reservation, if any, ends and the cost is spent. A lease settles once.
+    pub fn settle(&mut self, lease_id: u64, variation: u32, cost: Usd) -> Option<LedgerEvent> {
+        if self.settled.contains(&lease_id) {
+            return None;
+        }
+        let event = LedgerEvent::Settled {
+            lease_id,
+            variation,
+            cost,
+        };
+        self.apply(&event);
+        Some(event)
+    }
+
+    /// The experiment ended: reservations never settled are freed.
+    pub fn release_all(&mut self) -> Vec<LedgerEvent> {
+        let mut leases: Vec<u64> = self.reservations.keys().copied().collect();
+        leases.sort_unstable();
+        leases
+            .into_iter()
+            .map(|lease_id| {
+                let event = LedgerEvent::Released { lease_id };
+                self.apply(&event);
+                event
+            })
+            .collect()
+    }
+
+    /// The one place the ledger changes: decisions and restarts both come here.
+    pub fn apply(&mut self, event: &LedgerEvent) {
+        match *event {
+            LedgerEvent::Reserved {
+                lease_id, amount, ..
+            } => {
+                self.reserved += amount;
+                if let Some(old) = self.reservations.insert(lease_id, amount) {
+                    self.reserved = self.reserved - old;
+                }
+            }
+            LedgerEvent::ToppedUp { lease_id, amount } => {
+                if let Some(held) = self.reservations.get_mut(&lease_id) {
+                    *held += amount;
+                    self.reserved += amount;
+                }
+            }
+            LedgerEvent::Settled {
+                lease_id,
+                variation,
+                cost,
+            } => {
+                if let Some(held) = self.reservations.remove(&lease_id) {
+                    self.reserved = self.reserved - held;
+                }
+                self.settled.insert(lease_id);
+                self.spent += cost;
+                self.observe(variation, cost);
+            }
+            LedgerEvent::Released { lease_id } => {
+                if let Some(held) = self.reservations.remove(&lease_id) {
+                    self.reserved = self.reserved - held;
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, variation: u32, cost: Usd) {
+        self.observed_all.0 += 1;
+        self.observed_all.1 += cost;
+        let observed = self.observed.entry(variation).or_default();
+        observed.costs.push(cost);
+        observed.sum += cost;
+        let n = observed.costs.len();
+        // The quantile costs O(n): recomputed while few, then at powers of two
+        // and every 1,024 costs, which keeps it O(1) per result on average.
+        if n >= OBSERVED_BEFORE_ESTIMATING
+            && (n <= 64 || n.is_power_of_two() || n.is_multiple_of(1024))
+        {
+            observed.estimate = Some(quantile(&mut observed.costs, ESTIMATE_QUANTILE));
+        }
+    }
+
+    /// Mean cost of a finished attempt of `variation`, else of any variation.
+    pub fn mean_cost(&self, variation: u32) -> Option<f64> {
+        let mean = |count: usize, sum: Usd| (count > 0).then(|| sum.dollars() / count as f64);
+        self.observed
+            .get(&variation)
+            .and_then(|o| mean(o.costs.len(), o.sum))
+            .or_else(|| mean(self.observed_all.0 as usize, self.observed_all.1))
+    }
+
+    /// Spent so far plus the mean observed cost of every unfinished run;
+    /// `None` before any attempt finished.
+    pub fn projected(&self, unfinished: impl Iterator<Item = u32>) -> Option<f64> {
+        let mut total = self.spent.dollars();
+        for variation in unfinished {
+            total += self.mean_cost(variation)?;
+        }
+        Some(total)
+    }
+
+    /// Every attempt cost observed so far, in dollars (for forecasts).
+    pub fn observed_costs(&self) -> impl Iterator<Item = f64> + '_ {
+        self.observed
+            .values()
+            .flat_map(|o| o.costs.iter().map(|c| c.dollars()))
+    }
+}
+
+/// The `q` quantile by nearest rank (the largest cost while there are few).
+fn quantile(costs: &mut [Usd], q: f64) -> Usd {
+    let rank = ((costs.len() as f64 * q).ceil() as usize).clamp(1, costs.len());
+    *costs.select_nth_unstable(rank - 1).1
+}
+
+#[cfg(test)]
+mod tests;
