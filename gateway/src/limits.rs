@@ -395,3 +395,72 @@ impl Pacing {
         None
     }
 }
+
+#[cfg(test)]
+mod manager_tests {
+    use super::*;
+
+    fn key() -> RateKey {
+        RateKey {
+            provider: "remote".into(),
+            model: "m".into(),
+        }
+    }
+
+    const DECLARED: Limits = Limits {
+        requests_per_minute: Some(600),
+        tokens_per_minute: None,
+        concurrency: None,
+    };
+
+    #[tokio::test]
+    async fn a_shared_key_waits_for_its_share_and_says_so() {
+        let manager = Arc::new(RateLimitManager::default());
+        let mut signals = manager.signals();
+        let waiting = {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.acquire("remote", "m", DECLARED, true, 1).await })
+        };
+        assert_eq!(signals.recv().await, Some(RateSignal::DemandAppeared));
+        assert_eq!(
+            manager.demand(),
+            vec![KeyDemand {
+                key: key(),
+                calls: 1
+            }]
+        );
+        assert!(!waiting.is_finished());
+        manager.set_shares(vec![RateShare {
+            key: key(),
+            limits: DECLARED,
+        }]);
+        let permit = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the share lets the call go")
+            .unwrap();
+        drop(permit);
+    }
+
+    #[tokio::test]
+    async fn a_429_is_passed_on_and_a_pause_from_elsewhere_holds_calls() {
+        let manager = RateLimitManager::default();
+        let mut signals = manager.signals();
+        let until = Instant::now() + Duration::from_millis(300);
+        manager.pause("remote", "m", DECLARED, true, until);
+        let Some(RateSignal::Paused(pause)) = signals.recv().await else {
+            panic!("a shared key's 429 is passed on");
+        };
+        assert_eq!(pause.key, key());
+        // A pause for a key not called yet holds its first call.
+        let other = RateKey {
+            provider: "remote".into(),
+            model: "n".into(),
+        };
+        manager.pause_for(&other, Duration::from_millis(200));
+        let started = Instant::now();
+        let _permit = manager
+            .acquire("remote", "n", Limits::default(), true, 1)
+            .await;
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+}

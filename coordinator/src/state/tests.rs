@@ -660,3 +660,112 @@ fn a_lost_workers_reservation_stays_charged_until_the_experiment_ends() {
         Usd::charge(0.2)
     );
 }
+
+#[test]
+fn a_429_seen_by_one_worker_pauses_the_key_on_the_others_that_call_its_provider() {
+    let mut state = state_with(FOUR_RUNS);
+    let now = Instant::now();
+    let mut remote = Capabilities::default();
+    remote.providers.insert("remote".into());
+    for name in ["a", "b"] {
+        state
+            .worker_connected(
+                name,
+                1,
+                remote.clone(),
+                Vec::new(),
+                now,
+                &mut Outbox::default(),
+            )
+            .unwrap();
+    }
+    connect(&mut state, "sim-only", 1, now);
+    let pause = RatePause {
+        key: flotilla_shared::rate::RateKey {
+            provider: "remote".into(),
+            model: "m".into(),
+        },
+        pause: Duration::from_secs(2),
+    };
+    let mut outbox = Outbox::default();
+    state.rate_limited("a", pause.clone(), &mut outbox);
+    assert_eq!(outbox.rate_messages.len(), 1);
+    assert_eq!(&*outbox.rate_messages[0].0, "b");
+    assert_eq!(outbox.rate_messages[0].1, ToWorker::RatePause(pause));
+}
+
+#[test]
+fn shares_are_split_among_connected_workers_by_their_demand() {
+    let mut state = state_with(FOUR_RUNS);
+    let now = Instant::now();
+    let mut remote = Capabilities::default();
+    remote.shared_limits.insert(
+        "remote".into(),
+        Limits {
+            requests_per_minute: Some(100),
+            ..Limits::default()
+        },
+    );
+    for name in ["a", "b"] {
+        state
+            .worker_connected(
+                name,
+                1,
+                remote.clone(),
+                Vec::new(),
+                now,
+                &mut Outbox::default(),
+            )
+            .unwrap();
+    }
+    let key = flotilla_shared::rate::RateKey {
+        provider: "remote".into(),
+        model: "m".into(),
+    };
+    let mut outbox = Outbox::default();
+    state.rate_demand(
+        "a",
+        vec![KeyDemand {
+            key: key.clone(),
+            calls: 1,
+        }],
+        &mut outbox,
+    );
+    state.rate_demand(
+        "b",
+        vec![KeyDemand {
+            key: key.clone(),
+            calls: 3,
+        }],
+        &mut outbox,
+    );
+    let latest = |worker: &str| {
+        outbox
+            .rate_messages
+            .iter()
+            .rev()
+            .find_map(|(w, m)| match m {
+                ToWorker::RateShares(shares) if &**w == worker => Some(shares[0].limits),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(latest("a").requests_per_minute, Some(25));
+    assert_eq!(latest("b").requests_per_minute, Some(75));
+    // b leaves: a gets it all.
+    let mut outbox = Outbox::default();
+    state.rate_worker_left("b", &mut outbox);
+    assert_eq!(
+        outbox.rate_messages,
+        vec![(
+            Arc::from("a"),
+            ToWorker::RateShares(vec![RateShare {
+                key,
+                limits: Limits {
+                    requests_per_minute: Some(100),
+                    ..Limits::default()
+                }
+            }])
+        )]
+    );
+}
