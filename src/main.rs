@@ -191,6 +191,14 @@ struct ValidateArgs {
     /// Print the grid as JSON.
     #[arg(long)]
     json: bool,
+    /// Forecast the rest of the experiment from its finished runs under this root.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Forecast the rest of the experiment from the finished runs this coordinator (HOST:PORT) knows.
+    #[arg(long)]
+    coordinator: Option<String>,
+    #[command(flatten)]
+    token: TokenArg,
 }
 
 #[derive(Subcommand)]
@@ -342,7 +350,20 @@ async fn dispatch(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Validate(args) => commands::validate::validate(&args.file, args.json),
+        Command::Validate(args) => {
+            let source = match (args.root, args.coordinator) {
+                (Some(root), _) => commands::validate::Observed::Root(root),
+                (None, Some(address)) => {
+                    commands::validate::Observed::Coordinator(commands::client::Target {
+                        address,
+                        token_file: args.token.token_file,
+                        root: PathBuf::from("./experiments"),
+                    })
+                }
+                (None, None) => commands::validate::Observed::Nothing,
+            };
+            commands::validate::validate(&args.file, args.json, source).await
+        }
         Command::SimServer(args) => {
             commands::init_logging("info");
             commands::sim_server::serve(

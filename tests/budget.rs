@@ -131,6 +131,17 @@ fn a_binding_budget_ends_the_experiment_and_a_larger_one_resumes_it() {
     let report = std::fs::read_to_string(root.join("spend/analysis/analysis-report.md")).unwrap();
     assert!(report.contains("the budget ran out"), "{report}");
 
+    // The forecast from the finished runs: the rest would not fit.
+    let forecast = run_ok(flotilla(&["validate"]).arg(&file).arg("--root").arg(&root));
+    let forecast = text(&forecast.stdout);
+    assert!(
+        forecast.contains("cost: worst case $10.00 (40 runs × $0.25 per run); budget $0.40"),
+        "{forecast}"
+    );
+    assert!(forecast.contains("forecast from "), "{forecast}");
+    assert!(forecast.contains("(95% interval $"), "{forecast}");
+    assert!(forecast.contains("will likely run out"), "{forecast}");
+
     // A larger total on resubmit is an extension: the experiment goes on.
     let larger = std::fs::read_to_string(&file)
         .unwrap()
@@ -244,7 +255,7 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
         60,
         3,
         0.05,
-        "{total_usd: 1.50, per_run_usd: 0.30}",
+        "{total_usd: 3.00, per_run_usd: 0.30}",
     );
     let _w1 = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
     let mut doomed = coordinator.join_worker("w2", 2, &dir.path().join("w2"));
@@ -258,8 +269,10 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
         finished(&coordinator.status_json("faults")) >= 4
     });
     doomed.kill9();
+    // The budget may end it first: a lost worker's reservations stay charged.
     wait_until("more runs to finish", || {
-        finished(&coordinator.status_json("faults")) >= 8
+        let status = coordinator.status_json("faults");
+        finished(&status) >= 8 || status["experiments"][0]["state"] != "running"
     });
     coordinator.process.kill9();
     let coordinator = CoordinatorProcess::start(&root, &token, &address, "3s");
@@ -268,11 +281,20 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
         state == "budget_exhausted" || state == "completed"
     });
     let spent = metered(&root);
-    assert!(spent <= 1.50, "metered spend {spent} passed the total");
+    assert!(spent <= 3.00, "metered spend {spent} passed the total");
     assert_eq!(open_reservations(&root), 0, "nothing stays reserved");
     assert_eq!(runs_over_their_grant(&root), 0);
     let status = coordinator.status_json("faults");
+    assert_eq!(
+        status["experiments"][0]["state"], "budget_exhausted",
+        "the budget binds"
+    );
     let budget = &status["experiments"][0]["budget"];
     assert_eq!(budget["reserved_usd"], 0.0, "{budget}");
-    assert!(budget["spent_usd"].as_f64().unwrap() <= 1.50, "{budget}");
+    assert!(budget["spent_usd"].as_f64().unwrap() <= 3.00, "{budget}");
+    // The coordinator's ledger feeds the forecast.
+    let forecast = run_ok(coordinator.cli(&["validate"]).arg(&file));
+    let forecast = text(&forecast.stdout);
+    assert!(forecast.contains("forecast from "), "{forecast}");
+    assert!(forecast.contains("budget: $"), "{forecast}");
 }

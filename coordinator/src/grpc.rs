@@ -183,6 +183,9 @@ fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
             reserved_usd: budget.reserved_usd,
             left_usd: budget.left_usd,
             projected_usd: budget.projected_usd,
+            observed_attempts: budget.observed_attempts,
+            mean_cost_usd: budget.mean_cost_usd,
+            cost_sd_usd: budget.cost_sd_usd,
         }),
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use flotilla_report::{Analysis, ReportOptions};
 use flotilla_shared::Result;
 
-use crate::store::{read_experiment, read_experiments};
+pub use crate::store::read_experiment;
+use crate::store::read_experiments;
 
 /// Analyses experiment `name` and writes `<root>/<name>/analysis/`; returns that directory.
 pub fn write_report(

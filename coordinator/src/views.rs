@@ -32,6 +32,10 @@ pub struct BudgetView {
     /// Spent plus the mean observed cost of every run not finished; `None`
     /// before any attempt finished.
     pub projected_usd: Option<f64>,
+    /// Attempts settled so far, and the mean and spread of their costs.
+    pub observed_attempts: u64,
+    pub mean_cost_usd: f64,
+    pub cost_sd_usd: Option<f64>,
 }
 
 /// Why an experiment ended, when its state alone does not say it: for a
@@ -56,7 +60,19 @@ pub fn budget(experiment: &Experiment) -> Option<BudgetView> {
         .iter()
         .filter(|run| !run.status.is_final())
         .map(|run| run.variation);
+    let costs: Vec<f64> = ledger.observed_costs().collect();
+    let n = costs.len() as f64;
+    let mean = if costs.is_empty() {
+        0.0
+    } else {
+        costs.iter().sum::<f64>() / n
+    };
+    let sd = (costs.len() > 1)
+        .then(|| (costs.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
     Some(BudgetView {
+        observed_attempts: costs.len() as u64,
+        mean_cost_usd: mean,
+        cost_sd_usd: sd,
         total_usd: ledger.total().dollars(),
         spent_usd: ledger.spent().dollars(),
         reserved_usd: ledger.reserved().dollars(),

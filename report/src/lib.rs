@@ -8,6 +8,7 @@
 pub mod analysis;
 mod compare;
 pub mod data;
+pub mod forecast;
 mod format;
 mod plots;
 mod render;

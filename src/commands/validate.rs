@@ -10,7 +10,14 @@ use serde_json::json;
 
 use super::submission::load_config;
 
-pub fn validate(file: &Path, as_json: bool) -> anyhow::Result<i32> {
+/// Where finished runs' costs come from, for a forecast.
+pub enum Observed {
+    Nothing,
+    Root(std::path::PathBuf),
+    Coordinator(super::client::Target),
+}
+
+pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow::Result<i32> {
     let (config, _) = load_config(file)?;
     let grid = expand(&config);
     if as_json {
@@ -75,8 +82,193 @@ pub fn validate(file: &Path, as_json: bool) -> anyhow::Result<i32> {
             }
         );
     }
-    if config.budget.is_some() {
-        println!("note: the budget is validated and stored but not enforced yet: enforcement comes with the LLM gateway");
+    println!("{}", worst_case(&config));
+    let seen = match observed {
+        Observed::Nothing => None,
+        Observed::Root(root) => from_root(&root, &config)?,
+        Observed::Coordinator(target) => from_coordinator(&target, &config).await?,
+    };
+    if let Some(seen) = seen {
+        for line in forecast_lines(&config, &seen) {
+            println!("{line}");
+        }
     }
     Ok(0)
+}
+
+/// The most the experiment can cost: every run at its per-run cap.
+fn worst_case(config: &flotilla_shared::config::ExperimentConfig) -> String {
+    let runs = config.total_runs();
+    match &config.budget {
+        Some(budget) => match budget.per_run_usd {
+            Some(per_run) => {
+                let worst = runs as f64 * per_run;
+                format!(
+                    "cost: worst case {} ({runs} runs × {} per run); budget {}{}",
+                    dollars(worst),
+                    dollars(per_run),
+                    dollars(budget.total_usd),
+                    if worst > budget.total_usd {
+                        " — the budget may stop it before every run has run"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            None => format!(
+                "cost: no per-run cap (budget.per_run_usd): a run may spend up to the whole budget, {}",
+                dollars(budget.total_usd)
+            ),
+        },
+        None => "cost: no budget: nothing limits what the runs may spend (set budget.total_usd and budget.per_run_usd)".to_string(),
+    }
+}
+
+/// What finished runs cost, and how far the experiment got.
+struct Seen {
+    observed: Option<flotilla_report::forecast::ObservedCosts>,
+    finished_runs: u64,
+    spent_usd: f64,
+    /// The coordinator's ledger: what is neither spent nor reserved.
+    left_usd: Option<f64>,
+}
+
+fn from_root(
+    root: &Path,
+    config: &flotilla_shared::config::ExperimentConfig,
+) -> anyhow::Result<Option<Seen>> {
+    if !root.join(&config.name).is_dir() {
+        println!(
+            "forecast: no runs of {} under {} yet",
+            config.name,
+            root.display()
+        );
+        return Ok(None);
+    }
+    let data = flotilla_coordinator::reports::read_experiment(root, &config.name)?;
+    let finished: Vec<&flotilla_report::data::RunData> = data
+        .runs
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.status,
+                flotilla_shared::status::RunStatus::Succeeded
+                    | flotilla_shared::status::RunStatus::Failed
+            )
+        })
+        .collect();
+    let costs: Vec<f64> = finished.iter().filter_map(|r| r.cost_usd).collect();
+    let spent: f64 = data.runs.iter().filter_map(|r| r.cost_usd).sum();
+    Ok(Some(Seen {
+        observed: flotilla_report::forecast::ObservedCosts::of(&costs),
+        finished_runs: finished.len() as u64,
+        spent_usd: spent,
+        left_usd: None,
+    }))
+}
+
+async fn from_coordinator(
+    target: &super::client::Target,
+    config: &flotilla_shared::config::ExperimentConfig,
+) -> anyhow::Result<Option<Seen>> {
+    let mut client = super::client::connect_target(target).await?;
+    let reply = match client
+        .status(flotilla_shared::proto::StatusRequest {
+            name: config.name.clone(),
+        })
+        .await
+    {
+        Ok(reply) => reply.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            println!(
+                "forecast: the coordinator has no experiment {} yet",
+                config.name
+            );
+            return Ok(None);
+        }
+        Err(status) => return Err(flotilla_shared::Error::from(status).into()),
+    };
+    let Some(experiment) = reply.experiments.into_iter().next() else {
+        return Ok(None);
+    };
+    let counts = experiment.counts.unwrap_or_default();
+    let finished = counts.succeeded + counts.failed;
+    let observed = match &experiment.budget {
+        Some(budget) if budget.observed_attempts > 0 => {
+            Some(flotilla_report::forecast::ObservedCosts {
+                runs: budget.observed_attempts,
+                mean_usd: budget.mean_cost_usd,
+                sd_usd: budget.cost_sd_usd,
+            })
+        }
+        // Without a ledger only the total is known: a mean, no spread.
+        _ => (finished > 0).then(|| flotilla_report::forecast::ObservedCosts {
+            runs: finished,
+            mean_usd: experiment.spent_usd / finished as f64,
+            sd_usd: None,
+        }),
+    };
+    Ok(Some(Seen {
+        observed,
+        finished_runs: finished,
+        spent_usd: experiment.spent_usd,
+        left_usd: experiment.budget.as_ref().map(|b| b.left_usd),
+    }))
+}
+
+fn forecast_lines(config: &flotilla_shared::config::ExperimentConfig, seen: &Seen) -> Vec<String> {
+    use flotilla_report::forecast::{forecast, Outlook};
+    let Some(observed) = seen.observed else {
+        return vec![format!(
+            "forecast: {} runs finished, none with a cost yet: nothing to forecast from",
+            seen.finished_runs
+        )];
+    };
+    let remaining = config.total_runs().saturating_sub(seen.finished_runs);
+    let left = seen.left_usd.or_else(|| {
+        config
+            .budget
+            .as_ref()
+            .map(|b| (b.total_usd - seen.spent_usd).max(0.0))
+    });
+    let f = forecast(observed, remaining, seen.spent_usd, left);
+    let interval = f
+        .interval_usd
+        .map(|[low, high]| format!(" (95% interval {}–{})", dollars(low), dollars(high)))
+        .unwrap_or_else(|| " (no interval: one observed cost, or only their total)".to_string());
+    let mut lines = vec![format!(
+        "forecast from {} finished runs at {} per run on average: the {remaining} remaining runs would cost {}{interval}; {} spent so far, {} expected in all",
+        observed.runs,
+        dollars(observed.mean_usd),
+        dollars(f.expected_remaining_usd),
+        dollars(seen.spent_usd),
+        dollars(f.expected_final_usd)
+    )];
+    if let Some(budget) = &f.budget {
+        let affordable = budget
+            .runs_affordable
+            .map(|runs| format!("; it pays for about {runs} more runs"))
+            .unwrap_or_default();
+        let outlook = match budget.outcome {
+            Outlook::WillRunOut => {
+                format!("will likely run out before the {remaining} remaining runs")
+            }
+            Outlook::MayRunOut => "may run out".to_string(),
+            Outlook::WillLast => "will likely last".to_string(),
+        };
+        lines.push(format!(
+            "budget: {} left, {outlook}{affordable}",
+            dollars(budget.left_usd)
+        ));
+    }
+    lines
+}
+
+/// Cents, or four decimals under a cent.
+fn dollars(amount: f64) -> String {
+    if amount != 0.0 && amount.abs() < 0.01 {
+        format!("${amount:.4}")
+    } else {
+        format!("${amount:.2}")
+    }
 }
