@@ -56,7 +56,7 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
-def experiment_yaml(name, kind, runs):
+def experiment_yaml(name, kind, runs, budget=None):
     variations = 10 if runs >= 10 else 1
     run = '{kind: noop}' if kind == "noop" else '{kind: command, command: ["/bin/true"], timeout: 1m}'
     return (
@@ -65,22 +65,23 @@ def experiment_yaml(name, kind, runs):
         f"runs_per_variation: {runs // variations}\n"
         # /bin/true prints no metrics, so its runs are recorded as failed: one attempt each.
         "retries: {max_attempts: 1}\n"
+        + (f"budget: {budget}\n" if budget else "")
     )
 
 
-def flotilla_sweep(kind, runs, slots, work):
+def flotilla_sweep(kind, runs, slots, work, budget=None):
     """Runs one sweep on a fresh cluster. Returns (runs per second by the
     coordinator's clock, runs per second by the wall clock of `submit --wait`,
     coordinator peak RSS MiB). The coordinator's timestamps have millisecond
     resolution, so small sweeps use the wall clock."""
-    name = f"{kind}-{runs}-{slots}"
+    name = f"{kind}-{runs}-{slots}" + ("-budget" if budget else "")
     base = work / name
     base.mkdir()
     token = base / "token"
     token.write_text("bench-token\n")
     root = base / "root"
     experiment = base / "experiment.yaml"
-    experiment.write_text(experiment_yaml(name, kind, runs))
+    experiment.write_text(experiment_yaml(name, kind, runs, budget))
     env = dict(os.environ, RUST_LOG="warn,flotilla=info")
     coordinator = subprocess.Popen(
         [BIN, "coordinator", "start", "--listen", "127.0.0.1:0", "--root", root, "--token-file", token],

@@ -224,7 +224,8 @@ async fn main() {
         models: Vec::new(),
     })
     .await;
-    let (gateway, token) = gateway_to(&sim, "rpm: 600").await;
+    // One gateway, no coordinator to share the limit: it is this worker's own.
+    let (gateway, token) = gateway_to(&sim, "rpm: 600, scope: worker").await;
     let through = format!("http://{}/v1/chat/completions", gateway.address);
     let answered = flat_out(
         through,

@@ -87,6 +87,17 @@ struct RawFile {
     providers: Vec<Spanned<RawProvider>>,
 }
 
+/// Who a provider's declared limits are for.
+#[derive(Deserialize, Default, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum LimitScope {
+    /// One key for the whole cluster: the workers share the limits.
+    #[default]
+    Cluster,
+    /// Each worker calls with its own key: the limits are each worker's.
+    Worker,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProvider {
@@ -108,6 +119,10 @@ struct RawProvider {
 struct RawLimits {
     rpm: Option<u64>,
     tpm: Option<u64>,
+    /// `worker`: each worker has its own key, so each gets the whole limit;
+    /// `cluster` (the default): the workers share it.
+    #[serde(default)]
+    scope: LimitScope,
     concurrency: Option<u64>,
 }
 
@@ -218,7 +233,7 @@ pub fn parse_providers(
             prices,
             unlisted_price: None,
             default: raw.default,
-            shares_limits: true,
+            shares_limits: raw.limits.scope == LimitScope::Cluster,
             name: raw.name,
         });
     }
@@ -254,6 +269,17 @@ mod tests {
         assert_eq!(local.limits.requests_per_minute, Some(600));
         assert_eq!(local.prices["small"], Prices::new(0.1, 0.2, 0.1));
         assert!(local.default);
+        assert!(
+            local.shares_limits,
+            "limits are the cluster's unless said otherwise"
+        );
+        let own = parse_providers(
+            &FILE.replace("concurrency: 4}", "concurrency: 4, scope: worker}"),
+            "p.yaml",
+            |_| Some("k".into()),
+        )
+        .unwrap();
+        assert!(!own[0].shares_limits);
         assert!(
             !format!("{local:?}").contains("secret"),
             "keys stay out of logs"

@@ -92,7 +92,8 @@ pub async fn follow(
                         bar.set_length(experiment.total_runs);
                         bar.set_position(done);
                         let waiting = if store_problem.is_empty() { "" } else { " — waiting for disk space" };
-                        bar.set_message(format!("{} ok, {} failed, {} running{waiting}", c.succeeded, c.failed, c.running));
+                        let budget = experiment.budget.as_ref().map(|b| format!(" · {}", display::budget_words(b))).unwrap_or_default();
+                        bar.set_message(format!("{} ok, {} failed, {} running{budget}{waiting}", c.succeeded, c.failed, c.running));
                     }
                     None if last_line.elapsed() >= PLAIN_INTERVAL || display::is_final(&experiment)? => {
                         last_line = Instant::now();

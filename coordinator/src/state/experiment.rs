@@ -174,6 +174,9 @@ pub struct Experiment {
     pub spent_usd: f64,
     /// The budget ledger, when the config has a budget (ARCHITECTURE.md, invariant 1).
     pub ledger: Option<Ledger>,
+    /// Runs stopped because the ledger had no room for one of their calls:
+    /// the experiment ends `budget_exhausted` even if every run ended.
+    pub refused_for_budget: u64,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
 }
@@ -210,6 +213,7 @@ impl Experiment {
             counts: Counts::default(),
             spent_usd: 0.0,
             ledger,
+            refused_for_budget: 0,
             started_at_ms,
             finished_at_ms: None,
         }
@@ -388,6 +392,7 @@ impl Experiment {
             Some(StopReason::Cancelled) => ExperimentState::Cancelled,
             Some(StopReason::RunFailed) => ExperimentState::Failed,
             Some(StopReason::BudgetExhausted) => ExperimentState::BudgetExhausted,
+            None if self.refused_for_budget > 0 => ExperimentState::BudgetExhausted,
             None => ExperimentState::Completed,
         }
     }

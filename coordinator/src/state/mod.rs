@@ -850,13 +850,15 @@ impl State {
             entry.finished += 1;
         }
         if budget_refused {
-            // The ledger had no room for one of its calls: no further run is
-            // started, running ones finish (ARCHITECTURE.md, invariant 1).
+            // The ledger had no room for one of its calls. Runs go on while
+            // their estimates fit: reservations of running runs are mostly
+            // given back as they settle (ARCHITECTURE.md, invariant 1).
+            let experiment = &mut self.experiments[index];
+            experiment.refused_for_budget += 1;
             info!(
-                experiment = self.experiments[index].name(),
-                "a run's call was refused for budget: stopping"
+                experiment = experiment.name(),
+                "a run's call was refused for lack of budget"
             );
-            self.stop_experiment(index, StopReason::BudgetExhausted, false, outbox);
         } else if new_status == RunStatus::Failed {
             self.stop_if_failure_ends(index, outbox);
         }

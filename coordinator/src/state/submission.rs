@@ -87,6 +87,7 @@ impl State {
         if has_work {
             experiment.state = ExperimentState::Running;
             experiment.stopping = None;
+            experiment.refused_for_budget = 0;
             experiment.finalizing = None;
             experiment.finished_at_ms = None;
         }
