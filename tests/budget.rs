@@ -107,6 +107,16 @@ fn a_binding_budget_ends_the_experiment_and_a_larger_one_resumes_it() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
+    let said = text(&output.stdout);
+    assert!(said.contains("budget_exhausted"), "{said}");
+    assert!(
+        said.contains("left of $0.40"),
+        "spent, reserved and left show: {said}"
+    );
+    assert!(
+        said.contains("budget exhausted: $"),
+        "the reason shows: {said}"
+    );
     let summary = read_json(&root.join("spend/batch-summary.json"));
     assert_eq!(summary["state"], "budget_exhausted", "{summary}");
     let reason = summary["reason"].as_str().unwrap();
@@ -289,6 +299,8 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
         status["experiments"][0]["state"], "budget_exhausted",
         "the budget binds"
     );
+    let reason = status["experiments"][0]["end_reason"].as_str().unwrap();
+    assert!(reason.starts_with("budget exhausted: $"), "{reason}");
     let budget = &status["experiments"][0]["budget"];
     assert_eq!(budget["reserved_usd"], 0.0, "{budget}");
     assert!(budget["spent_usd"].as_f64().unwrap() <= 3.00, "{budget}");

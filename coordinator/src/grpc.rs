@@ -177,6 +177,7 @@ fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
         directory: view.directory,
         spent_usd: view.spent_usd,
         waiting: view.waiting.unwrap_or_default(),
+        end_reason: view.end_reason.unwrap_or_default(),
         budget: view.budget.map(|budget| proto::BudgetStatus {
             total_usd: budget.total_usd,
             spent_usd: budget.spent_usd,

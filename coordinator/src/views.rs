@@ -20,6 +20,8 @@ pub struct ExperimentView {
     /// Why pending runs wait, when no connected worker serves their models.
     pub waiting: Option<String>,
     pub budget: Option<BudgetView>,
+    /// Why it ended, when its state alone does not say.
+    pub end_reason: Option<String>,
 }
 
 /// The budget ledger's figures (ARCHITECTURE.md, invariant 1), in dollars.
@@ -138,6 +140,7 @@ pub fn experiment(experiment: &Experiment, detailed: bool, state: &State) -> Exp
         spent_usd: experiment.spent_usd,
         waiting: waiting(experiment, state),
         budget: budget(experiment),
+        end_reason: end_reason(experiment, experiment.state),
     }
 }
 

@@ -35,6 +35,11 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
     } else {
         format!("  [{}]", e.waiting)
     };
+    let waiting = if e.end_reason.is_empty() {
+        waiting
+    } else {
+        format!("{waiting}\n  {}", e.end_reason)
+    };
     format!(
         "{}  {state}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent}){waiting}",
         e.name,
@@ -141,6 +146,7 @@ pub fn experiment_json(e: &proto::ExperimentStatus) -> Result<serde_json::Value>
         "directory": e.directory,
         "cost_usd": e.spent_usd,
         "waiting": (!e.waiting.is_empty()).then_some(&e.waiting),
+        "end_reason": (!e.end_reason.is_empty()).then_some(&e.end_reason),
         "budget": e.budget.as_ref().map(|b| json!({
             "total_usd": b.total_usd,
             "spent_usd": b.spent_usd,
