@@ -58,6 +58,17 @@ fn spender(
     )
 }
 
+/// `flotilla run FILE --root ROOT` with `workers` (its --workers and --slots), to its end.
+fn run_here(file: &Path, root: &Path, workers: &[&str]) -> std::process::Output {
+    flotilla(&["run"])
+        .args(workers)
+        .arg(file)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .unwrap()
+}
+
 /// Dollars the calls recorded in flotilla.db cost.
 fn metered(root: &Path) -> f64 {
     let connection = rusqlite::Connection::open(root.join("flotilla.db")).unwrap();
@@ -100,12 +111,7 @@ fn a_binding_budget_ends_the_experiment_and_a_larger_one_resumes_it() {
         0.0,
         "{total_usd: 0.40, per_run_usd: 0.25}",
     );
-    let output = flotilla(&["run", "--workers", "2", "--slots", "2"])
-        .arg(&file)
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let output = run_here(&file, &root, &["--workers", "2", "--slots", "2"]);
     assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
     let said = text(&output.stdout);
     assert!(said.contains("budget_exhausted"), "{said}");
@@ -157,12 +163,7 @@ fn a_binding_budget_ends_the_experiment_and_a_larger_one_resumes_it() {
         .unwrap()
         .replace("total_usd: 0.40", "total_usd: 20.0");
     std::fs::write(&file, larger).unwrap();
-    let output = flotilla(&["run", "--workers", "2", "--slots", "2"])
-        .arg(&file)
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let output = run_here(&file, &root, &["--workers", "2", "--slots", "2"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let summary = read_json(&root.join("spend/batch-summary.json"));
     assert_eq!(summary["state"], "completed", "{summary}");
@@ -183,12 +184,7 @@ fn a_run_that_reaches_its_per_run_budget_fails_and_is_not_retried() {
         0.0,
         "{total_usd: 5.0, per_run_usd: 0.25}",
     );
-    let output = flotilla(&["run", "--workers", "1"])
-        .arg(&file)
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let output = run_here(&file, &root, &["--workers", "1"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let run_dir = root.join("capped/runs/var-001-run-001");
     let result = read_json(&run_dir.join("result.json"));
@@ -229,12 +225,7 @@ fn a_call_the_ledger_has_no_room_for_is_refused_with_what_is_left() {
         0.0,
         "{total_usd: 0.30}",
     );
-    let output = flotilla(&["run", "--workers", "1"])
-        .arg(&file)
-        .arg("--root")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let output = run_here(&file, &root, &["--workers", "1"]);
     assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
     let refusal = std::fs::read_to_string(
         root.join("model-comparison/runs/var-001-run-001/artifacts/refusal.txt"),

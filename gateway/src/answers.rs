@@ -84,16 +84,7 @@ pub async fn answer(
 ) -> Result<Answer, Refusal> {
     let prices = sim_prices(ledger, call);
     let prompt_bytes: u64 = call.conversation.iter().map(|(_, c)| c.len() as u64).sum();
-    let worst_case = prices.cost(&Usage {
-        input_tokens: prompt_bytes.max(1),
-        output_tokens: output_cap.max(1),
-        cached_input_tokens: 0,
-    });
-    let hold = ledger
-        .spend
-        .hold(worst_case)
-        .await
-        .map_err(Refusal::OverBudget)?;
+    let hold = hold_worst_case(ledger, prices, prompt_bytes, output_cap.max(1)).await?;
     let text = sim.truncate(
         sim.model.answer(ledger.seed, &call.conversation),
         output_cap,
@@ -120,6 +111,26 @@ fn sim_prices(ledger: &RunLedger, call: &Call) -> crate::pricing::Prices {
         .get(&call.model)
         .copied()
         .unwrap_or(SIM_PRICES)
+}
+
+/// Holds a sim call's worst case in the run's budget: its input bytes as
+/// tokens (a token is never shorter than a byte) and its output cap.
+async fn hold_worst_case(
+    ledger: &RunLedger,
+    prices: crate::pricing::Prices,
+    input_bytes: u64,
+    output_cap: u64,
+) -> Result<crate::spend::SpendHold, Refusal> {
+    let worst_case = prices.cost(&Usage {
+        input_tokens: input_bytes.max(1),
+        output_tokens: output_cap,
+        cached_input_tokens: 0,
+    });
+    ledger
+        .spend
+        .hold(worst_case)
+        .await
+        .map_err(Refusal::OverBudget)
 }
 
 /// Records a sim call in the run's ledger.
@@ -158,20 +169,8 @@ pub async fn embed(
         cached_input_tokens: 0,
     };
     let prices = sim_prices(ledger, call);
-    let worst_case = prices.cost(&Usage {
-        input_tokens: inputs
-            .iter()
-            .map(|text| text.len() as u64)
-            .sum::<u64>()
-            .max(1),
-        output_tokens: 0,
-        cached_input_tokens: 0,
-    });
-    let hold = ledger
-        .spend
-        .hold(worst_case)
-        .await
-        .map_err(Refusal::OverBudget)?;
+    let input_bytes = inputs.iter().map(|text| text.len() as u64).sum();
+    let hold = hold_worst_case(ledger, prices, input_bytes, 0).await?;
     let vectors = inputs.iter().map(|text| sim::embedding(text)).collect();
     let cost_usd = prices.cost(&usage);
     hold.settle(cost_usd);
