@@ -73,6 +73,28 @@ enum Command {
     /// compared over all matched variations (runs pair up by seed when the experiments share
     /// their seed). Writes <root>/comparisons/A-vs-B/ with the same files as a report.
     Compare(CompareArgs),
+    /// Print an experiment's runs for scripts: results.csv or results.jsonl as they stand now.
+    ///
+    /// One row (or JSON object) per run: run id, variation, repetition, attempts, status, worker,
+    /// duration, cost, error, parameters and metrics. Read from --root here, or asked of a
+    /// coordinator with --coordinator.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Experiment name.
+    name: String,
+    /// csv (as results.csv) or jsonl (as results.jsonl: parameters and metrics as objects).
+    #[arg(long, value_enum, default_value = "csv")]
+    format: commands::export::Format,
+    #[command(flatten)]
+    root: RootArg,
+    /// Ask this coordinator (HOST:PORT) instead of reading --root here.
+    #[arg(long)]
+    coordinator: Option<String>,
+    #[command(flatten)]
+    token: TokenArg,
 }
 
 #[derive(Args)]
@@ -430,6 +452,16 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Compare(args) => {
             commands::init_logging("warn");
             report(args.names, args.options).await
+        }
+        Command::Export(args) => {
+            commands::init_logging("warn");
+            let target = args.coordinator.map(|address| commands::client::Target {
+                address,
+                token_file: args.token.token_file,
+                root: args.root.root.clone(),
+            });
+            commands::export::export(&args.name, args.format, &args.root.root, target.as_ref())
+                .await
         }
         Command::Cancel(args) => {
             commands::init_logging("warn");

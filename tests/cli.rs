@@ -672,3 +672,60 @@ metrics:
         .unwrap();
     assert_eq!(missing.status.code(), Some(7), "{}", text(&missing.stderr));
 }
+
+#[test]
+fn results_jsonl_and_export_give_every_run_with_its_params_metrics_and_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"name: exported
+run:
+  kind: command
+  command: ["sh", "-c", "if [ {mode} = bad ]; then echo boom >&2; exit 2; fi; echo '{{\"score\": {n}, \"label\": \"m{n}\"}}'"]
+params:
+  actors.regulator.model: sim/echo
+variations:
+  - param: mode
+    values: [good, bad]
+  - param: n
+    values: [1, 2]
+retries: {max_attempts: 1}
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "exported.yaml", yaml);
+    let root = dir.path().join("experiments");
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let written = std::fs::read_to_string(root.join("exported/results.jsonl")).unwrap();
+    let runs: Vec<serde_json::Value> = written
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 4);
+    let good = &runs[1];
+    assert_eq!(good["run_id"], "var-002-run-001");
+    assert_eq!(good["status"], "succeeded");
+    assert_eq!(good["params"]["n"], 2);
+    assert_eq!(good["params"]["actors.regulator.model"], "sim/echo");
+    assert_eq!(
+        good["metrics"],
+        serde_json::json!({"score": 2, "label": "m2"})
+    );
+    assert_eq!(good["error"], serde_json::Value::Null);
+    let bad = &runs[2];
+    assert_eq!(bad["status"], "failed");
+    assert_eq!(bad["params"]["mode"], "bad");
+    assert_eq!(bad["error"], "exited with code 2");
+
+    // `flotilla export` prints the same, in either format.
+    let jsonl = run_ok(flotilla(&["export", "exported", "--format", "jsonl", "--root"]).arg(&root));
+    assert_eq!(text(&jsonl.stdout), written);
+    let csv = run_ok(flotilla(&["export", "exported", "--root"]).arg(&root));
+    assert_eq!(
+        text(&csv.stdout),
+        std::fs::read_to_string(root.join("exported/results.csv")).unwrap()
+    );
+    let missing = flotilla(&["export", "nothing", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(7));
+    assert!(text(&missing.stderr).contains("no experiment named 'nothing'"));
+}

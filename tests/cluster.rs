@@ -275,6 +275,13 @@ fn killed_coordinator_restarts_without_losing_acknowledged_results() {
         .collect();
     assert_eq!(names, ["w1", "w2"]);
     assert_eq!(read_csv(&root.join("phoenix/results.csv")).len(), 32);
+    // Scripts ask the coordinator for the runs.
+    let exported = run_ok(&mut coordinator.cli(&["export", "phoenix", "--format", "jsonl"]));
+    assert_eq!(text(&exported.stdout).lines().count(), 32);
+    assert_eq!(
+        text(&exported.stdout),
+        std::fs::read_to_string(root.join("phoenix/results.jsonl")).unwrap()
+    );
 }
 
 #[test]

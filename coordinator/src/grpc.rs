@@ -388,6 +388,30 @@ impl proto::control_service_server::ControlService for ControlApi {
         Ok(Response::new(proto::CancelReply { cancelled }))
     }
 
+    async fn export(
+        &self,
+        request: Request<proto::ExportRequest>,
+    ) -> Result<Response<proto::ExportReply>, Status> {
+        let request = request.into_inner();
+        let format = match proto::ExportFormat::try_from(request.format) {
+            Ok(proto::ExportFormat::Csv) => crate::reports::ExportFormat::Csv,
+            Ok(proto::ExportFormat::Jsonl) => crate::reports::ExportFormat::Jsonl,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown export format {}; expected csv or jsonl",
+                    request.format
+                )))
+            }
+        };
+        let root = self.root.clone();
+        let content = tokio::task::spawn_blocking(move || {
+            crate::reports::export(&root, &request.name, format)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("export failed: {e}")))??;
+        Ok(Response::new(proto::ExportReply { content }))
+    }
+
     async fn report(
         &self,
         request: Request<proto::ReportRequest>,

@@ -206,6 +206,40 @@ pub struct ResultRow {
     pub params: Map<String, Value>,
     pub metrics: Map<String, Value>,
     pub cost_usd: Option<f64>,
+    /// Why its last attempt failed, if it did.
+    pub error: Option<String>,
+}
+
+/// results.jsonl: one object per run, its parameters and metrics as objects
+/// with their names as written (`actors.regulator.model` stays one key).
+pub fn results_jsonl(rows: &[ResultRow]) -> String {
+    let mut out = String::with_capacity(rows.len() * 160);
+    for row in rows {
+        let line = json!({
+            "run_id": run_id(row.variation, row.repetition),
+            "variation": row.variation,
+            "repetition": row.repetition,
+            "attempt": row.attempt,
+            "status": row.status,
+            "worker": row.worker,
+            "duration_s": row.duration_s,
+            "cost_usd": row.cost_usd,
+            "error": row.error.as_deref().filter(|e| !e.is_empty()),
+            "params": row.params,
+            "metrics": row.metrics,
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// results.csv and results.jsonl, each written atomically.
+pub fn write_results(dir: &Path, config: &ExperimentConfig, rows: &[ResultRow]) -> Result<()> {
+    write_results_csv(dir, &results_csv(config, rows))?;
+    let path = dir.join("results.jsonl");
+    write_atomic(&path, results_jsonl(rows).as_bytes())
+        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// results.csv: `run_id, variation, repetition, attempt, status, worker,
@@ -409,6 +443,7 @@ mod tests {
             params,
             metrics,
             cost_usd: Some(0.0125),
+            error: None,
         }];
         let csv = results_csv(&config, &rows);
         let lines: Vec<&str> = csv.lines().collect();

@@ -8,6 +8,23 @@ use flotilla_report::{Analysis, ReportOptions};
 use flotilla_shared::Result;
 
 pub use crate::store::read_experiment;
+
+/// How `flotilla export` writes an experiment's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+/// Experiment `name`'s runs as results.csv or results.jsonl would hold them
+/// now, read from the root's database (a coordinator may be writing it).
+pub fn export(root: &Path, name: &str, format: ExportFormat) -> flotilla_shared::Result<String> {
+    let (config, rows) = crate::store::read_results(root, name)?;
+    Ok(match format {
+        ExportFormat::Csv => crate::outputs::results_csv(&config, &rows),
+        ExportFormat::Jsonl => crate::outputs::results_jsonl(&rows),
+    })
+}
 use crate::store::read_experiments;
 
 /// Analyses experiment `name` and writes `<root>/<name>/analysis/`; returns that directory.

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod control;
 pub mod display;
+pub mod export;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -34,6 +34,31 @@ pub fn read_experiments(root: &Path, names: &[String]) -> Result<Vec<ExperimentD
         .collect()
 }
 
+/// Experiment `name`'s config and every run as results.csv shows it, for `flotilla export`.
+pub fn read_results(
+    root: &Path,
+    name: &str,
+) -> Result<(ExperimentConfig, Vec<crate::outputs::ResultRow>)> {
+    let connection = open_read_only(root)?;
+    let (id, config_json) = connection
+        .query_row(
+            "SELECT id, config_json FROM experiments WHERE name = ?",
+            [name],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Error::NotFound(format!(
+                "no experiment named '{name}' under {}",
+                root.display()
+            )),
+            other => sql(other),
+        })?;
+    let config = ExperimentConfig::from_canonical_json(&config_json)
+        .map_err(|e| Error::Internal(format!("stored config of '{name}' cannot be read: {e}")))?;
+    let rows = super::writes::result_rows(&connection, id).map_err(sql)?;
+    Ok((config, rows))
+}
+
 fn open_read_only(root: &Path) -> Result<Connection> {
     let path = root.join(DATABASE_FILE);
     if !path.exists() {

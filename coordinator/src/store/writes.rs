@@ -196,7 +196,7 @@ fn running_results(
     {
         row.status = RunStatus::Running;
     }
-    outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
+    outputs::write_results(dir, config, &rows)?;
     outputs::write_costs(
         dir,
         &outputs::costs_json(&rows, &call_costs(transaction, experiment_id)?),
@@ -220,7 +220,7 @@ fn finalize(
         now_ms: committed_at_ms,
         ..summary.clone()
     };
-    outputs::write_results_csv(dir, &outputs::results_csv(config, &rows))?;
+    outputs::write_results(dir, config, &rows)?;
     outputs::write_costs(
         dir,
         &outputs::costs_json(&rows, &call_costs(transaction, experiment_id)?),
@@ -360,12 +360,16 @@ fn call_costs(
     rows.collect()
 }
 
-fn result_rows(
-    transaction: &Transaction<'_>,
+/// Every run of an experiment as results.csv and results.jsonl show it
+/// (also read by `flotilla export`).
+pub(crate) fn result_rows(
+    connection: &rusqlite::Connection,
     experiment_id: i64,
 ) -> rusqlite::Result<Vec<ResultRow>> {
-    let mut query = transaction.prepare_cached(
-        "SELECT r.variation, r.repetition, r.attempts, r.status, r.worker, r.duration_s, v.params_json, r.metrics_json, r.cost_usd \
+    let mut query = connection.prepare_cached(
+        "SELECT r.variation, r.repetition, r.attempts, r.status, r.worker, r.duration_s, v.params_json, r.metrics_json, r.cost_usd, \
+         (SELECT a.error FROM attempts a WHERE a.experiment_id = r.experiment_id AND a.variation = r.variation \
+          AND a.repetition = r.repetition ORDER BY a.attempt DESC LIMIT 1) \
          FROM runs r JOIN variations v ON v.experiment_id = r.experiment_id AND v.variation = r.variation \
          WHERE r.experiment_id = ? ORDER BY r.variation, r.repetition",
     )?;
@@ -382,6 +386,7 @@ fn result_rows(
             params: object(&params),
             metrics: metrics.as_deref().map(object).unwrap_or_default(),
             cost_usd: row.get(8)?,
+            error: row.get(9)?,
         })
     })?;
     rows.collect()
