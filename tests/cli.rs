@@ -729,3 +729,59 @@ retries: {max_attempts: 1}
     assert_eq!(missing.status.code(), Some(7));
     assert!(text(&missing.stderr).contains("no experiment named 'nothing'"));
 }
+
+#[test]
+fn cases_from_a_file_are_crossed_with_the_other_axes_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    std::fs::create_dir_all(&exp).unwrap();
+    std::fs::write(
+        exp.join("configs.jsonl"),
+        "{\"id\": \"calm\", \"state.mood\": 1, \"turns\": 3}\n{\"id\": \"tense\", \"state.mood\": 5, \"turns\": 7}\n",
+    )
+    .unwrap();
+    let yaml = r#"name: cased
+run:
+  kind: command
+  command: ["sh", "-c", "echo '{{\"turns\": {turns}, \"mood\": {state.mood}, \"speed\": {speed}}}'"]
+variations:
+  - param: speed
+    values: [1, 2]
+  - cases: configs.jsonl
+"#;
+    let file = write_experiment(&exp, "cased.yaml", yaml);
+    let shown = run_ok(flotilla(&["validate"]).arg(&file));
+    let shown = text(&shown.stdout);
+    assert!(
+        shown.contains("cases (2 from configs.jsonl): calm, tense"),
+        "{shown}"
+    );
+    assert!(shown.contains("var-004  case=tense  speed=2"), "{shown}");
+    let root = dir.path().join("experiments");
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // Variation 4: speed 2 crossed with the second case.
+    let params = read_json(&root.join("cased/runs/var-004-run-001/params.json"));
+    assert_eq!(params["speed"], 2);
+    assert_eq!(params["id"], "tense");
+    assert_eq!(params["state.mood"], 5);
+    let result = read_json(&root.join("cased/runs/var-004-run-001/result.json"));
+    assert_eq!(result["metrics"]["turns"], 7, "{result}");
+    let rows = read_csv(&root.join("cased/results.csv"));
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().any(|r| r["id"] == "calm" && r["speed"] == "1"));
+
+    // A bad case stops everything before it runs, naming file, line and field.
+    std::fs::write(
+        exp.join("configs.jsonl"),
+        "{\"id\": \"calm\", \"turns\": 3}\n\n{\"id\": \"broken\", \"turns\": }\n",
+    )
+    .unwrap();
+    let refused = flotilla(&["validate"]).arg(&file).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("configs.jsonl:3:1: variations[1].cases[1]: is not JSON"),
+        "{said}"
+    );
+}

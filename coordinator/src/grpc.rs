@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_shared::auth::{tokens_match, TOKEN_METADATA_KEY};
-use flotilla_shared::config::parse_experiment;
+use flotilla_shared::config::parse_experiment_with;
 use flotilla_shared::proto;
 use flotilla_shared::protocol::{FromWorker, ToWorker, Welcome};
 use flotilla_shared::status::ExperimentState;
@@ -265,7 +265,14 @@ impl proto::control_service_server::ControlService for ControlApi {
         } else {
             &request.config_path
         };
-        let config = parse_experiment(&request.config_yaml, path)
+        // Cases files come with the request: this machine's disk is not the submitter's.
+        let case_files =
+            |name: &str| {
+                request.case_files.get(name).cloned().ok_or_else(|| {
+                    format!("the cases file {name} did not come with the submission")
+                })
+            };
+        let config = parse_experiment_with(&request.config_yaml, path, &case_files)
             .map_err(|e| Status::from(Error::from(e)))?;
         let (workdir, bundle) = match request.workdir {
             Some(bundle) => {

@@ -51,6 +51,7 @@ pub fn combine(experiments: Vec<ExperimentData>) -> Result<(ExperimentData, Vec<
     let mut axes = vec![Axis {
         param: experiment_axis.to_string(),
         values: names.iter().map(|n| Value::from(n.clone())).collect(),
+        cases: None,
     }];
     axes.extend(used_shared_axes(&experiments[0], &matching, &variations));
     let any_running = experiments
@@ -304,6 +305,7 @@ fn used_shared_axes(
                     .filter(|v| used.contains(&v.to_string()))
                     .cloned()
                     .collect(),
+                cases: None,
             }
         })
         .collect()

@@ -27,7 +27,16 @@ pub struct Design {
 impl Design {
     pub fn of(config: &ExperimentConfig) -> Self {
         Design {
-            axes: config.variations.clone(),
+            // An axis of cases is analysed by its cases' labels, as variations name them.
+            axes: config
+                .variations
+                .iter()
+                .map(|axis| Axis {
+                    param: axis.param.clone(),
+                    values: (0..axis.values.len()).map(|i| axis.label_of(i)).collect(),
+                    cases: None,
+                })
+                .collect(),
             metrics: config.metrics.clone(),
             baseline: config.baseline.clone(),
             seed: config.seed,

@@ -37,12 +37,13 @@ pub fn expand(config: &ExperimentConfig) -> Vec<Variation> {
     for axis in &config.variations {
         let mut next = Vec::with_capacity(grid.len() * axis.values.len());
         for cell in &grid {
-            for value in &axis.values {
+            for (index, value) in axis.values.iter().enumerate() {
                 let mut extended = cell.clone();
-                extended.params.insert(axis.param.clone(), value.clone());
+                // A case sets each of its fields; its label names it.
+                extended.params.extend(axis.params_of(value));
                 extended
                     .axis_values
-                    .insert(axis.param.clone(), value.clone());
+                    .insert(axis.param.clone(), axis.label_of(index));
                 next.push(extended);
             }
         }

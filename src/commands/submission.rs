@@ -41,6 +41,25 @@ pub fn load_config(file: &Path) -> Result<(ExperimentConfig, String)> {
     Ok((config, yaml))
 }
 
+/// The content of the cases files `config` names, by the name written in `file`.
+fn case_files(
+    file: &Path,
+    config: &ExperimentConfig,
+) -> Result<std::collections::HashMap<String, String>> {
+    let base = file.parent().unwrap_or(Path::new(""));
+    config
+        .variations
+        .iter()
+        .filter_map(|axis| axis.cases.as_ref())
+        .filter(|source| *source != "inline")
+        .map(|name| {
+            std::fs::read_to_string(base.join(name))
+                .map(|content| (name.clone(), content))
+                .map_err(|e| Error::io(format!("cannot read {}", base.join(name).display()), e))
+        })
+        .collect()
+}
+
 /// Builds the submit request for `file`. `exclude` lists directories never to
 /// ship (the experiments root, when it sits inside the workdir).
 pub fn prepare(
@@ -57,6 +76,7 @@ pub fn prepare(
         workdir: None,
         workdir_path: String::new(),
         retry_failed,
+        case_files: case_files(file, &config)?,
     };
     if let RunConfig::Command { workdir, .. } = &config.run {
         let base = file

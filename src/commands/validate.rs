@@ -55,8 +55,17 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
         RunConfig::Noop { .. } => println!("run: noop"),
     }
     for axis in &config.variations {
-        let values: Vec<String> = axis.values.iter().map(value_as_argument).collect();
-        println!("axis {}: {}", axis.param, values.join(", "));
+        let labels: Vec<String> = (0..axis.values.len())
+            .map(|i| value_as_argument(&axis.label_of(i)))
+            .collect();
+        match &axis.cases {
+            Some(source) => println!(
+                "cases ({} from {source}): {}",
+                axis.values.len(),
+                labels.join(", ")
+            ),
+            None => println!("axis {}: {}", axis.param, labels.join(", ")),
+        }
     }
     println!(
         "{} variation(s) x {} run(s) = {} runs, {} attempt(s) at most each",

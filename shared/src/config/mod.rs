@@ -1,9 +1,11 @@
 //! The experiment file (ARCHITECTURE.md, "Experiments and runs"): parsing, validation with file/line/column
 //! errors, and the canonical form whose SHA-256 identifies a submitted config.
 
+mod cases;
 mod change;
 mod placeholders;
 
+pub use cases::CaseFiles;
 pub use change::{compare_configs, ConfigChange};
 pub use placeholders::{substitute, BUILTIN_PLACEHOLDERS};
 
@@ -78,6 +80,49 @@ impl RunConfig {
 pub struct Axis {
     pub param: String,
     pub values: Vec<Value>,
+    /// Set on an axis of explicit cases: where they came from (a file as
+    /// written in the experiment file, or `inline`). Its `param` is `case`
+    /// and each value is a case, an object whose fields are params.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<String>,
+}
+
+/// The `param` of an axis of cases: a variation's case shows under it, by label.
+pub const CASE_AXIS: &str = "case";
+
+impl Axis {
+    /// The params one value of this axis sets: itself, or a case's fields.
+    pub fn params_of(&self, value: &Value) -> Vec<(String, Value)> {
+        match (&self.cases, value) {
+            (Some(_), Value::Object(fields)) => fields
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+            _ => vec![(self.param.clone(), value.clone())],
+        }
+    }
+
+    /// How value `index` is named among the axis values of a variation: the
+    /// value itself, or a case's `id` or `name` (else `case-N`).
+    pub fn label_of(&self, index: usize) -> Value {
+        match self.cases {
+            Some(_) => Value::String(cases::label(index, &self.values[index])),
+            None => self.values[index].clone(),
+        }
+    }
+
+    /// The parameter names this axis sets.
+    pub fn param_names(&self) -> BTreeSet<&str> {
+        match self.cases {
+            Some(_) => self
+                .values
+                .iter()
+                .filter_map(Value::as_object)
+                .flat_map(|fields| fields.keys().map(String::as_str))
+                .collect(),
+            None => BTreeSet::from([self.param.as_str()]),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,10 +198,15 @@ impl ExperimentConfig {
     /// Every model the experiment names: `provider/model` strings among its
     /// parameters and axis values, and `run.models`.
     pub fn named_models(&self) -> BTreeSet<String> {
-        let values = self
-            .params
-            .values()
-            .chain(self.variations.iter().flat_map(|axis| axis.values.iter()));
+        let values = self.params.values().chain(
+            self.variations
+                .iter()
+                .flat_map(|axis| axis.values.iter())
+                .flat_map(|value| match value {
+                    Value::Object(fields) => fields.values().collect::<Vec<_>>(),
+                    other => vec![other],
+                }),
+        );
         values
             .filter_map(Value::as_str)
             .chain(self.models.iter().map(String::as_str))
@@ -276,8 +326,13 @@ struct RawRun {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAxis {
-    param: Spanned<String>,
-    values: Spanned<Vec<Spanned<Value>>>,
+    #[serde(default)]
+    param: Option<Spanned<String>>,
+    #[serde(default)]
+    values: Option<Spanned<Vec<Spanned<Value>>>>,
+    /// A cases file, or an inline list of case objects.
+    #[serde(default)]
+    cases: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -323,11 +378,30 @@ impl Locator<'_> {
     }
 }
 
-/// Parses and validates an experiment file. `file` is used in error messages only.
+/// Parses and validates an experiment file at path `file`; cases files it
+/// names are read from disk, relative to it.
 pub fn parse_experiment(yaml: &str, file: &str) -> Result<ExperimentConfig, ConfigError> {
+    let dir = std::path::Path::new(file)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let from_disk = move |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| format!("cannot read {}: {e}", dir.join(name).display()))
+    };
+    parse_experiment_with(yaml, file, &from_disk)
+}
+
+/// Parses and validates an experiment file; `file` is used in error
+/// messages, and `case_files` gives the content of the cases files it names.
+pub fn parse_experiment_with(
+    yaml: &str,
+    file: &str,
+    case_files: CaseFiles<'_>,
+) -> Result<ExperimentConfig, ConfigError> {
     let raw: RawExperiment =
         serde_saphyr::from_str(yaml).map_err(|error| yaml_error(file, yaml, &error))?;
-    validate(raw, &Locator { file })
+    validate(raw, &Locator { file }, case_files)
 }
 
 /// The key written on `line` (1-based) of the file, for errors the YAML
@@ -382,11 +456,15 @@ fn yaml_error(file: &str, yaml: &str, error: &serde_saphyr::Error) -> ConfigErro
 }
 
 /// Checks every section of the raw file and builds the validated config.
-fn validate(raw: RawExperiment, at: &Locator<'_>) -> Result<ExperimentConfig, ConfigError> {
+fn validate(
+    raw: RawExperiment,
+    at: &Locator<'_>,
+    case_files: CaseFiles<'_>,
+) -> Result<ExperimentConfig, ConfigError> {
     check_experiment_name(&raw.name.value).map_err(|m| at.at(&raw.name.referenced, "name", m))?;
     let timeout_ms = validate_timeout(&raw.run.value.timeout, at)?;
     let params = validate_params(raw.params, &raw.run.referenced, at)?;
-    let variations = validate_axes(&raw.variations, at)?;
+    let variations = validate_axes(&raw.variations, at, case_files)?;
     let run = validate_run(&raw.run, timeout_ms, &params, &variations, at)?;
     let runs_per_variation = match &raw.runs_per_variation {
         None => 1,
@@ -523,13 +601,89 @@ fn validate_params(
     Ok(params)
 }
 
-/// `variations`: one axis per parameter, each with distinct values.
-fn validate_axes(raw: &[Spanned<RawAxis>], at: &Locator<'_>) -> Result<Vec<Axis>, ConfigError> {
+/// An axis of cases: an inline list of objects, or a file of them.
+fn validate_cases_axis(
+    cases: &Spanned<Value>,
+    field: &str,
+    at: &Locator<'_>,
+    case_files: CaseFiles<'_>,
+) -> Result<Axis, ConfigError> {
+    let field = format!("{field}.cases");
+    let (source, located) = match &cases.value {
+        Value::String(path) => {
+            let content = case_files(path).map_err(|m| at.at(&cases.referenced, &field, m))?;
+            let located = cases::read_file(path, &content).map_err(|mut error| {
+                // `cases[2]` in the file is `variations[1].cases[2]` of the experiment.
+                if let Some(rest) = error.field.strip_prefix("cases") {
+                    error.field = format!("{field}{rest}");
+                }
+                error
+            })?;
+            (path.clone(), located)
+        }
+        Value::Array(list) => {
+            let located = list.iter().map(|case| (0, case.clone())).collect();
+            ("inline".to_string(), located)
+        }
+        other => {
+            return Err(at.at(
+                &cases.referenced,
+                &field,
+                format!(
+                "must be a file of cases (.jsonl, .csv or .yaml) or a list of objects, got {other}"
+            ),
+            ))
+        }
+    };
+    let in_file = if source == "inline" {
+        at.file
+    } else {
+        source.as_str()
+    };
+    cases::validate(in_file, &field, &located).map_err(|mut error| {
+        // Inline cases are located at the axis in the experiment file.
+        if error.line == 0 && source == "inline" {
+            error.line = cases.referenced.line();
+            error.column = cases.referenced.column();
+        }
+        error
+    })?;
+    Ok(Axis {
+        param: CASE_AXIS.to_string(),
+        values: located.into_iter().map(|(_, case)| case).collect(),
+        cases: Some(source),
+    })
+}
+
+/// `variations`: one axis per parameter, each with distinct values, and at
+/// most one axis of cases.
+fn validate_axes(
+    raw: &[Spanned<RawAxis>],
+    at: &Locator<'_>,
+    case_files: CaseFiles<'_>,
+) -> Result<Vec<Axis>, ConfigError> {
     let mut variations = Vec::new();
     let mut axis_names = BTreeSet::new();
     for (index, axis) in raw.iter().enumerate() {
         let field = format!("variations[{index}]");
-        let param = &axis.value.param;
+        let (param, values) = match (&axis.value.param, &axis.value.values, &axis.value.cases) {
+            (None, None, Some(cases)) => {
+                let axis = validate_cases_axis(cases, &field, at, case_files)?;
+                if !axis_names.insert(CASE_AXIS.to_string()) {
+                    return Err(at.at(&cases.referenced, format!("{field}.cases"), "an experiment has at most one axis of cases"));
+                }
+                variations.push(axis);
+                continue;
+            }
+            (Some(param), Some(values), None) => (param, values),
+            _ => {
+                return Err(at.at(
+                    &axis.referenced,
+                    field,
+                    "an axis is either `param` with `values` (e.g. {param: temperature, values: [0.2, 0.8]}) or `cases` (a .jsonl, .csv or .yaml file, or a list of objects)",
+                ))
+            }
+        };
         check_param_name(&param.value)
             .map_err(|m| at.at(&param.referenced, format!("{field}.param"), m))?;
         if !axis_names.insert(param.value.clone()) {
@@ -542,7 +696,6 @@ fn validate_axes(raw: &[Spanned<RawAxis>], at: &Locator<'_>) -> Result<Vec<Axis>
                 ),
             ));
         }
-        let values = &axis.value.values;
         if values.value.is_empty() {
             return Err(at.at(
                 &values.referenced,
@@ -564,6 +717,7 @@ fn validate_axes(raw: &[Spanned<RawAxis>], at: &Locator<'_>) -> Result<Vec<Axis>
         variations.push(Axis {
             param: param.value.clone(),
             values: values.value.iter().map(|v| v.value.clone()).collect(),
+            cases: None,
         });
     }
     Ok(variations)
@@ -615,7 +769,7 @@ fn validate_command_run(
         ));
     }
     let mut known: BTreeSet<&str> = params.keys().map(String::as_str).collect();
-    known.extend(axes.iter().map(|a| a.param.as_str()));
+    known.extend(axes.iter().flat_map(Axis::param_names));
     known.extend(BUILTIN_PLACEHOLDERS.iter().copied());
     for (arg_index, argument) in command.value.iter().enumerate() {
         placeholders::check(&argument.value, &known)
@@ -753,10 +907,11 @@ fn check_baseline(baseline: &BTreeMap<String, Value>, axes: &[Axis]) -> Result<(
                 names.join(", ")
             ));
         };
-        if !axis.values.contains(value) {
+        let labels: Vec<Value> = (0..axis.values.len()).map(|i| axis.label_of(i)).collect();
+        if !labels.contains(value) {
             return Err(format!(
                 "{value} is not a value of axis '{param}'; valid values are {}",
-                Value::from(axis.values.clone())
+                Value::from(labels)
             ));
         }
     }

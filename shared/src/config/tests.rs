@@ -227,3 +227,41 @@ fn run_models_must_name_a_provider() {
         "{error}"
     );
 }
+
+#[test]
+fn inline_cases_set_their_fields_and_are_labelled_by_id_or_place() {
+    let config = parse_experiment(
+        "name: e\nrun: {kind: noop}\nvariations:\n  - cases: [{id: easy, q: 1}, {q: 2, actors.a.model: sim/echo}]\n  - param: t\n    values: [0.1, 0.9]\nbaseline: {case: easy, t: 0.1}\n",
+        "e.yaml",
+    )
+    .unwrap();
+    let axis = &config.variations[0];
+    assert_eq!(axis.cases.as_deref(), Some("inline"));
+    assert_eq!(axis.label_of(1), Value::from("case-2"));
+    let grid = crate::grid::expand(&config);
+    assert_eq!(grid.len(), 4);
+    assert_eq!(grid[2].params["actors.a.model"], "sim/echo");
+    assert_eq!(grid[2].axis_values["case"], "case-2");
+    assert!(config.named_models().contains("sim/echo"));
+    // Without cases the canonical form, and so the hash, is what it was.
+    assert!(!parse_experiment(GOOD, "e.yaml")
+        .unwrap()
+        .canonical_json()
+        .contains("cases"));
+}
+
+#[test]
+fn an_axis_is_a_param_with_values_or_cases_and_bad_cases_are_located() {
+    let mixed =
+        error_of("name: e\nrun: {kind: noop}\nvariations:\n  - param: t\n    cases: [{q: 1}]\n");
+    assert_eq!(mixed.field, "variations[0]");
+    assert!(
+        mixed.message.contains("either `param` with `values`"),
+        "{mixed}"
+    );
+    let not_object = error_of("name: e\nrun: {kind: noop}\nvariations:\n  - cases: [{q: 1}, 7]\n");
+    assert_eq!(not_object.field, "variations[0].cases[1]");
+    assert_eq!(not_object.line, 4);
+    let missing = error_of("name: e\nrun: {kind: noop}\nvariations:\n  - cases: nowhere.csv\n");
+    assert!(missing.message.contains("cannot read"), "{missing}");
+}
