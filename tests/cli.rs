@@ -785,3 +785,33 @@ variations:
         "{said}"
     );
 }
+
+#[test]
+fn reports_pair_runs_by_case_in_the_main_effect_of_the_other_axes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six cases of very different difficulty, one run each per model: model
+    // "strong" scores one more than "weak" on every case.
+    let yaml = r#"name: paired
+run:
+  kind: command
+  command: ["sh", "-c", "if [ {model} = strong ]; then b=1; else b=0; fi; echo \"{{\\\"score\\\": $(( {difficulty} * 10 + b ))}}\""]
+variations:
+  - param: model
+    values: [weak, strong]
+  - cases: [{id: c1, difficulty: 0}, {id: c2, difficulty: 3}, {id: c3, difficulty: 9}, {id: c4, difficulty: 1}, {id: c5, difficulty: 7}, {id: c6, difficulty: 4}]
+metrics:
+  - {name: score, goal: maximize}
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "paired.yaml", yaml);
+    let root = dir.path().join("experiments");
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = std::fs::read_to_string(root.join("paired/analysis/analysis-report.md")).unwrap();
+    assert!(report.contains("paired by case"), "{report}");
+    let weak = report
+        .lines()
+        .find(|line| line.starts_with("| model | score | weak |"))
+        .unwrap_or_else(|| panic!("{report}"));
+    // Unpaired, the levels overlap widely; paired by case the difference is exactly -1.
+    assert!(weak.contains("| -1 (6) |"), "{weak}");
+}

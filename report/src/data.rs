@@ -34,7 +34,7 @@ impl Design {
                 .map(|axis| Axis {
                     param: axis.param.clone(),
                     values: (0..axis.values.len()).map(|i| axis.label_of(i)).collect(),
-                    cases: None,
+                    cases: axis.cases.clone(),
                 })
                 .collect(),
             metrics: config.metrics.clone(),

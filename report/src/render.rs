@@ -259,8 +259,25 @@ fn main_effects(out: &mut String, analysis: &Analysis) {
         out,
         "Mean of each axis level over all variations that have it.\n"
     );
-    let _ = writeln!(out, "| axis | metric | level | n | mean | 95% CI | best |");
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    let paired = analysis
+        .main_effects
+        .iter()
+        .flat_map(|e| &e.levels)
+        .any(|l| l.versus_best.is_some());
+    if paired {
+        let _ = writeln!(
+            out,
+            "With an axis of cases, each level is also compared with the best one over runs paired by case (the same case, other axes and repetition).\n"
+        );
+        let _ = writeln!(out, "| axis | metric | level | n | mean | 95% CI | best | minus best, paired by case (pairs) | 95% CI |");
+        let _ = writeln!(
+            out,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+    } else {
+        let _ = writeln!(out, "| axis | metric | level | n | mean | 95% CI | best |");
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
+    }
     for effect in &analysis.main_effects {
         for level in &effect.levels {
             let best = if effect.best.as_ref() == Some(&level.value) {
@@ -268,9 +285,19 @@ fn main_effects(out: &mut String, analysis: &Analysis) {
             } else {
                 ""
             };
+            let versus = match (&level.versus_best, paired) {
+                (Some(d), _) => format!(
+                    " {} ({}) | {} |",
+                    number(d.mean),
+                    d.pairs,
+                    interval(d.ci95_t)
+                ),
+                (None, true) => " | |".to_string(),
+                (None, false) => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |{versus}",
                 effect.axis,
                 effect.metric,
                 value_as_argument(&level.value),

@@ -15,6 +15,17 @@ pub struct Level {
     pub n: usize,
     pub mean: f64,
     pub ci95_t: Option<[f64; 2]>,
+    /// With an axis of cases: this level minus the best one, over runs
+    /// paired by case (and by the other axes and the repetition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versus_best: Option<PairedDifference>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedDifference {
+    pub pairs: usize,
+    pub mean: f64,
+    pub ci95_t: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +72,7 @@ pub fn main_effects(
                         n: description.n,
                         mean: description.mean,
                         ci95_t: interval(description.t_ci),
+                        versus_best: None,
                     });
                 }
             }
@@ -75,6 +87,21 @@ pub fn main_effects(
                     }
                 })
                 .map(|l| l.value.clone());
+            let has_cases = data.design.axes.iter().any(|a| a.cases.is_some());
+            if let (Some(best), true) = (&best, has_cases && axis.cases.is_none()) {
+                for level in &mut levels {
+                    if &level.value != best {
+                        level.versus_best = paired_by_case(
+                            data,
+                            values,
+                            &axis.param,
+                            &level.value,
+                            best,
+                            &metric.name,
+                        );
+                    }
+                }
+            }
             let means: Vec<f64> = levels.iter().map(|l| l.mean).collect();
             let spread = means.iter().copied().fold(f64::NEG_INFINITY, f64::max)
                 - means.iter().copied().fold(f64::INFINITY, f64::min);
@@ -88,6 +115,45 @@ pub fn main_effects(
         }
     }
     effects
+}
+
+/// Runs of `level` minus runs of `best` on `axis`, paired where every other
+/// axis (the case among them) and the repetition are the same.
+fn paired_by_case(
+    data: &ExperimentData,
+    values: &Values<'_>,
+    axis: &str,
+    level: &Value,
+    best: &Value,
+    metric: &str,
+) -> Option<PairedDifference> {
+    let runs_of = |wanted: &Value| {
+        let mut runs = std::collections::BTreeMap::new();
+        for variation in data
+            .variations
+            .iter()
+            .filter(|v| v.axis_values.get(axis) == Some(wanted))
+        {
+            let mut block = variation.axis_values.clone();
+            block.remove(axis);
+            let block = serde_json::to_string(&block).unwrap_or_default();
+            for (seed, value) in values.get(&(variation.index, metric)).into_iter().flatten() {
+                runs.insert((block.clone(), *seed), *value);
+            }
+        }
+        runs
+    };
+    let (these, best_runs) = (runs_of(level), runs_of(best));
+    let differences: Vec<f64> = these
+        .iter()
+        .filter_map(|(key, value)| best_runs.get(key).map(|other| value - other))
+        .collect();
+    let description = stats::describe(&differences)?;
+    Some(PairedDifference {
+        pairs: description.n,
+        mean: description.mean,
+        ci95_t: interval(description.t_ci),
+    })
 }
 
 /// The two-way table for the pair of axes whose main effects on the first
