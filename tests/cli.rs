@@ -815,3 +815,42 @@ metrics:
     // Unpaired, the levels overlap widely; paired by case the difference is exactly -1.
     assert!(weak.contains("| -1 (6) |"), "{weak}");
 }
+
+#[test]
+fn simulation_batch_example_runs_every_configuration_and_records_the_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/simulation-batch/experiment.yaml");
+    let output = run_experiment(&root, &file);
+    assert!(
+        output.status.success(),
+        "failures are data: {}",
+        text(&output.stderr)
+    );
+    let outcomes: Vec<serde_json::Value> =
+        std::fs::read_to_string(root.join("simulation-batch/results.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+    assert_eq!(outcomes.len(), 12);
+    let broken: Vec<&serde_json::Value> = outcomes
+        .iter()
+        .filter(|o| o["status"] != "succeeded")
+        .collect();
+    assert_eq!(broken.len(), 1, "{outcomes:?}");
+    assert_eq!(broken[0]["params"]["id"], "broken");
+    assert_eq!(broken[0]["error"], "exited with code 2");
+    let stderr =
+        std::fs::read_to_string(root.join("simulation-batch/runs/var-012-run-001/stderr.log"))
+            .unwrap();
+    assert!(
+        stderr.contains("turns must be a positive whole number, got -5"),
+        "{stderr}"
+    );
+    assert!(outcomes
+        .iter()
+        .filter(|o| o["status"] == "succeeded")
+        .all(|o| o["metrics"]["final_population"].is_number()));
+}
