@@ -854,3 +854,37 @@ fn simulation_batch_example_runs_every_configuration_and_records_the_broken_one(
         .filter(|o| o["status"] == "succeeded")
         .all(|o| o["metrics"]["final_population"].is_number()));
 }
+
+#[test]
+fn model_comparison_example_compares_actor_models_under_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    // The example says `python3`: the one with the official clients comes first on the PATH.
+    let python = python_with_clients();
+    let path = format!(
+        "{}:{}",
+        python.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/model-comparison/experiment.yaml");
+    let output = flotilla(&["run", "--workers", "2", "--slots", "2"])
+        .arg(&file)
+        .arg("--root")
+        .arg(&root)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let summary = read_json(&root.join("model-comparison/batch-summary.json"));
+    assert_eq!(summary["succeeded"], 40, "{summary}");
+    let spent = summary["budget"]["spent_usd"].as_f64().unwrap();
+    assert!(spent > 0.0 && spent <= 50.0, "{summary}");
+    let report =
+        std::fs::read_to_string(root.join("model-comparison/analysis/analysis-report.md")).unwrap();
+    assert!(report.contains("- Best on **deal**"), "{report}");
+    assert!(report.contains("| variation | runs with cost | total | mean per run | 95% CI | per success | runs per $ |"), "{report}");
+    // Every run's calls went through the gateway: six rounds, two actors.
+    let calls = calls_of(&root.join("model-comparison/runs/var-004-run-010"));
+    assert_eq!(calls.len(), 12);
+}
