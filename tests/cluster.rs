@@ -481,3 +481,58 @@ fn runs_go_to_the_workers_whose_ollama_serves_their_model() {
     );
     run_ok(&mut coordinator.cli(&["cancel", "farm"]));
 }
+
+#[test]
+fn ollama_farm_example_places_each_model_on_the_worker_whose_host_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ollama-farm");
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let hosts: Vec<(Process, String)> = ["host-a", "host-b"]
+        .iter()
+        .map(|host| {
+            let config = example.join(format!("stand-ins/{host}.yaml"));
+            sim_server(&["--config", config.to_str().unwrap()])
+        })
+        .collect();
+    // The example says `python3`: the one with the official clients comes first on the PATH.
+    let python = python_with_clients();
+    let path = format!(
+        "{}:{}",
+        python.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut workers = Vec::new();
+    for (name, (_, address)) in ["a", "b"].iter().zip(&hosts) {
+        let mut command = flotilla(&["worker", "join", &coordinator.address, "--name", name]);
+        command
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--work-dir")
+            .arg(dir.path().join(name))
+            .arg("--ollama-url")
+            .arg(format!("http://{address}"))
+            .env("PATH", &path);
+        let mut process = Process::spawn(command);
+        process.wait_for_line("joined");
+        workers.push(process);
+    }
+    run_ok(
+        coordinator
+            .cli(&["submit", "--wait"])
+            .arg(example.join("experiment.yaml")),
+    );
+    let rows = read_csv(&root.join("ollama-farm/results.csv"));
+    assert_eq!(rows.len(), 12);
+    for row in &rows {
+        assert_eq!(row["status"], "succeeded", "{row:?}");
+        let expected = if row["model"] == "ollama/llama3.2" {
+            "a"
+        } else {
+            "b"
+        };
+        assert_eq!(row["worker"], expected, "{row:?}");
+        assert_eq!(row["answered"], "true");
+    }
+}
