@@ -888,3 +888,40 @@ fn model_comparison_example_compares_actor_models_under_its_budget() {
     let calls = calls_of(&root.join("model-comparison/runs/var-004-run-010"));
     assert_eq!(calls.len(), 12);
 }
+
+#[test]
+fn teardown_runs_when_continue_on_error_stops_the_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"name: stopped
+run:
+  kind: command
+  command: ["sh", "-c", "if [ {n} = 3 ]; then exit 1; fi; sleep 0.2; echo '{{\"v\": {n}}}'"]
+  setup: ["sh", "-c", "echo up $FLOTILLA_WORKER"]
+  teardown: ["sh", "-c", "echo down $FLOTILLA_WORKER"]
+variations:
+  - param: n
+    values: [1, 2, 3, 4, 5, 6, 7, 8]
+retries: {max_attempts: 1}
+continue_on_error: false
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "stopped.yaml", yaml);
+    let root = dir.path().join("experiments");
+    let output = run_experiment(&root, &file);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let workers = root.join("stopped/workers");
+    let mut set_up = 0;
+    for entry in std::fs::read_dir(&workers).unwrap() {
+        let worker = entry.unwrap().path();
+        let name = worker.file_name().unwrap().to_string_lossy().into_owned();
+        let setup = std::fs::read_to_string(worker.join("setup.log")).unwrap();
+        assert_eq!(setup, format!("up {name}\n"));
+        let teardown = std::fs::read_to_string(worker.join("teardown.log")).unwrap();
+        assert_eq!(
+            teardown,
+            format!("down {name}\n"),
+            "every worker set up is torn down"
+        );
+        set_up += 1;
+    }
+    assert!(set_up >= 1);
+}

@@ -536,3 +536,62 @@ fn ollama_farm_example_places_each_model_on_the_worker_whose_host_has_it() {
         assert_eq!(row["answered"], "true");
     }
 }
+
+#[test]
+fn setup_runs_once_per_worker_a_failed_one_keeps_that_worker_off_and_teardown_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let _w1 = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
+    let _w2 = coordinator.join_worker("w2", 2, &dir.path().join("w2"));
+    let exp = dir.path().join("exp");
+    let file = write_experiment(
+        &exp,
+        "hooked.yaml",
+        r#"name: hooked
+run:
+  kind: command
+  command: ["sh", "-c", "echo '{{\"v\": 1}}'"]
+  setup: {command: ["sh", "-c", "echo setup on $FLOTILLA_WORKER for $FLOTILLA_EXPERIMENT; test $FLOTILLA_WORKER != w2"], timeout: 30s}
+  teardown: ["sh", "-c", "echo teardown on $FLOTILLA_WORKER; touch torn-down-$FLOTILLA_WORKER"]
+runs_per_variation: 8
+"#,
+    );
+    run_ok(coordinator.cli(&["submit", "--wait"]).arg(&file));
+    // Every run succeeded, on w1, with one attempt each: declined runs spent none.
+    let rows = read_csv(&root.join("hooked/results.csv"));
+    assert_eq!(rows.len(), 8);
+    for row in &rows {
+        assert_eq!(
+            (
+                row["status"].as_str(),
+                row["worker"].as_str(),
+                row["attempt"].as_str()
+            ),
+            ("succeeded", "w1", "1"),
+            "{row:?}"
+        );
+    }
+    assert_eq!(count(&root, "SELECT COUNT(*) FROM attempts"), 8);
+    let said = text(&run_ok(&mut coordinator.cli(&["status", "hooked"])).stdout);
+    assert!(
+        said.contains("setup failed on w2: exited with code 1 (see workers/w2/setup.log); that worker takes no runs of it"),
+        "{said}"
+    );
+    let log = |worker: &str, hook: &str| {
+        std::fs::read_to_string(root.join(format!("hooked/workers/{worker}/{hook}.log")))
+            .unwrap_or_default()
+    };
+    assert_eq!(log("w1", "setup"), "setup on w1 for hooked\n");
+    assert_eq!(log("w2", "setup"), "setup on w2 for hooked\n");
+    // The teardown runs on the worker that ran the experiment, once it ended.
+    wait_until("w1's teardown", || {
+        log("w1", "teardown") == "teardown on w1\n"
+    });
+    assert!(exp.join("torn-down-w1").exists());
+    assert!(
+        !exp.join("torn-down-w2").exists(),
+        "no teardown after a failed setup"
+    );
+}

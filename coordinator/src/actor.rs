@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::clock::now_ms;
-use flotilla_shared::protocol::{Capabilities, Hello, SpendRequest, ToWorker};
+use flotilla_shared::protocol::{Capabilities, Hello, HookReport, SpendRequest, ToWorker};
 use flotilla_shared::rate::{KeyDemand, RatePause};
 use flotilla_shared::run::RunResult;
 use flotilla_shared::status::ExperimentState;
@@ -46,6 +46,12 @@ pub enum WorkerEvent {
     /// A heartbeat with the worker's calls per shared key.
     Demand(Vec<KeyDemand>),
     RateLimited(RatePause),
+    /// Runs the worker will not start: its setup failed.
+    Declined {
+        lease_ids: Vec<u64>,
+        reason: String,
+    },
+    HookDone(HookReport),
     Ready,
     Capabilities(Capabilities),
     SpendRequest(SpendRequest),
@@ -318,6 +324,10 @@ impl Actor {
             }
             WorkerEvent::Demand(demand) => self.state.rate_demand(&name, demand, &mut outbox),
             WorkerEvent::RateLimited(pause) => self.state.rate_limited(&name, pause, &mut outbox),
+            WorkerEvent::Declined { lease_ids, reason } => {
+                self.state.declined(&name, lease_ids, &reason, &mut outbox)
+            }
+            WorkerEvent::HookDone(report) => self.state.hook_done(&name, report, &mut outbox),
             WorkerEvent::Results(results) => {
                 let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
                 self.state
@@ -628,6 +638,7 @@ impl Actor {
                 runs,
                 status,
             },
+            Persist::HookLog { path, content } => Write::HookLog { path, content },
         }
     }
 }

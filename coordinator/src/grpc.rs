@@ -143,6 +143,10 @@ fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Er
         FromWorker::Capabilities(capabilities) => Some(WorkerEvent::Capabilities(capabilities)),
         FromWorker::SpendRequest(request) => Some(WorkerEvent::SpendRequest(request)),
         FromWorker::RateLimited(pause) => Some(WorkerEvent::RateLimited(pause)),
+        FromWorker::Declined { lease_ids, reason } => {
+            Some(WorkerEvent::Declined { lease_ids, reason })
+        }
+        FromWorker::HookDone(report) => Some(WorkerEvent::HookDone(report)),
         FromWorker::Hello(_) => return Err(Error::Protocol("Hello sent twice".into())),
     })
 }
@@ -178,6 +182,7 @@ fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
         spent_usd: view.spent_usd,
         waiting: view.waiting.unwrap_or_default(),
         end_reason: view.end_reason.unwrap_or_default(),
+        setup_failures: view.setup_failures,
         budget: view.budget.map(|budget| proto::BudgetStatus {
             total_usd: budget.total_usd,
             spent_usd: budget.spent_usd,

@@ -210,6 +210,14 @@ pub struct ResultRow {
     pub error: Option<String>,
 }
 
+/// A worker's setup.log or teardown.log under the experiment.
+pub fn write_hook_log(path: &Path, content: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    }
+    write_atomic(path, content).map_err(io(format!("cannot write {}", path.display())))
+}
+
 /// results.jsonl: one object per run, its parameters and metrics as objects
 /// with their names as written (`actors.regulator.model` stays one key).
 pub fn results_jsonl(rows: &[ResultRow]) -> String {

@@ -22,6 +22,8 @@ pub struct ExperimentView {
     pub budget: Option<BudgetView>,
     /// Why it ended, when its state alone does not say.
     pub end_reason: Option<String>,
+    /// `w2: exited with code 1 (see workers/w2/setup.log)`: workers that take none of its runs.
+    pub setup_failures: Vec<String>,
 }
 
 /// The budget ledger's figures (ARCHITECTURE.md, invariant 1), in dollars.
@@ -141,6 +143,11 @@ pub fn experiment(experiment: &Experiment, detailed: bool, state: &State) -> Exp
         waiting: waiting(experiment, state),
         budget: budget(experiment),
         end_reason: end_reason(experiment, experiment.state),
+        setup_failures: experiment
+            .setup_failed
+            .iter()
+            .map(|(worker, why)| format!("{worker}: {why}"))
+            .collect(),
     }
 }
 

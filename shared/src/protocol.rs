@@ -90,6 +90,39 @@ pub enum FromWorker {
     SpendRequest(SpendRequest),
     /// A provider answered 429: every worker should pause the key.
     RateLimited(RatePause),
+    /// Runs this worker will not start: its setup for their experiment failed.
+    Declined {
+        lease_ids: Vec<u64>,
+        reason: String,
+    },
+    /// A setup or teardown ended.
+    HookDone(HookReport),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Setup,
+    Teardown,
+}
+
+impl HookKind {
+    /// `setup`, `teardown`: the log file's name without `.log`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Setup => "setup",
+            HookKind::Teardown => "teardown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookReport {
+    pub experiment: String,
+    pub kind: HookKind,
+    /// Why it failed; `None` when it succeeded.
+    pub error: Option<String>,
+    /// Its output, stdout and stderr together.
+    pub log: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,4 +165,6 @@ pub enum ToWorker {
     /// This worker's shares of shared limits, replacing earlier ones for their keys.
     RateShares(Vec<RateShare>),
     RatePause(RatePause),
+    /// The experiment has no more runs for this worker: run its teardown.
+    ExperimentEnded(String),
 }

@@ -35,6 +35,10 @@ pub enum RunSpec {
         workdir_path: PathBuf,
         /// Content hash of the workdir; workers whose copy differs fetch it.
         workdir_hash: String,
+        /// Once per worker before its first run of the experiment.
+        setup: Option<crate::config::Hook>,
+        /// Once per worker when it has no more runs of the experiment.
+        teardown: Option<crate::config::Hook>,
     },
     Noop,
 }

@@ -40,6 +40,9 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
     } else {
         format!("{waiting}\n  {}", e.end_reason)
     };
+    let waiting = e.setup_failures.iter().fold(waiting, |line, failure| {
+        format!("{line}\n  setup failed on {failure}; that worker takes no runs of it")
+    });
     format!(
         "{}  {state}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent}){waiting}",
         e.name,
@@ -147,6 +150,7 @@ pub fn experiment_json(e: &proto::ExperimentStatus) -> Result<serde_json::Value>
         "cost_usd": e.spent_usd,
         "waiting": (!e.waiting.is_empty()).then_some(&e.waiting),
         "end_reason": (!e.end_reason.is_empty()).then_some(&e.end_reason),
+        "setup_failures": e.setup_failures,
         "budget": e.budget.as_ref().map(|b| json!({
             "total_usd": b.total_usd,
             "spent_usd": b.spent_usd,

@@ -46,12 +46,25 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
             command,
             workdir,
             timeout_ms,
-        } => println!(
-            "run: {} (workdir {}, timeout {})",
-            command.join(" "),
-            workdir,
-            format_duration(std::time::Duration::from_millis(*timeout_ms))
-        ),
+            setup,
+            teardown,
+        } => {
+            println!(
+                "run: {} (workdir {}, timeout {})",
+                command.join(" "),
+                workdir,
+                format_duration(std::time::Duration::from_millis(*timeout_ms))
+            );
+            for (name, hook) in [("setup", setup), ("teardown", teardown)] {
+                if let Some(hook) = hook {
+                    println!(
+                        "{name}: {} (once per worker, timeout {})",
+                        hook.command.join(" "),
+                        format_duration(std::time::Duration::from_millis(hook.timeout_ms))
+                    );
+                }
+            }
+        }
         RunConfig::Noop { .. } => println!("run: noop"),
     }
     for axis in &config.variations {

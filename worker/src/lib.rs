@@ -112,6 +112,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         workdirs,
         Arc::new(gateway),
         top_ups,
+        config.name.clone(),
     ));
     let served = session::Session::new(config, link, context, announced, top_up_requests)
         .run(shutdown)

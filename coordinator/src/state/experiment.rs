@@ -174,6 +174,10 @@ pub struct Experiment {
     pub spent_usd: f64,
     /// The budget ledger, when the config has a budget (ARCHITECTURE.md, invariant 1).
     pub ledger: Option<Ledger>,
+    /// Workers whose `run.setup` failed, and why: they get no runs of it.
+    pub setup_failed: std::collections::BTreeMap<Arc<str>, String>,
+    /// Workers given runs of it since it last ended: told when it ends, for their teardown.
+    pub workers_used: BTreeSet<Arc<str>>,
     /// Runs stopped because the ledger had no room for one of their calls:
     /// the experiment ends `budget_exhausted` even if every run ended.
     pub refused_for_budget: u64,
@@ -214,6 +218,8 @@ impl Experiment {
             spent_usd: 0.0,
             ledger,
             refused_for_budget: 0,
+            setup_failed: Default::default(),
+            workers_used: BTreeSet::new(),
             started_at_ms,
             finished_at_ms: None,
         }

@@ -28,7 +28,8 @@ use flotilla_shared::grid::run_seed;
 use flotilla_shared::money::Usd;
 use flotilla_shared::naming::run_id;
 use flotilla_shared::protocol::{
-    Capabilities, RunningLease, SpendAnswer, SpendGrant, SpendRequest, ToWorker,
+    Capabilities, HookKind, HookReport, RunningLease, SpendAnswer, SpendGrant, SpendRequest,
+    ToWorker,
 };
 use flotilla_shared::rate::{KeyDemand, Limits, RatePause, RateShare};
 use flotilla_shared::run::{
@@ -160,6 +161,11 @@ pub enum Persist {
         experiment_id: i64,
         runs: Vec<(u32, u32)>,
         status: RunStatus,
+    },
+    /// A worker's setup.log or teardown.log under the experiment.
+    HookLog {
+        path: PathBuf,
+        content: Vec<u8>,
     },
 }
 
@@ -375,6 +381,66 @@ impl State {
         }
     }
 
+    // ------------------------------------------------------------ setup and teardown
+
+    /// A worker returns runs it will not start, its setup for their
+    /// experiment having failed: they are pending again, their attempts
+    /// untouched and their reservations freed, and that worker gets no more
+    /// runs of the experiment.
+    pub fn declined(
+        &mut self,
+        worker: &str,
+        lease_ids: Vec<u64>,
+        reason: &str,
+        outbox: &mut Outbox,
+    ) {
+        for lease_id in lease_ids {
+            let Some(lease) = self.release_lease(lease_id) else {
+                continue;
+            };
+            let experiment = &mut self.experiments[lease.experiment];
+            experiment
+                .setup_failed
+                .entry(lease.worker.clone())
+                .or_insert_with(|| reason.to_string());
+            if experiment.runs[lease.run].lease != Some(lease_id) {
+                continue;
+            }
+            experiment.runs[lease.run].lease = None;
+            experiment.set_status(lease.run, RunStatus::Pending);
+            if let Some(ledger) = experiment.ledger.as_mut() {
+                let event = LedgerEvent::Released { lease_id };
+                ledger.apply(&event);
+                outbox.ledger.push((experiment.db_id, event));
+            }
+        }
+        debug!(worker, "runs declined");
+    }
+
+    /// A worker's setup or teardown ended: its log is kept under the
+    /// experiment, and a failed setup keeps that worker off the experiment.
+    pub fn hook_done(&mut self, worker: &str, report: HookReport, outbox: &mut Outbox) {
+        let Some(&index) = self.by_name.get(&report.experiment) else {
+            return;
+        };
+        let name: Arc<str> = worker.into();
+        let experiment = &mut self.experiments[index];
+        let file = format!("workers/{worker}/{}.log", report.kind.as_str());
+        if let (HookKind::Setup, Some(error)) = (report.kind, &report.error) {
+            warn!(
+                experiment = experiment.name(),
+                worker, error, "setup failed: the worker takes no runs of the experiment"
+            );
+            experiment
+                .setup_failed
+                .insert(name, format!("{error} (see {file})"));
+        }
+        outbox.persist.push(Persist::HookLog {
+            path: experiment.dir.join(file),
+            content: report.log,
+        });
+    }
+
     // ------------------------------------------------------------ rate limits
 
     /// A provider's limits for the whole cluster: the tightest any connected
@@ -505,7 +571,10 @@ impl State {
                 continue;
             }
             let experiment = &mut self.experiments[index];
-            if !experiment.accepts_assignments() || !experiment.under_parallel_cap() {
+            if !experiment.accepts_assignments()
+                || !experiment.under_parallel_cap()
+                || experiment.setup_failed.contains_key(worker)
+            {
                 continue;
             }
             // Only runs whose models this worker serves (ARCHITECTURE.md, "Placement").
@@ -540,6 +609,7 @@ impl State {
             };
             self.cursor = (index + 1) % count;
             self.next_lease_id += 1;
+            experiment.workers_used.insert(worker.clone());
             let assignment = Assignment {
                 lease_id,
                 run: RunKey {
@@ -1011,6 +1081,14 @@ impl State {
             return;
         }
         experiment.finalizing = Some(experiment.final_state());
+        // Workers that ran it have no more of its runs: their teardowns run.
+        for worker in &experiment.workers_used {
+            outbox.rate_messages.push((
+                worker.clone(),
+                ToWorker::ExperimentEnded(experiment.config.name.clone()),
+            ));
+        }
+        experiment.workers_used.clear();
         // Reservations of workers that never reported are freed with the end
         // (ARCHITECTURE.md, invariant 1).
         if let Some(ledger) = experiment.ledger.as_mut() {
@@ -1040,12 +1118,19 @@ impl State {
 
 fn run_spec(experiment: &Experiment) -> RunSpec {
     match &experiment.config.run {
-        RunConfig::Command { command, .. } => {
+        RunConfig::Command {
+            command,
+            setup,
+            teardown,
+            ..
+        } => {
             let workdir = experiment.workdir.as_ref();
             RunSpec::Command {
                 argv: command.clone(),
                 workdir_path: workdir.map(|w| w.path.clone()).unwrap_or_default(),
                 workdir_hash: workdir.map(|w| w.hash.clone()).unwrap_or_default(),
+                setup: setup.clone(),
+                teardown: teardown.clone(),
             }
         }
         RunConfig::Noop { .. } => RunSpec::Noop,

@@ -88,6 +88,7 @@ impl State {
             experiment.state = ExperimentState::Running;
             experiment.stopping = None;
             experiment.refused_for_budget = 0;
+            experiment.setup_failed.clear();
             experiment.finalizing = None;
             experiment.finished_at_ms = None;
         }

@@ -769,3 +769,37 @@ fn shares_are_split_among_connected_workers_by_their_demand() {
         )]
     );
 }
+
+#[test]
+fn declined_runs_go_back_without_an_attempt_and_that_worker_gets_no_more() {
+    let mut state = state_with(FOUR_RUNS);
+    let now = Instant::now();
+    connect(&mut state, "w", 2, now);
+    let declined: Vec<u64> = assign(&mut state)[0].1.iter().map(|a| a.lease_id).collect();
+    let mut outbox = Outbox::default();
+    state.declined(
+        "w",
+        declined,
+        "setup failed on this worker: exited with code 1",
+        &mut outbox,
+    );
+    assert_eq!(counts(&state).pending, 4);
+    assert!(state.experiments[0]
+        .runs
+        .iter()
+        .all(|r| r.attempts_recorded == 0));
+    assert!(assign(&mut state).is_empty(), "w takes no more runs of it");
+    connect(&mut state, "v", 2, now);
+    let second = assign(&mut state);
+    assert_eq!(&*second[0].0, "v");
+    assert_eq!(second[0].1[0].attempt, 1);
+    let failures: Vec<&str> = state.experiments[0]
+        .setup_failed
+        .values()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        failures,
+        ["setup failed on this worker: exited with code 1"]
+    );
+}

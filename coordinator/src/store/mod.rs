@@ -120,6 +120,11 @@ pub enum Write {
     },
     /// Budget ledger events, by experiment, in order.
     Ledger(Vec<(i64, crate::state::LedgerEvent)>),
+    /// A worker's setup.log or teardown.log.
+    HookLog {
+        path: PathBuf,
+        content: Vec<u8>,
+    },
     /// Writes results.csv and the final summary from committed rows, then marks
     /// the experiment final. The summary's finish time is stamped when this
     /// write commits, after every result before it is durable.

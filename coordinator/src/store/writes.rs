@@ -66,6 +66,7 @@ pub fn apply(transaction: &Transaction<'_>, write: &Write, committed_at_ms: i64)
         }
         Write::Summary { dir, summary } => Ok(outputs::write_summary(dir, summary)?),
         Write::Ledger(events) => ledger(transaction, events, committed_at_ms),
+        Write::HookLog { path, content } => Ok(outputs::write_hook_log(path, content)?),
         Write::ResultsCsv {
             experiment_id,
             dir,

@@ -60,11 +60,28 @@ pub enum RunConfig {
         /// As written in the file: relative to the file's directory unless absolute.
         workdir: String,
         timeout_ms: u64,
+        /// Runs once on a worker before its first run of the experiment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        setup: Option<Hook>,
+        /// Runs when that worker has no more runs of the experiment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        teardown: Option<Hook>,
     },
     /// Does nothing and succeeds at once, with no metrics and no run directory.
     /// Exists to measure Flotilla's own overhead.
     Noop { timeout_ms: u64 },
 }
+
+/// A program a worker runs once for the experiment (`run.setup`, `run.teardown`),
+/// in the experiment's workdir.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hook {
+    pub command: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+/// How long a setup or teardown may take unless the file says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
 impl RunConfig {
     pub fn timeout(&self) -> Duration {
@@ -321,6 +338,11 @@ struct RawRun {
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     models: Vec<Spanned<String>>,
+    /// `[program, args…]`, or `{command: [...], timeout: 5m}`.
+    #[serde(default)]
+    setup: Option<Spanned<Value>>,
+    #[serde(default)]
+    teardown: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -655,6 +677,65 @@ fn validate_cases_axis(
     })
 }
 
+/// `run.setup` or `run.teardown`: a program and its arguments, or
+/// `{command: [...], timeout: 5m}`.
+fn validate_hook(raw: &Spanned<Value>, field: &str, at: &Locator<'_>) -> Result<Hook, ConfigError> {
+    let shape = || {
+        at.at(
+            &raw.referenced,
+            field,
+            "must be a program and its arguments, e.g. [\"python3\", \"prepare.py\"], or {command: [...], timeout: 5m}",
+        )
+    };
+    let (command, timeout) = match &raw.value {
+        Value::Array(_) => (&raw.value, None),
+        Value::Object(fields) => {
+            if let Some(unknown) = fields.keys().find(|k| *k != "command" && *k != "timeout") {
+                return Err(at.at(
+                    &raw.referenced,
+                    format!("{field}.{unknown}"),
+                    "unknown field; valid fields are command and timeout",
+                ));
+            }
+            (
+                fields.get("command").ok_or_else(shape)?,
+                fields.get("timeout"),
+            )
+        }
+        _ => return Err(shape()),
+    };
+    let command: Vec<String> = command
+        .as_array()
+        .ok_or_else(shape)?
+        .iter()
+        .map(|part| part.as_str().map(String::from))
+        .collect::<Option<_>>()
+        .ok_or_else(shape)?;
+    if command
+        .first()
+        .is_none_or(|program| program.trim().is_empty())
+    {
+        return Err(at.at(&raw.referenced, field, "must name a program to run"));
+    }
+    let timeout_ms = match timeout {
+        None => DEFAULT_HOOK_TIMEOUT_MS,
+        Some(Value::String(text)) => crate::duration::parse_duration(text)
+            .map_err(|m| at.at(&raw.referenced, format!("{field}.timeout"), m))?
+            .as_millis() as u64,
+        Some(_) => {
+            return Err(at.at(
+                &raw.referenced,
+                format!("{field}.timeout"),
+                "must be a duration such as 90s or 5m",
+            ))
+        }
+    };
+    Ok(Hook {
+        command,
+        timeout_ms,
+    })
+}
+
 /// `variations`: one axis per parameter, each with distinct values, and at
 /// most one axis of cases.
 fn validate_axes(
@@ -790,10 +871,17 @@ fn validate_command_run(
             .unwrap_or(raw.referenced);
         return Err(at.at(&location, "run.workdir", "must be a directory path, e.g. ."));
     }
+    let hook = |raw: &Option<Spanned<Value>>, name: &str| {
+        raw.as_ref()
+            .map(|raw| validate_hook(raw, &format!("run.{name}"), at))
+            .transpose()
+    };
     Ok(RunConfig::Command {
         command: command.value.iter().map(|a| a.value.clone()).collect(),
         workdir,
         timeout_ms,
+        setup: hook(&raw.value.setup, "setup")?,
+        teardown: hook(&raw.value.teardown, "teardown")?,
     })
 }
 

@@ -265,3 +265,26 @@ fn an_axis_is_a_param_with_values_or_cases_and_bad_cases_are_located() {
     let missing = error_of("name: e\nrun: {kind: noop}\nvariations:\n  - cases: nowhere.csv\n");
     assert!(missing.message.contains("cannot read"), "{missing}");
 }
+
+#[test]
+fn setup_and_teardown_are_a_command_or_a_command_with_a_timeout() {
+    let config = parse_experiment(
+        "name: e\nrun:\n  kind: command\n  command: [sh, run.sh]\n  setup: [sh, prepare.sh]\n  teardown: {command: [sh, clean.sh], timeout: 90s}\n",
+        "e.yaml",
+    )
+    .unwrap();
+    let RunConfig::Command {
+        setup, teardown, ..
+    } = &config.run
+    else {
+        panic!("a command run")
+    };
+    assert_eq!(setup.as_ref().unwrap().timeout_ms, DEFAULT_HOOK_TIMEOUT_MS);
+    assert_eq!(teardown.as_ref().unwrap().timeout_ms, 90_000);
+    let bad = error_of(
+        "name: e\nrun:\n  kind: command\n  command: [sh]\n  setup: {command: [sh], after: 1s}\n",
+    );
+    assert_eq!(bad.field, "run.setup.after");
+    let empty = error_of("name: e\nrun:\n  kind: command\n  command: [sh]\n  teardown: []\n");
+    assert!(empty.message.contains("must name a program"), "{empty}");
+}

@@ -10,7 +10,9 @@ use crate::error::Error;
 use crate::proto;
 use crate::proto::coordinator_message::Kind as ToWorkerKind;
 use crate::proto::worker_message::Kind as FromWorkerKind;
-use crate::protocol::{Capabilities, FromWorker, Hello, RunningLease, ToWorker, Welcome};
+use crate::protocol::{
+    Capabilities, FromWorker, Hello, HookKind, HookReport, RunningLease, ToWorker, Welcome,
+};
 use crate::rate::{KeyDemand, RatePause, RateShare};
 use crate::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, ShippedFile};
 use crate::status::{ExperimentState, SubmitOutcome};
@@ -46,6 +48,20 @@ impl TryFrom<proto::RunKey> for RunKey {
     }
 }
 
+fn hook_to_proto(hook: crate::config::Hook) -> proto::Hook {
+    proto::Hook {
+        command: hook.command,
+        timeout_ms: hook.timeout_ms,
+    }
+}
+
+fn hook_from_proto(hook: proto::Hook) -> crate::config::Hook {
+    crate::config::Hook {
+        command: hook.command,
+        timeout_ms: hook.timeout_ms,
+    }
+}
+
 impl From<Assignment> for proto::RunAssignment {
     fn from(assignment: Assignment) -> Self {
         let kind = match assignment.spec {
@@ -53,10 +69,14 @@ impl From<Assignment> for proto::RunAssignment {
                 argv,
                 workdir_path,
                 workdir_hash,
+                setup,
+                teardown,
             } => proto::run_spec::Kind::Command(proto::CommandSpec {
                 argv,
                 workdir_path: workdir_path.to_string_lossy().into_owned(),
                 workdir_hash,
+                setup: setup.map(hook_to_proto),
+                teardown: teardown.map(hook_to_proto),
             }),
             RunSpec::Noop => proto::run_spec::Kind::Noop(proto::NoopSpec {}),
         };
@@ -94,6 +114,8 @@ impl TryFrom<proto::RunAssignment> for Assignment {
                 argv: command.argv,
                 workdir_path: PathBuf::from(command.workdir_path),
                 workdir_hash: command.workdir_hash,
+                setup: command.setup.map(hook_from_proto),
+                teardown: command.teardown.map(hook_from_proto),
             },
             proto::run_spec::Kind::Noop(_) => RunSpec::Noop,
         };
@@ -462,6 +484,20 @@ impl From<FromWorker> for proto::WorkerMessage {
             }
             FromWorker::SpendRequest(request) => FromWorkerKind::SpendRequest(request.into()),
             FromWorker::RateLimited(pause) => FromWorkerKind::RateLimited(pause.into()),
+            FromWorker::Declined { lease_ids, reason } => {
+                FromWorkerKind::Declined(proto::Declined { lease_ids, reason })
+            }
+            FromWorker::HookDone(report) => FromWorkerKind::HookDone(proto::HookReport {
+                experiment: report.experiment,
+                kind: match report.kind {
+                    HookKind::Setup => proto::HookKind::Setup,
+                    HookKind::Teardown => proto::HookKind::Teardown,
+                }
+                .into(),
+                succeeded: report.error.is_none(),
+                error: report.error.unwrap_or_default(),
+                log: report.log,
+            }),
         };
         proto::WorkerMessage { kind: Some(kind) }
     }
@@ -513,6 +549,25 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                 FromWorkerKind::RateLimited(pause) => {
                     FromWorker::RateLimited(RatePause::try_from(pause)?)
                 }
+                FromWorkerKind::Declined(declined) => FromWorker::Declined {
+                    lease_ids: declined.lease_ids,
+                    reason: declined.reason,
+                },
+                FromWorkerKind::HookDone(report) => FromWorker::HookDone(HookReport {
+                    kind: match proto::HookKind::try_from(report.kind) {
+                        Ok(proto::HookKind::Setup) => HookKind::Setup,
+                        Ok(proto::HookKind::Teardown) => HookKind::Teardown,
+                        _ => {
+                            return Err(Error::Protocol(format!(
+                                "unknown hook kind {}",
+                                report.kind
+                            )))
+                        }
+                    },
+                    experiment: report.experiment,
+                    error: (!report.succeeded).then_some(report.error),
+                    log: report.log,
+                }),
             },
         )
     }
@@ -537,6 +592,9 @@ impl From<ToWorker> for proto::CoordinatorMessage {
                 shares: shares.into_iter().map(Into::into).collect(),
             }),
             ToWorker::RatePause(pause) => ToWorkerKind::RatePause(pause.into()),
+            ToWorker::ExperimentEnded(experiment) => {
+                ToWorkerKind::ExperimentEnded(proto::ExperimentEnded { experiment })
+            }
         };
         proto::CoordinatorMessage { kind: Some(kind) }
     }
@@ -574,6 +632,7 @@ impl TryFrom<proto::CoordinatorMessage> for ToWorker {
                         .collect::<Result<_, _>>()?,
                 ),
                 ToWorkerKind::RatePause(pause) => ToWorker::RatePause(pause.try_into()?),
+                ToWorkerKind::ExperimentEnded(ended) => ToWorker::ExperimentEnded(ended.experiment),
             },
         )
     }
@@ -602,6 +661,11 @@ mod tests {
                 argv: vec!["echo".into()],
                 workdir_path: "/w".into(),
                 workdir_hash: "h".into(),
+                setup: Some(crate::config::Hook {
+                    command: vec!["sh".into(), "prepare.sh".into()],
+                    timeout_ms: 30_000,
+                }),
+                teardown: None,
             },
             timeout: Duration::from_secs(5),
             prices: [(

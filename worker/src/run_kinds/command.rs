@@ -210,6 +210,7 @@ async fn run_program(
         argv,
         workdir_path,
         workdir_hash,
+        ..
     } = &assignment.spec
     else {
         unreachable!("command runs only")
@@ -350,7 +351,7 @@ async fn read_capped(mut pipe: impl AsyncRead + Unpin) -> Vec<u8> {
 
 /// A relative program path with a '/' is taken relative to the workdir; a bare
 /// name is looked up on PATH.
-fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
+pub(super) fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
     let path = Path::new(program);
     if program.contains('/') && path.is_relative() {
         workdir.join(path)
@@ -359,7 +360,7 @@ fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
     }
 }
 
-fn kill_group(process_group: Option<i32>) {
+pub(super) fn kill_group(process_group: Option<i32>) {
     if let Some(group) = process_group {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
         unsafe {

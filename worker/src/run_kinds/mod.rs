@@ -1,6 +1,7 @@
 //! Run kinds: how one assignment is carried out on this worker.
 
 mod command;
+pub mod hooks;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,8 @@ pub struct RunContext {
     pub output_dirs_made: AtomicUsize,
     /// Where runs ask for more budget: the session forwards it to the coordinator.
     pub top_ups: flotilla_gateway::TopUps,
+    /// This worker's name, for setup and teardown (`FLOTILLA_WORKER`).
+    pub worker_name: String,
 }
 
 impl RunContext {
@@ -34,6 +37,7 @@ impl RunContext {
         workdirs: Arc<WorkdirCache>,
         gateway: Arc<Gateway>,
         top_ups: flotilla_gateway::TopUps,
+        worker_name: String,
     ) -> Self {
         RunContext {
             scratch,
@@ -42,6 +46,7 @@ impl RunContext {
             free_output_dirs: Mutex::new(Vec::new()),
             output_dirs_made: AtomicUsize::new(0),
             top_ups,
+            worker_name,
         }
     }
 

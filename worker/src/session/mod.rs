@@ -21,6 +21,8 @@ use flotilla_gateway::TopUpRequest;
 use flotilla_shared::protocol::{SpendGrant, SpendRequest};
 
 use crate::connection::CoordinatorLink;
+
+mod hooks;
 use crate::run_kinds::{self, RunContext};
 use crate::WorkerConfig;
 
@@ -52,6 +54,10 @@ pub struct Session {
     rate_signals: mpsc::UnboundedReceiver<RateSignal>,
     /// The demand last reported, so that an unchanged one is not sent again.
     demand_reported: Vec<flotilla_shared::rate::KeyDemand>,
+    /// Experiments' setups and teardowns on this worker.
+    hooks: hooks::Hooks,
+    /// Messages decided while handling a message, sent right after it.
+    outgoing: Vec<FromWorker>,
 }
 
 /// How often demand for shared limits is looked at and, when it changed, reported.
@@ -89,6 +95,8 @@ impl Session {
             next_top_up: 1,
             rate_signals,
             demand_reported: Vec::new(),
+            hooks: hooks::Hooks::new(),
+            outgoing: Vec::new(),
         }
     }
 
@@ -224,12 +232,31 @@ impl Session {
             tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(message)) => match ToWorker::try_from(message) {
-                        Ok(message) => self.on_message(message),
+                        Ok(message) => {
+                            self.on_message(message);
+                            for message in std::mem::take(&mut self.outgoing) {
+                                if outbound.send(message).is_err() {
+                                    return Disconnect::Lost("stream closed".into());
+                                }
+                            }
+                        }
                         Err(e) => warn!(error = %e, "malformed message from the coordinator, ignored"),
                     },
                     Ok(None) => return Disconnect::Lost("the coordinator closed the connection".into()),
                     Err(status) => return Disconnect::Lost(status.message().to_string()),
                 },
+                Some(done) = self.hooks.finished.recv() => {
+                    let mut effects = hooks::HookEffects::default();
+                    self.hooks.finished(done, &self.context, &mut effects);
+                    for assignment in effects.start {
+                        self.launch_run(assignment);
+                    }
+                    for message in effects.send {
+                        if outbound.send(message).is_err() {
+                            return Disconnect::Lost("stream closed".into());
+                        }
+                    }
+                }
                 Some(first) = self.finished.recv() => {
                     // Batch whatever else has finished meanwhile into one message.
                     let mut results = vec![first];
@@ -285,7 +312,10 @@ impl Session {
                         return Disconnect::Lost("stream closed".into());
                     }
                 }
-                _ = shutdown.as_mut() => return Disconnect::Shutdown,
+                _ = shutdown.as_mut() => {
+                    self.wind_down(&outbound).await;
+                    return Disconnect::Shutdown;
+                }
             }
         }
     }
@@ -335,6 +365,9 @@ impl Session {
                     .limits
                     .pause_for(&pause.key, pause.pause);
             }
+            ToWorker::ExperimentEnded(experiment) => {
+                self.hooks.experiment_ended(&experiment, &self.context);
+            }
         }
     }
 
@@ -358,10 +391,49 @@ impl Session {
         }
     }
 
+    /// An assigned run starts, or waits for its experiment's setup, or is declined.
     fn start_run(&mut self, assignment: Assignment) {
         if self.running.contains_key(&assignment.lease_id) {
             return;
         }
+        let mut effects = hooks::HookEffects::default();
+        self.hooks.assigned(assignment, &self.context, &mut effects);
+        for assignment in effects.start {
+            self.launch_run(assignment);
+        }
+        self.outgoing.extend(effects.send);
+    }
+
+    /// On shutdown, while still connected: running runs are cancelled and
+    /// their results sent, then every experiment set up here is torn down and
+    /// the hooks' reports sent, so that teardown logs reach the coordinator.
+    async fn wind_down(&mut self, outbound: &mpsc::UnboundedSender<FromWorker>) {
+        for run in self.running.values_mut() {
+            if let Some(cancel) = run.cancel.take() {
+                let _ = cancel.send(());
+            }
+        }
+        while !self.running.is_empty() {
+            let Some(result) = self.finished.recv().await else {
+                break;
+            };
+            let batch = self.record_finished(vec![result]);
+            let _ = outbound.send(FromWorker::Finished(batch));
+        }
+        self.hooks.tear_down_all(&self.context);
+        while self.hooks.in_flight() > 0 {
+            let Some(done) = self.hooks.finished.recv().await else {
+                break;
+            };
+            let mut effects = hooks::HookEffects::default();
+            self.hooks.finished(done, &self.context, &mut effects);
+            for message in effects.send {
+                let _ = outbound.send(message);
+            }
+        }
+    }
+
+    fn launch_run(&mut self, assignment: Assignment) {
         let (cancel, cancelled) = oneshot::channel();
         self.running.insert(
             assignment.lease_id,

@@ -190,6 +190,8 @@ fn long_run(workdir: &std::path::Path) -> RunSpec {
         argv: vec!["sh".into(), "-c".into(), "sleep 120".into()],
         workdir_path: workdir.to_path_buf(),
         workdir_hash: hash,
+        setup: None,
+        teardown: None,
     }
 }
 
