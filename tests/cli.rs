@@ -925,3 +925,112 @@ continue_on_error: false
     }
     assert!(set_up >= 1);
 }
+
+#[test]
+fn chat_runs_send_rendered_messages_feed_answers_back_and_score_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"name: quiz
+run:
+  kind: chat
+  model: "{model}"
+  system: "Answer with a number."
+  prompt: "Question {id}: what is {a} plus {b}? The answer is {sum}."
+  turns: ["Are you sure about {sum}?"]
+  max_tokens: 64
+  temperature: 0
+  score:
+    - {metric: correct, regex: "\\b{sum}\\b"}
+    - {metric: first_number, regex: "is (\\d+)"}
+    - {metric: polite, contains: "please"}
+    - {metric: quality, judge: {model: sim/judge, rubric: "Rate 0-10 how well '{output}' answers {a}+{b}"}}
+variations:
+  - param: model
+    values: [sim/echo, sim/always-cooperate]
+  - cases: [{id: q1, a: 2, b: 3, sum: 5}, {id: q2, a: 10, b: 20, sum: 30}]
+metrics:
+  - {name: correct, goal: maximize}
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "quiz.yaml", yaml);
+    let shown = text(&run_ok(flotilla(&["validate"]).arg(&file)).stdout);
+    assert!(shown.contains("run: chat with {model}"), "{shown}");
+    let root = dir.path().join("experiments");
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let runs: Vec<serde_json::Value> = std::fs::read_to_string(root.join("quiz/results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 4);
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    // sim/echo repeats the last user message: the follow-up turn, which names the sum.
+    let echo_q2 = runs
+        .iter()
+        .find(|r| r["params"]["model"] == "sim/echo" && r["params"]["id"] == "q2")
+        .unwrap();
+    let metrics = &echo_q2["metrics"];
+    assert_eq!(metrics["correct"], true, "{metrics}");
+    assert_eq!(
+        metrics["first_number"],
+        serde_json::Value::Null,
+        "{metrics}"
+    );
+    assert_eq!(metrics["polite"], false);
+    let quality = metrics["quality"].as_f64().unwrap();
+    assert!((0.0..=10.0).contains(&quality));
+    assert!(metrics["input_tokens"].as_u64().unwrap() > 0);
+    assert!(metrics["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(metrics["cost"].as_f64().unwrap() > 0.0);
+    let cooperate = runs
+        .iter()
+        .find(|r| r["params"]["model"] == "sim/always-cooperate")
+        .unwrap();
+    assert_eq!(cooperate["metrics"]["correct"], false);
+    // The run keeps the rendered conversation (both turns and both answers) and the answer.
+    let run_dir = root.join(format!("quiz/runs/{}", echo_q2["run_id"].as_str().unwrap()));
+    let conversation = read_json(&run_dir.join("conversation.json"));
+    let messages = conversation["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.len(),
+        5,
+        "system, question, answer, follow-up, answer"
+    );
+    assert_eq!(
+        messages[1]["content"],
+        "Question q2: what is 10 plus 20? The answer is 30."
+    );
+    assert_eq!(messages[3]["content"], "Are you sure about 30?");
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("answer.txt")).unwrap(),
+        "Are you sure about 30?"
+    );
+    // Calls: two turns and the judge, all metered.
+    assert_eq!(calls_of(&run_dir).len(), 3);
+}
+
+#[test]
+fn a_judge_answer_that_is_not_a_score_fails_the_run_with_the_answer_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"name: misjudged
+run:
+  kind: chat
+  model: sim/echo
+  prompt: "hello"
+  score:
+    - {metric: quality, judge: {model: sim/echo, rubric: "Rate '{output}' from 0 to 10"}}
+retries: {max_attempts: 1}
+"#;
+    let file = write_experiment(&dir.path().join("exp"), "misjudged.yaml", yaml);
+    let root = dir.path().join("experiments");
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let run_dir = root.join("misjudged/runs/var-001-run-001");
+    let result = read_json(&run_dir.join("result.json"));
+    assert_eq!(result["status"], "failed");
+    assert_eq!(
+        result["error"],
+        "score quality: the judge's answer is not a score from 0 to 10: \"Rate 'hello' from 0 to 10\""
+    );
+    let kept = std::fs::read_to_string(run_dir.join("judge-quality.txt")).unwrap();
+    assert_eq!(kept, "Rate 'hello' from 0 to 10");
+}

@@ -41,6 +41,9 @@ pub enum RunSpec {
         teardown: Option<crate::config::Hook>,
     },
     Noop,
+    /// Send messages to a model and score the answer; the worker renders the
+    /// templates with the run's parameters.
+    Chat(Box<crate::config::ChatRun>),
 }
 
 /// One run handed to a worker under a lease.

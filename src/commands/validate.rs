@@ -66,6 +66,18 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
             }
         }
         RunConfig::Noop { .. } => println!("run: noop"),
+        RunConfig::Chat { chat, timeout_ms } => {
+            let rules: Vec<&str> = chat.score.iter().map(|r| r.metric.as_str()).collect();
+            println!(
+                "run: chat with {} ({} message(s), {} more turn(s), max_tokens {}, timeout {}); scored: {}",
+                chat.model,
+                chat.messages.len(),
+                chat.turns.len(),
+                chat.max_tokens,
+                format_duration(std::time::Duration::from_millis(*timeout_ms)),
+                if rules.is_empty() { "tokens, cost and latency only".to_string() } else { rules.join(", ") }
+            );
+        }
     }
     for axis in &config.variations {
         let labels: Vec<String> = (0..axis.values.len())

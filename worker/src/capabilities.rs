@@ -16,7 +16,10 @@ const OLLAMA_POLL: Duration = Duration::from_secs(30);
 /// The capabilities with no Ollama seen yet.
 pub fn initial(providers: &[flotilla_gateway::providers::Provider]) -> Capabilities {
     Capabilities {
-        run_kinds: ["command", "noop"].into_iter().map(String::from).collect(),
+        run_kinds: ["command", "chat", "noop"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         providers: std::iter::once("sim".to_string())
             .chain(providers.iter().map(|p| p.name.clone()))
             .collect(),

@@ -113,7 +113,7 @@ impl AttemptRecord {
         let run = &experiment.runs[slot];
         // Only attempts that report have files; noop runs have no directory.
         let run_dir = match (&experiment.config.run, &result) {
-            (RunConfig::Command { .. }, Some(_)) => Some(
+            (RunConfig::Command { .. } | RunConfig::Chat { .. }, Some(_)) => Some(
                 experiment
                     .dir
                     .join("runs")
@@ -1134,5 +1134,6 @@ fn run_spec(experiment: &Experiment) -> RunSpec {
             }
         }
         RunConfig::Noop { .. } => RunSpec::Noop,
+        RunConfig::Chat { chat, .. } => RunSpec::Chat(Box::new(chat.clone())),
     }
 }

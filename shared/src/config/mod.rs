@@ -3,10 +3,12 @@
 
 mod cases;
 mod change;
+mod chat;
 mod placeholders;
 
 pub use cases::CaseFiles;
 pub use change::{compare_configs, ConfigChange};
+pub use chat::{ChatMessage, ChatRun, Rule, ScoreRule, DEFAULT_CHAT_MAX_TOKENS};
 pub use placeholders::{substitute, BUILTIN_PLACEHOLDERS};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,6 +72,8 @@ pub enum RunConfig {
     /// Does nothing and succeeds at once, with no metrics and no run directory.
     /// Exists to measure Flotilla's own overhead.
     Noop { timeout_ms: u64 },
+    /// Sends rendered messages to a model and scores the answer (no program).
+    Chat { timeout_ms: u64, chat: ChatRun },
 }
 
 /// A program a worker runs once for the experiment (`run.setup`, `run.teardown`),
@@ -86,9 +90,9 @@ pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 impl RunConfig {
     pub fn timeout(&self) -> Duration {
         match self {
-            RunConfig::Command { timeout_ms, .. } | RunConfig::Noop { timeout_ms } => {
-                Duration::from_millis(*timeout_ms)
-            }
+            RunConfig::Command { timeout_ms, .. }
+            | RunConfig::Noop { timeout_ms }
+            | RunConfig::Chat { timeout_ms, .. } => Duration::from_millis(*timeout_ms),
         }
     }
 }
@@ -206,9 +210,30 @@ impl ExperimentConfig {
             .values()
             .filter_map(Value::as_str)
             .filter(|value| value.starts_with("ollama/"));
+        let chat = self.chat_models(params);
         named
             .chain(self.models.iter().map(String::as_str))
+            .chain(
+                chat.iter()
+                    .map(String::as_str)
+                    .filter(|m| m.starts_with("ollama/")),
+            )
             .map(|model| model.strip_suffix(":latest").unwrap_or(model).to_string())
+            .collect()
+    }
+
+    /// A chat run's model and judges' models, rendered with `params`.
+    pub fn chat_models(&self, params: &serde_json::Map<String, Value>) -> Vec<String> {
+        let RunConfig::Chat { chat, .. } = &self.run else {
+            return Vec::new();
+        };
+        let lookup = |name: &str| params.get(name).map(crate::grid::value_as_argument);
+        std::iter::once(&chat.model)
+            .chain(chat.score.iter().filter_map(|rule| match &rule.rule {
+                Rule::Judge { model, .. } => Some(model),
+                _ => None,
+            }))
+            .filter_map(|template| substitute(template, lookup).ok())
             .collect()
     }
 
@@ -224,9 +249,12 @@ impl ExperimentConfig {
                     other => vec![other],
                 }),
         );
+        // A chat run's literal model and judges (templates are covered by the params).
+        let chat = self.chat_models(&serde_json::Map::new());
         values
             .filter_map(Value::as_str)
             .chain(self.models.iter().map(String::as_str))
+            .chain(chat.iter().map(String::as_str))
             .filter(|value| {
                 value
                     .split_once('/')
@@ -338,6 +366,23 @@ struct RawRun {
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     models: Vec<Spanned<String>>,
+    // kind: chat
+    #[serde(default)]
+    model: Option<Spanned<Value>>,
+    #[serde(default)]
+    system: Option<Spanned<Value>>,
+    #[serde(default)]
+    prompt: Option<Spanned<Value>>,
+    #[serde(default)]
+    messages: Option<Spanned<Value>>,
+    #[serde(default)]
+    turns: Option<Spanned<Value>>,
+    #[serde(default)]
+    max_tokens: Option<Spanned<Value>>,
+    #[serde(default)]
+    temperature: Option<Spanned<Value>>,
+    #[serde(default)]
+    score: Option<Spanned<Value>>,
     /// `[program, args…]`, or `{command: [...], timeout: 5m}`.
     #[serde(default)]
     setup: Option<Spanned<Value>>,
@@ -814,6 +859,12 @@ fn validate_run(
 ) -> Result<RunConfig, ConfigError> {
     match raw.value.kind.value.as_str() {
         "command" => validate_command_run(raw, timeout_ms, params, axes, at),
+        "chat" => {
+            let mut known: BTreeSet<&str> = params.keys().map(String::as_str).collect();
+            known.extend(axes.iter().flat_map(Axis::param_names));
+            known.extend(BUILTIN_PLACEHOLDERS.iter().copied());
+            chat::validate(raw, timeout_ms, &known, at)
+        }
         "noop" => {
             if let Some(command) = &raw.value.command {
                 return Err(at.at(&command.referenced, "run.command", "a noop run takes no command; use kind: command"));
@@ -823,7 +874,7 @@ fn validate_run(
         other => Err(at.at(
             &raw.value.kind.referenced,
             "run.kind",
-            format!("unknown run kind '{other}'; valid kinds are command (run a program) and noop (measure overhead)"),
+            format!("unknown run kind '{other}'; valid kinds are command (run a program), chat (send messages to a model and score the answer) and noop (measure overhead)"),
         )),
     }
 }

@@ -79,6 +79,9 @@ impl From<Assignment> for proto::RunAssignment {
                 teardown: teardown.map(hook_to_proto),
             }),
             RunSpec::Noop => proto::run_spec::Kind::Noop(proto::NoopSpec {}),
+            RunSpec::Chat(chat) => proto::run_spec::Kind::Chat(proto::ChatSpec {
+                chat_json: serde_json::to_string(&chat).expect("a chat run serialises"),
+            }),
         };
         proto::RunAssignment {
             lease_id: assignment.lease_id,
@@ -118,6 +121,10 @@ impl TryFrom<proto::RunAssignment> for Assignment {
                 teardown: command.teardown.map(hook_from_proto),
             },
             proto::run_spec::Kind::Noop(_) => RunSpec::Noop,
+            proto::run_spec::Kind::Chat(chat) => RunSpec::Chat(
+                serde_json::from_str(&chat.chat_json)
+                    .map_err(|e| Error::Protocol(format!("a chat run cannot be read: {e}")))?,
+            ),
         };
         Ok(Assignment {
             lease_id: message.lease_id,

@@ -69,34 +69,11 @@ pub async fn execute(
         metrics: output_dir.with_extension("metrics.json"),
         output_dir,
     };
-    // The run's token for the gateway: its programs' LLM calls are metered
-    // into the run's ledger (ARCHITECTURE.md, "Gateway").
-    // Held to its part of the experiment's budget (ARCHITECTURE.md, invariant 1).
-    let spend = match &assignment.budget {
-        None => flotilla_gateway::SpendGate::Unbounded,
-        Some(budget) => flotilla_gateway::SpendGate::Budget(std::sync::Arc::new(
-            flotilla_gateway::RunBudget::new(
-                assignment.run.experiment.clone(),
-                assignment.lease_id,
-                budget,
-                context.top_ups.clone(),
-            ),
-        )),
-    };
-    let token = match context.gateway.state.runs.open(
-        assignment.run.to_string(),
-        assignment.seed,
-        spend,
-        assignment.prices.clone(),
-    ) {
+    let token = match super::open_gateway_run(&assignment, context) {
         Ok(token) => token,
-        Err(e) => {
+        Err(error) => {
             context.return_output_dir(paths.output_dir);
-            return failed_to_start(
-                &assignment,
-                format!("cannot make the run's gateway token: {e}"),
-                started_at_ms,
-            );
+            return failed_to_start(&assignment, error, started_at_ms);
         }
     };
     let gateway_environment = context.gateway.environment(&token);
@@ -148,34 +125,11 @@ pub async fn execute(
             result.files = collect_files(ending.stdout, ending.stderr, &paths.output_dir);
         }
     }
-    add_calls(&mut result, calls);
-    // A call refused for budget fails the run, whatever the program made of
-    // the refusal: its results would be partial (ARCHITECTURE.md, invariant 1).
-    if let Some((stop, reason)) = budget_stop {
-        if result.outcome != Outcome::Cancelled {
-            result.outcome = Outcome::Failed;
-            result.error = reason;
-            result.budget_stop = Some(stop);
-        }
-    }
+    super::add_calls(&mut result, calls);
+    super::apply_budget_stop(&mut result, budget_stop);
     let _ = std::fs::remove_file(&paths.metrics);
     context.return_output_dir(paths.output_dir);
     result
-}
-
-/// The run's LLM calls: `calls.jsonl` among its files, and their metered cost
-/// added to whatever the program reported itself.
-fn add_calls(result: &mut RunResult, calls: Vec<flotilla_gateway::CallRecord>) {
-    if calls.is_empty() {
-        return;
-    }
-    let metered: f64 = calls.iter().map(|call| call.cost_usd).sum();
-    result.cost_usd = Some(result.cost_usd.unwrap_or(0.0) + metered);
-    result.files.push(ShippedFile {
-        path: "calls.jsonl".into(),
-        content: flotilla_gateway::calls_jsonl(&calls).into_bytes(),
-    });
-    result.calls = calls;
 }
 
 fn failed_to_start(assignment: &Assignment, error: String, started_at_ms: i64) -> RunResult {

@@ -1,5 +1,6 @@
 //! Run kinds: how one assignment is carried out on this worker.
 
+mod chat;
 mod command;
 pub mod hooks;
 
@@ -92,5 +93,67 @@ pub async fn execute(
             ..RunResult::failed(&assignment, String::new(), now_ms())
         },
         RunSpec::Command { .. } => command::execute(assignment, &context, cancel).await,
+        RunSpec::Chat(chat) => {
+            let chat = chat.clone();
+            chat::execute(assignment, &chat, &context, cancel).await
+        }
+    }
+}
+
+/// Opens the run in the worker's gateway: the token its LLM calls present,
+/// their ledger, and its part of the budget (ARCHITECTURE.md, "Gateway" and
+/// invariant 1).
+fn open_gateway_run(assignment: &Assignment, context: &RunContext) -> Result<String, String> {
+    let spend = match &assignment.budget {
+        None => flotilla_gateway::SpendGate::Unbounded,
+        Some(budget) => {
+            flotilla_gateway::SpendGate::Budget(Arc::new(flotilla_gateway::RunBudget::new(
+                assignment.run.experiment.clone(),
+                assignment.lease_id,
+                budget,
+                context.top_ups.clone(),
+            )))
+        }
+    };
+    context
+        .gateway
+        .state
+        .runs
+        .open(
+            assignment.run.to_string(),
+            assignment.seed,
+            spend,
+            assignment.prices.clone(),
+        )
+        .map_err(|e| format!("cannot make the run's gateway token: {e}"))
+}
+
+/// The run's LLM calls: `calls.jsonl` among its files, and their metered cost
+/// added to whatever the program reported itself.
+fn add_calls(result: &mut RunResult, calls: Vec<flotilla_gateway::CallRecord>) {
+    if calls.is_empty() {
+        return;
+    }
+    let metered: f64 = calls.iter().map(|call| call.cost_usd).sum();
+    result.cost_usd = Some(result.cost_usd.unwrap_or(0.0) + metered);
+    result.files.push(flotilla_shared::run::ShippedFile {
+        path: "calls.jsonl".into(),
+        content: flotilla_gateway::calls_jsonl(&calls).into_bytes(),
+    });
+    result.calls = calls;
+}
+
+/// A call refused for budget fails the run, whatever its program made of the
+/// refusal: its results would be partial (ARCHITECTURE.md, invariant 1).
+fn apply_budget_stop(
+    result: &mut RunResult,
+    budget_stop: Option<(flotilla_shared::run::BudgetStop, String)>,
+) {
+    if let Some((stop, reason)) = budget_stop {
+        if result.outcome != Outcome::Cancelled {
+            result.outcome = Outcome::Failed;
+            result.error = reason;
+            result.budget_stop = Some(stop);
+        }
     }
 }
