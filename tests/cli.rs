@@ -1034,3 +1034,25 @@ retries: {max_attempts: 1}
     let kept = std::fs::read_to_string(run_dir.join("judge-quality.txt")).unwrap();
     assert_eq!(kept, "Rate 'hello' from 0 to 10");
 }
+
+#[test]
+fn chat_eval_example_names_the_best_model_with_an_interval_paired_by_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chat-eval/experiment.yaml");
+    let output = run_experiment(&root, &file);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let runs = std::fs::read_to_string(root.join("chat-eval/results.jsonl")).unwrap();
+    assert_eq!(runs.lines().count(), 90);
+    let report =
+        std::fs::read_to_string(root.join("chat-eval/analysis/analysis-report.md")).unwrap();
+    let best = report
+        .lines()
+        .find(|line| line.starts_with("- Best on **correct** (maximize) by model:"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        best.contains("sim/echo with mean 1 [1, 1] over 30 runs"),
+        "{best}"
+    );
+    assert!(best.contains("over 30 runs paired by case"), "{best}");
+}

@@ -72,7 +72,62 @@ fn summary(out: &mut String, analysis: &Analysis) {
     if let Some(baseline) = &analysis.baseline {
         let _ = writeln!(out, "- Baseline: {baseline}.");
     }
-    for metric in &analysis.metrics {
+    // With an axis of cases a variation is one case: the best is said per
+    // level of the other axes, compared over runs paired by case.
+    let by_case = analysis
+        .main_effects
+        .iter()
+        .any(|e| e.levels.iter().any(|l| l.versus_best.is_some()));
+    for metric in analysis.metrics.iter().filter(|_| by_case) {
+        for effect in analysis
+            .main_effects
+            .iter()
+            .filter(|e| e.metric == metric.name && e.levels.iter().any(|l| l.versus_best.is_some()))
+        {
+            let Some(best) = effect
+                .levels
+                .iter()
+                .find(|l| Some(&l.value) == effect.best.as_ref())
+            else {
+                continue;
+            };
+            let runner_up = effect
+                .levels
+                .iter()
+                .filter_map(|l| l.versus_best.as_ref().map(|d| (l, d)))
+                .max_by(|(_, a), (_, b)| {
+                    let order = a.mean.total_cmp(&b.mean);
+                    if metric.higher_is_better() {
+                        order
+                    } else {
+                        order.reverse()
+                    }
+                });
+            let next = runner_up
+                .map(|(level, d)| {
+                    format!(
+                        "; the next, {}, differs by {} {} over {} runs paired by case",
+                        value_as_argument(&level.value),
+                        number(d.mean),
+                        interval(d.ci95_t),
+                        d.pairs
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "- Best on **{}** ({}) by {}: {} with mean {} {} over {} runs{next}.",
+                metric.name,
+                metric.goal.as_str(),
+                effect.axis,
+                value_as_argument(&best.value),
+                number(best.mean),
+                interval(best.ci95_t),
+                best.n
+            );
+        }
+    }
+    for metric in analysis.metrics.iter().filter(|_| !by_case) {
         if let Some((name, mean)) = best_variation(analysis, metric) {
             let _ = writeln!(
                 out,
