@@ -1056,3 +1056,69 @@ fn chat_eval_example_names_the_best_model_with_an_interval_paired_by_item() {
     );
     assert!(best.contains("over 30 runs paired by case"), "{best}");
 }
+
+#[test]
+fn llm_prisoners_dilemma_example_finds_cooperation_that_differs_between_pairings() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/llm-prisoners-dilemma");
+    let copy = dir.path().join("example");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["game.py", "experiment.yaml", "providers.yaml"] {
+        std::fs::copy(example.join(file), copy.join(file)).unwrap();
+    }
+    // The example's provider, on an ephemeral port; its limit raised so that the test is quick.
+    let (_server, address) = sim_server(&["--rpm", "6000"]);
+    let providers = std::fs::read_to_string(copy.join("providers.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:8701", &address)
+        .replace("rpm: 60}", "rpm: 6000}");
+    std::fs::write(copy.join("providers.yaml"), providers).unwrap();
+    let python = python_with_clients();
+    let path = format!(
+        "{}:{}",
+        python.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let root = dir.path().join("experiments");
+    let output = flotilla(&["run", "--workers", "2", "--slots", "4"])
+        .arg(copy.join("experiment.yaml"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--providers")
+        .arg(copy.join("providers.yaml"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let games: Vec<serde_json::Value> =
+        std::fs::read_to_string(root.join("llm-prisoners-dilemma/results.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+    assert_eq!(games.len(), 24);
+    let cooperation = |a: &str, b: &str| -> f64 {
+        let rates: Vec<f64> = games
+            .iter()
+            .filter(|g| g["params"]["agent_a.model"] == a && g["params"]["agent_b.model"] == b)
+            .map(|g| g["metrics"]["cooperation_rate"].as_f64().unwrap())
+            .collect();
+        rates.iter().sum::<f64>() / rates.len() as f64
+    };
+    assert_eq!(
+        cooperation("freetier/sim/tit-for-tat", "freetier/sim/tit-for-tat"),
+        1.0
+    );
+    assert!(cooperation("freetier/sim/always-defect", "freetier/sim/tit-for-tat") < 0.1);
+    let report =
+        std::fs::read_to_string(root.join("llm-prisoners-dilemma/analysis/analysis-report.md"))
+            .unwrap();
+    assert!(
+        report.contains("- Best on **cooperation_rate** (maximize): var-"),
+        "{report}"
+    );
+    // Every call went to the provider of the providers file, paced and metered.
+    let calls = calls_of(&root.join("llm-prisoners-dilemma/runs/var-001-run-001"));
+    assert_eq!(calls.len(), 20);
+    assert!(calls.iter().all(|c| c["provider"] == "freetier"));
+}

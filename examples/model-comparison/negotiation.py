@@ -21,8 +21,8 @@ def move(model, role, other_last):
     said = f"The other side chose to {other_last} last round." if other_last else "This is the first round."
     answer = client.chat.completions.create(
         model=model, max_tokens=16,
-        messages=[{"role": "system", "content": f"You are the {role} in a negotiation over a new rule."},
-                  {"role": "user", "content": f"{said} Do you cooperate or defect?"}],
+        messages=[{"role": "system", "content": f"You are the {role} in a negotiation over a new rule: each round, answer cooperate (concede) or defect (hold out)."},
+                  {"role": "user", "content": f"{said} Your move?"}],
     ).choices[0].message.content.lower()
     return "defect" if "defect" in answer else "cooperate"
 
