@@ -859,13 +859,7 @@ fn simulation_batch_example_runs_every_configuration_and_records_the_broken_one(
 fn model_comparison_example_compares_actor_models_under_its_budget() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("experiments");
-    // The example says `python3`: the one with the official clients comes first on the PATH.
-    let python = python_with_clients();
-    let path = format!(
-        "{}:{}",
-        python.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_clients();
     let file =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/model-comparison/experiment.yaml");
     let output = flotilla(&["run", "--workers", "2", "--slots", "2"])
@@ -1073,12 +1067,7 @@ fn llm_prisoners_dilemma_example_finds_cooperation_that_differs_between_pairings
         .replace("127.0.0.1:8701", &address)
         .replace("rpm: 60}", "rpm: 6000}");
     std::fs::write(copy.join("providers.yaml"), providers).unwrap();
-    let python = python_with_clients();
-    let path = format!(
-        "{}:{}",
-        python.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_clients();
     let root = dir.path().join("experiments");
     let output = flotilla(&["run", "--workers", "2", "--slots", "4"])
         .arg(copy.join("experiment.yaml"))

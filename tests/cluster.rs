@@ -496,13 +496,7 @@ fn ollama_farm_example_places_each_model_on_the_worker_whose_host_has_it() {
             sim_server(&["--config", config.to_str().unwrap()])
         })
         .collect();
-    // The example says `python3`: the one with the official clients comes first on the PATH.
-    let python = python_with_clients();
-    let path = format!(
-        "{}:{}",
-        python.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_clients();
     let mut workers = Vec::new();
     for (name, (_, address)) in ["a", "b"].iter().zip(&hosts) {
         let mut command = flotilla(&["worker", "join", &coordinator.address, "--name", name]);

@@ -320,3 +320,14 @@ pub fn calls_of(run_dir: &Path) -> Vec<serde_json::Value> {
         .map(|line| serde_json::from_str(line).unwrap())
         .collect()
 }
+
+/// A PATH whose `python3` is the one with the official clients: for examples
+/// whose command says `python3`.
+pub fn path_with_clients() -> String {
+    let python = python_with_clients();
+    format!(
+        "{}:{}",
+        python.parent().expect("the venv's bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
