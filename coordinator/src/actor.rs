@@ -513,7 +513,7 @@ impl Actor {
         for (worker, lease_ids) in outbox.cancels {
             self.send_to(&worker, ToWorker::Cancel(lease_ids));
         }
-        for (worker, message) in outbox.rate_messages {
+        for (worker, message) in outbox.notices {
             self.send_to(&worker, message);
         }
         let mut messages: Vec<(Arc<str>, ToWorker)> = Vec::new();

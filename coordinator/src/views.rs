@@ -64,17 +64,9 @@ pub fn budget(experiment: &Experiment) -> Option<BudgetView> {
         .iter()
         .filter(|run| !run.status.is_final())
         .map(|run| run.variation);
-    let costs: Vec<f64> = ledger.observed_costs().collect();
-    let n = costs.len() as f64;
-    let mean = if costs.is_empty() {
-        0.0
-    } else {
-        costs.iter().sum::<f64>() / n
-    };
-    let sd = (costs.len() > 1)
-        .then(|| (costs.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    let (observed, mean, sd) = ledger.cost_spread();
     Some(BudgetView {
-        observed_attempts: costs.len() as u64,
+        observed_attempts: observed,
         mean_cost_usd: mean,
         cost_sd_usd: sd,
         total_usd: ledger.total().dollars(),

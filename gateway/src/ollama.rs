@@ -184,7 +184,7 @@ pub async fn embed_texts(
         }
     };
     let call = Call::new(LlmApi::Ollama, model.clone(), Vec::new(), false);
-    let (sim, name, _) = match route_call(
+    let (sim, name) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -195,7 +195,8 @@ pub async fn embed_texts(
     )
     .await
     {
-        Routed::Sim(sim, name, _) => (sim, name, ()),
+        // Embeddings produce no output: the cap does not apply.
+        Routed::Sim(sim, name, _) => (sim, name),
         Routed::Done(response) => return response,
     };
     match embed(&ledger, &call, sim, name, &inputs).await {

@@ -390,7 +390,7 @@ pub async fn embeddings(
         }
     };
     let call = Call::new(LlmApi::Openai, model.clone(), Vec::new(), false);
-    let (sim, name, _) = match route_call(
+    let (sim, name) = match route_call(
         &gateway,
         &ledger,
         &call,
@@ -401,7 +401,8 @@ pub async fn embeddings(
     )
     .await
     {
-        Routed::Sim(sim, name, _) => (sim, name, ()),
+        // Embeddings produce no output: the cap does not apply.
+        Routed::Sim(sim, name, _) => (sim, name),
         Routed::Done(response) => return response,
     };
     let (vectors, usage) = match embed(&ledger, &call, sim, name, &inputs).await {

@@ -76,6 +76,8 @@ pub struct Ledger {
     settled: HashSet<u64>,
     observed: HashMap<u32, Observed>,
     observed_all: (u64, Usd),
+    /// Sum of the squared costs in dollars: the spread without a pass over every cost.
+    observed_squares: f64,
 }
 
 impl Ledger {
@@ -91,6 +93,7 @@ impl Ledger {
             settled: HashSet::new(),
             observed: HashMap::new(),
             observed_all: (0, Usd::ZERO),
+            observed_squares: 0.0,
         }
     }
 
@@ -255,6 +258,7 @@ impl Ledger {
     fn observe(&mut self, variation: u32, cost: Usd) {
         self.observed_all.0 += 1;
         self.observed_all.1 += cost;
+        self.observed_squares += cost.dollars().powi(2);
         let observed = self.observed.entry(variation).or_default();
         observed.costs.push(cost);
         observed.sum += cost;
@@ -287,11 +291,21 @@ impl Ledger {
         Some(total)
     }
 
-    /// Every attempt cost observed so far, in dollars (for forecasts).
-    pub fn observed_costs(&self) -> impl Iterator<Item = f64> + '_ {
-        self.observed
-            .values()
-            .flat_map(|o| o.costs.iter().map(|c| c.dollars()))
+    /// The attempts settled so far, the mean of their costs and their sample
+    /// standard deviation (with two or more), for forecasts; O(1).
+    pub fn cost_spread(&self) -> (u64, f64, Option<f64>) {
+        let (count, sum) = (self.observed_all.0, self.observed_all.1.dollars());
+        if count == 0 {
+            return (0, 0.0, None);
+        }
+        let n = count as f64;
+        let mean = sum / n;
+        let sd = (count > 1).then(|| {
+            ((self.observed_squares - n * mean * mean) / (n - 1.0))
+                .max(0.0)
+                .sqrt()
+        });
+        (count, mean, sd)
     }
 }
 

@@ -190,8 +190,9 @@ pub struct Outbox {
     pub assignments: Vec<(Arc<str>, Vec<Assignment>)>,
     pub cancels: Vec<(Arc<str>, Vec<u64>)>,
     pub grants: Vec<(Arc<str>, SpendGrant)>,
-    /// Rate shares and pauses, sent at once (ARCHITECTURE.md, invariant 6).
-    pub rate_messages: Vec<(Arc<str>, ToWorker)>,
+    /// Messages sent at once, not waiting for any write: rate shares and
+    /// pauses (ARCHITECTURE.md, invariant 6), experiments ended (teardowns).
+    pub notices: Vec<(Arc<str>, ToWorker)>,
     pub persist: Vec<Persist>,
     /// Budget ledger events, by experiment. While there are any, the
     /// outbox's assignments and grants wait for their commit: a worker never
@@ -491,9 +492,7 @@ impl State {
             }
         }
         for (worker, shares) in by_worker {
-            outbox
-                .rate_messages
-                .push((worker, ToWorker::RateShares(shares)));
+            outbox.notices.push((worker, ToWorker::RateShares(shares)));
         }
     }
 
@@ -506,7 +505,7 @@ impl State {
                 && entry.capabilities.providers.contains(&pause.key.provider)
             {
                 outbox
-                    .rate_messages
+                    .notices
                     .push((name.clone(), ToWorker::RatePause(pause.clone())));
             }
         }
@@ -1083,7 +1082,7 @@ impl State {
         experiment.finalizing = Some(experiment.final_state());
         // Workers that ran it have no more of its runs: their teardowns run.
         for worker in &experiment.workers_used {
-            outbox.rate_messages.push((
+            outbox.notices.push((
                 worker.clone(),
                 ToWorker::ExperimentEnded(experiment.config.name.clone()),
             ));

@@ -689,9 +689,9 @@ fn a_429_seen_by_one_worker_pauses_the_key_on_the_others_that_call_its_provider(
     };
     let mut outbox = Outbox::default();
     state.rate_limited("a", pause.clone(), &mut outbox);
-    assert_eq!(outbox.rate_messages.len(), 1);
-    assert_eq!(&*outbox.rate_messages[0].0, "b");
-    assert_eq!(outbox.rate_messages[0].1, ToWorker::RatePause(pause));
+    assert_eq!(outbox.notices.len(), 1);
+    assert_eq!(&*outbox.notices[0].0, "b");
+    assert_eq!(outbox.notices[0].1, ToWorker::RatePause(pause));
 }
 
 #[test]
@@ -741,7 +741,7 @@ fn shares_are_split_among_connected_workers_by_their_demand() {
     );
     let latest = |worker: &str| {
         outbox
-            .rate_messages
+            .notices
             .iter()
             .rev()
             .find_map(|(w, m)| match m {
@@ -756,7 +756,7 @@ fn shares_are_split_among_connected_workers_by_their_demand() {
     let mut outbox = Outbox::default();
     state.rate_worker_left("b", &mut outbox);
     assert_eq!(
-        outbox.rate_messages,
+        outbox.notices,
         vec![(
             Arc::from("a"),
             ToWorker::RateShares(vec![RateShare {

@@ -218,3 +218,17 @@ proptest! {
         prop_assert_eq!(ledger.spent(), spent);
     }
 }
+
+#[test]
+fn the_spread_of_costs_is_kept_as_they_settle() {
+    let mut ledger = Ledger::new(&budget(100.0, Some(5.0)));
+    assert_eq!(ledger.cost_spread(), (0, 0.0, None));
+    for (lease, cost) in [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)] {
+        ledger.settle(lease, 1 + (lease as u32 % 2), usd(cost));
+    }
+    let (n, mean, sd) = ledger.cost_spread();
+    assert_eq!(n, 4);
+    assert!((mean - 2.5).abs() < 1e-9);
+    // Sample standard deviation of 1, 2, 3, 4.
+    assert!((sd.unwrap() - 1.290_994_448_7).abs() < 1e-6, "{sd:?}");
+}
