@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_shared::clock::now_ms;
 use flotilla_shared::protocol::{Capabilities, Hello, HookReport, SpendRequest, ToWorker};
-use flotilla_shared::rate::{KeyDemand, RatePause};
+use flotilla_shared::rate::{KeyDemand, KeyUse, RatePause};
 use flotilla_shared::run::RunResult;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
@@ -42,9 +42,12 @@ const RESULTS_INTERVAL: Duration = Duration::from_secs(3);
 
 pub enum WorkerEvent {
     Results(Vec<RunResult>),
-    Heartbeat,
-    /// A heartbeat with the worker's calls per shared key.
-    Demand(Vec<KeyDemand>),
+    /// A heartbeat, with the worker's calls per shared key and its use of
+    /// limited keys when they changed.
+    Heartbeat {
+        demand: Vec<KeyDemand>,
+        usage: Vec<KeyUse>,
+    },
     RateLimited(RatePause),
     /// Runs the worker will not start: its setup failed.
     Declined {
@@ -322,7 +325,14 @@ impl Actor {
             WorkerEvent::SpendRequest(request) => {
                 self.state.spend_request(&name, request, &mut outbox)
             }
-            WorkerEvent::Demand(demand) => self.state.rate_demand(&name, demand, &mut outbox),
+            WorkerEvent::Heartbeat { demand, usage } => {
+                if !usage.is_empty() {
+                    self.state.rate_use.report(&name, usage);
+                }
+                if !demand.is_empty() {
+                    self.state.rate_demand(&name, demand, &mut outbox);
+                }
+            }
             WorkerEvent::RateLimited(pause) => self.state.rate_limited(&name, pause, &mut outbox),
             WorkerEvent::Declined { lease_ids, reason } => {
                 self.state.declined(&name, lease_ids, &reason, &mut outbox)
@@ -334,7 +344,7 @@ impl Actor {
                     .apply_results(&name, results, now_ms(), &mut outbox);
                 on_commit = Some(self.ack_after_commit(&name, lease_ids));
             }
-            WorkerEvent::Heartbeat | WorkerEvent::Ready => {}
+            WorkerEvent::Ready => {}
         }
         self.carry_out(outbox, on_commit);
     }

@@ -135,10 +135,13 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
 fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Error> {
     Ok(match FromWorker::try_from(message)? {
         FromWorker::Finished(results) => Some(WorkerEvent::Results(results)),
-        FromWorker::Heartbeat { demand, .. } if !demand.is_empty() => {
-            Some(WorkerEvent::Demand(demand))
+        FromWorker::Heartbeat { demand, usage, .. } => {
+            Some(WorkerEvent::Heartbeat { demand, usage })
         }
-        FromWorker::Heartbeat { .. } | FromWorker::Progress { .. } => Some(WorkerEvent::Heartbeat),
+        FromWorker::Progress { .. } => Some(WorkerEvent::Heartbeat {
+            demand: Vec::new(),
+            usage: Vec::new(),
+        }),
         FromWorker::Ready { .. } => Some(WorkerEvent::Ready),
         FromWorker::Capabilities(capabilities) => Some(WorkerEvent::Capabilities(capabilities)),
         FromWorker::SpendRequest(request) => Some(WorkerEvent::SpendRequest(request)),
@@ -215,6 +218,22 @@ fn status_reply(view: StatusView) -> proto::StatusReply {
             })
             .collect(),
         store_problem: view.store_problem.unwrap_or_default(),
+        limits: view
+            .limits
+            .into_iter()
+            .map(|limit| proto::LimitStatus {
+                key: Some(limit.key.into()),
+                declared: Some(limit.declared.into()),
+                shared: limit.shared,
+                workers: limit.workers,
+                calls: limit.calls,
+                calls_last_minute: limit.calls_last_minute,
+                tokens_last_minute: limit.tokens_last_minute,
+                waiting: limit.waiting,
+                throttled: limit.throttled,
+                waited_ms: limit.waited_ms,
+            })
+            .collect(),
     }
 }
 

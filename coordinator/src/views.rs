@@ -4,7 +4,7 @@
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 
-use crate::state::{Counts, Experiment, RunStatus, State};
+use crate::state::{Counts, Experiment, KeyUseView, RunStatus, State};
 
 /// One experiment's figures.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +100,8 @@ pub struct StatusView {
     pub workers: Vec<WorkerView>,
     /// Set while results cannot be written (ARCHITECTURE.md, invariant 4).
     pub store_problem: Option<String>,
+    /// Each limited provider model and how the cluster uses it.
+    pub limits: Vec<KeyUseView>,
 }
 
 /// An experiment's figures; `detailed` adds per-variation counts.
@@ -232,9 +234,16 @@ pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
             }
         })
         .collect();
+    let limits = state.rate_use.view(|worker| {
+        state
+            .workers
+            .get(worker)
+            .is_some_and(|entry| entry.connected)
+    });
     Ok(StatusView {
         experiments,
         workers,
         store_problem: None,
+        limits,
     })
 }

@@ -10,6 +10,7 @@ pub mod calls;
 pub mod limits;
 mod ollama;
 mod openai;
+mod recent;
 /// Prices live in `flotilla_shared::pricing`: submission checks them too.
 pub use flotilla_shared::pricing;
 pub mod providers;

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use flotilla_shared::rate::Limits;
-use flotilla_shared::rate::{KeyDemand, RateKey, RatePause, RateShare};
+use flotilla_shared::rate::{KeyDemand, KeyUse, RateKey, RatePause, RateShare};
 use tokio::sync::{mpsc, Notify};
+
+use crate::recent::LastMinute;
 
 /// GCRA over a rate per minute with a burst of `burst` units: a unit
 /// conforms if it arrives no earlier than the theoretical arrival time less
@@ -115,6 +117,15 @@ pub struct RateLimitManager {
     pauses_ahead: Mutex<HashMap<RateKey, Instant>>,
 }
 
+/// Why a provider's key is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseCause {
+    /// The provider said nothing remains until a reset (a `*-remaining-*` header at zero).
+    Exhausted,
+    /// The provider refused a call: 429.
+    Throttled,
+}
+
 /// What the manager tells the worker's session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RateSignal {
@@ -133,6 +144,8 @@ struct KeyState {
 struct Pacing {
     /// The limits in force: the declared ones, or this worker's share of them.
     limits: Limits,
+    /// The limits the providers file declares (for a shared key, the cluster's).
+    declared: Limits,
     /// Shared keys pace by the coordinator's share; `None` until it arrives.
     shared: bool,
     share_known: bool,
@@ -144,6 +157,11 @@ struct Pacing {
     /// The most calls waiting or in flight since demand was last reported:
     /// a key between two calls still has demand.
     peak: u64,
+    calls: u64,
+    last_minute: LastMinute,
+    /// Calls the provider refused with 429.
+    throttled: u64,
+    waited: Duration,
 }
 
 /// Held while a call is in flight: its concurrency slot.
@@ -181,8 +199,10 @@ impl RateLimitManager {
         let paused_until = self.pauses_ahead.lock().expect("not poisoned").remove(&key);
         keys.entry(key)
             .or_insert_with(|| {
+                let now = Instant::now();
                 let mut pacing = Pacing {
                     limits: Limits::default(),
+                    declared: limits,
                     // Only declared limits are split; a 429 is passed on either way.
                     shared: shared && limits.is_limited(),
                     share_known: false,
@@ -192,8 +212,12 @@ impl RateLimitManager {
                     in_flight: 0,
                     waiting: 0,
                     peak: 0,
+                    calls: 0,
+                    last_minute: LastMinute::new(now),
+                    throttled: 0,
+                    waited: Duration::ZERO,
                 };
-                pacing.set_limits(limits, Instant::now());
+                pacing.set_limits(limits, now);
                 Arc::new(KeyState {
                     pacing: Mutex::new(pacing),
                     changed: Notify::new(),
@@ -223,6 +247,8 @@ impl RateLimitManager {
         );
         let newly_demanded = {
             let mut pacing = key.pacing.lock().expect("not poisoned");
+            // A key first made by a share knows the declared limits from its first call.
+            pacing.declared = limits;
             pacing.waiting += 1;
             pacing.peak = pacing.peak.max(pacing.waiting + pacing.in_flight);
             // A call that cannot go at all until the coordinator hears of it.
@@ -231,15 +257,20 @@ impl RateLimitManager {
         if newly_demanded {
             self.signal(RateSignal::DemandAppeared);
         }
+        let asked = Instant::now();
         loop {
             // Registered before looking, so that a change in between is not missed.
             let changed = key.changed.notified();
             let wait = {
                 let mut pacing = key.pacing.lock().expect("not poisoned");
-                let wait = pacing.try_take(Instant::now(), tokens);
+                let now = Instant::now();
+                let wait = pacing.try_take(now, tokens);
                 if wait.is_none() {
                     pacing.waiting -= 1;
                     pacing.in_flight += 1;
+                    pacing.calls += 1;
+                    pacing.last_minute.record(now, tokens);
+                    pacing.waited += now - asked;
                 }
                 wait
             };
@@ -254,15 +285,30 @@ impl RateLimitManager {
         }
     }
 
-    /// No call goes to `provider`'s `model` from this worker before `until`;
-    /// a shared key's pause is passed on to every worker.
-    pub fn pause(&self, provider: &str, model: &str, limits: Limits, shared: bool, until: Instant) {
+    /// No call goes to `provider`'s `model` from this worker before `until`:
+    /// the provider said its limit was reached. A shared key's pause is
+    /// passed on to every worker.
+    pub fn pause(
+        &self,
+        provider: &str,
+        model: &str,
+        limits: Limits,
+        shared: bool,
+        until: Instant,
+        cause: PauseCause,
+    ) {
         let rate_key = RateKey {
             provider: provider.to_string(),
             model: model.to_string(),
         };
         let key = self.key(rate_key.clone(), limits, shared);
-        key.pacing.lock().expect("not poisoned").pause_until(until);
+        {
+            let mut pacing = key.pacing.lock().expect("not poisoned");
+            if cause == PauseCause::Throttled {
+                pacing.throttled += 1;
+            }
+            pacing.pause_until(until);
+        }
         if shared {
             self.signal(RateSignal::Paused(RatePause {
                 key: rate_key,
@@ -321,6 +367,36 @@ impl RateLimitManager {
             .collect();
         demand.sort_by(|a, b| a.key.cmp(&b.key));
         demand
+    }
+
+    /// How each key with a declared limit, or one a provider said was
+    /// reached, has been used: for the live display and `status`.
+    pub fn usage(&self) -> Vec<KeyUse> {
+        let now = Instant::now();
+        let keys = self.keys.lock().expect("not poisoned");
+        let mut usage: Vec<KeyUse> = keys
+            .iter()
+            .filter_map(|(key, state)| {
+                let pacing = state.pacing.lock().expect("not poisoned");
+                if !pacing.declared.is_limited() && pacing.throttled == 0 {
+                    return None;
+                }
+                let (calls_last_minute, tokens_last_minute) = pacing.last_minute.totals(now);
+                Some(KeyUse {
+                    key: key.clone(),
+                    declared: pacing.declared,
+                    shared: pacing.shared,
+                    calls: pacing.calls,
+                    calls_last_minute,
+                    tokens_last_minute,
+                    waiting: pacing.waiting as u32,
+                    throttled: pacing.throttled,
+                    waited_ms: pacing.waited.as_millis() as u64,
+                })
+            })
+            .collect();
+        usage.sort_by(|a, b| a.key.cmp(&b.key));
+        usage
     }
 }
 
@@ -446,7 +522,7 @@ mod manager_tests {
         let manager = RateLimitManager::default();
         let mut signals = manager.signals();
         let until = Instant::now() + Duration::from_millis(300);
-        manager.pause("remote", "m", DECLARED, true, until);
+        manager.pause("remote", "m", DECLARED, true, until, PauseCause::Throttled);
         let Some(RateSignal::Paused(pause)) = signals.recv().await else {
             panic!("a shared key's 429 is passed on");
         };

@@ -16,6 +16,7 @@ use tokio_stream::StreamExt;
 
 use crate::answers::Call;
 use crate::calls::{CallRecord, CallStatus, Usage};
+use crate::limits::PauseCause;
 use crate::pricing::Prices;
 use crate::providers::{Provider, ProviderApi};
 use crate::runs::RunLedger;
@@ -341,6 +342,7 @@ pub async fn relay(
                         provider.limits,
                         provider.shares_limits,
                         until,
+                        PauseCause::Exhausted,
                     );
                 }
                 if status == StatusCode::TOO_MANY_REQUESTS {
@@ -351,6 +353,7 @@ pub async fn relay(
                         provider.limits,
                         provider.shares_limits,
                         now + wait,
+                        PauseCause::Throttled,
                     );
                 }
                 status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::money::Usd;
-use crate::rate::{KeyDemand, Limits, RatePause, RateShare};
+use crate::rate::{KeyDemand, KeyUse, Limits, RatePause, RateShare};
 use crate::run::{Assignment, RunKey, RunResult};
 
 /// A worker introduces itself: the first message of every connection.
@@ -83,6 +83,8 @@ pub enum FromWorker {
         running: u32,
         /// Calls waiting for or holding each shared limit.
         demand: Vec<KeyDemand>,
+        /// How the worker used its limited keys, when that changed.
+        usage: Vec<KeyUse>,
     },
     /// What the worker serves changed.
     Capabilities(Capabilities),

@@ -68,3 +68,26 @@ pub struct RatePause {
     pub key: RateKey,
     pub pause: Duration,
 }
+
+/// How one worker used a limited key: what the live display and `status`
+/// show as a limit binding or not. Counts are totals since the worker
+/// started; `waiting` is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub key: RateKey,
+    /// The limits declared for the key (for a shared key, the cluster's).
+    pub declared: Limits,
+    /// The declared limits are the cluster's, split among workers.
+    pub shared: bool,
+    /// Calls sent, in all and in the last minute.
+    pub calls: u64,
+    pub calls_last_minute: u32,
+    /// Estimated tokens of the calls sent in the last minute.
+    pub tokens_last_minute: u64,
+    /// Calls waiting for their turn now.
+    pub waiting: u32,
+    /// Calls the provider refused with 429.
+    pub throttled: u64,
+    /// Time calls spent waiting for their turn, summed over calls.
+    pub waited_ms: u64,
+}

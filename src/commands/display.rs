@@ -130,6 +130,12 @@ pub fn print_status(reply: &proto::StatusReply) {
             );
         }
     }
+    if !reply.limits.is_empty() {
+        println!("provider limits:");
+        for limit in &reply.limits {
+            println!("  {}", super::live::limit_words(limit));
+        }
+    }
     if !reply.store_problem.is_empty() {
         println!("{}", reply.store_problem);
     }
@@ -175,5 +181,25 @@ pub fn status_json(reply: &proto::StatusReply) -> Result<serde_json::Value> {
             "name": w.name, "connected": w.connected, "slots": w.slots, "running": w.running, "finished": w.finished,
         })).collect::<Vec<_>>(),
         "store_problem": (!reply.store_problem.is_empty()).then_some(&reply.store_problem),
+        "limits": reply.limits.iter().map(|l| {
+            let key = l.key.clone().unwrap_or_default();
+            let declared = l.declared.unwrap_or_default();
+            json!({
+                "provider": key.provider,
+                "model": key.model,
+                "requests_per_minute": declared.requests_per_minute,
+                "tokens_per_minute": declared.tokens_per_minute,
+                "concurrency": declared.concurrency,
+                "shared": l.shared,
+                "workers": l.workers,
+                "calls": l.calls,
+                "calls_last_minute": l.calls_last_minute,
+                "tokens_last_minute": l.tokens_last_minute,
+                "waiting": l.waiting,
+                "binding": super::live::is_binding(l),
+                "throttled": l.throttled,
+                "waited_ms": l.waited_ms,
+            })
+        }).collect::<Vec<_>>(),
     }))
 }

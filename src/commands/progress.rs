@@ -1,5 +1,6 @@
-//! Following an experiment until it ends: a progress bar on a terminal, a
-//! line every few seconds otherwise, and Ctrl+C handling for `flotilla run`.
+//! Following an experiment until it ends: the live display on a terminal
+//! (`live.rs` says what it shows), a line every few seconds otherwise, and
+//! Ctrl+C handling for `flotilla run`.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::client::Client;
-use super::display;
+use super::{display, live};
 
 /// How a followed experiment ended.
 pub struct Ending {
@@ -22,7 +23,12 @@ pub struct Ending {
 }
 
 /// Lines are printed this often when stderr is not a terminal.
-const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
+const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
+/// The terminal display is redrawn this often between status messages, so
+/// that elapsed time, pace and ETA move.
+const REDRAW_INTERVAL: Duration = Duration::from_secs(1);
+/// Variations given a line of their own on a terminal.
+const VARIATION_ROOM: usize = 8;
 
 /// Streams status until the experiment's state is final. Each message on
 /// `interrupts` (Ctrl+C) escalates: first stop assigning, then stop running runs.
@@ -43,7 +49,7 @@ pub async fn follow(
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} ended · {elapsed_precise}\n{msg}",
             )
             .expect("valid template")
             .progress_chars("=> "),
@@ -52,9 +58,11 @@ pub async fn follow(
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     });
+    let mut redraw = tokio::time::interval(REDRAW_INTERVAL);
     let mut last_line = Instant::now() - PLAIN_INTERVAL;
     let mut interrupted = 0u32;
-    let mut latest: Option<proto::ExperimentStatus> = None;
+    let mut latest: Option<(proto::StatusReply, proto::ExperimentStatus)> = None;
+    let mut pace: Option<live::Pace> = None;
     let mut store_problem = String::new();
     let mut waiting = String::new();
     loop {
@@ -66,7 +74,7 @@ pub async fn follow(
         };
         tokio::select! {
             message = stream.message() => {
-                let Some(reply) = message.map_err(Error::from)? else { break };
+                let Some(mut reply) = message.map_err(Error::from)? else { break };
                 // The store's trouble is said once when it starts, changes or ends.
                 if reply.store_problem != store_problem {
                     let line = if reply.store_problem.is_empty() {
@@ -74,38 +82,40 @@ pub async fn follow(
                     } else {
                         reply.store_problem.clone()
                     };
-                    match &bar { Some(bar) => bar.println(&line), None => eprintln!("{line}") }
+                    say(&bar, &line);
                     store_problem = reply.store_problem.clone();
                 }
-                let Some(experiment) = reply.experiments.into_iter().next() else { continue };
+                let Some(experiment) = reply.experiments.pop() else { continue };
                 // Why runs wait for a worker is said once each time it changes.
                 if experiment.waiting != waiting {
                     if !experiment.waiting.is_empty() {
-                        match &bar { Some(bar) => bar.println(&experiment.waiting), None => eprintln!("{}", experiment.waiting) }
+                        say(&bar, &experiment.waiting);
                     }
                     waiting = experiment.waiting.clone();
                 }
-                let c = experiment.counts.unwrap_or_default();
-                let done = c.succeeded + c.failed + c.cancelled;
+                let now = Instant::now();
+                let ended = live::ended(&experiment.counts.unwrap_or_default());
+                pace.get_or_insert_with(|| live::Pace::new(now, ended)).observe(now, ended);
+                let finished = display::is_final(&experiment)?;
+                latest = Some((reply, experiment));
+                let (reply, experiment) = latest.as_ref().expect("just set");
+                let pace = pace.as_ref().expect("just set");
                 match &bar {
-                    Some(bar) => {
-                        bar.set_length(experiment.total_runs);
-                        bar.set_position(done);
-                        let waiting = if store_problem.is_empty() { "" } else { " — waiting for disk space" };
-                        let budget = experiment.budget.as_ref().map(|b| format!(" · {}", display::budget_words(b))).unwrap_or_default();
-                        bar.set_message(format!("{} ok, {} failed, {} running{budget}{waiting}", c.succeeded, c.failed, c.running));
-                    }
-                    None if last_line.elapsed() >= PLAIN_INTERVAL || display::is_final(&experiment)? => {
+                    Some(bar) => draw(bar, reply, experiment, pace, &store_problem),
+                    None if last_line.elapsed() >= PLAIN_INTERVAL || finished => {
                         last_line = Instant::now();
                         let waiting = if store_problem.is_empty() { String::new() } else { format!("  [{store_problem}]") };
-                        eprintln!("{}{waiting}", display::one_line(&experiment));
+                        eprintln!("{}{waiting}", live::plain_line(reply, experiment, pace, now));
                     }
                     None => {}
                 }
-                let finished = display::is_final(&experiment)?;
-                latest = Some(experiment);
                 if finished {
                     break;
+                }
+            }
+            _ = redraw.tick() => {
+                if let (Some(bar), Some((reply, experiment)), Some(pace)) = (&bar, &latest, &pace) {
+                    draw(bar, reply, experiment, pace, &store_problem);
                 }
             }
             Some(()) = interrupt => {
@@ -116,7 +126,7 @@ pub async fn follow(
                 } else {
                     "interrupted: no new runs start; running runs finish (Ctrl+C again to stop them)"
                 };
-                match &bar { Some(bar) => bar.println(message), None => eprintln!("{message}") }
+                say(&bar, message);
                 client.cancel(proto::CancelRequest { name: name.to_string(), kill_running: kill }).await.map_err(Error::from)?;
             }
         }
@@ -124,11 +134,54 @@ pub async fn follow(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let status = latest.ok_or_else(|| Error::Internal("the coordinator sent no status".into()))?;
+    let (_, status) =
+        latest.ok_or_else(|| Error::Internal("the coordinator sent no status".into()))?;
     Ok(Ending {
         status,
         interrupted: interrupted > 0,
     })
+}
+
+/// A line above the display, or on stderr without one.
+fn say(bar: &Option<ProgressBar>, line: &str) {
+    match bar {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// The terminal display: the bar, then pace, budget, limits, workers and
+/// variations, each line cut to the terminal's width so that redraws stay in place.
+fn draw(
+    bar: &ProgressBar,
+    reply: &proto::StatusReply,
+    experiment: &proto::ExperimentStatus,
+    pace: &live::Pace,
+    store_problem: &str,
+) {
+    bar.set_length(experiment.total_runs);
+    bar.set_position(live::ended(&experiment.counts.unwrap_or_default()));
+    let width = console::Term::stderr()
+        .size_checked()
+        .map_or(100, |(_, columns)| columns as usize);
+    let mut lines = live::detail_lines(reply, experiment, pace, Instant::now(), VARIATION_ROOM);
+    if !store_problem.is_empty() {
+        lines.push(format!("  waiting for disk space: {store_problem}"));
+    }
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|line| cut(&line, width.saturating_sub(1).max(20)))
+        .collect();
+    bar.set_message(lines.join("\n"));
+}
+
+fn cut(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
 }
 
 pub fn print_final(status: &proto::ExperimentStatus) {

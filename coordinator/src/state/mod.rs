@@ -8,6 +8,7 @@
 mod budget;
 mod experiment;
 mod rate_shares;
+mod rate_use;
 mod submission;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ pub use budget::{Ledger, LedgerEvent, TopUpRefusal};
 pub use experiment::{Counts, Experiment, RunEntry, StopReason, VariationEntry};
 pub use flotilla_shared::status::{AttemptOutcome, ExperimentState, RunStatus};
 pub use rate_shares::RateShares;
+pub use rate_use::{KeyUseView, RateUse};
 pub use submission::{Submission, Submitted};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -225,6 +227,8 @@ pub struct State {
     cursor: usize,
     /// Each worker's share of each shared provider limit.
     pub rate_shares: RateShares,
+    /// How the workers use each limited key, for `status`.
+    pub rate_use: RateUse,
 }
 
 impl State {
@@ -242,6 +246,7 @@ impl State {
             next_session: 1,
             cursor: 0,
             rate_shares: RateShares::default(),
+            rate_use: RateUse::default(),
         }
     }
 

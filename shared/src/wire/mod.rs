@@ -13,7 +13,7 @@ use crate::proto::worker_message::Kind as FromWorkerKind;
 use crate::protocol::{
     Capabilities, FromWorker, Hello, HookKind, HookReport, RunningLease, ToWorker, Welcome,
 };
-use crate::rate::{KeyDemand, RatePause, RateShare};
+use crate::rate::{KeyDemand, KeyUse, RatePause, RateShare};
 use crate::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, ShippedFile};
 use crate::status::{ExperimentState, SubmitOutcome};
 use crate::workdir::BundleFile;
@@ -480,12 +480,15 @@ impl From<FromWorker> for proto::WorkerMessage {
             FromWorker::Finished(results) => FromWorkerKind::Finished(proto::RunsFinished {
                 results: results.into_iter().map(Into::into).collect(),
             }),
-            FromWorker::Heartbeat { running, demand } => {
-                FromWorkerKind::Heartbeat(proto::Heartbeat {
-                    running,
-                    demand: demand.into_iter().map(Into::into).collect(),
-                })
-            }
+            FromWorker::Heartbeat {
+                running,
+                demand,
+                usage,
+            } => FromWorkerKind::Heartbeat(proto::Heartbeat {
+                running,
+                demand: demand.into_iter().map(Into::into).collect(),
+                usage: usage.into_iter().map(Into::into).collect(),
+            }),
             FromWorker::Capabilities(capabilities) => {
                 FromWorkerKind::Capabilities(capabilities.into())
             }
@@ -547,6 +550,11 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                         .demand
                         .into_iter()
                         .map(KeyDemand::try_from)
+                        .collect::<Result<_, _>>()?,
+                    usage: heartbeat
+                        .usage
+                        .into_iter()
+                        .map(KeyUse::try_from)
                         .collect::<Result<_, _>>()?,
                 },
                 FromWorkerKind::Capabilities(capabilities) => {

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::money::Usd;
 use crate::proto;
 use crate::protocol::{SpendAnswer, SpendGrant, SpendRequest};
-use crate::rate::{KeyDemand, Limits, RateKey, RatePause, RateShare};
+use crate::rate::{KeyDemand, KeyUse, Limits, RateKey, RatePause, RateShare};
 use crate::run::{AssignedBudget, BudgetStop};
 
 impl From<AssignedBudget> for proto::AssignedBudget {
@@ -198,6 +198,39 @@ impl TryFrom<proto::KeyDemand> for KeyDemand {
         Ok(KeyDemand {
             key: demand.key.try_into()?,
             calls: demand.calls,
+        })
+    }
+}
+
+impl From<KeyUse> for proto::KeyUse {
+    fn from(usage: KeyUse) -> Self {
+        proto::KeyUse {
+            key: Some(usage.key.into()),
+            declared: Some(usage.declared.into()),
+            shared: usage.shared,
+            calls: usage.calls,
+            calls_last_minute: usage.calls_last_minute,
+            tokens_last_minute: usage.tokens_last_minute,
+            waiting: usage.waiting,
+            throttled: usage.throttled,
+            waited_ms: usage.waited_ms,
+        }
+    }
+}
+
+impl TryFrom<proto::KeyUse> for KeyUse {
+    type Error = Error;
+    fn try_from(usage: proto::KeyUse) -> Result<Self, Error> {
+        Ok(KeyUse {
+            key: usage.key.try_into()?,
+            declared: usage.declared.map(Into::into).unwrap_or_default(),
+            shared: usage.shared,
+            calls: usage.calls,
+            calls_last_minute: usage.calls_last_minute,
+            tokens_last_minute: usage.tokens_last_minute,
+            waiting: usage.waiting,
+            throttled: usage.throttled,
+            waited_ms: usage.waited_ms,
         })
     }
 }

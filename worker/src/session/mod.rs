@@ -54,6 +54,8 @@ pub struct Session {
     rate_signals: mpsc::UnboundedReceiver<RateSignal>,
     /// The demand last reported, so that an unchanged one is not sent again.
     demand_reported: Vec<flotilla_shared::rate::KeyDemand>,
+    /// The use of limited keys last sent, so that heartbeats carry it only when it changed.
+    usage_reported: Vec<flotilla_shared::rate::KeyUse>,
     /// Experiments' setups and teardowns on this worker.
     hooks: hooks::Hooks,
     /// Messages decided while handling a message, sent right after it.
@@ -95,6 +97,7 @@ impl Session {
             next_top_up: 1,
             rate_signals,
             demand_reported: Vec::new(),
+            usage_reported: Vec::new(),
             hooks: hooks::Hooks::new(),
             outgoing: Vec::new(),
         }
@@ -228,6 +231,7 @@ impl Session {
         demand_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A new connection's coordinator may have restarted: it hears the demand again.
         self.demand_reported.clear();
+        self.usage_reported.clear();
         loop {
             tokio::select! {
                 message = inbound.message() => match message {
@@ -301,6 +305,7 @@ impl Session {
                     let message = FromWorker::Heartbeat {
                         running: self.running.len() as u32,
                         demand: Vec::new(),
+                        usage: self.usage_report(),
                     };
                     if outbound.send(message).is_err() {
                         return Disconnect::Lost("stream closed".into());
@@ -382,7 +387,18 @@ impl Session {
         Some(FromWorker::Heartbeat {
             running: self.running.len() as u32,
             demand,
+            usage: Vec::new(),
         })
+    }
+
+    /// How limited keys were used, when that changed since the last heartbeat.
+    fn usage_report(&mut self) -> Vec<flotilla_shared::rate::KeyUse> {
+        let usage = self.context.gateway.state.limits.usage();
+        if usage == self.usage_reported {
+            return Vec::new();
+        }
+        self.usage_reported = usage.clone();
+        usage
     }
 
     fn on_spend_grant(&mut self, grant: SpendGrant) {

@@ -1,0 +1,415 @@
+//! What the live display says about a running experiment, apart from how it
+//! is drawn: its pace and ETA from a moving average of recent completions,
+//! the variations worth a line, spend against the budget, provider limits
+//! (binding or not) and the workers. Pure functions of status messages and
+//! the time, so that they are tested without a terminal.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use flotilla_shared::naming::variation_name;
+use flotilla_shared::proto;
+
+use super::display;
+
+/// The pace of completions over a recent window: at least this long...
+const PACE_WINDOW: Duration = Duration::from_secs(120);
+/// ...and at least this many completions, when there were that many.
+const PACE_RUNS: u64 = 10;
+/// Samples kept; older ones only matter for sweeps far slower than the window.
+const PACE_SAMPLES: usize = 4096;
+
+/// Runs finished over time, for runs per minute and the ETA.
+#[derive(Debug)]
+pub struct Pace {
+    /// (when, runs ended by then), oldest first; the first is the start.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Pace {
+    pub fn new(start: Instant, done: u64) -> Self {
+        Pace {
+            samples: VecDeque::from([(start, done)]),
+        }
+    }
+
+    /// Notes the count of ended runs when a status arrives.
+    pub fn observe(&mut self, now: Instant, done: u64) {
+        if self.samples.back().is_some_and(|(_, last)| *last == done) {
+            return;
+        }
+        self.samples.push_back((now, done));
+        if self.samples.len() > PACE_SAMPLES {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Runs per minute since a base sample: the latest one at least
+    /// `PACE_WINDOW` old with at least `PACE_RUNS` runs ended after it, or
+    /// the oldest. `None` until a run has ended.
+    pub fn runs_per_minute(&self, now: Instant) -> Option<f64> {
+        let &(_, done) = self.samples.back()?;
+        let base = self
+            .samples
+            .iter()
+            .rev()
+            .find(|(at, then)| {
+                now.saturating_duration_since(*at) >= PACE_WINDOW && done - then >= PACE_RUNS
+            })
+            .or(self.samples.front())?;
+        let runs = done - base.1;
+        let minutes = now.saturating_duration_since(base.0).as_secs_f64() / 60.0;
+        (runs > 0 && minutes > 0.0).then(|| runs as f64 / minutes)
+    }
+
+    /// Time left for `remaining` runs at the recent pace.
+    pub fn eta(&self, now: Instant, remaining: u64) -> Option<Duration> {
+        let per_minute = self.runs_per_minute(now)?;
+        Some(Duration::from_secs_f64(
+            remaining as f64 / per_minute * 60.0,
+        ))
+    }
+}
+
+/// `1h02m`, `4m05s`, `12s`.
+pub fn duration_words(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+/// Runs that ended in any way.
+pub fn ended(counts: &proto::StateCounts) -> u64 {
+    counts.succeeded + counts.failed + counts.cancelled
+}
+
+/// `12.5 runs/min · ETA 3m10s`, or what is not known yet.
+pub fn pace_words(experiment: &proto::ExperimentStatus, pace: &Pace, now: Instant) -> String {
+    let counts = experiment.counts.unwrap_or_default();
+    let remaining = experiment.total_runs.saturating_sub(ended(&counts));
+    match (pace.runs_per_minute(now), pace.eta(now, remaining)) {
+        (Some(rate), Some(eta)) if remaining > 0 => {
+            format!(
+                "{} runs/min · ETA {}",
+                rate_words(rate),
+                duration_words(eta)
+            )
+        }
+        (Some(rate), _) => format!("{} runs/min", rate_words(rate)),
+        _ if remaining == 0 => String::new(),
+        _ => "ETA once runs finish".to_string(),
+    }
+}
+
+fn rate_words(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.1}")
+    }
+}
+
+/// Success rate among ended runs, `97%`.
+fn success_words(counts: &proto::StateCounts) -> String {
+    let ended = ended(counts);
+    if ended == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.0}%", 100.0 * counts.succeeded as f64 / ended as f64)
+    }
+}
+
+/// A limit is binding when calls wait for their turn under it.
+pub fn is_binding(limit: &proto::LimitStatus) -> bool {
+    limit.waiting > 0
+}
+
+/// `freetier/sim/random: 59/60 rpm in the last minute, 6 calls waiting (the
+/// limit binds); 2 answered 429`.
+pub fn limit_words(limit: &proto::LimitStatus) -> String {
+    let key = limit
+        .key
+        .as_ref()
+        .map(|k| format!("{}/{}", k.provider, k.model))
+        .unwrap_or_default();
+    let declared = limit.declared.unwrap_or_default();
+    let per = if limit.shared { "" } else { " per worker" };
+    let mut parts = Vec::new();
+    if let Some(rpm) = declared.requests_per_minute {
+        parts.push(format!(
+            "{}/{rpm} rpm{per} in the last minute",
+            limit.calls_last_minute
+        ));
+    }
+    if let Some(tpm) = declared.tokens_per_minute {
+        parts.push(format!("{}/{tpm} tpm{per}", limit.tokens_last_minute));
+    }
+    if parts.is_empty() {
+        parts.push(format!(
+            "{} calls in the last minute",
+            limit.calls_last_minute
+        ));
+    }
+    let mut words = format!("{key}: {}", parts.join(", "));
+    if is_binding(limit) {
+        words.push_str(&format!(
+            ", {} call{} waiting (the limit binds)",
+            limit.waiting,
+            if limit.waiting == 1 { "" } else { "s" }
+        ));
+    }
+    if limit.throttled > 0 {
+        words.push_str(&format!("; {} refused with 429", limit.throttled));
+    }
+    words
+}
+
+/// The variations worth a line: all of them when few, else the most
+/// failing and then the least advanced, at most `room`.
+pub fn variations_to_show(
+    variations: &[proto::VariationStatus],
+    room: usize,
+) -> Vec<&proto::VariationStatus> {
+    let mut shown: Vec<&proto::VariationStatus> = variations.iter().collect();
+    if shown.len() > room {
+        shown.sort_by(|a, b| {
+            let (a, b) = (a.counts.unwrap_or_default(), b.counts.unwrap_or_default());
+            b.failed
+                .cmp(&a.failed)
+                .then_with(|| (ended(&a) + a.running).cmp(&(ended(&b) + b.running)))
+        });
+        shown.truncate(room);
+        shown.sort_by_key(|v| v.index);
+    }
+    shown
+}
+
+/// A variation's line: `var-003  4/10 ended, 1 failed, 75% ok  {"model": …}`.
+fn variation_line(variation: &proto::VariationStatus) -> String {
+    let c = variation.counts.unwrap_or_default();
+    let total = ended(&c) + c.running + c.pending;
+    format!(
+        "  {}  {:>4}/{:<4} ended  {:>3} running  {:>3} failed  {:>4} ok  {}",
+        variation_name(variation.index),
+        ended(&c),
+        total,
+        c.running,
+        c.failed,
+        success_words(&c),
+        variation.params_json
+    )
+}
+
+/// Lines under the bar: pace, budget, limits, workers, variations.
+pub fn detail_lines(
+    reply: &proto::StatusReply,
+    experiment: &proto::ExperimentStatus,
+    pace: &Pace,
+    now: Instant,
+    variation_room: usize,
+) -> Vec<String> {
+    let counts = experiment.counts.unwrap_or_default();
+    let mut lines = Vec::new();
+    let pace_words = pace_words(experiment, pace, now);
+    lines.push(format!(
+        "  {} succeeded · {} failed · {} running · {} pending · {} ok{}",
+        counts.succeeded,
+        counts.failed,
+        counts.running,
+        counts.pending,
+        success_words(&counts),
+        if pace_words.is_empty() {
+            String::new()
+        } else {
+            format!(" · {pace_words}")
+        }
+    ));
+    if let Some(budget) = &experiment.budget {
+        lines.push(format!("  budget: {}", display::budget_words(budget)));
+    }
+    for limit in &reply.limits {
+        lines.push(format!("  limit {}", limit_words(limit)));
+    }
+    let connected = reply.workers.iter().filter(|w| w.connected).count();
+    let slots: u32 = reply
+        .workers
+        .iter()
+        .filter(|w| w.connected)
+        .map(|w| w.slots)
+        .sum();
+    lines.push(format!("  workers: {connected} connected, {slots} slots"));
+    let shown = variations_to_show(&experiment.variations, variation_room);
+    lines.extend(shown.iter().map(|v| variation_line(v)));
+    if shown.len() < experiment.variations.len() {
+        lines.push(format!(
+            "  … {} more variations (the most failing and least advanced are shown)",
+            experiment.variations.len() - shown.len()
+        ));
+    }
+    lines
+}
+
+/// The plain line printed every few seconds when stderr is not a terminal:
+/// the status line, the pace, and each limit that binds.
+pub fn plain_line(
+    reply: &proto::StatusReply,
+    experiment: &proto::ExperimentStatus,
+    pace: &Pace,
+    now: Instant,
+) -> String {
+    let mut line = display::one_line(experiment);
+    let pace_words = pace_words(experiment, pace, now);
+    if !pace_words.is_empty() {
+        line.push_str(&format!(" · {pace_words}"));
+    }
+    for limit in reply.limits.iter().filter(|l| is_binding(l)) {
+        line.push_str(&format!("\n  limit {}", limit_words(limit)));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, seconds: u64) -> Instant {
+        start + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn the_pace_is_a_moving_average_of_recent_completions() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start, 0);
+        assert_eq!(pace.runs_per_minute(at(start, 10)), None);
+        // One run every 6 s for five minutes: 10 a minute.
+        for second in (6..=300).step_by(6) {
+            pace.observe(at(start, second), second / 6);
+        }
+        let rate = pace.runs_per_minute(at(start, 300)).unwrap();
+        assert!((rate - 10.0).abs() < 0.01, "{rate}");
+        // It slows to one run every 30 s: the window follows within a few minutes.
+        for (i, second) in (330..=600).step_by(30).enumerate() {
+            pace.observe(at(start, second), 50 + i as u64 + 1);
+        }
+        let rate = pace.runs_per_minute(at(start, 600)).unwrap();
+        assert!((rate - 2.0).abs() < 0.5, "{rate}");
+        // 20 runs left at 2 a minute: about 10 minutes.
+        let eta = pace.eta(at(start, 600), 20).unwrap();
+        assert!((eta.as_secs_f64() - 600.0).abs() < 150.0, "{eta:?}");
+        // Time without completions lowers the pace.
+        let later = pace.runs_per_minute(at(start, 900)).unwrap();
+        assert!(later < rate, "{later} < {rate}");
+    }
+
+    #[test]
+    fn runs_finishing_in_waves_give_an_eta_of_the_waves_left() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start, 0);
+        // 8 slots, 24 runs of 30 s each: the first wave ends at 30 s.
+        pace.observe(at(start, 30), 8);
+        let eta = pace.eta(at(start, 30), 16).unwrap();
+        assert_eq!(eta.as_secs(), 60);
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration_words(Duration::from_secs(12)), "12s");
+        assert_eq!(duration_words(Duration::from_secs(245)), "4m05s");
+        assert_eq!(duration_words(Duration::from_secs(3720)), "1h02m");
+    }
+
+    fn limit(waiting: u32, throttled: u64, shared: bool) -> proto::LimitStatus {
+        proto::LimitStatus {
+            key: Some(proto::RateKey {
+                provider: "freetier".into(),
+                model: "sim/random".into(),
+            }),
+            declared: Some(proto::RateLimits {
+                requests_per_minute: Some(60),
+                tokens_per_minute: None,
+                concurrency: None,
+            }),
+            shared,
+            workers: 2,
+            calls: 300,
+            calls_last_minute: 59,
+            tokens_last_minute: 3000,
+            waiting,
+            throttled,
+            waited_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_limit_says_whether_it_binds() {
+        assert_eq!(
+            limit_words(&limit(6, 0, true)),
+            "freetier/sim/random: 59/60 rpm in the last minute, 6 calls waiting (the limit binds)"
+        );
+        assert_eq!(
+            limit_words(&limit(0, 2, false)),
+            "freetier/sim/random: 59/60 rpm per worker in the last minute; 2 refused with 429"
+        );
+    }
+
+    #[test]
+    fn the_plain_line_adds_the_pace_and_the_limits_that_bind() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start, 0);
+        pace.observe(at(start, 60), 6);
+        let experiment = proto::ExperimentStatus {
+            name: "pd".into(),
+            state: proto::ExperimentState::Running.into(),
+            total_runs: 24,
+            counts: Some(proto::StateCounts {
+                succeeded: 6,
+                running: 8,
+                pending: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let reply = proto::StatusReply {
+            limits: vec![limit(3, 0, true), limit(0, 0, true)],
+            ..Default::default()
+        };
+        let line = plain_line(&reply, &experiment, &pace, at(start, 60));
+        let lines: Vec<&str> = line.lines().collect();
+        assert!(lines[0].ends_with("· 6.0 runs/min · ETA 3m00s"), "{line}");
+        // Only the limit that binds gets a line.
+        assert_eq!(lines.len(), 2, "{line}");
+        assert!(lines[1].contains("3 calls waiting (the limit binds)"));
+    }
+
+    fn variation(index: u32, ended: u64, failed: u64) -> proto::VariationStatus {
+        proto::VariationStatus {
+            index,
+            params_json: "{}".into(),
+            counts: Some(proto::StateCounts {
+                succeeded: ended - failed,
+                failed,
+                pending: 10 - ended,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn many_variations_show_the_most_failing_then_the_least_advanced() {
+        let variations: Vec<_> = (1..=20)
+            .map(|i| variation(i, 5 + (i as u64 % 5), u64::from(i == 7) * 3))
+            .collect();
+        let shown: Vec<u32> = variations_to_show(&variations, 4)
+            .iter()
+            .map(|v| v.index)
+            .collect();
+        // var-007 fails most; 5, 10, 15 and 20 are the least advanced (5 ended).
+        assert_eq!(shown.len(), 4);
+        assert!(shown.contains(&7), "{shown:?}");
+        assert!(shown.iter().all(|i| *i == 7 || i % 5 == 0), "{shown:?}");
+        assert_eq!(variations_to_show(&variations[..3], 4).len(), 3);
+    }
+}
