@@ -47,6 +47,9 @@ enum Command {
     Submit(SubmitArgs),
     /// Show experiments' progress: counts by state, per variation and per worker.
     Status(StatusArgs),
+    /// Follow a running experiment on a coordinator with the live display (or, with --json,
+    /// its events) until it ends; the exit code tells how it ended. Ctrl+C stops watching only.
+    Watch(WatchArgs),
     /// List the coordinator's experiments.
     Ls(ListArgs),
     /// Cancel an experiment: pending runs are cancelled; with --kill running runs are stopped too.
@@ -180,6 +183,37 @@ struct RunArgs {
     retry_failed: bool,
     #[command(flatten)]
     llm: LlmArgs,
+    #[command(flatten)]
+    show: ShowArgs,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// No live display: a plain status line every 5 s on stderr (also when stderr is not a
+    /// terminal).
+    #[arg(long)]
+    no_progress: bool,
+    /// Print one JSON object per line on stdout: run_started, run_succeeded, run_failed,
+    /// run_retried, run_cancelled, run_requeued, state_changed, budget, rate_limited, and
+    /// last an `ended` object with the experiment's status.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ShowArgs {
+    fn show(&self) -> commands::progress::Show {
+        commands::progress::Show::choose(self.no_progress, self.json)
+    }
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// Experiment name.
+    name: String,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+    #[command(flatten)]
+    show: ShowArgs,
 }
 
 #[derive(Args)]
@@ -307,6 +341,9 @@ struct SubmitArgs {
     /// Also re-run runs that failed for good earlier.
     #[arg(long)]
     retry_failed: bool,
+    /// With --wait: how progress is shown.
+    #[command(flatten)]
+    show: ShowArgs,
 }
 
 #[derive(Args)]
@@ -367,6 +404,7 @@ async fn dispatch(cli: Cli) -> i32 {
                         retry_failed: args.retry_failed,
                         providers,
                         ollama_url: args.llm.ollama_url,
+                        show: args.show.show(),
                     })
                     .await
                 }
@@ -435,11 +473,21 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Submit(args) => {
             commands::init_logging("warn");
             let target = target(args.coordinator);
-            commands::control::submit(&target, &args.file, args.wait, args.retry_failed).await
+            commands::control::submit(
+                &target,
+                &args.file,
+                args.wait.then(|| args.show.show()),
+                args.retry_failed,
+            )
+            .await
         }
         Command::Status(args) => {
             commands::init_logging("warn");
             commands::control::status(&target(args.coordinator), args.name, args.json).await
+        }
+        Command::Watch(args) => {
+            commands::init_logging("warn");
+            commands::control::watch(&target(args.coordinator), &args.name, args.show.show()).await
         }
         Command::Ls(args) => {
             commands::init_logging("warn");

@@ -162,6 +162,14 @@ fn runs_spread_over_workers_including_one_that_joins_mid_sweep() {
     );
     let human = text(&run_ok(&mut coordinator.cli(&["status", "spread"])).stdout);
     assert!(human.contains("var-004") && human.contains("w3"), "{human}");
+    // Tables: experiments with their counts and spend, workers with what they serve.
+    assert!(
+        human.contains("name    state      runs  succeeded")
+            && human.contains("spread  completed    40")
+            && human.contains("slots  running  finished  serves")
+            && human.contains("sim/*"),
+        "{human}"
+    );
 }
 
 #[test]

@@ -80,25 +80,43 @@ async fn noop_sweep_through_two_workers_is_durable() {
     let mut stream = client
         .watch(authorised(proto::StatusRequest {
             name: "overhead".into(),
+            events: true,
         }))
         .await
         .unwrap()
         .into_inner();
     let mut last = None;
+    let mut events: std::collections::HashMap<i32, u64> = Default::default();
+    let mut missed = 0;
     while let Some(reply) = tokio::time::timeout(Duration::from_secs(120), stream.message())
         .await
         .expect("progress")
         .unwrap()
     {
+        for event in &reply.events {
+            *events.entry(event.kind).or_default() += 1;
+        }
+        missed += reply.events_missed;
         last = reply.experiments.into_iter().next();
     }
     let last = last.unwrap();
     assert_eq!(last.state(), proto::ExperimentState::Completed);
     assert_eq!(last.counts.unwrap().succeeded, 2000);
+    // Runs started as soon as the experiment was submitted, before the watch:
+    // the watcher heard of those that ended after it subscribed, each once,
+    // and of the end, missing none.
+    let count = |kind: proto::WatchEventKind| events.get(&(kind as i32)).copied().unwrap_or(0);
+    assert_eq!(missed, 0);
+    assert!(
+        count(proto::WatchEventKind::RunSucceeded) <= 2000,
+        "{events:?}"
+    );
+    assert_eq!(count(proto::WatchEventKind::StateChanged), 1, "{events:?}");
 
     let status = client
         .status(authorised(proto::StatusRequest {
             name: "overhead".into(),
+            events: false,
         }))
         .await
         .unwrap()

@@ -13,10 +13,11 @@ use flotilla_shared::rate::{KeyDemand, KeyUse, RatePause};
 use flotilla_shared::run::RunResult;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 use crate::outputs::Summary;
+use crate::state::events::{Event, EventKind};
 use crate::state::{Outbox, Persist, RunStatus, State, StopReason, Submission, Submitted};
 use crate::store::{Backlog, ExperimentRow, OnCommit, StoreHandle, Write};
 use crate::views::{self, StatusView};
@@ -105,6 +106,10 @@ enum Msg {
 pub struct CoordinatorHandle {
     sender: mpsc::UnboundedSender<Msg>,
     store: StoreHandle,
+    /// What happened, in batches, while anyone subscribes.
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// Counts the actor's changes of state: watchers wake on it instead of polling.
+    changes: watch::Receiver<u64>,
 }
 
 fn gone() -> Error {
@@ -183,7 +188,21 @@ impl CoordinatorHandle {
     pub async fn load_workdir(&self, hash: String) -> Result<Option<Vec<u8>>> {
         self.store.load_workdir(hash).await
     }
+
+    /// Events from now on; a receiver that falls behind by more than
+    /// `EVENT_BACKLOG` batches is told how many it missed.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
+        self.events.subscribe()
+    }
+
+    /// Changes when the coordinator's state may have changed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
 }
+
+/// Event batches a slow watcher may fall behind by before it misses some.
+const EVENT_BACKLOG: usize = 16_384;
 
 struct Actor {
     state: State,
@@ -195,6 +214,8 @@ struct Actor {
     /// Counts each experiment's results.csv was last written with.
     results_written: HashMap<usize, crate::state::Counts>,
     report_root: Option<std::path::PathBuf>,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    changes: watch::Sender<u64>,
 }
 
 /// Starts the actor over restored state; `initial` holds writes the restore decided.
@@ -206,7 +227,11 @@ pub fn spawn(
     report_root: Option<std::path::PathBuf>,
 ) -> CoordinatorHandle {
     let (sender, receiver) = mpsc::unbounded_channel();
+    let (events, _) = broadcast::channel(EVENT_BACKLOG);
+    let (changes, changes_seen) = watch::channel(0);
     let mut actor = Actor {
+        events: events.clone(),
+        changes,
         state,
         store: store.clone(),
         outbound: HashMap::new(),
@@ -218,7 +243,12 @@ pub fn spawn(
     };
     actor.carry_out(initial, None);
     tokio::spawn(actor.run(receiver));
-    CoordinatorHandle { sender, store }
+    CoordinatorHandle {
+        sender,
+        store,
+        events,
+        changes: changes_seen,
+    }
 }
 
 impl Actor {
@@ -228,10 +258,22 @@ impl Actor {
         loop {
             tokio::select! {
                 message = receiver.recv() => match message {
-                    Some(message) => self.handle(message),
+                    Some(message) => {
+                        // Reading status changes nothing watchers need to hear of.
+                        let changes = !matches!(message, Msg::Status { .. } | Msg::WorkerCount { .. });
+                        self.state.events_wanted = self.events.receiver_count() > 0;
+                        self.handle(message);
+                        if changes {
+                            self.changes.send_modify(|version| *version += 1);
+                        }
+                    }
                     None => break,
                 },
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    self.state.events_wanted = self.events.receiver_count() > 0;
+                    self.on_tick();
+                    self.changes.send_modify(|version| *version += 1);
+                }
             }
         }
     }
@@ -276,6 +318,17 @@ impl Actor {
                 finished_at_ms,
             } => {
                 self.state.finalized(index, finished_at_ms);
+                let experiment = &self.state.experiments[index];
+                if self.state.events_wanted && experiment.state.is_final() {
+                    let event = Event {
+                        at_ms: finished_at_ms,
+                        experiment: experiment.config.name.clone(),
+                        kind: EventKind::StateChanged {
+                            state: experiment.state,
+                        },
+                    };
+                    let _ = self.events.send(Arc::new(vec![event]));
+                }
                 self.report(index);
             }
             Msg::WorkerCount { reply } => {
@@ -519,7 +572,12 @@ impl Actor {
     /// Sends what the decisions want sent and queues what they want persisted.
     /// Assignments and grants that spend the budget go out only once the
     /// ledger events behind them are committed (ARCHITECTURE.md, invariant 1).
-    fn carry_out(&mut self, outbox: Outbox, on_commit: Option<OnCommit>) {
+    fn carry_out(&mut self, mut outbox: Outbox, on_commit: Option<OnCommit>) {
+        if !outbox.events.is_empty() {
+            let _ = self
+                .events
+                .send(Arc::new(std::mem::take(&mut outbox.events)));
+        }
         for (worker, lease_ids) in outbox.cancels {
             self.send_to(&worker, ToWorker::Cancel(lease_ids));
         }

@@ -8,7 +8,6 @@ use flotilla_shared::auth::{tokens_match, TOKEN_METADATA_KEY};
 use flotilla_shared::config::parse_experiment_with;
 use flotilla_shared::proto;
 use flotilla_shared::protocol::{FromWorker, ToWorker, Welcome};
-use flotilla_shared::status::ExperimentState;
 use flotilla_shared::workdir::{bundle_hash, BundleFile};
 use flotilla_shared::Error;
 use prost::Message;
@@ -23,8 +22,6 @@ use crate::views::{ExperimentView, StatusView, VariationView, WorkerView};
 
 /// How long a new connection may take to say Hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
-/// Watch sends a snapshot at most this often.
-const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct WorkerApi {
     pub handle: CoordinatorHandle,
@@ -199,7 +196,7 @@ fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
     }
 }
 
-fn status_reply(view: StatusView) -> proto::StatusReply {
+pub(crate) fn status_reply(view: StatusView) -> proto::StatusReply {
     proto::StatusReply {
         experiments: view
             .experiments
@@ -215,6 +212,7 @@ fn status_reply(view: StatusView) -> proto::StatusReply {
                 slots: w.slots,
                 running: w.running,
                 finished: w.finished,
+                serves: w.serves,
             })
             .collect(),
         store_problem: view.store_problem.unwrap_or_default(),
@@ -234,11 +232,15 @@ fn status_reply(view: StatusView) -> proto::StatusReply {
                 waited_ms: limit.waited_ms,
             })
             .collect(),
+        events: Vec::new(),
+        events_missed: 0,
     }
 }
 
 pub struct ControlApi {
     pub handle: CoordinatorHandle,
+    /// Snapshots watchers of one experiment share.
+    pub snapshots: Arc<crate::watch::Snapshots>,
     /// Where experiments live, for reports.
     pub root: std::path::PathBuf,
 }
@@ -368,42 +370,23 @@ impl proto::control_service_server::ControlService for ControlApi {
         &self,
         request: Request<proto::StatusRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let name = request.into_inner().name;
-        if name.is_empty() {
+        let request = request.into_inner();
+        if request.name.is_empty() {
             return Err(Status::invalid_argument("watch needs an experiment name"));
         }
         // Fails early for an unknown name.
-        self.handle.status(Some(name.clone())).await?;
-        let handle = self.handle.clone();
+        self.handle.status(Some(request.name.clone())).await?;
+        // Subscribed now: whatever happens once the watcher has its answer reaches it.
+        let events = request.events.then(|| self.handle.subscribe_events());
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut last: Option<StatusView> = None;
-            let mut interval = tokio::time::interval(WATCH_INTERVAL);
-            loop {
-                interval.tick().await;
-                let reply = match handle.status(Some(name.clone())).await {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        let _ = sender.send(Err(Status::from(e))).await;
-                        return;
-                    }
-                };
-                let finished = reply
-                    .experiments
-                    .first()
-                    .is_some_and(|e| e.state != ExperimentState::Running);
-                if last.as_ref() != Some(&reply) {
-                    last = Some(reply.clone());
-                    if sender.send(Ok(status_reply(reply))).await.is_err() {
-                        return;
-                    }
-                }
-                if finished {
-                    return;
-                }
-            }
-        });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|item| item);
+        tokio::spawn(crate::watch::stream(
+            self.handle.clone(),
+            self.snapshots.clone(),
+            request.name,
+            events,
+            sender,
+        ));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
         Ok(Response::new(Box::pin(stream)))
     }
 

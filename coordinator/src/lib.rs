@@ -10,6 +10,7 @@ mod restore;
 pub mod state;
 mod store;
 mod views;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -128,6 +129,7 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
     };
     let control_api = grpc::ControlApi {
         handle: handle.clone(),
+        snapshots: Default::default(),
         root: config.root.clone(),
     };
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();

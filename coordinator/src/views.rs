@@ -1,6 +1,8 @@
 //! Read-only projections of the coordinator's state for the control API, as
 //! domain types; the gRPC layer converts them to messages.
 
+use std::collections::HashMap;
+
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 
@@ -91,6 +93,8 @@ pub struct WorkerView {
     pub slots: u32,
     pub running: u32,
     pub finished: u64,
+    /// `sim/*`, `ollama/llama3.2`, `openrouter/*`.
+    pub serves: Vec<String>,
 }
 
 /// What `status` answers: experiments, workers, and what keeps results from disk.
@@ -162,15 +166,7 @@ fn waiting(experiment: &Experiment, state: &State) -> Option<String> {
     }
     let mut served: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for capabilities in connected {
-        served.insert("sim/*".into());
-        served.extend(capabilities.models.iter().cloned());
-        served.extend(
-            capabilities
-                .providers
-                .iter()
-                .filter(|p| *p != "sim" && *p != "ollama")
-                .map(|p| format!("{p}/*")),
-        );
+        served.extend(serves(capabilities));
     }
     let served = if served.is_empty() {
         "no worker is connected".to_string()
@@ -184,6 +180,21 @@ fn waiting(experiment: &Experiment, state: &State) -> Option<String> {
         "waiting: no worker serves {}; {served}",
         missing.into_iter().collect::<Vec<_>>().join(", ")
     ))
+}
+
+/// What a worker serves, in the words of model names: `sim/*`, its
+/// Ollama's models, `openrouter/*` for each other provider.
+fn serves(capabilities: &flotilla_shared::protocol::Capabilities) -> Vec<String> {
+    let mut served = vec!["sim/*".to_string()];
+    served.extend(capabilities.models.iter().cloned());
+    served.extend(
+        capabilities
+            .providers
+            .iter()
+            .filter(|p| *p != "sim" && *p != "ollama")
+            .map(|p| format!("{p}/*")),
+    );
+    served
 }
 
 /// Status of one experiment (with per-variation and per-worker figures) or of all.
@@ -202,27 +213,27 @@ pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
             .collect(),
     };
     let selected = name.and_then(|n| state.by_name.get(n).copied());
+    // Runs of the selected experiment by worker, in one pass: (running, ended).
+    let mut per_worker: HashMap<&str, (u32, u64)> = HashMap::new();
+    if let Some(index) = selected {
+        for run in &state.experiments[index].runs {
+            let Some(worker) = run.worker.as_deref() else {
+                continue;
+            };
+            let counts = per_worker.entry(worker).or_default();
+            if run.status == RunStatus::Running {
+                counts.0 += 1;
+            } else if run.status.is_final() {
+                counts.1 += 1;
+            }
+        }
+    }
     let workers = state
         .workers
         .iter()
         .map(|(worker_name, worker)| {
             let (running, finished) = match selected {
-                Some(index) => {
-                    let mine = |status_matches: &dyn Fn(RunStatus) -> bool| {
-                        state.experiments[index]
-                            .runs
-                            .iter()
-                            .filter(|r| {
-                                status_matches(r.status)
-                                    && r.worker.as_deref() == Some(&**worker_name)
-                            })
-                            .count()
-                    };
-                    (
-                        mine(&|s| s == RunStatus::Running) as u32,
-                        mine(&|s| s.is_final()) as u64,
-                    )
-                }
+                Some(_) => per_worker.get(&**worker_name).copied().unwrap_or_default(),
                 None => (worker.leases.len() as u32, worker.finished),
             };
             WorkerView {
@@ -231,6 +242,7 @@ pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
                 slots: worker.slots,
                 running,
                 finished,
+                serves: serves(&worker.capabilities),
             }
         })
         .collect();

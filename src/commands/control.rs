@@ -13,7 +13,7 @@ use super::{display, progress};
 pub async fn submit(
     target: &Target,
     file: &Path,
-    wait: bool,
+    wait: Option<progress::Show>,
     retry_failed: bool,
 ) -> anyhow::Result<i32> {
     // A coordinator's workers have their own providers files: prices must be
@@ -30,11 +30,19 @@ pub async fn submit(
         "{}: {outcome} ({} runs, {} to run) in {}",
         reply.name, reply.total_runs, reply.runs_to_do, reply.directory
     );
-    if !wait {
+    let Some(show) = wait else {
         return Ok(exit_code::OK);
-    }
-    let ending = progress::follow(&mut client, &reply.name, None).await?;
-    progress::print_final(&ending.status);
+    };
+    let ending = progress::follow(&mut client, &reply.name, None, show, None).await?;
+    progress::print_final(&ending.status, show);
+    Ok(progress::exit_code_for(&ending))
+}
+
+/// `flotilla watch`: follows an experiment to its end without touching it.
+pub async fn watch(target: &Target, name: &str, show: progress::Show) -> anyhow::Result<i32> {
+    let mut client = connect_target(target).await?;
+    let ending = progress::follow(&mut client, name, None, show, None).await?;
+    progress::print_final(&ending.status, show);
     Ok(progress::exit_code_for(&ending))
 }
 
@@ -43,6 +51,7 @@ pub async fn status(target: &Target, name: Option<String>, as_json: bool) -> any
     let reply = client
         .status(proto::StatusRequest {
             name: name.clone().unwrap_or_default(),
+            events: false,
         })
         .await
         .map_err(Error::from)?

@@ -85,50 +85,191 @@ pub fn is_final(e: &proto::ExperimentStatus) -> Result<bool> {
     Ok(experiment_state(e)? != ExperimentState::Running)
 }
 
-/// `flotilla status`: experiments, their variations, workers, and a line on
-/// what keeps results from disk.
+/// Columns padded to their widest cell; numbers right-aligned, the last column left free.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let numeric = |column: usize| {
+        rows.iter().all(|row| {
+            row.get(column).is_none_or(|cell| {
+                cell == "-"
+                    || cell
+                        .trim_start_matches('$')
+                        .replace([',', '.', '%'], "")
+                        .parse::<u64>()
+                        .is_ok()
+            })
+        })
+    };
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut out = String::from("  ");
+        for (column, cell) in cells.into_iter().enumerate() {
+            let pad = widths[column].saturating_sub(cell.chars().count());
+            if column == last {
+                out.push_str(cell);
+            } else if numeric(column) && column > 0 {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+                out.push_str("  ");
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut text = line(headers.to_vec());
+    for row in rows {
+        text.push('\n');
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    text
+}
+
+/// Spent, and the budget when there is one: `$1.20 of $5.00`.
+fn spend_cell(e: &proto::ExperimentStatus) -> String {
+    match &e.budget {
+        Some(budget) => format!(
+            "{} of {}",
+            dollars(budget.spent_usd),
+            dollars(budget.total_usd)
+        ),
+        None if e.spent_usd > 0.0 => dollars(e.spent_usd),
+        None => "-".to_string(),
+    }
+}
+
+/// `flotilla status`: a table of experiments (with one's variations when
+/// named), a table of workers, provider limits, and what keeps results from disk.
 pub fn print_status(reply: &proto::StatusReply) {
     if reply.experiments.is_empty() {
         println!("no experiments");
+    } else {
+        let rows: Vec<Vec<String>> = reply
+            .experiments
+            .iter()
+            .map(|e| {
+                let c = e.counts.unwrap_or_default();
+                let state = experiment_state(e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|error| error.to_string());
+                vec![
+                    e.name.clone(),
+                    state,
+                    e.total_runs.to_string(),
+                    c.succeeded.to_string(),
+                    c.failed.to_string(),
+                    c.cancelled.to_string(),
+                    c.running.to_string(),
+                    c.pending.to_string(),
+                    spend_cell(e),
+                    e.directory.clone(),
+                ]
+            })
+            .collect();
+        println!(
+            "experiments:\n{}",
+            table(
+                &[
+                    "name",
+                    "state",
+                    "runs",
+                    "succeeded",
+                    "failed",
+                    "cancelled",
+                    "running",
+                    "pending",
+                    "spent",
+                    "directory"
+                ],
+                &rows
+            )
+        );
     }
     for experiment in &reply.experiments {
-        println!("{}", one_line(experiment));
-        if !experiment.variations.is_empty() {
+        let notes: Vec<&String> = [&experiment.waiting, &experiment.end_reason]
+            .into_iter()
+            .filter(|note| !note.is_empty())
+            .collect();
+        for note in notes {
+            println!("  {}: {note}", experiment.name);
+        }
+        for failure in &experiment.setup_failures {
             println!(
-                "  {:<9} {:>9} {:>6} {:>9} {:>7} {:>7}  parameters",
-                "variation", "succeeded", "failed", "cancelled", "running", "pending"
+                "  {}: setup failed on {failure}; that worker takes no runs of it",
+                experiment.name
             );
-            for variation in &experiment.variations {
-                let c = variation.counts.unwrap_or_default();
-                println!(
-                    "  {:<9} {:>9} {:>6} {:>9} {:>7} {:>7}  {}",
-                    flotilla_shared::naming::variation_name(variation.index),
-                    c.succeeded,
-                    c.failed,
-                    c.cancelled,
-                    c.running,
-                    c.pending,
-                    variation.params_json
-                );
-            }
+        }
+        if let Some(budget) = &experiment.budget {
+            println!("  {}: budget {}", experiment.name, budget_words(budget));
+        }
+        if !experiment.variations.is_empty() {
+            let rows: Vec<Vec<String>> = experiment
+                .variations
+                .iter()
+                .map(|variation| {
+                    let c = variation.counts.unwrap_or_default();
+                    vec![
+                        flotilla_shared::naming::variation_name(variation.index),
+                        c.succeeded.to_string(),
+                        c.failed.to_string(),
+                        c.cancelled.to_string(),
+                        c.running.to_string(),
+                        c.pending.to_string(),
+                        variation.params_json.clone(),
+                    ]
+                })
+                .collect();
+            println!(
+                "variations of {}:\n{}",
+                experiment.name,
+                table(
+                    &[
+                        "variation",
+                        "succeeded",
+                        "failed",
+                        "cancelled",
+                        "running",
+                        "pending",
+                        "parameters"
+                    ],
+                    &rows
+                )
+            );
         }
     }
     if !reply.workers.is_empty() {
-        println!("workers:");
-        for worker in &reply.workers {
-            println!(
-                "  {:<24} {:<12} slots {:>3}  running {:>3}  finished {:>6}",
-                worker.name,
-                if worker.connected {
-                    "connected"
-                } else {
-                    "disconnected"
-                },
-                worker.slots,
-                worker.running,
-                worker.finished
-            );
-        }
+        let rows: Vec<Vec<String>> = reply
+            .workers
+            .iter()
+            .map(|worker| {
+                vec![
+                    worker.name.clone(),
+                    if worker.connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    }
+                    .to_string(),
+                    worker.slots.to_string(),
+                    worker.running.to_string(),
+                    worker.finished.to_string(),
+                    worker.serves.join(", "),
+                ]
+            })
+            .collect();
+        println!(
+            "workers:\n{}",
+            table(
+                &["name", "state", "slots", "running", "finished", "serves"],
+                &rows
+            )
+        );
     }
     if !reply.limits.is_empty() {
         println!("provider limits:");
@@ -179,6 +320,7 @@ pub fn status_json(reply: &proto::StatusReply) -> Result<serde_json::Value> {
         "experiments": reply.experiments.iter().map(experiment_json).collect::<Result<Vec<_>>>()?,
         "workers": reply.workers.iter().map(|w| json!({
             "name": w.name, "connected": w.connected, "slots": w.slots, "running": w.running, "finished": w.finished,
+            "serves": w.serves,
         })).collect::<Vec<_>>(),
         "store_problem": (!reply.store_problem.is_empty()).then_some(&reply.store_problem),
         "limits": reply.limits.iter().map(|l| {
@@ -202,4 +344,60 @@ pub fn status_json(reply: &proto::StatusReply) -> Result<serde_json::Value> {
             })
         }).collect::<Vec<_>>(),
     }))
+}
+
+/// One event of `--json` following: `{"event": "run_failed", "at": …, …}`.
+pub fn event_json(event: &proto::WatchEvent) -> serde_json::Value {
+    use proto::WatchEventKind as Kind;
+    let kind = Kind::try_from(event.kind).unwrap_or(Kind::Unspecified);
+    let name = match kind {
+        Kind::RunStarted => "run_started",
+        Kind::RunSucceeded => "run_succeeded",
+        Kind::RunFailed => "run_failed",
+        Kind::RunRetried => "run_retried",
+        Kind::RunCancelled => "run_cancelled",
+        Kind::RunRequeued => "run_requeued",
+        Kind::StateChanged => "state_changed",
+        Kind::Budget => "budget",
+        Kind::RateLimited => "rate_limited",
+        Kind::Unspecified => "unknown",
+    };
+    let mut object = json!({
+        "event": name,
+        "at": flotilla_shared::clock::rfc3339(event.at_ms),
+    });
+    let fields = object.as_object_mut().expect("an object");
+    if !event.experiment.is_empty() {
+        fields.insert("experiment".into(), json!(event.experiment));
+    }
+    if event.variation > 0 {
+        fields.insert(
+            "run".into(),
+            json!(flotilla_shared::naming::run_id(
+                event.variation,
+                event.repetition
+            )),
+        );
+        fields.insert("variation".into(), json!(event.variation));
+        fields.insert("repetition".into(), json!(event.repetition));
+        fields.insert("attempt".into(), json!(event.attempt));
+    }
+    if !event.worker.is_empty() {
+        fields.insert("worker".into(), json!(event.worker));
+    }
+    if !event.message.is_empty() {
+        fields.insert("message".into(), json!(event.message));
+    }
+    if kind == Kind::StateChanged {
+        let state = proto::ExperimentState::try_from(event.state)
+            .ok()
+            .and_then(|s| ExperimentState::try_from(s).ok());
+        fields.insert("state".into(), json!(state));
+    }
+    if let Some(key) = &event.key {
+        fields.insert("provider".into(), json!(key.provider));
+        fields.insert("model".into(), json!(key.model));
+        fields.insert("pause_ms".into(), json!(event.pause_ms));
+    }
+    object
 }

@@ -16,6 +16,30 @@ use tokio::sync::mpsc;
 use super::client::Client;
 use super::{display, live};
 
+/// How progress is shown while following an experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// The live display, on a terminal.
+    Display,
+    /// A line every 5 s on stderr.
+    Plain,
+    /// One JSON event per line on stdout, for scripts.
+    Json,
+}
+
+impl Show {
+    /// `--json` wins; `--no-progress` or a stderr that is not a terminal gives plain lines.
+    pub fn choose(no_progress: bool, json: bool) -> Show {
+        if json {
+            Show::Json
+        } else if no_progress || !std::io::stderr().is_terminal() {
+            Show::Plain
+        } else {
+            Show::Display
+        }
+    }
+}
+
 /// How a followed experiment ended.
 pub struct Ending {
     pub status: proto::ExperimentStatus,
@@ -36,16 +60,21 @@ pub async fn follow(
     client: &mut Client,
     name: &str,
     mut interrupts: Option<mpsc::UnboundedReceiver<()>>,
+    show: Show,
+    opened: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<Ending> {
     let mut stream = client
         .watch(proto::StatusRequest {
             name: name.to_string(),
+            events: show == Show::Json,
         })
         .await
         .map_err(Error::from)?
         .into_inner();
-    let terminal = std::io::stderr().is_terminal();
-    let bar = terminal.then(|| {
+    if let Some(opened) = opened {
+        let _ = opened.send(());
+    }
+    let bar = (show == Show::Display).then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
@@ -85,6 +114,14 @@ pub async fn follow(
                     say(&bar, &line);
                     store_problem = reply.store_problem.clone();
                 }
+                if show == Show::Json {
+                    for event in &reply.events {
+                        println!("{}", display::event_json(event));
+                    }
+                    if reply.events_missed > 0 {
+                        println!("{}", serde_json::json!({"event": "events_missed", "count": reply.events_missed}));
+                    }
+                }
                 let Some(experiment) = reply.experiments.pop() else { continue };
                 // Why runs wait for a worker is said once each time it changes.
                 if experiment.waiting != waiting {
@@ -102,6 +139,7 @@ pub async fn follow(
                 let pace = pace.as_ref().expect("just set");
                 match &bar {
                     Some(bar) => draw(bar, reply, experiment, pace, &store_problem),
+                    None if show == Show::Json => {}
                     None if last_line.elapsed() >= PLAIN_INTERVAL || finished => {
                         last_line = Instant::now();
                         let waiting = if store_problem.is_empty() { String::new() } else { format!("  [{store_problem}]") };
@@ -184,7 +222,18 @@ fn cut(line: &str, width: usize) -> String {
     cut
 }
 
-pub fn print_final(status: &proto::ExperimentStatus) {
+/// The last words: the status line and where results are, or with `--json`
+/// an `ended` event with the same.
+pub fn print_final(status: &proto::ExperimentStatus, show: Show) {
+    if show == Show::Json {
+        let experiment = display::experiment_json(status)
+            .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}));
+        println!(
+            "{}",
+            serde_json::json!({"event": "ended", "experiment": experiment, "results": format!("{}/results.csv", status.directory)})
+        );
+        return;
+    }
     println!("{}", display::one_line(status));
     println!("results: {}/results.csv", status.directory);
 }

@@ -15,6 +15,7 @@ pub struct Options {
     pub file: PathBuf,
     pub root: PathBuf,
     pub workers: Option<u32>,
+    pub show: progress::Show,
     pub slots: u32,
     pub retry_failed: bool,
     pub providers: Vec<flotilla_gateway::providers::Provider>,
@@ -54,25 +55,40 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
 
     let scratch = std::env::temp_dir().join(format!("flotilla-run-{}", std::process::id()));
     let (stop_workers, workers_stopped) = watch::channel(false);
-    let mut worker_tasks = Vec::new();
-    for number in 1..=options.workers.unwrap_or_else(super::serve::cores) {
-        let worker = WorkerConfig {
-            coordinator: address.clone(),
-            token: token.clone(),
-            name: format!("local-{number}"),
-            slots: options.slots,
-            work_dir: scratch.join(format!("local-{number}")),
-            providers: options.providers.clone(),
-            ollama_url: options.ollama_url.clone(),
-        };
-        let mut stopped = workers_stopped.clone();
-        worker_tasks.push(tokio::spawn(async move {
-            flotilla_worker::run(worker, async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-        }));
-    }
+    // The workers start once the progress stream is open, so that `--json`
+    // hears of every run from the first.
+    let (watching, watch_opened) = tokio::sync::oneshot::channel::<()>();
+    let worker_count = options.workers.unwrap_or_else(super::serve::cores);
+    let (worker_address, worker_token) = (address.clone(), token.clone());
+    let (worker_scratch, providers, ollama_url, slots) = (
+        scratch.clone(),
+        options.providers.clone(),
+        options.ollama_url.clone(),
+        options.slots,
+    );
+    let workers_started = tokio::spawn(async move {
+        let _ = watch_opened.await;
+        let mut worker_tasks = Vec::new();
+        for number in 1..=worker_count {
+            let worker = WorkerConfig {
+                coordinator: worker_address.clone(),
+                token: worker_token.clone(),
+                name: format!("local-{number}"),
+                slots,
+                work_dir: worker_scratch.join(format!("local-{number}")),
+                providers: providers.clone(),
+                ollama_url: ollama_url.clone(),
+            };
+            let mut stopped = workers_stopped.clone();
+            worker_tasks.push(tokio::spawn(async move {
+                flotilla_worker::run(worker, async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+            }));
+        }
+        worker_tasks
+    });
 
     let mut control = client::connect(&address, &token).await?;
     let reply = control
@@ -96,23 +112,34 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
             }
         }
     });
-    let ending = progress::follow(&mut control, &config.name, Some(interrupts)).await;
+    let ending = progress::follow(
+        &mut control,
+        &config.name,
+        Some(interrupts),
+        options.show,
+        Some(watching),
+    )
+    .await;
     ctrl_c.abort();
 
     let _ = stop_workers.send(true);
-    for task in worker_tasks {
+    for task in workers_started.await.unwrap_or_default() {
         let _ = task.await;
     }
     coordinator.shutdown().await;
     let _ = std::fs::remove_dir_all(&scratch);
 
     let ending = ending?;
-    progress::print_final(&ending.status);
+    progress::print_final(&ending.status, options.show);
     match flotilla_coordinator::reports::write_report(
         &options.root,
         &config.name,
         &Default::default(),
     ) {
+        Ok((dir, _)) if options.show == progress::Show::Json => println!(
+            "{}",
+            serde_json::json!({"event": "report", "path": dir.join("analysis-report.md")})
+        ),
         Ok((dir, _)) => println!("report: {}", dir.join("analysis-report.md").display()),
         Err(e) => eprintln!("warning: cannot write the report: {e}"),
     }

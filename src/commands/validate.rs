@@ -209,6 +209,7 @@ async fn from_coordinator(
     let reply = match client
         .status(flotilla_shared::proto::StatusRequest {
             name: config.name.clone(),
+            events: false,
         })
         .await
     {

@@ -6,6 +6,7 @@
 //! tests drive these functions directly, with no runtime and no sockets.
 
 mod budget;
+pub mod events;
 mod experiment;
 mod rate_shares;
 mod rate_use;
@@ -38,6 +39,8 @@ use flotilla_shared::run::{
     AssignedBudget, Assignment, BudgetStop, Outcome, RunKey, RunResult, RunSpec,
 };
 use tracing::{debug, info, warn};
+
+use events::{Event, EventKind, RunRef};
 
 /// A run handed to a worker; the lease id travels with the assignment and its result.
 #[derive(Debug, Clone)]
@@ -203,9 +206,22 @@ pub struct Outbox {
     pub ledger: Vec<(i64, LedgerEvent)>,
     /// Experiments whose runs all ended: write their final files, then mark them final.
     pub finalize: Vec<usize>,
+    /// What happened, for watchers; filled only while `State::events_wanted`.
+    pub events: Vec<Event>,
 }
 
 impl Outbox {
+    /// Notes an event when someone listens; `kind` is made only then.
+    fn event(&mut self, wanted: bool, experiment: &str, kind: impl FnOnce() -> EventKind) {
+        if wanted {
+            self.events.push(Event {
+                at_ms: flotilla_shared::clock::now_ms(),
+                experiment: experiment.to_string(),
+                kind: kind(),
+            });
+        }
+    }
+
     fn cancel(&mut self, worker: &Arc<str>, lease_id: u64) {
         match self.cancels.iter_mut().find(|(w, _)| w == worker) {
             Some((_, leases)) => leases.push(lease_id),
@@ -229,6 +245,8 @@ pub struct State {
     pub rate_shares: RateShares,
     /// How the workers use each limited key, for `status`.
     pub rate_use: RateUse,
+    /// Someone watches events: decisions note them in the outbox.
+    pub events_wanted: bool,
 }
 
 impl State {
@@ -247,6 +265,7 @@ impl State {
             cursor: 0,
             rate_shares: RateShares::default(),
             rate_use: RateUse::default(),
+            events_wanted: false,
         }
     }
 
@@ -414,6 +433,18 @@ impl State {
             }
             experiment.runs[lease.run].lease = None;
             experiment.set_status(lease.run, RunStatus::Pending);
+            let run = &experiment.runs[lease.run];
+            outbox.event(self.events_wanted, &experiment.config.name, || {
+                EventKind::RunRequeued {
+                    run: RunRef {
+                        variation: run.variation,
+                        repetition: run.repetition,
+                        attempt: lease.attempt,
+                        worker: lease.worker.clone(),
+                    },
+                    why: format!("declined: {reason}"),
+                }
+            });
             if let Some(ledger) = experiment.ledger.as_mut() {
                 let event = LedgerEvent::Released { lease_id };
                 ledger.apply(&event);
@@ -504,6 +535,14 @@ impl State {
     /// A provider answered one worker 429: every other worker that calls it
     /// pauses the key too.
     pub fn rate_limited(&mut self, worker: &str, pause: RatePause, outbox: &mut Outbox) {
+        if let Some((name, _)) = self.workers.get_key_value(worker) {
+            // A provider's limit is the cluster's: the event names no experiment.
+            outbox.event(self.events_wanted, "", || EventKind::RateLimited {
+                key: pause.key.clone(),
+                pause_ms: pause.pause.as_millis() as u64,
+                worker: name.clone(),
+            });
+        }
         for (name, entry) in &self.workers {
             if &**name != worker
                 && entry.connected
@@ -629,6 +668,14 @@ impl State {
                 prices: experiment.config.prices.clone(),
                 budget,
             };
+            outbox.event(self.events_wanted, &assignment.run.experiment, || {
+                EventKind::RunStarted(RunRef {
+                    variation,
+                    repetition,
+                    attempt,
+                    worker: worker.clone(),
+                })
+            });
             self.grant_lease(index, slot, worker, lease_id, attempt);
             return Some(assignment);
         }
@@ -768,7 +815,14 @@ impl State {
                     outbox.ledger.push((experiment.db_id, event));
                     SpendAnswer::Granted
                 }
-                Err(TopUpRefusal::NoRoom { left, total }) => SpendAnswer::Refused { left, total },
+                Err(TopUpRefusal::NoRoom { left, total }) => {
+                    outbox.event(self.events_wanted, &experiment.config.name, || {
+                        EventKind::Budget(format!(
+                            "a run asked for more budget and was refused: {left} left of {total}"
+                        ))
+                    });
+                    SpendAnswer::Refused { left, total }
+                }
                 Err(TopUpRefusal::PerRunCap(_) | TopUpRefusal::NotReserved) => {
                     SpendAnswer::Refused {
                         left: ledger.left(),
@@ -906,6 +960,31 @@ impl State {
             Outcome::Failed => AttemptOutcome::Failed,
             Outcome::Cancelled => AttemptOutcome::Cancelled,
         };
+        if !keeps_running {
+            let run = RunRef {
+                variation: experiment.runs[slot].variation,
+                repetition: experiment.runs[slot].repetition,
+                attempt: result.attempt,
+                worker: worker.clone(),
+            };
+            let error = || result.error.clone();
+            outbox.event(
+                self.events_wanted,
+                &experiment.config.name,
+                || match new_status {
+                    RunStatus::Succeeded => EventKind::RunSucceeded(run),
+                    RunStatus::Pending => EventKind::RunRetried {
+                        run,
+                        error: error(),
+                    },
+                    RunStatus::Failed => EventKind::RunFailed {
+                        run,
+                        error: error(),
+                    },
+                    RunStatus::Cancelled | RunStatus::Running => EventKind::RunCancelled(run),
+                },
+            );
+        }
         let lease = (result.lease_id, result.attempt, worker.clone());
         let error = result.error.clone();
         let budget_refused = result.budget_stop == Some(BudgetStop::Exhausted);
@@ -929,6 +1008,9 @@ impl State {
             // given back as they settle (ARCHITECTURE.md, invariant 1).
             let experiment = &mut self.experiments[index];
             experiment.refused_for_budget += 1;
+            outbox.event(self.events_wanted, &experiment.config.name, || {
+                EventKind::Budget("a run's call was refused: the budget has no room for it".into())
+            });
             info!(
                 experiment = experiment.name(),
                 "a run's call was refused for lack of budget"
@@ -1010,6 +1092,27 @@ impl State {
         );
         info!(experiment = record.experiment, variation = record.variation, repetition = record.repetition,
             attempt = lease.attempt, status = %run_status, "lease lost");
+        let run = RunRef {
+            variation: record.variation,
+            repetition: record.repetition,
+            attempt: lease.attempt,
+            worker: lease.worker.clone(),
+        };
+        outbox.event(
+            self.events_wanted,
+            &record.experiment,
+            || match run_status {
+                RunStatus::Pending => EventKind::RunRetried {
+                    run,
+                    error: why.to_string(),
+                },
+                RunStatus::Failed => EventKind::RunFailed {
+                    run,
+                    error: why.to_string(),
+                },
+                _ => EventKind::RunCancelled(run),
+            },
+        );
         outbox.persist.push(Persist::Attempt(Box::new(record)));
         if run_status == RunStatus::Failed {
             self.stop_if_failure_ends(index, outbox);
@@ -1074,6 +1177,9 @@ impl State {
         if experiment.stopping.is_none() {
             if let Some(why) = experiment.budget_exhaustion() {
                 info!(experiment = experiment.name(), "{why}");
+                outbox.event(self.events_wanted, experiment.name(), || {
+                    EventKind::Budget(why.clone())
+                });
                 self.stop_experiment(index, StopReason::BudgetExhausted, false, outbox);
                 return;
             }

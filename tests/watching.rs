@@ -1,0 +1,149 @@
+//! Watching a sweep from outside: `--json` events for scripts, `flotilla
+//! watch` from many clients at once (killing one changes nothing), plain
+//! lines with `--no-progress`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use support::*;
+
+/// A run that fails on its first attempt and succeeds on its second (a
+/// marker file beside the experiment remembers); the others succeed.
+fn flaky(marker_dir: &std::path::Path) -> String {
+    format!(
+        r#"name: events
+run:
+  kind: command
+  command: ["sh", "-c", "if [ {{i}} = 2 ] && [ ! -e {marker}/flaky-{{repetition}} ]; then touch {marker}/flaky-{{repetition}}; exit 3; fi; sleep 0.2; echo '{{{{\"score\": {{i}}}}}}'"]
+variations:
+  - param: i
+    values: [1, 2, 3]
+runs_per_variation: 2
+retries: {{max_attempts: 2}}
+metrics:
+  - {{name: score, goal: maximize}}
+"#,
+        marker = marker_dir.display()
+    )
+}
+
+fn lines_json(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object: {line}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn run_with_json_prints_one_event_per_line_from_the_first_run_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_experiment(dir.path(), "events.yaml", &flaky(dir.path()));
+    let output = run_ok(
+        flotilla(&["run", "--json", "--workers", "2"])
+            .arg(&file)
+            .arg("--root")
+            .arg(dir.path().join("experiments"))
+            .current_dir(dir.path()),
+    );
+    let events = lines_json(&output.stdout);
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for event in &events {
+        *kinds
+            .entry(event["event"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    // 6 runs, the two of i = 2 twice: 8 attempts started, 6 succeeded, 2 retried.
+    assert_eq!(kinds.get("run_started"), Some(&8), "{kinds:?}");
+    assert_eq!(kinds.get("run_succeeded"), Some(&6), "{kinds:?}");
+    assert_eq!(kinds.get("run_retried"), Some(&2), "{kinds:?}");
+    let retried = events.iter().find(|e| e["event"] == "run_retried").unwrap();
+    assert_eq!(retried["variation"], 2);
+    assert_eq!(retried["attempt"], 1);
+    assert!(
+        retried["message"].as_str().unwrap().contains("exit"),
+        "{retried}"
+    );
+    assert!(retried["worker"].as_str().unwrap().starts_with("local-"));
+    let state = events
+        .iter()
+        .find(|e| e["event"] == "state_changed")
+        .unwrap();
+    assert_eq!(state["state"], "completed");
+    // Last, the end and the report.
+    let ended = &events[events.len() - 2];
+    assert_eq!(ended["event"], "ended");
+    assert_eq!(ended["experiment"]["counts"]["succeeded"], 6);
+    assert_eq!(events[events.len() - 1]["event"], "report");
+    // Each event names its experiment and a time.
+    assert!(events[..events.len() - 2]
+        .iter()
+        .all(|e| e["experiment"] == "events" && e["at"].as_str().is_some()));
+}
+
+/// Runs that take a while, so that watchers come and go while they run.
+const SLOW: &str = r#"name: slow
+run:
+  kind: command
+  command: ["sh", "-c", "sleep 0.3; echo '{{\"ok\": 1}}'"]
+variations:
+  - {param: i, values: [1, 2, 3, 4]}
+runs_per_variation: 10
+"#;
+
+#[test]
+fn many_watchers_follow_an_experiment_and_one_killed_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "watch-token");
+    let coordinator =
+        CoordinatorProcess::start(&dir.path().join("root"), &token, "127.0.0.1:0", "10s");
+    let file = write_experiment(dir.path(), "slow.yaml", SLOW);
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    // Watchers before any worker: the experiment waits, they wait with it.
+    let spawn_watcher = |args: &[&str]| {
+        let mut command = coordinator.cli(&["watch", "slow"]);
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let json_watchers: Vec<_> = (0..3).map(|_| spawn_watcher(&["--json"])).collect();
+    let plain_watcher = spawn_watcher(&["--no-progress"]);
+    let mut doomed = Process::spawn({
+        let mut command = coordinator.cli(&["watch", "slow", "--json"]);
+        command.stdout(Stdio::null());
+        command
+    });
+    let _worker = coordinator.join_worker("w1", 4, &dir.path().join("w1"));
+    wait_until("runs ending", || {
+        coordinator.status_json("slow")["experiments"][0]["counts"]["succeeded"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 8
+    });
+    doomed.kill9();
+    for watcher in json_watchers {
+        let output = watcher.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let events = lines_json(&output.stdout);
+        let ended = events.last().unwrap();
+        assert_eq!(ended["event"], "ended");
+        assert_eq!(ended["experiment"]["state"], "completed");
+        assert_eq!(ended["experiment"]["counts"]["succeeded"], 40);
+        // Subscribed before the worker joined: every run's start and end.
+        let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+        assert_eq!((count("run_started"), count("run_succeeded")), (40, 40));
+    }
+    let output = plain_watcher.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("slow  running  40 runs"), "{stderr}");
+    assert!(text(&output.stdout).contains("slow  completed  40 runs: 40 succeeded"));
+    let status = coordinator.status_json("slow");
+    assert_eq!(status["experiments"][0]["counts"]["succeeded"], 40);
+}
