@@ -54,6 +54,10 @@ enum Command {
     Ls(ListArgs),
     /// Cancel an experiment: pending runs are cancelled; with --kill running runs are stopped too.
     Cancel(CancelArgs),
+    /// Continue a cancelled or budget-exhausted experiment on a coordinator with its stored
+    /// config: its cancelled runs run (with --retry-failed, its failed ones too). To give it a
+    /// larger budget, submit its file again with a larger budget.total_usd.
+    Resume(ResumeArgs),
     /// Analyse an experiment: statistics per variation, comparisons, main effects, failure modes,
     /// cost efficiency, power.
     ///
@@ -367,6 +371,23 @@ struct ListArgs {
 }
 
 #[derive(Args)]
+struct ResumeArgs {
+    /// Experiment name.
+    name: String,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+    /// Also re-run runs that failed for good.
+    #[arg(long)]
+    retry_failed: bool,
+    /// Wait until the experiment ends, showing progress; the exit code tells how it ended.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: how progress is shown.
+    #[command(flatten)]
+    show: ShowArgs,
+}
+
+#[derive(Args)]
 struct CancelArgs {
     /// Experiment name.
     name: String,
@@ -488,6 +509,16 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Watch(args) => {
             commands::init_logging("warn");
             commands::control::watch(&target(args.coordinator), &args.name, args.show.show()).await
+        }
+        Command::Resume(args) => {
+            commands::init_logging("warn");
+            commands::control::resume(
+                &target(args.coordinator),
+                &args.name,
+                args.retry_failed,
+                args.wait.then(|| args.show.show()),
+            )
+            .await
         }
         Command::Ls(args) => {
             commands::init_logging("warn");

@@ -147,3 +147,34 @@ fn many_watchers_follow_an_experiment_and_one_killed_changes_nothing() {
     let status = coordinator.status_json("slow");
     assert_eq!(status["experiments"][0]["counts"]["succeeded"], 40);
 }
+
+#[test]
+fn a_cancelled_experiment_resumes_on_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "resume-token");
+    let coordinator =
+        CoordinatorProcess::start(&dir.path().join("root"), &token, "127.0.0.1:0", "10s");
+    let file = write_experiment(dir.path(), "slow.yaml", SLOW);
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    // Cancelled before any worker came: every run is cancelled.
+    run_ok(&mut coordinator.cli(&["cancel", "slow"]));
+    wait_until("the experiment to end cancelled", || {
+        coordinator.status_json("slow")["experiments"][0]["state"] == "cancelled"
+    });
+    let _worker = coordinator.join_worker("w1", 8, &dir.path().join("w1"));
+    let output = run_ok(&mut coordinator.cli(&["resume", "slow", "--wait", "--no-progress"]));
+    let said = text(&output.stdout);
+    assert!(
+        said.contains("slow: resumed (40 runs, 40 to run)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("slow  completed  40 runs: 40 succeeded"),
+        "{said}"
+    );
+    // Nothing is left to resume; an unknown name is refused with exit code 7.
+    let again = run_ok(&mut coordinator.cli(&["resume", "slow"]));
+    assert!(text(&again.stdout).contains("nothing to resume"));
+    let unknown = coordinator.cli(&["resume", "nope"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(7), "{}", text(&unknown.stderr));
+}

@@ -90,6 +90,11 @@ enum Msg {
         kill_running: bool,
         reply: oneshot::Sender<Result<u64>>,
     },
+    Resume {
+        name: String,
+        retry_failed: bool,
+        reply: oneshot::Sender<Result<Submitted>>,
+    },
     /// An experiment's final files and state are durable, as of `finished_at_ms`.
     Finalized {
         index: usize,
@@ -171,6 +176,18 @@ impl CoordinatorHandle {
             .send(Msg::Cancel {
                 name,
                 kill_running,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn resume(&self, name: String, retry_failed: bool) -> Result<Submitted> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::Resume {
+                name,
+                retry_failed,
                 reply,
             })
             .map_err(|_| gone())?;
@@ -312,6 +329,27 @@ impl Actor {
                 reply,
             } => {
                 let _ = reply.send(self.on_cancel(&name, kill_running));
+            }
+            Msg::Resume {
+                name,
+                retry_failed,
+                reply,
+            } => {
+                let mut outbox = Outbox::default();
+                match self
+                    .state
+                    .resume(&name, retry_failed, now_ms(), &mut outbox)
+                {
+                    Ok(resumed) => {
+                        let on_commit: OnCommit = Box::new(move |_| {
+                            let _ = reply.send(Ok(resumed));
+                        });
+                        self.carry_out(outbox, Some(on_commit));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
             }
             Msg::Finalized {
                 index,

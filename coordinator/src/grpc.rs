@@ -237,6 +237,28 @@ pub(crate) fn status_reply(view: StatusView) -> proto::StatusReply {
     }
 }
 
+impl ControlApi {
+    async fn submit_reply(
+        &self,
+        name: String,
+        outcome: crate::state::Submitted,
+    ) -> Result<Response<proto::SubmitReply>, Status> {
+        let status = self.handle.status(Some(name.clone())).await?;
+        let directory = status
+            .experiments
+            .first()
+            .map(|e| e.directory.clone())
+            .unwrap_or_default();
+        Ok(Response::new(proto::SubmitReply {
+            name,
+            outcome: proto::SubmitOutcome::from(outcome.outcome).into(),
+            total_runs: outcome.total_runs,
+            runs_to_do: outcome.runs_to_do,
+            directory,
+        }))
+    }
+}
+
 pub struct ControlApi {
     pub handle: CoordinatorHandle,
     /// Snapshots watchers of one experiment share.
@@ -328,19 +350,19 @@ impl proto::control_service_server::ControlService for ControlApi {
             retry_failed: request.retry_failed,
         };
         let outcome = self.handle.submit(submission, bundle).await?;
-        let status = self.handle.status(Some(name.clone())).await?;
-        let directory = status
-            .experiments
-            .first()
-            .map(|e| e.directory.clone())
-            .unwrap_or_default();
-        Ok(Response::new(proto::SubmitReply {
-            name,
-            outcome: proto::SubmitOutcome::from(outcome.outcome).into(),
-            total_runs: outcome.total_runs,
-            runs_to_do: outcome.runs_to_do,
-            directory,
-        }))
+        self.submit_reply(name, outcome).await
+    }
+
+    async fn resume(
+        &self,
+        request: Request<proto::ResumeRequest>,
+    ) -> Result<Response<proto::SubmitReply>, Status> {
+        let request = request.into_inner();
+        let outcome = self
+            .handle
+            .resume(request.name.clone(), request.retry_failed)
+            .await?;
+        self.submit_reply(request.name, outcome).await
     }
 
     async fn status(

@@ -38,6 +38,47 @@ pub async fn submit(
     Ok(progress::exit_code_for(&ending))
 }
 
+/// `flotilla resume`: the coordinator submits the experiment's stored config again.
+pub async fn resume(
+    target: &Target,
+    name: &str,
+    retry_failed: bool,
+    wait: Option<progress::Show>,
+) -> anyhow::Result<i32> {
+    let mut client = connect_target(target).await?;
+    let reply = client
+        .resume(proto::ResumeRequest {
+            name: name.to_string(),
+            retry_failed,
+        })
+        .await
+        .map_err(Error::from)?
+        .into_inner();
+    let outcome = SubmitOutcome::try_from(reply.outcome())?;
+    if outcome == SubmitOutcome::Unchanged {
+        println!(
+            "{name}: nothing to resume: all {} runs ended{}",
+            reply.total_runs,
+            if retry_failed {
+                ""
+            } else {
+                " (--retry-failed runs failed ones again)"
+            }
+        );
+        return Ok(exit_code::OK);
+    }
+    println!(
+        "{name}: resumed ({} runs, {} to run) in {}",
+        reply.total_runs, reply.runs_to_do, reply.directory
+    );
+    let Some(show) = wait else {
+        return Ok(exit_code::OK);
+    };
+    let ending = progress::follow(&mut client, name, None, show, None).await?;
+    progress::print_final(&ending.status, show);
+    Ok(progress::exit_code_for(&ending))
+}
+
 /// `flotilla watch`: follows an experiment to its end without touching it.
 pub async fn watch(target: &Target, name: &str, show: progress::Show) -> anyhow::Result<i32> {
     let mut client = connect_target(target).await?;

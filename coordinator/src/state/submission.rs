@@ -30,6 +30,26 @@ pub struct Submitted {
 }
 
 impl State {
+    /// Submits an experiment's stored config again: what `flotilla resume` does.
+    pub fn resume(
+        &mut self,
+        name: &str,
+        retry_failed: bool,
+        now_ms: i64,
+        outbox: &mut Outbox,
+    ) -> Result<Submitted> {
+        let experiment = self
+            .experiment(name)
+            .ok_or_else(|| Error::NotFound(format!("no experiment named '{name}'")))?;
+        let submission = Submission {
+            config: experiment.config.clone(),
+            config_yaml: experiment.config_yaml.clone(),
+            workdir: experiment.workdir.clone(),
+            retry_failed,
+        };
+        self.submit(submission, now_ms, outbox)
+    }
+
     pub fn submit(
         &mut self,
         submission: Submission,
