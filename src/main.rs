@@ -297,7 +297,22 @@ struct CoordinatorStartArgs {
 #[derive(Subcommand)]
 enum WorkerCommand {
     /// Join the coordinator at ADDR (HOST:PORT) and run runs until stopped; reconnects by itself.
+    ///
+    /// SIGTERM (or Ctrl+C, or `flotilla worker drain NAME`) drains it: it takes no more runs,
+    /// lets running ones finish within --drain-timeout, hands the rest back (requeued without
+    /// counting as failed attempts) and leaves. A second signal stops it at once.
     Join(WorkerJoinArgs),
+    /// Drain a worker from anywhere: it takes no more runs, lets running ones finish within its
+    /// --drain-timeout, hands the rest back and leaves.
+    Drain(WorkerDrainArgs),
+}
+
+#[derive(Args)]
+struct WorkerDrainArgs {
+    /// The worker's name, as `flotilla status` lists it.
+    name: String,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
 }
 
 #[derive(Args)]
@@ -320,6 +335,10 @@ struct WorkerJoinArgs {
     root: RootArg,
     #[command(flatten)]
     llm: LlmArgs,
+    /// When drained, how long running runs may take to finish before they are handed back
+    /// (e.g. 30s, 5m).
+    #[arg(long, default_value = "5m", value_parser = duration_arg)]
+    drain_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -486,10 +505,15 @@ async fn dispatch(cli: Cli) -> i32 {
                         work_dir: args.work_dir,
                         providers,
                         ollama_url: args.llm.ollama_url,
+                        drain_timeout: args.drain_timeout,
                     })
                     .await
                 }
             }
+        }
+        Command::Worker(WorkerCommand::Drain(args)) => {
+            commands::init_logging("warn");
+            commands::control::drain(&target(args.coordinator), &args.name).await
         }
         Command::Submit(args) => {
             commands::init_logging("warn");

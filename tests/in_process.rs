@@ -49,6 +49,7 @@ async fn noop_sweep_through_two_workers_is_durable() {
             work_dir: dir.path().join(format!("w{number}")),
             providers: Vec::new(),
             ollama_url: flotilla_gateway::providers::DEFAULT_OLLAMA_URL.into(),
+            drain_timeout: std::time::Duration::ZERO,
         };
         let mut stopped = stopped.clone();
         workers.push(tokio::spawn(flotilla_worker::run(config, async move {

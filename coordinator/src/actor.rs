@@ -56,6 +56,8 @@ pub enum WorkerEvent {
         reason: String,
     },
     HookDone(HookReport),
+    /// The worker drains: no more runs for it.
+    Draining,
     Ready,
     Capabilities(Capabilities),
     SpendRequest(SpendRequest),
@@ -94,6 +96,10 @@ enum Msg {
         name: String,
         retry_failed: bool,
         reply: oneshot::Sender<Result<Submitted>>,
+    },
+    DrainWorker {
+        worker: String,
+        reply: oneshot::Sender<Result<u32>>,
     },
     /// An experiment's final files and state are durable, as of `finished_at_ms`.
     Finalized {
@@ -190,6 +196,14 @@ impl CoordinatorHandle {
                 retry_failed,
                 reply,
             })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    pub async fn drain_worker(&self, worker: String) -> Result<u32> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::DrainWorker { worker, reply })
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
@@ -330,6 +344,12 @@ impl Actor {
             } => {
                 let _ = reply.send(self.on_cancel(&name, kill_running));
             }
+            Msg::DrainWorker { worker, reply } => {
+                let mut outbox = Outbox::default();
+                let drained = self.state.drain_worker(&worker, &mut outbox);
+                self.carry_out(outbox, None);
+                let _ = reply.send(drained);
+            }
             Msg::Resume {
                 name,
                 retry_failed,
@@ -435,6 +455,7 @@ impl Actor {
                     .apply_results(&name, results, now_ms(), &mut outbox);
                 on_commit = Some(self.ack_after_commit(&name, lease_ids));
             }
+            WorkerEvent::Draining => self.state.worker_draining(&name),
             WorkerEvent::Ready => {}
         }
         self.carry_out(outbox, on_commit);

@@ -147,6 +147,7 @@ fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Er
             Some(WorkerEvent::Declined { lease_ids, reason })
         }
         FromWorker::HookDone(report) => Some(WorkerEvent::HookDone(report)),
+        FromWorker::Draining => Some(WorkerEvent::Draining),
         FromWorker::Hello(_) => return Err(Error::Protocol("Hello sent twice".into())),
     })
 }
@@ -351,6 +352,17 @@ impl proto::control_service_server::ControlService for ControlApi {
         };
         let outcome = self.handle.submit(submission, bundle).await?;
         self.submit_reply(name, outcome).await
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<proto::DrainRequest>,
+    ) -> Result<Response<proto::DrainReply>, Status> {
+        let running = self
+            .handle
+            .drain_worker(request.into_inner().worker)
+            .await?;
+        Ok(Response::new(proto::DrainReply { running }))
     }
 
     async fn resume(

@@ -66,6 +66,7 @@ pub fn restore(
             let mut entry = RunEntry::pending(run.variation, run.repetition);
             entry.status = status;
             entry.attempts_recorded = run.attempts;
+            entry.handed_back = run.handed_back;
             entry.worker = run.worker.map(Into::into);
             experiment.add_run(entry);
         }

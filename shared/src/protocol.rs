@@ -99,6 +99,8 @@ pub enum FromWorker {
     },
     /// A setup or teardown ended.
     HookDone(HookReport),
+    /// The worker drains: assign it nothing more.
+    Draining,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +164,8 @@ pub enum ToWorker {
     Cancel(Vec<u64>),
     /// These leases' results are durable: forget them.
     Ack(Vec<u64>),
+    /// Take no more runs, let running ones finish within the drain timeout,
+    /// hand back the rest and leave.
     Drain,
     SpendGrant(SpendGrant),
     /// This worker's shares of shared limits, replacing earlier ones for their keys.

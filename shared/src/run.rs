@@ -88,6 +88,9 @@ pub enum Outcome {
     Succeeded,
     Failed,
     Cancelled,
+    /// Stopped by a draining worker: it runs again, and the attempt does not
+    /// count against `max_attempts`.
+    HandedBack,
 }
 
 /// A file of the run's directory, shipped from worker to coordinator.

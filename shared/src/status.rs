@@ -117,6 +117,9 @@ pub enum AttemptOutcome {
     Cancelled,
     /// The worker stopped answering before the lease timeout.
     Lost,
+    /// A draining worker stopped it and handed the run back; not counted
+    /// against `max_attempts`.
+    HandedBack,
 }
 
 spelled_enum!(AttemptOutcome, "attempt outcome", {
@@ -124,6 +127,7 @@ spelled_enum!(AttemptOutcome, "attempt outcome", {
     Failed => "failed",
     Cancelled => "cancelled",
     Lost => "lost",
+    HandedBack => "handed_back",
 });
 
 /// What a submission did to the experiment of its name.

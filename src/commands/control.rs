@@ -79,6 +79,23 @@ pub async fn resume(
     Ok(progress::exit_code_for(&ending))
 }
 
+/// `flotilla worker drain`: the coordinator stops assigning to the worker and tells it to drain.
+pub async fn drain(target: &Target, worker: &str) -> anyhow::Result<i32> {
+    let mut client = connect_target(target).await?;
+    let reply = client
+        .drain_worker(proto::DrainRequest {
+            worker: worker.to_string(),
+        })
+        .await
+        .map_err(Error::from)?
+        .into_inner();
+    println!(
+        "{worker}: draining; {} runs running finish within its drain timeout or are handed back",
+        reply.running
+    );
+    Ok(exit_code::OK)
+}
+
 /// `flotilla watch`: follows an experiment to its end without touching it.
 pub async fn watch(target: &Target, name: &str, show: progress::Show) -> anyhow::Result<i32> {
     let mut client = connect_target(target).await?;

@@ -78,6 +78,8 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
                 work_dir: worker_scratch.join(format!("local-{number}")),
                 providers: providers.clone(),
                 ollama_url: ollama_url.clone(),
+                // Stopped when the experiment has ended: nothing is left to drain.
+                drain_timeout: std::time::Duration::ZERO,
             };
             let mut stopped = workers_stopped.clone();
             worker_tasks.push(tokio::spawn(async move {

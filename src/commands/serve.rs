@@ -76,6 +76,7 @@ pub struct WorkerOptions {
     pub work_dir: Option<PathBuf>,
     pub providers: Vec<flotilla_gateway::providers::Provider>,
     pub ollama_url: String,
+    pub drain_timeout: std::time::Duration,
 }
 
 pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
@@ -92,8 +93,20 @@ pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
         work_dir,
         providers: options.providers,
         ollama_url: options.ollama_url,
+        drain_timeout: options.drain_timeout,
     };
-    flotilla_worker::run(config, stop_signal()).await?;
+    // The first SIGTERM or Ctrl+C drains the worker; a second stops it now.
+    let (stop, stops) = tokio::sync::mpsc::unbounded_channel();
+    let signals = tokio::spawn(async move {
+        stop_signal().await;
+        info!("draining: no new runs; running runs finish or are handed back (signal again to stop now)");
+        let _ = stop.send(flotilla_worker::StopRequest::Drain);
+        stop_signal().await;
+        let _ = stop.send(flotilla_worker::StopRequest::Now);
+    });
+    let served = flotilla_worker::run_until(config, stops).await;
+    signals.abort();
+    served?;
     Ok(exit_code::OK)
 }
 

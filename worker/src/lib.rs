@@ -31,6 +31,19 @@ pub struct WorkerConfig {
     pub providers: Vec<flotilla_gateway::providers::Provider>,
     /// This worker's Ollama, the built-in `ollama/…` provider.
     pub ollama_url: String,
+    /// When asked to drain, how long running runs may take to finish before
+    /// they are handed back to the coordinator.
+    pub drain_timeout: std::time::Duration,
+}
+
+/// What the worker is asked to do from outside its coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// Take no more runs, let running ones finish within the drain timeout,
+    /// hand back the rest, leave (SIGTERM).
+    Drain,
+    /// Stop running runs now and leave (a second signal).
+    Now,
 }
 
 impl WorkerConfig {
@@ -72,6 +85,24 @@ pub fn default_name() -> String {
 /// Joins the coordinator and serves until `shutdown` resolves (running runs are
 /// then cancelled). Returns an error if the coordinator refuses the token.
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let (stop, stops) = tokio::sync::mpsc::unbounded_channel();
+    let forward = async move {
+        shutdown.await;
+        let _ = stop.send(StopRequest::Now);
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        served = run_until(config, stops) => served,
+        _ = forward => unreachable!("pending forever"),
+    }
+}
+
+/// Joins the coordinator and serves until it drains (asked by `stops`, or by
+/// the coordinator) or is told to stop now.
+pub async fn run_until(
+    config: WorkerConfig,
+    stops: tokio::sync::mpsc::UnboundedReceiver<StopRequest>,
+) -> Result<()> {
     config.validate()?;
     // Output directories are reused between runs: two workers must not share them.
     let _work_dir_lock =
@@ -115,7 +146,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         config.name.clone(),
     ));
     let served = session::Session::new(config, link, context, announced, top_up_requests)
-        .run(shutdown)
+        .run(stops)
         .await;
     follower.abort();
     served

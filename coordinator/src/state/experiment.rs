@@ -86,6 +86,8 @@ pub struct RunEntry {
     /// Bit `n - 1` is set when attempt `n` was recorded as lost (its lease expired):
     /// a late result of that attempt may still settle the run (ARCHITECTURE.md, invariant 2).
     pub lost_attempts: u64,
+    /// Attempts handed back by draining workers: they do not count against `max_attempts`.
+    pub handed_back: u32,
     pub lease: Option<u64>,
     pub worker: Option<Arc<str>>,
 }
@@ -98,9 +100,16 @@ impl RunEntry {
             status: RunStatus::Pending,
             attempts_recorded: 0,
             lost_attempts: 0,
+            handed_back: 0,
             lease: None,
             worker: None,
         }
+    }
+
+    /// Whether attempt `attempt` leaves room for another under `max_attempts`,
+    /// not counting attempts handed back by draining workers.
+    pub fn may_retry_after(&self, attempt: u32, max_attempts: u32) -> bool {
+        attempt.saturating_sub(self.handed_back) < max_attempts
     }
 
     /// Whether attempt `attempt` was recorded as lost: a late result of it may
@@ -137,6 +146,7 @@ impl RunEntry {
     pub fn restart_attempts(&mut self) {
         self.attempts_recorded = 0;
         self.lost_attempts = 0;
+        self.handed_back = 0;
     }
 
     /// Only the first 64 attempts are tracked as lost; later ones can only

@@ -65,10 +65,15 @@ pub struct WorkerEntry {
     pub finished: u64,
     /// What it serves: run kinds, providers, its Ollama's models.
     pub capabilities: Capabilities,
+    /// Draining: it takes no more runs, and leaves when its runs ended or were handed back.
+    pub draining: bool,
 }
 
 impl WorkerEntry {
     fn free_slots(&self) -> usize {
+        if self.draining {
+            return 0;
+        }
         (self.slots as usize).saturating_sub(self.leases.len())
     }
 }
@@ -325,10 +330,13 @@ impl State {
                 leases: HashSet::new(),
                 finished: 0,
                 capabilities: Capabilities::default(),
+                draining: false,
             });
         entry.slots = slots;
         entry.capabilities = capabilities;
         entry.connected = true;
+        // A worker still draining says so again on its new connection.
+        entry.draining = false;
         entry.session = session;
         entry.last_seen = now;
 
@@ -553,6 +561,47 @@ impl State {
                     .push((name.clone(), ToWorker::RatePause(pause.clone())));
             }
         }
+    }
+
+    /// The worker drains (SIGTERM, or told to): it gets no more runs.
+    pub fn worker_draining(&mut self, name: &str) {
+        if let Some(entry) = self.workers.get_mut(name) {
+            entry.draining = true;
+            info!(
+                worker = name,
+                running = entry.leases.len(),
+                "worker draining"
+            );
+        }
+    }
+
+    /// `flotilla worker drain`: no more runs for the worker, and it is told
+    /// to drain. Returns how many runs it is running.
+    pub fn drain_worker(
+        &mut self,
+        name: &str,
+        outbox: &mut Outbox,
+    ) -> flotilla_shared::Result<u32> {
+        let Some((name, entry)) = self.workers.get_key_value(name) else {
+            let known: Vec<&str> = self.workers.keys().map(|w| &**w).collect();
+            return Err(flotilla_shared::Error::NotFound(format!(
+                "no worker named '{name}'; workers: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        };
+        if !entry.connected {
+            return Err(flotilla_shared::Error::InvalidInput(format!(
+                "worker '{name}' is not connected: there is nothing to drain"
+            )));
+        }
+        let name = name.clone();
+        outbox.notices.push((name.clone(), ToWorker::Drain));
+        self.worker_draining(&name);
+        Ok(self.workers[&name].leases.len() as u32)
     }
 
     pub fn worker_seen(&mut self, name: &str, session: u64, now: Instant) {
@@ -917,6 +966,9 @@ impl State {
         let new_status = match result.outcome {
             Outcome::Succeeded => RunStatus::Succeeded,
             Outcome::Cancelled => RunStatus::Cancelled,
+            // Handed back by a draining worker: it runs again, unless the experiment stops.
+            Outcome::HandedBack if experiment.stopping.is_some() => RunStatus::Cancelled,
+            Outcome::HandedBack => RunStatus::Pending,
             // Stopped by the budget, not by its program: it runs again when a
             // larger budget resumes the experiment.
             Outcome::Failed if result.budget_stop == Some(BudgetStop::Exhausted) => {
@@ -924,7 +976,8 @@ impl State {
             }
             // A refusal for budget would only be refused again.
             Outcome::Failed
-                if result.attempt < experiment.config.retries.max_attempts
+                if experiment.runs[slot]
+                    .may_retry_after(result.attempt, experiment.config.retries.max_attempts)
                     && experiment.stopping.is_none()
                     && result.budget_stop.is_none() =>
             {
@@ -938,6 +991,9 @@ impl State {
         {
             let run = &mut experiment.runs[slot];
             run.record_attempt(result.attempt);
+            if result.outcome == Outcome::HandedBack {
+                run.handed_back += 1;
+            }
             if !keeps_running {
                 run.lease = None;
             }
@@ -959,6 +1015,7 @@ impl State {
             Outcome::Succeeded => AttemptOutcome::Succeeded,
             Outcome::Failed => AttemptOutcome::Failed,
             Outcome::Cancelled => AttemptOutcome::Cancelled,
+            Outcome::HandedBack => AttemptOutcome::HandedBack,
         };
         if !keeps_running {
             let run = RunRef {
@@ -968,10 +1025,15 @@ impl State {
                 worker: worker.clone(),
             };
             let error = || result.error.clone();
+            let handed_back = result.outcome == Outcome::HandedBack;
             outbox.event(
                 self.events_wanted,
                 &experiment.config.name,
                 || match new_status {
+                    RunStatus::Pending if handed_back => EventKind::RunRequeued {
+                        why: format!("handed back by draining worker {}", run.worker),
+                        run,
+                    },
                     RunStatus::Succeeded => EventKind::RunSucceeded(run),
                     RunStatus::Pending => EventKind::RunRetried {
                         run,
@@ -1074,7 +1136,9 @@ impl State {
         }
         let run_status = if experiment.stopping.is_some() {
             RunStatus::Cancelled
-        } else if lease.attempt < experiment.config.retries.max_attempts {
+        } else if experiment.runs[slot]
+            .may_retry_after(lease.attempt, experiment.config.retries.max_attempts)
+        {
             RunStatus::Pending
         } else {
             RunStatus::Failed

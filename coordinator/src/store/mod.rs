@@ -73,6 +73,8 @@ pub struct LoadedRun {
     pub repetition: u32,
     pub status: RunStatus,
     pub attempts: u32,
+    /// Attempts handed back by draining workers: not counted against max_attempts.
+    pub handed_back: u32,
     pub worker: Option<String>,
 }
 
@@ -300,8 +302,10 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
             .map_err(|e| sql("cannot read variations", e))?;
         let mut runs_query = connection
             .prepare(
-                "SELECT variation, repetition, status, attempts, worker FROM runs WHERE experiment_id = ? \
-                 ORDER BY repetition, variation",
+                "SELECT r.variation, r.repetition, r.status, r.attempts, r.worker, \
+                 (SELECT COUNT(*) FROM attempts a WHERE a.experiment_id = r.experiment_id AND a.variation = r.variation \
+                  AND a.repetition = r.repetition AND a.outcome = 'handed_back') \
+                 FROM runs r WHERE r.experiment_id = ? ORDER BY r.repetition, r.variation",
             )
             .map_err(|e| sql("cannot read runs", e))?;
         let runs = runs_query
@@ -312,6 +316,7 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
                     status: parse_column(r, 2)?,
                     attempts: r.get(3)?,
                     worker: r.get(4)?,
+                    handed_back: r.get(5)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())

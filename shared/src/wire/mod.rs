@@ -256,6 +256,7 @@ impl From<Outcome> for proto::RunOutcome {
             Outcome::Succeeded => proto::RunOutcome::Succeeded,
             Outcome::Failed => proto::RunOutcome::Failed,
             Outcome::Cancelled => proto::RunOutcome::Cancelled,
+            Outcome::HandedBack => proto::RunOutcome::HandedBack,
         }
     }
 }
@@ -267,6 +268,7 @@ impl TryFrom<proto::RunOutcome> for Outcome {
             proto::RunOutcome::Succeeded => Ok(Outcome::Succeeded),
             proto::RunOutcome::Failed => Ok(Outcome::Failed),
             proto::RunOutcome::Cancelled => Ok(Outcome::Cancelled),
+            proto::RunOutcome::HandedBack => Ok(Outcome::HandedBack),
             proto::RunOutcome::Unspecified => Err(missing("RunResult.outcome")),
         }
     }
@@ -497,6 +499,7 @@ impl From<FromWorker> for proto::WorkerMessage {
             FromWorker::Declined { lease_ids, reason } => {
                 FromWorkerKind::Declined(proto::Declined { lease_ids, reason })
             }
+            FromWorker::Draining => FromWorkerKind::Draining(proto::Draining {}),
             FromWorker::HookDone(report) => FromWorkerKind::HookDone(proto::HookReport {
                 experiment: report.experiment,
                 kind: match report.kind {
@@ -568,6 +571,7 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                     lease_ids: declined.lease_ids,
                     reason: declined.reason,
                 },
+                FromWorkerKind::Draining(_) => FromWorker::Draining,
                 FromWorkerKind::HookDone(report) => FromWorker::HookDone(HookReport {
                     kind: match proto::HookKind::try_from(report.kind) {
                         Ok(proto::HookKind::Setup) => HookKind::Setup,

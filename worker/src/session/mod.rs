@@ -2,14 +2,13 @@
 //! assigned run, batches results, and keeps every result until the
 //! coordinator acknowledges it — across reconnects (ARCHITECTURE.md, invariant 2).
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_shared::proto;
 use flotilla_shared::protocol::{Capabilities, FromWorker, Hello, RunningLease, ToWorker};
-use flotilla_shared::run::{Assignment, RunKey, RunResult};
+use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult};
 use flotilla_shared::{Error, Result};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -24,7 +23,7 @@ use crate::connection::CoordinatorLink;
 
 mod hooks;
 use crate::run_kinds::{self, RunContext};
-use crate::WorkerConfig;
+use crate::{StopRequest, WorkerConfig};
 
 struct RunningRun {
     key: RunKey,
@@ -60,7 +59,16 @@ pub struct Session {
     hooks: hooks::Hooks,
     /// Messages decided while handling a message, sent right after it.
     outgoing: Vec<FromWorker>,
+    /// Draining: when runs still running are handed back.
+    drain_deadline: Option<Instant>,
+    /// Runs stopped because the drain timed out: their results say handed back.
+    handing_back: HashSet<u64>,
+    drain_timed_out: bool,
 }
+
+/// How long a drained worker waits for the coordinator to acknowledge what
+/// it handed back before it leaves anyway (the leases then expire).
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How often demand for shared limits is looked at and, when it changed, reported.
 const DEMAND_INTERVAL: Duration = Duration::from_millis(500);
@@ -100,19 +108,59 @@ impl Session {
             usage_reported: Vec::new(),
             hooks: hooks::Hooks::new(),
             outgoing: Vec::new(),
+            drain_deadline: None,
+            handing_back: HashSet::new(),
+            drain_timed_out: false,
         }
     }
 
-    /// Joins and serves until `shutdown` resolves. Reconnects when the
-    /// connection breaks; returns an error when the token is refused.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        tokio::pin!(shutdown);
+    /// Starts draining: the coordinator hears of it, running runs get until
+    /// the drain timeout.
+    fn begin_drain(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.drain_timeout;
+        self.drain_deadline = Some(deadline);
+        info!(
+            running = self.running.len(),
+            timeout = ?self.config.drain_timeout,
+            "draining: no new runs; running runs finish or are handed back at the timeout"
+        );
+        self.outgoing.push(FromWorker::Draining);
+    }
+
+    /// The drain timed out: running runs are stopped and handed back.
+    fn hand_back_running(&mut self) {
+        for (lease_id, run) in self.running.iter_mut() {
+            if let Some(cancel) = run.cancel.take() {
+                self.handing_back.insert(*lease_id);
+                let _ = cancel.send(());
+            }
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.drain_deadline.is_some() && self.running.is_empty()
+    }
+
+    /// Joins and serves until drained or told to stop now. Reconnects when
+    /// the connection breaks; returns an error when the token is refused.
+    pub async fn run(mut self, mut stops: mpsc::UnboundedReceiver<StopRequest>) -> Result<()> {
         let mut backoff = Duration::from_millis(100);
         let mut announced_wait = false;
         loop {
             let connected = tokio::select! {
                 connected = self.connect() => connected,
-                _ = &mut shutdown => return self.stop().await,
+                stop = stops.recv() => match stop {
+                    Some(StopRequest::Drain) if !self.running.is_empty() => {
+                        // Runs go on while the coordinator is away; they are handed back once it is reachable.
+                        self.begin_drain();
+                        self.outgoing.clear();
+                        continue;
+                    }
+                    _ => return self.stop().await,
+                },
             };
             let (inbound, outbound) = match connected {
                 Ok(streams) => streams,
@@ -127,7 +175,13 @@ impl Session {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = &mut shutdown => return self.stop().await,
+                        stop = stops.recv() => match stop {
+                            Some(StopRequest::Drain) if !self.running.is_empty() => {
+                                self.begin_drain();
+                                self.outgoing.clear();
+                            }
+                            _ => return self.stop().await,
+                        },
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
@@ -135,7 +189,7 @@ impl Session {
             };
             backoff = Duration::from_millis(100);
             announced_wait = false;
-            match self.serve(inbound, outbound, &mut shutdown).await {
+            match self.serve(inbound, outbound, &mut stops).await {
                 Disconnect::Shutdown => return self.stop().await,
                 Disconnect::Lost(why) => {
                     warn!(
@@ -195,6 +249,9 @@ impl Session {
         }
         let free_slots = (self.config.slots as usize).saturating_sub(self.running.len()) as u32;
         let _ = outbound.send(FromWorker::Ready { free_slots });
+        if self.drain_deadline.is_some() {
+            let _ = outbound.send(FromWorker::Draining);
+        }
         Ok((inbound, outbound))
     }
 
@@ -223,7 +280,7 @@ impl Session {
         &mut self,
         mut inbound: tonic::Streaming<proto::CoordinatorMessage>,
         outbound: mpsc::UnboundedSender<FromWorker>,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        stops: &mut mpsc::UnboundedReceiver<StopRequest>,
     ) -> Disconnect {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -242,6 +299,9 @@ impl Session {
                                 if outbound.send(message).is_err() {
                                     return Disconnect::Lost("stream closed".into());
                                 }
+                            }
+                            if self.drained() {
+                                return self.leave(&mut inbound, &outbound).await;
                             }
                         }
                         Err(e) => warn!(error = %e, "malformed message from the coordinator, ignored"),
@@ -271,6 +331,13 @@ impl Session {
                     if outbound.send(FromWorker::Finished(batch)).is_err() {
                         return Disconnect::Lost("stream closed".into());
                     }
+                    if self.drained() {
+                        return self.leave(&mut inbound, &outbound).await;
+                    }
+                }
+                _ = sleep_until_drain(self.drain_deadline), if !self.running.is_empty() && !self.drain_timed_out => {
+                    self.drain_timed_out = true;
+                    self.hand_back_running();
                 }
                 Some(request) = self.top_up_requests.recv() => {
                     let request_id = self.next_top_up;
@@ -317,17 +384,32 @@ impl Session {
                         return Disconnect::Lost("stream closed".into());
                     }
                 }
-                _ = shutdown.as_mut() => {
-                    self.wind_down(&outbound).await;
-                    return Disconnect::Shutdown;
-                }
+                stop = stops.recv() => match stop {
+                    Some(StopRequest::Drain) => {
+                        self.begin_drain();
+                        for message in std::mem::take(&mut self.outgoing) {
+                            let _ = outbound.send(message);
+                        }
+                        if self.drained() {
+                            return self.leave(&mut inbound, &outbound).await;
+                        }
+                    }
+                    Some(StopRequest::Now) | None => {
+                        self.wind_down(&outbound).await;
+                        return Disconnect::Shutdown;
+                    }
+                },
             }
         }
     }
 
     /// Keeps each result until the coordinator acknowledges it.
-    fn record_finished(&mut self, results: Vec<RunResult>) -> Vec<RunResult> {
-        for result in &results {
+    fn record_finished(&mut self, mut results: Vec<RunResult>) -> Vec<RunResult> {
+        for result in &mut results {
+            // Stopped by the drain's timeout, not by the program or the coordinator.
+            if self.handing_back.remove(&result.lease_id) && result.outcome != Outcome::Succeeded {
+                result.outcome = Outcome::HandedBack;
+            }
             self.running.remove(&result.lease_id);
             self.unacked.insert(result.lease_id, result.clone());
         }
@@ -357,7 +439,7 @@ impl Session {
                     self.unacked.remove(&lease_id);
                 }
             }
-            ToWorker::Drain => info!("asked to drain"),
+            ToWorker::Drain => self.begin_drain(),
             ToWorker::Welcome(_) => {}
             ToWorker::SpendGrant(grant) => self.on_spend_grant(grant),
             ToWorker::RateShares(shares) => {
@@ -467,6 +549,31 @@ impl Session {
         });
     }
 
+    /// Drained: teardowns run, then the worker waits (a while) for the
+    /// coordinator to acknowledge its last results, and leaves.
+    async fn leave(
+        &mut self,
+        inbound: &mut tonic::Streaming<proto::CoordinatorMessage>,
+        outbound: &mpsc::UnboundedSender<FromWorker>,
+    ) -> Disconnect {
+        self.wind_down(outbound).await;
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
+        while !self.unacked.is_empty() {
+            match tokio::time::timeout_at(deadline, inbound.message()).await {
+                Ok(Ok(Some(message))) => {
+                    if let Ok(ToWorker::Ack(lease_ids)) = ToWorker::try_from(message) {
+                        for lease_id in lease_ids {
+                            self.unacked.remove(&lease_id);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        info!(unacknowledged = self.unacked.len(), "drained; leaving");
+        Disconnect::Shutdown
+    }
+
     /// Cancels what is running and waits for the runs to end.
     async fn stop(mut self) -> Result<()> {
         let count = self.running.len();
@@ -481,6 +588,14 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves at the drain's deadline; never when not draining.
+async fn sleep_until_drain(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 

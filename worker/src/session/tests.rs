@@ -137,6 +137,7 @@ impl Harness {
             work_dir: work_dir.path().join("work"),
             providers: Vec::new(),
             ollama_url: flotilla_gateway::providers::DEFAULT_OLLAMA_URL.into(),
+            drain_timeout: std::time::Duration::ZERO,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(crate::run(config, async move {
