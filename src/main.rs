@@ -189,6 +189,10 @@ struct RunArgs {
     llm: LlmArgs,
     #[command(flatten)]
     show: ShowArgs,
+    /// Serve /metrics (Prometheus) and the JSON API under /api/v1/ here (HOST:PORT) while the
+    /// experiment runs.
+    #[arg(long)]
+    http: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -292,6 +296,10 @@ struct CoordinatorStartArgs {
     /// A worker silent for this long loses its runs, which are requeued (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
     lease_timeout: Duration,
+    /// Also serve HTTP here (HOST:PORT): /metrics (Prometheus) and the JSON API under
+    /// /api/v1/. Beyond loopback every request needs the token (Authorization: Bearer TOKEN).
+    #[arg(long)]
+    http: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -445,6 +453,7 @@ async fn dispatch(cli: Cli) -> i32 {
                         providers,
                         ollama_url: args.llm.ollama_url,
                         show: args.show.show(),
+                        http: args.http,
                     })
                     .await
                 }
@@ -488,6 +497,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 args.root.root,
                 args.token.token_file,
                 args.lease_timeout,
+                args.http,
             )
             .await
         }

@@ -101,6 +101,9 @@ enum Msg {
         worker: String,
         reply: oneshot::Sender<Result<u32>>,
     },
+    Metrics {
+        reply: oneshot::Sender<String>,
+    },
     /// An experiment's final files and state are durable, as of `finished_at_ms`.
     Finalized {
         index: usize,
@@ -200,6 +203,15 @@ impl CoordinatorHandle {
         answer.await.map_err(|_| gone())?
     }
 
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> Result<String> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::Metrics { reply })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
     pub async fn drain_worker(&self, worker: String) -> Result<u32> {
         let (reply, answer) = oneshot::channel();
         self.sender
@@ -291,7 +303,7 @@ impl Actor {
                 message = receiver.recv() => match message {
                     Some(message) => {
                         // Reading status changes nothing watchers need to hear of.
-                        let changes = !matches!(message, Msg::Status { .. } | Msg::WorkerCount { .. });
+                        let changes = !matches!(message, Msg::Status { .. } | Msg::WorkerCount { .. } | Msg::Metrics { .. });
                         self.state.events_wanted = self.events.receiver_count() > 0;
                         self.handle(message);
                         if changes {
@@ -343,6 +355,12 @@ impl Actor {
                 reply,
             } => {
                 let _ = reply.send(self.on_cancel(&name, kill_running));
+            }
+            Msg::Metrics { reply } => {
+                let _ = reply.send(crate::http::metrics::render(
+                    &self.state,
+                    self.store.health(),
+                ));
             }
             Msg::DrainWorker { worker, reply } => {
                 let mut outbox = Outbox::default();

@@ -4,6 +4,7 @@
 
 mod actor;
 mod grpc;
+pub mod http;
 mod outputs;
 pub mod reports;
 mod restore;
@@ -62,6 +63,8 @@ impl CoordinatorConfig {
 pub struct Coordinator {
     pub address: SocketAddr,
     pub handle: CoordinatorHandle,
+    token: Arc<str>,
+    http: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     store_thread: Option<std::thread::JoinHandle<()>>,
@@ -70,8 +73,18 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// Serves `/metrics` and the JSON API on `listener` too; returns its address.
+    pub fn serve_http(&mut self, listener: TcpListener) -> Result<SocketAddr> {
+        let (address, task) = http::serve(listener, self.handle.clone(), self.token.clone())?;
+        self.http = Some(task);
+        Ok(address)
+    }
+
     /// Stops serving; committed results are already durable.
     pub async fn shutdown(mut self) {
+        if let Some(http) = self.http.take() {
+            http.abort();
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -143,7 +156,9 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
             ControlServiceServer::new(control_api)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            grpc::TokenCheck { token },
+            grpc::TokenCheck {
+                token: token.clone(),
+            },
         ));
     // Nagle off on accepted connections: small Assign/Ack messages must not wait
     // for delayed ACKs (40 ms each on Linux). The builder's tcp_nodelay only
@@ -155,6 +170,8 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
     Ok(Coordinator {
         address,
         handle,
+        token,
+        http: None,
         shutdown: Some(shutdown),
         server,
         store_thread: Some(store_thread),

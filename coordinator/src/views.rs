@@ -9,7 +9,7 @@ use flotilla_shared::{Error, Result};
 use crate::state::{Counts, Experiment, KeyUseView, RunStatus, State};
 
 /// One experiment's figures.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ExperimentView {
     pub name: String,
     pub state: ExperimentState,
@@ -79,14 +79,14 @@ pub fn budget(experiment: &Experiment) -> Option<BudgetView> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct VariationView {
     pub index: u32,
     pub axis_json: String,
     pub counts: Counts,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerView {
     pub name: String,
     pub connected: bool,
@@ -98,7 +98,7 @@ pub struct WorkerView {
 }
 
 /// What `status` answers: experiments, workers, and what keeps results from disk.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StatusView {
     pub experiments: Vec<ExperimentView>,
     pub workers: Vec<WorkerView>,

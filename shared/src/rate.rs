@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Limits a provider declares for one model (or the sim-server applies).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Limits {
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
@@ -35,7 +35,7 @@ impl Limits {
 }
 
 /// What a limit applies to: a provider's model, as the gateway keys its pacing.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct RateKey {
     pub provider: String,
     pub model: String,

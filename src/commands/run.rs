@@ -16,6 +16,8 @@ pub struct Options {
     pub root: PathBuf,
     pub workers: Option<u32>,
     pub show: progress::Show,
+    /// Serve /metrics and the JSON API here while the experiment runs.
+    pub http: Option<std::net::SocketAddr>,
     pub slots: u32,
     pub retry_failed: bool,
     pub providers: Vec<flotilla_gateway::providers::Provider>,
@@ -40,7 +42,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Error::io("cannot listen on 127.0.0.1", e))?;
-    let coordinator = flotilla_coordinator::start(
+    let mut coordinator = flotilla_coordinator::start(
         CoordinatorConfig {
             root: options.root.clone(),
             token: token.clone(),
@@ -52,6 +54,13 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     )
     .await?;
     let address = coordinator.address.to_string();
+    if let Some(http) = options.http {
+        let listener = tokio::net::TcpListener::bind(http)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {http} for HTTP"), e))?;
+        let served = coordinator.serve_http(listener)?;
+        eprintln!("metrics and API: http://{served}/metrics, http://{served}/api/v1/status");
+    }
 
     let scratch = std::env::temp_dir().join(format!("flotilla-run-{}", std::process::id()));
     let (stop_workers, workers_stopped) = watch::channel(false);

@@ -27,6 +27,7 @@ pub async fn coordinator(
     root: PathBuf,
     token_file: Option<PathBuf>,
     lease_timeout: Duration,
+    http: Option<SocketAddr>,
 ) -> anyhow::Result<i32> {
     let token = match token_file {
         Some(path) => read_token_file(&path)?,
@@ -57,7 +58,15 @@ pub async fn coordinator(
         lease_timeout,
         auto_report: true,
     };
-    let coordinator = flotilla_coordinator::start(config, listener).await?;
+    let mut coordinator = flotilla_coordinator::start(config, listener).await?;
+    if let Some(http) = http {
+        let listener = tokio::net::TcpListener::bind(http)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {http} for HTTP"), e))?;
+        let address = coordinator.serve_http(listener)?;
+        // Tests and scripts wait for this line too: the real port when --http used port 0.
+        info!(url = %format!("http://{address}/"), "HTTP listening (/metrics, /api/v1/)");
+    }
     // Tests and scripts wait for this line: it carries the real port when --listen used port 0.
     info!(address = %coordinator.address, root = %root.display(), "coordinator listening");
     tokio::select! {

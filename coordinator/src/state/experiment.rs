@@ -22,7 +22,7 @@ pub enum StopReason {
     BudgetExhausted,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub pending: u64,
     pub running: u64,

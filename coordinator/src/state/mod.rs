@@ -11,6 +11,7 @@ mod experiment;
 mod rate_shares;
 mod rate_use;
 mod submission;
+pub mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -252,6 +253,8 @@ pub struct State {
     pub rate_use: RateUse,
     /// Someone watches events: decisions note them in the outbox.
     pub events_wanted: bool,
+    /// Run durations and LLM calls, for `/metrics`.
+    pub telemetry: telemetry::Telemetry,
 }
 
 impl State {
@@ -271,6 +274,7 @@ impl State {
             rate_shares: RateShares::default(),
             rate_use: RateUse::default(),
             events_wanted: false,
+            telemetry: telemetry::Telemetry::default(),
         }
     }
 
@@ -961,6 +965,7 @@ impl State {
         now_ms: i64,
         outbox: &mut Outbox,
     ) {
+        self.telemetry.record(&result);
         let experiment = &mut self.experiments[index];
         let is_current = experiment.runs[slot].lease == Some(result.lease_id);
         let new_status = match result.outcome {

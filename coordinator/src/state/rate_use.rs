@@ -16,7 +16,7 @@ pub struct RateUse {
 }
 
 /// One key's use, summed over workers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct KeyUseView {
     pub key: RateKey,
     pub declared: Limits,

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use tracing::{error, info};
 
 use super::WriteError;
+use crate::state::telemetry::{Histogram, COMMIT_BUCKETS};
 
 /// Results in requests that are queued or being written: how many, and how
 /// many bytes of run files they carry.
@@ -28,6 +29,8 @@ pub struct StoreHealth {
     uncommitted_bytes: AtomicU64,
     /// Why the group at the head of the queue cannot be written; `None` while writes succeed.
     problem: Mutex<Option<String>>,
+    /// How long each group commit took, for `/metrics`.
+    commit_latency: Mutex<Histogram>,
 }
 
 impl StoreHealth {
@@ -37,7 +40,20 @@ impl StoreHealth {
             uncommitted_results: AtomicU64::new(0),
             uncommitted_bytes: AtomicU64::new(0),
             problem: Mutex::new(None),
+            commit_latency: Mutex::new(Histogram::new(COMMIT_BUCKETS)),
         }
+    }
+
+    pub(super) fn commit_took(&self, took: std::time::Duration) {
+        self.commit_latency
+            .lock()
+            .expect("not poisoned")
+            .observe(took.as_secs_f64());
+    }
+
+    /// Commit latencies so far.
+    pub fn commit_latency(&self) -> Histogram {
+        self.commit_latency.lock().expect("not poisoned").clone()
     }
 
     pub(super) fn queued(&self, backlog: Backlog) {

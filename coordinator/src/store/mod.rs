@@ -443,8 +443,10 @@ fn commit_until_durable(
     let mut delay = RETRY_FIRST;
     loop {
         let committed_at_ms = now_ms();
+        let started = std::time::Instant::now();
         match commit_group(connection, &mut group, committed_at_ms) {
             Ok(()) => {
+                health.commit_took(started.elapsed());
                 health.committed(backlog);
                 for request in group {
                     if let Request::Writes {

@@ -1,0 +1,146 @@
+//! The coordinator's HTTP side (`coordinator start --http ADDR`):
+//! `/metrics` in Prometheus text format and the JSON API under `/api/v1/`.
+//! On a loopback address anyone on the machine may read it; beyond
+//! loopback every request needs the coordinator's token, as a bearer token
+//! or the cookie the dashboard's login sets.
+
+mod exposition;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use flotilla_shared::{Error, Result};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::actor::CoordinatorHandle;
+
+/// The cookie the dashboard's login sets to the token.
+pub const TOKEN_COOKIE: &str = "flotilla_token";
+
+#[derive(Clone)]
+struct Http {
+    handle: CoordinatorHandle,
+    token: Arc<str>,
+    /// Listening on loopback only: no token asked.
+    open: bool,
+}
+
+/// Serves HTTP on `listener` until the task is aborted; returns its address.
+pub fn serve(
+    listener: TcpListener,
+    handle: CoordinatorHandle,
+    token: Arc<str>,
+) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the HTTP listening address", e))?;
+    let http = Http {
+        handle,
+        token,
+        open: address.ip().is_loopback(),
+    };
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/experiments", get(experiments))
+        .route("/api/v1/experiments/{name}", get(experiment))
+        .route("/api/v1/workers", get(workers))
+        .layer(middleware::from_fn_with_state(http.clone(), authorise))
+        .with_state(http);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
+    Ok((address, task))
+}
+
+/// Beyond loopback, the token as `Authorization: Bearer …` or the login cookie.
+async fn authorise(State(http): State<Http>, request: Request, next: Next) -> Response {
+    if http.open || presented_token(request.headers()).is_some_and(|t| t == &*http.token) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this coordinator listens beyond loopback: present its token as 'Authorization: Bearer TOKEN'\n",
+    )
+        .into_response()
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(bearer.trim());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+}
+
+/// An error as JSON with the status its kind calls for.
+struct ApiError(Error);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(serde_json::json!({"error": self.0.to_string()})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(http): State<Http>) -> std::result::Result<Response, ApiError> {
+    let text = http.handle.metrics().await.map_err(ApiError)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn status(State(http): State<Http>) -> std::result::Result<Response, ApiError> {
+    let view = http.handle.status(None).await.map_err(ApiError)?;
+    Ok(Json(view).into_response())
+}
+
+async fn experiments(State(http): State<Http>) -> std::result::Result<Response, ApiError> {
+    let view = http.handle.status(None).await.map_err(ApiError)?;
+    Ok(Json(view.experiments).into_response())
+}
+
+async fn experiment(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+) -> std::result::Result<Response, ApiError> {
+    let view = http.handle.status(Some(name)).await.map_err(ApiError)?;
+    Ok(Json(view).into_response())
+}
+
+async fn workers(State(http): State<Http>) -> std::result::Result<Response, ApiError> {
+    let view = http.handle.status(None).await.map_err(ApiError)?;
+    Ok(Json(view.workers).into_response())
+}
