@@ -427,6 +427,22 @@ struct CancelArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Printing commands piped into `head` end quietly when the reader goes,
+    // as other command-line tools do, instead of panicking on a broken pipe.
+    // (Not the long-lived ones: they write to sockets and children's pipes.)
+    if matches!(
+        cli.command,
+        Command::Status(_)
+            | Command::Ls(_)
+            | Command::Export(_)
+            | Command::Validate(_)
+            | Command::Report(_)
+            | Command::Compare(_)
+    ) {
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -64,6 +64,7 @@ pub struct Coordinator {
     pub address: SocketAddr,
     pub handle: CoordinatorHandle,
     token: Arc<str>,
+    root: PathBuf,
     http: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
@@ -75,7 +76,12 @@ pub struct Coordinator {
 impl Coordinator {
     /// Serves `/metrics` and the JSON API on `listener` too; returns its address.
     pub fn serve_http(&mut self, listener: TcpListener) -> Result<SocketAddr> {
-        let (address, task) = http::serve(listener, self.handle.clone(), self.token.clone())?;
+        let (address, task) = http::serve(
+            listener,
+            self.handle.clone(),
+            self.token.clone(),
+            &self.root,
+        )?;
         self.http = Some(task);
         Ok(address)
     }
@@ -171,6 +177,7 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         address,
         handle,
         token,
+        root: config.root.clone(),
         http: None,
         shutdown: Some(shutdown),
         server,

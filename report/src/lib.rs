@@ -21,7 +21,7 @@ use flotilla_shared::status::RunStatus;
 use flotilla_shared::{Error, Result};
 use serde_json::json;
 
-pub use analysis::{analyse, normalise_error, Analysis};
+pub use analysis::{analyse, live_figures, normalise_error, Analysis};
 pub use data::{ExperimentData, ExperimentDataBuilder, RunRecord};
 
 #[derive(Debug, Clone, Default)]

@@ -277,7 +277,10 @@ pub fn python_with_clients() -> PathBuf {
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let ready = |python: &Path| {
         Command::new(python)
-            .args(["-c", "import openai, anthropic, ollama, prometheus_client"])
+            .args([
+                "-c",
+                "import openai, anthropic, ollama, prometheus_client, websocket",
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
     };

@@ -1,11 +1,14 @@
-//! The coordinator's HTTP side (`coordinator start --http ADDR`):
-//! `/metrics` in Prometheus text format and the JSON API under `/api/v1/`.
+//! The coordinator's HTTP side (`coordinator start --http ADDR`): the
+//! dashboard's pages, `/metrics` in Prometheus text format and the JSON API
+//! under `/api/v1/`.
 //! On a loopback address anyone on the machine may read it; beyond
 //! loopback every request needs the coordinator's token, as a bearer token
 //! or the cookie the dashboard's login sets.
 
+mod dashboard;
 mod exposition;
 pub mod metrics;
+mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +34,9 @@ struct Http {
     token: Arc<str>,
     /// Listening on loopback only: no token asked.
     open: bool,
+    /// The experiments root, for the store's figures and attempts.
+    root: Arc<std::path::Path>,
+    figures: Arc<dashboard::FiguresCache>,
 }
 
 /// Serves HTTP on `listener` until the task is aborted; returns its address.
@@ -38,6 +44,7 @@ pub fn serve(
     listener: TcpListener,
     handle: CoordinatorHandle,
     token: Arc<str>,
+    root: &std::path::Path,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     let address = listener
         .local_addr()
@@ -46,14 +53,29 @@ pub fn serve(
         handle,
         token,
         open: address.ip().is_loopback(),
+        root: root.into(),
+        figures: Default::default(),
     };
     let router = Router::new()
+        .route("/", get(dashboard::experiments))
+        .route("/workers", get(dashboard::workers))
+        .route("/experiments/{name}", get(dashboard::experiment))
+        .route("/experiments/{name}/events", get(dashboard::events))
+        .route(
+            "/experiments/{name}/results.csv",
+            get(dashboard::results_csv),
+        )
+        .route("/experiments/{name}/report", get(dashboard::report))
+        .route("/experiments/{name}/plots/{file}", get(dashboard::plot))
+        .route("/experiments/{name}/runs/{run}", get(dashboard::run))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/experiments", get(experiments))
         .route("/api/v1/experiments/{name}", get(experiment))
         .route("/api/v1/workers", get(workers))
         .layer(middleware::from_fn_with_state(http.clone(), authorise))
+        // The login form is the one thing served without the token.
+        .route("/login", get(dashboard::login_form).post(dashboard::login))
         .with_state(http);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
@@ -63,10 +85,16 @@ pub fn serve(
     Ok((address, task))
 }
 
-/// Beyond loopback, the token as `Authorization: Bearer …` or the login cookie.
+/// Beyond loopback, the token as `Authorization: Bearer …` or the login
+/// cookie; a page asked for without it goes to the login form.
 async fn authorise(State(http): State<Http>, request: Request, next: Next) -> Response {
     if http.open || presented_token(request.headers()).is_some_and(|t| t == &*http.token) {
         return next.run(request).await;
+    }
+    let path = request.uri().path();
+    let is_page = !(path.starts_with("/api/") || path == "/metrics" || path.ends_with("/events"));
+    if is_page {
+        return axum::response::Redirect::to("/login").into_response();
     }
     (
         StatusCode::UNAUTHORIZED,

@@ -31,7 +31,7 @@ use crate::state::{AttemptRecord, ExperimentState, RunStatus, VariationEntry};
 use columns::parse_column;
 
 pub use health::{Backlog, StoreHealth};
-pub use read::{read_experiment, read_experiments, read_results};
+pub use read::{read_attempts, read_experiment, read_experiments, read_results, AttemptRow};
 pub use writes::WriteError;
 
 /// The database file under the experiments root.

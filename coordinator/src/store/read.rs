@@ -59,6 +59,49 @@ pub fn read_results(
     Ok((config, rows))
 }
 
+/// One attempt of a run, for the dashboard's run page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub worker: String,
+    pub outcome: String,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub duration_s: Option<f64>,
+    pub finished_at_ms: i64,
+}
+
+/// The attempts of one run, oldest first.
+pub fn read_attempts(
+    root: &Path,
+    name: &str,
+    variation: u32,
+    repetition: u32,
+) -> Result<Vec<AttemptRow>> {
+    let connection = open_read_only(root)?;
+    let mut statement = connection
+        .prepare(
+            "SELECT a.attempt, a.worker, a.outcome, a.exit_code, a.error, a.duration_s, a.finished_at_ms \
+             FROM attempts a JOIN experiments e ON e.id = a.experiment_id \
+             WHERE e.name = ? AND a.variation = ? AND a.repetition = ? ORDER BY a.attempt",
+        )
+        .map_err(sql)?;
+    let rows = statement
+        .query_map(rusqlite::params![name, variation, repetition], |r| {
+            Ok(AttemptRow {
+                attempt: r.get(0)?,
+                worker: r.get(1)?,
+                outcome: r.get(2)?,
+                exit_code: r.get(3)?,
+                error: r.get(4)?,
+                duration_s: r.get(5)?,
+                finished_at_ms: r.get(6)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
+}
+
 fn open_read_only(root: &Path) -> Result<Connection> {
     let path = root.join(DATABASE_FILE);
     if !path.exists() {

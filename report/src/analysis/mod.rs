@@ -59,6 +59,16 @@ fn interval(interval: Option<Interval>) -> Option<[f64; 2]> {
     interval.map(|i| [i.low, i.high])
 }
 
+/// What a dashboard shows while a sweep runs: each variation's figures
+/// and the failure modes, without the comparisons that follow.
+pub fn live_figures(
+    data: &ExperimentData,
+) -> (Vec<MetricInfo>, Vec<VariationStatistics>, Vec<FailureMode>) {
+    let (metrics, _) = metrics::metric_infos(data);
+    let (variations, _) = variations::variation_statistics(data, &metrics);
+    (metrics, variations, failures::failure_modes(data))
+}
+
 /// Every figure of a report, section by section.
 pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
     let (metrics, skipped_metrics) = metrics::metric_infos(data);

@@ -1,0 +1,322 @@
+//! The dashboard's handlers: pages from the status views and the store, and
+//! the experiment page's event stream (server-sent events), pushed when the
+//! coordinator's state changes, at most once a second.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Form, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use flotilla_report::analysis::{FailureMode, MetricInfo, VariationStatistics};
+use flotilla_shared::clock::now_ms;
+use flotilla_shared::Error;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::pages::{self, ExperimentPage, RunPage};
+use super::{ApiError, Http, TOKEN_COOKIE};
+use crate::views::ExperimentView;
+
+/// Figures are computed from the store at most this often per experiment.
+const FIGURES_FRESH: Duration = Duration::from_secs(2);
+/// The event stream sends at most this often.
+const EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// How much of a run's stdout and stderr its page shows.
+const TAIL_BYTES: u64 = 8 * 1024;
+
+type Figures = (Vec<MetricInfo>, Vec<VariationStatistics>, Vec<FailureMode>);
+
+/// Per-experiment figures, shared by pages and streams.
+#[derive(Default)]
+pub struct FiguresCache {
+    by_name: Mutex<HashMap<String, (Instant, Arc<Figures>)>>,
+}
+
+impl FiguresCache {
+    async fn get(&self, root: &FsPath, name: &str) -> Option<Arc<Figures>> {
+        if let Some((at, figures)) = self.by_name.lock().expect("not poisoned").get(name) {
+            if at.elapsed() < FIGURES_FRESH {
+                return Some(figures.clone());
+            }
+        }
+        let (root, owned) = (root.to_path_buf(), name.to_string());
+        let figures = tokio::task::spawn_blocking(move || {
+            crate::store::read_experiment(&root, &owned)
+                .map(|data| flotilla_report::live_figures(&data))
+        })
+        .await
+        .ok()?
+        .ok()?;
+        let figures = Arc::new(figures);
+        self.by_name
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), (Instant::now(), figures.clone()));
+        Some(figures)
+    }
+}
+
+pub async fn login_form() -> Html<String> {
+    Html(pages::login(false))
+}
+
+#[derive(serde::Deserialize)]
+pub struct Login {
+    token: String,
+}
+
+pub async fn login(State(http): State<Http>, Form(login): Form<Login>) -> Response {
+    if login.token.trim() != &*http.token {
+        return (StatusCode::UNAUTHORIZED, Html(pages::login(true))).into_response();
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+                login.token.trim()
+            ),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+pub async fn experiments(State(http): State<Http>) -> Result<Html<String>, ApiError> {
+    let status = http.handle.status(None).await.map_err(ApiError)?;
+    Ok(Html(pages::experiments(&status, now_ms())))
+}
+
+pub async fn workers(State(http): State<Http>) -> Result<Html<String>, ApiError> {
+    let status = http.handle.status(None).await.map_err(ApiError)?;
+    Ok(Html(pages::workers(&status, &status.limits)))
+}
+
+async fn one(http: &Http, name: &str) -> Result<ExperimentView, ApiError> {
+    let status = http
+        .handle
+        .status(Some(name.to_string()))
+        .await
+        .map_err(ApiError)?;
+    status
+        .experiments
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError(Error::NotFound(format!("no experiment named '{name}'"))))
+}
+
+/// The end of a file, at most `TAIL_BYTES`.
+fn tail(path: &FsPath) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(TAIL_BYTES)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn fragments(view: &ExperimentView, figures: Option<&Figures>) -> (String, String) {
+    let directory = PathBuf::from(&view.directory);
+    let variations = pages::variations_table(view, figures);
+    let failures = pages::failures_table(
+        &view.name,
+        figures.map(|f| f.2.as_slice()).unwrap_or_default(),
+        |run| tail(&directory.join("runs").join(run).join("stderr.log")),
+    );
+    (variations, failures)
+}
+
+pub async fn experiment(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+) -> Result<Html<String>, ApiError> {
+    let view = one(&http, &name).await?;
+    let figures = http.figures.get(&http.root, &name).await;
+    let (variations, failures) = fragments(&view, figures.as_deref());
+    let analysis = PathBuf::from(&view.directory).join("analysis");
+    let mut plots: Vec<String> = std::fs::read_dir(analysis.join("plots"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".svg"))
+                .collect()
+        })
+        .unwrap_or_default();
+    plots.sort();
+    Ok(Html(pages::experiment(ExperimentPage {
+        view: &view,
+        now_ms: now_ms(),
+        variations,
+        failures,
+        plots,
+        has_report: analysis.join("analysis-report.md").exists(),
+    })))
+}
+
+/// The experiment page's live updates: figures by element id and the two tables.
+pub async fn events(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    one(&http, &name).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut changes = http.handle.changes();
+        loop {
+            let Ok(view) = one(&http, &name).await else {
+                return;
+            };
+            let figures = http.figures.get(&http.root, &name).await;
+            let (variations, failures) = fragments(&view, figures.as_deref());
+            let fields: serde_json::Map<String, serde_json::Value> =
+                pages::live_fields(&view, now_ms())
+                    .into_iter()
+                    .map(|(id, value)| (id.to_string(), value.into()))
+                    .collect();
+            let finished = view.state.is_final();
+            let update = serde_json::json!({
+                "fields": fields, "variations": variations, "failures": failures, "final": finished,
+            });
+            if sender
+                .send(Ok(Event::default().data(update.to_string())))
+                .await
+                .is_err()
+                || finished
+            {
+                return;
+            }
+            tokio::time::sleep(EVENT_INTERVAL).await;
+            // Waits for a change, or sends again within a while so the ETA moves.
+            let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+        }
+    });
+    let stream: ReceiverStream<Result<Event, Infallible>> = ReceiverStream::new(receiver);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+pub async fn results_csv(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = one(&http, &name).await?;
+    let path = PathBuf::from(&view.directory).join("results.csv");
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        ApiError(Error::NotFound(format!(
+            "{} is not written yet: {e}",
+            path.display()
+        )))
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"{}-results.csv\"",
+                    name.replace('"', "")
+                ),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+pub async fn report(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+) -> Result<Html<String>, ApiError> {
+    let view = one(&http, &name).await?;
+    let path = PathBuf::from(&view.directory).join("analysis/analysis-report.md");
+    let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+        ApiError(Error::NotFound(format!(
+            "no report yet at {}: {e}",
+            path.display()
+        )))
+    })?;
+    Ok(Html(pages::layout(
+        &name,
+        &format!(
+            "<h1><a href=\"/experiments/{}\">{}</a> / report</h1><pre id=\"report\">{}</pre>",
+            pages::url(&name),
+            pages::esc(&name),
+            pages::esc(&text)
+        ),
+    )))
+}
+
+pub async fn plot(
+    State(http): State<Http>,
+    Path((name, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if file.contains('/') || file.contains("..") || !file.ends_with(".svg") {
+        return Err(ApiError(Error::InvalidInput(format!(
+            "'{file}' is not a plot"
+        ))));
+    }
+    let view = one(&http, &name).await?;
+    let path = PathBuf::from(&view.directory)
+        .join("analysis/plots")
+        .join(&file);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError(Error::NotFound(format!("no plot {}: {e}", path.display()))))?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], bytes).into_response())
+}
+
+/// `var-003-run-002` → (3, 2).
+fn run_numbers(run: &str) -> Option<(u32, u32)> {
+    let rest = run.strip_prefix("var-")?;
+    let (variation, repetition) = rest.split_once("-run-")?;
+    Some((variation.parse().ok()?, repetition.parse().ok()?))
+}
+
+pub async fn run(
+    State(http): State<Http>,
+    Path((name, run)): Path<(String, String)>,
+) -> Result<Html<String>, ApiError> {
+    let (variation, repetition) = run_numbers(&run).ok_or_else(|| {
+        ApiError(Error::InvalidInput(format!(
+            "'{run}' is not a run id; run ids read var-NNN-run-NNN"
+        )))
+    })?;
+    let view = one(&http, &name).await?;
+    let directory = PathBuf::from(&view.directory).join("runs").join(&run);
+    let (root, owned) = (http.root.clone(), name.clone());
+    let attempts = tokio::task::spawn_blocking(move || {
+        crate::store::read_attempts(&root, &owned, variation, repetition)
+    })
+    .await
+    .map_err(|e| ApiError(Error::Internal(e.to_string())))?
+    .map_err(ApiError)?;
+    let read = |file: &str| std::fs::read_to_string(directory.join(file)).unwrap_or_default();
+    let params = view
+        .variations
+        .iter()
+        .find(|v| v.index == variation)
+        .map(|v| v.axis_json.clone())
+        .unwrap_or_else(|| read("params.json"));
+    let calls = read("calls.jsonl")
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    Ok(Html(pages::run(RunPage {
+        experiment: &name,
+        run: &run,
+        params,
+        result: serde_json::from_str(&read("result.json")).ok(),
+        attempts: &attempts,
+        stdout: tail(&directory.join("stdout.log")),
+        stderr: tail(&directory.join("stderr.log")),
+        calls,
+    })))
+}

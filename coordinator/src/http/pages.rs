@@ -1,0 +1,444 @@
+//! The dashboard's pages, rendered on the server as plain HTML; the one
+//! small script (`dashboard.js`, embedded) only swaps in the fragments the
+//! experiment page's event stream sends.
+
+use std::fmt::Write;
+
+use flotilla_report::analysis::{FailureMode, MetricInfo, VariationStatistics};
+use flotilla_shared::naming::variation_name;
+
+use crate::state::KeyUseView;
+use crate::store::AttemptRow;
+use crate::views::{ExperimentView, StatusView};
+
+const SCRIPT: &str = include_str!("dashboard.js");
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#f7f8fa}\
+nav{background:#1d2430;padding:.6em 1.2em}nav a{color:#fff;margin-right:1.2em;text-decoration:none;font-weight:600}\
+main{padding:1em 1.6em;max-width:1200px}table{border-collapse:collapse;background:#fff;margin:.6em 0 1.4em}\
+td,th{border:1px solid #dde1e7;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eef1f5}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}.bar{width:220px;height:12px;background:#e3e6eb;display:inline-block}\
+.bar span{display:block;height:100%;background:#2f8f5b}pre{background:#fff;border:1px solid #dde1e7;padding:.6em;overflow:auto;max-height:24em}\
+.state{font-weight:600}.muted{color:#69707d}.figure{display:inline-block;margin-right:1.6em}.figure b{font-size:1.3em}";
+
+/// Escapes text for HTML.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes a path segment for a link.
+pub fn url(segment: &str) -> String {
+    let mut out = String::new();
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+pub fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Flotilla</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"><style>{STYLE}</style></head>\
+         <body><nav><a href=\"/\">Experiments</a><a href=\"/workers\">Workers</a></nav><main>{body}</main>\
+         <script>{SCRIPT}</script></body></html>",
+        esc(title)
+    )
+}
+
+pub fn login(failed: bool) -> String {
+    let note = if failed {
+        "<p class=\"state\">That token does not match the coordinator's.</p>"
+    } else {
+        ""
+    };
+    layout(
+        "Sign in",
+        &format!(
+            "<h1>Sign in</h1>{note}<p>This coordinator listens beyond loopback: give its token \
+             (the first line of its token file).</p><form method=\"post\" action=\"/login\">\
+             <input type=\"password\" name=\"token\" id=\"token\" size=\"40\" autofocus> \
+             <button type=\"submit\" id=\"sign-in\">Sign in</button></form>"
+        ),
+    )
+}
+
+fn ended(view: &ExperimentView) -> u64 {
+    view.counts.succeeded + view.counts.failed + view.counts.cancelled
+}
+
+fn total(view: &ExperimentView) -> u64 {
+    ended(view) + view.counts.running + view.counts.pending
+}
+
+fn progress_bar(view: &ExperimentView) -> String {
+    let share = if total(view) == 0 {
+        0.0
+    } else {
+        100.0 * ended(view) as f64 / total(view) as f64
+    };
+    format!("<span class=\"bar\"><span style=\"width:{share:.1}%\"></span></span>")
+}
+
+/// `$1.20 of $5.00, projected $4.10`, or what was spent.
+pub fn spend_words(view: &ExperimentView) -> String {
+    match &view.budget {
+        Some(b) => {
+            let projected = b
+                .projected_usd
+                .map(|p| format!(", projected ${p:.2}"))
+                .unwrap_or_default();
+            format!("${:.2} of ${:.2}{projected}", b.spent_usd, b.total_usd)
+        }
+        None if view.spent_usd > 0.0 => format!("${:.4}", view.spent_usd),
+        None => "-".into(),
+    }
+}
+
+/// The remaining runs at the pace since the start; empty when it cannot be said.
+pub fn eta_words(view: &ExperimentView, now_ms: i64) -> String {
+    let (done, left) = (ended(view), view.counts.running + view.counts.pending);
+    let elapsed = (now_ms - view.started_at_ms) as f64 / 1000.0;
+    if view.state.is_final() || left == 0 {
+        return String::new();
+    }
+    if done == 0 || elapsed <= 0.0 {
+        return "once runs finish".into();
+    }
+    let seconds = (left as f64 * elapsed / done as f64) as u64;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+pub fn experiments(status: &StatusView, now_ms: i64) -> String {
+    let mut rows = String::new();
+    for e in &status.experiments {
+        let _ = write!(
+            rows,
+            "<tr><td><a href=\"/experiments/{}\">{}</a></td><td class=\"state\">{}</td><td>{} {}/{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            url(&e.name),
+            esc(&e.name),
+            e.state,
+            progress_bar(e),
+            ended(e),
+            total(e),
+            e.counts.succeeded,
+            e.counts.failed,
+            e.counts.running,
+            e.counts.pending,
+            esc(&spend_words(e)),
+            esc(&eta_words(e, now_ms)),
+        );
+    }
+    let body = if status.experiments.is_empty() {
+        "<p class=\"muted\">No experiments yet: <code>flotilla submit FILE</code>.</p>".to_string()
+    } else {
+        format!(
+            "<table id=\"experiments\"><tr><th>experiment</th><th>state</th><th>progress</th><th>succeeded</th>\
+             <th>failed</th><th>running</th><th>pending</th><th>spend</th><th>ETA</th></tr>{rows}</table>"
+        )
+    };
+    layout(
+        "Experiments",
+        &format!("<h1>Experiments</h1><div data-refresh=\"5\">{body}</div>"),
+    )
+}
+
+/// The figures that change as runs finish, by element id: what the event
+/// stream sends and the page starts with.
+pub fn live_fields(view: &ExperimentView, now_ms: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("state", view.state.to_string()),
+        ("succeeded", view.counts.succeeded.to_string()),
+        ("failed", view.counts.failed.to_string()),
+        ("cancelled", view.counts.cancelled.to_string()),
+        ("running", view.counts.running.to_string()),
+        ("pending", view.counts.pending.to_string()),
+        ("ended", format!("{}/{}", ended(view), total(view))),
+        ("spend", spend_words(view)),
+        ("eta", eta_words(view, now_ms)),
+    ]
+}
+
+/// Per-variation counts and, for each metric, the mean with its 95% interval.
+pub fn variations_table(
+    view: &ExperimentView,
+    figures: Option<&(Vec<MetricInfo>, Vec<VariationStatistics>, Vec<FailureMode>)>,
+) -> String {
+    let metrics: Vec<&MetricInfo> = figures.map(|f| f.0.iter().collect()).unwrap_or_default();
+    let mut out = String::from("<table><tr><th>variation</th><th>parameters</th><th>succeeded</th><th>failed</th><th>running</th><th>pending</th>");
+    for metric in &metrics {
+        let _ = write!(out, "<th>{} (mean, 95% CI)</th>", esc(&metric.name));
+    }
+    out.push_str("</tr>");
+    for variation in &view.variations {
+        let c = variation.counts;
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            variation_name(variation.index),
+            esc(&variation.axis_json),
+            c.succeeded,
+            c.failed,
+            c.running,
+            c.pending
+        );
+        let statistics = figures.and_then(|f| f.1.iter().find(|s| s.index == variation.index));
+        for metric in &metrics {
+            let cell = statistics
+                .and_then(|s| s.metrics.get(&metric.name))
+                .map(|m| match (m.rate, m.rate_ci95_wilson, m.ci95_t) {
+                    (Some(rate), Some([low, high]), _) => {
+                        format!(
+                            "{:.1}% [{:.1}, {:.1}] (n={})",
+                            rate * 100.0,
+                            low * 100.0,
+                            high * 100.0,
+                            m.n
+                        )
+                    }
+                    (_, _, Some([low, high])) => format!(
+                        "{} [{}, {}] (n={})",
+                        short(m.mean),
+                        short(low),
+                        short(high),
+                        m.n
+                    ),
+                    _ => format!("{} (n={})", short(m.mean), m.n),
+                })
+                .unwrap_or_else(|| "-".into());
+            let _ = write!(out, "<td class=\"n\">{}</td>", esc(&cell));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+    out
+}
+
+fn short(value: f64) -> String {
+    if value.abs() >= 1000.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// Failures grouped by signature, each with an example run and its stderr's end.
+pub fn failures_table(
+    experiment: &str,
+    failures: &[FailureMode],
+    example_stderr: impl Fn(&str) -> String,
+) -> String {
+    if failures.is_empty() {
+        return "<p class=\"muted\">No failures.</p>".into();
+    }
+    let mut out = String::from("<table><tr><th>runs</th><th>signature</th><th>example</th></tr>");
+    for failure in failures.iter().take(20) {
+        let _ = write!(
+            out,
+            "<tr><td class=\"n\">{}</td><td><code>{}</code></td><td><a href=\"/experiments/{}/runs/{}\">{}</a><pre>{}</pre></td></tr>",
+            failure.count,
+            esc(&failure.signature),
+            url(experiment),
+            url(&failure.example_run),
+            esc(&failure.example_run),
+            esc(&example_stderr(&failure.example_run)),
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+pub struct ExperimentPage<'a> {
+    pub view: &'a ExperimentView,
+    pub now_ms: i64,
+    pub variations: String,
+    pub failures: String,
+    /// The report's plots, when the report was written.
+    pub plots: Vec<String>,
+    pub has_report: bool,
+}
+
+pub fn experiment(page: ExperimentPage) -> String {
+    let view = page.view;
+    let name = url(&view.name);
+    let mut figures = String::new();
+    for (id, value) in live_fields(view, page.now_ms) {
+        let _ = write!(
+            figures,
+            "<span class=\"figure\">{id} <b id=\"{id}\">{}</b></span>",
+            esc(&value)
+        );
+    }
+    let notes: String = [&view.waiting, &view.end_reason]
+        .into_iter()
+        .flatten()
+        .map(|note| format!("<p class=\"state\">{}</p>", esc(note)))
+        .collect();
+    let mut report = String::new();
+    if page.has_report {
+        let _ = write!(
+            report,
+            "<h2>Report</h2><p><a href=\"/experiments/{name}/report\">analysis-report.md</a></p>"
+        );
+        for plot in &page.plots {
+            let _ = write!(
+                report,
+                "<img src=\"/experiments/{name}/plots/{}\" alt=\"{}\" style=\"max-width:560px;margin:.4em\">",
+                url(plot),
+                esc(plot)
+            );
+        }
+    }
+    let live = if view.state.is_final() {
+        String::new()
+    } else {
+        format!(" data-events=\"/experiments/{name}/events\"")
+    };
+    let body = format!(
+        "<h1>{}</h1><div id=\"live\"{live}><p>{figures}</p>{notes}\
+         <p><a href=\"/experiments/{name}/results.csv\" download>results.csv</a> · \
+         <span class=\"muted\">{}</span></p>\
+         <h2>Variations</h2><div id=\"variations\">{}</div>\
+         <h2>Failures</h2><div id=\"failures\">{}</div></div>{report}",
+        esc(&view.name),
+        esc(&view.directory),
+        page.variations,
+        page.failures,
+    );
+    layout(&view.name, &body)
+}
+
+pub struct RunPage<'a> {
+    pub experiment: &'a str,
+    pub run: &'a str,
+    pub params: String,
+    pub result: Option<serde_json::Value>,
+    pub attempts: &'a [AttemptRow],
+    pub stdout: String,
+    pub stderr: String,
+    pub calls: Vec<serde_json::Value>,
+}
+
+pub fn run(page: RunPage) -> String {
+    let mut body = format!(
+        "<h1><a href=\"/experiments/{}\">{}</a> / {}</h1><h2>Parameters</h2><pre>{}</pre>",
+        url(page.experiment),
+        esc(page.experiment),
+        esc(page.run),
+        esc(&page.params)
+    );
+    if let Some(result) = &page.result {
+        let _ = write!(
+            body,
+            "<h2>Result</h2><p>status <b id=\"status\">{}</b> · cost {}</p><pre id=\"metrics\">{}</pre>",
+            esc(result["status"].as_str().unwrap_or("-")),
+            esc(&result["cost_usd"].as_f64().map(|c| format!("${c:.6}")).unwrap_or_else(|| "-".into())),
+            esc(&serde_json::to_string_pretty(&result["metrics"]).unwrap_or_default())
+        );
+    }
+    body.push_str("<h2>Attempts</h2><table id=\"attempts\"><tr><th>attempt</th><th>worker</th><th>outcome</th><th>exit code</th><th>seconds</th><th>error</th></tr>");
+    for a in page.attempts {
+        let _ = write!(
+            body,
+            "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            a.attempt,
+            esc(&a.worker),
+            esc(&a.outcome),
+            a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            a.duration_s.map(|d| format!("{d:.2}")).unwrap_or_default(),
+            esc(a.error.as_deref().unwrap_or(""))
+        );
+    }
+    body.push_str("</table>");
+    let _ = write!(
+        body,
+        "<h2>stdout (end)</h2><pre id=\"stdout\">{}</pre><h2>stderr (end)</h2><pre id=\"stderr\">{}</pre>",
+        esc(&page.stdout),
+        esc(&page.stderr)
+    );
+    let _ = write!(body, "<h2>LLM calls ({})</h2>", page.calls.len());
+    if !page.calls.is_empty() {
+        body.push_str("<table id=\"calls\"><tr><th>provider</th><th>model</th><th>input tokens</th><th>output tokens</th><th>cost</th><th>latency ms</th><th>status</th></tr>");
+        for call in &page.calls {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">${:.6}</td><td class=\"n\">{:.0}</td><td>{}</td></tr>",
+                esc(call["provider"].as_str().unwrap_or("")),
+                esc(call["model"].as_str().unwrap_or("")),
+                call["input_tokens"].as_u64().unwrap_or(0),
+                call["output_tokens"].as_u64().unwrap_or(0),
+                call["cost_usd"].as_f64().unwrap_or(0.0),
+                call["latency_ms"].as_f64().unwrap_or(0.0),
+                esc(call["status"].as_str().unwrap_or(""))
+            );
+        }
+        body.push_str("</table>");
+    }
+    layout(page.run, &body)
+}
+
+pub fn workers(status: &StatusView, limits: &[KeyUseView]) -> String {
+    let mut body = String::from("<h1>Workers</h1><div data-refresh=\"5\"><table id=\"workers\"><tr><th>worker</th><th>state</th><th>slots</th><th>running</th><th>finished</th><th>serves</th></tr>");
+    for w in &status.workers {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(&w.name),
+            if w.connected { "connected" } else { "disconnected" },
+            w.slots,
+            w.running,
+            w.finished,
+            esc(&w.serves.join(", "))
+        );
+    }
+    body.push_str("</table><h2>Provider limits</h2>");
+    if limits.is_empty() {
+        body.push_str("<p class=\"muted\">No limited provider has been called.</p>");
+    } else {
+        body.push_str("<table id=\"limits\"><tr><th>provider/model</th><th>limit</th><th>workers sharing</th><th>calls last minute</th><th>use of the limit</th><th>calls waiting</th><th>429s</th><th>time waited</th></tr>");
+        for l in limits {
+            let rpm = l.declared.requests_per_minute;
+            let use_share = rpm
+                .filter(|r| *r > 0)
+                .map(|r| format!("{:.0}%", 100.0 * f64::from(l.calls_last_minute) / r as f64))
+                .unwrap_or_else(|| "-".into());
+            let _ = write!(
+                body,
+                "<tr><td>{}/{}</td><td>{}{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}s</td></tr>",
+                esc(&l.key.provider),
+                esc(&l.key.model),
+                rpm.map(|r| format!("{r} rpm")).unwrap_or_else(|| "-".into()),
+                if l.shared { " (shared)" } else { " per worker" },
+                l.workers,
+                l.calls_last_minute,
+                use_share,
+                l.waiting,
+                l.throttled,
+                l.waited_ms as f64 / 1000.0
+            );
+        }
+        body.push_str("</table>");
+    }
+    body.push_str("</div>");
+    layout("Workers", &body)
+}

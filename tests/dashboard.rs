@@ -1,0 +1,259 @@
+//! The web dashboard in a real browser (Debian's headless Chromium, driven
+//! over the DevTools protocol by tests/browser.py): the experiment page's
+//! numbers change as runs finish without a reload, each page renders, and
+//! beyond loopback the login form comes first. Screenshots of each page are
+//! kept under target/test-artifacts/dashboard/.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+struct Browser {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser.py");
+        let mut child = Command::new(python_with_clients())
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python runs");
+        let input = child.stdin.take().unwrap();
+        let output = BufReader::new(child.stdout.take().unwrap());
+        let mut browser = Browser {
+            child,
+            input,
+            output,
+        };
+        let ready = browser.answer();
+        assert_eq!(ready["ready"], true, "{ready}");
+        browser
+    }
+
+    fn answer(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn send(&mut self, command: serde_json::Value) -> serde_json::Value {
+        writeln!(self.input, "{command}").unwrap();
+        let answer = self.answer();
+        assert!(answer.get("error").is_none(), "{command}: {answer}");
+        answer
+    }
+
+    fn goto(&mut self, url: &str) {
+        self.send(serde_json::json!({"op": "goto", "url": url}));
+    }
+
+    fn eval(&mut self, expr: &str) -> serde_json::Value {
+        self.send(serde_json::json!({"op": "eval", "expr": expr}))["value"].clone()
+    }
+
+    fn text(&mut self, id: &str) -> String {
+        self.eval(&format!(
+            "(document.getElementById({id:?}) || {{}}).textContent || ''"
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    fn shot(&mut self, name: &str) {
+        let dir = artifacts();
+        self.send(serde_json::json!({"op": "shot", "path": dir.join(format!("{name}.png"))}));
+        assert!(
+            std::fs::metadata(dir.join(format!("{name}.png")))
+                .unwrap()
+                .len()
+                > 1000
+        );
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.input, "{{\"op\": \"quit\"}}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A coordinator serving HTTP on `http_listen`; returns it and the HTTP port.
+fn coordinator_with_http(dir: &Path, http_listen: &str) -> (CoordinatorProcess, u16) {
+    let token = write_token(dir, "dashboard-token");
+    let mut command = flotilla(&[
+        "coordinator",
+        "start",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        http_listen,
+    ]);
+    command
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--token-file")
+        .arg(&token);
+    let mut process = Process::spawn(command);
+    let line = process.wait_for_line("HTTP listening");
+    let port = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|host| host.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .expect("the line names the URL");
+    let line = process.wait_for_line("coordinator listening");
+    let address = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))
+        .unwrap()
+        .to_string();
+    (
+        CoordinatorProcess {
+            process,
+            address,
+            root: dir.join("root"),
+            token_file: token,
+        },
+        port,
+    )
+}
+
+/// 16 runs of 0.3 s; the runs of i = 3 fail.
+const SWEEP: &str = r#"name: live
+run:
+  kind: command
+  command: ["sh", "-c", "sleep 0.3; echo 'working on {i}'; if [ {i} = 3 ]; then echo 'model refused: quota' >&2; exit 2; fi; echo '{{\"score\": {i}}}'"]
+variations:
+  - {param: i, values: [1, 2, 3, 4]}
+runs_per_variation: 4
+metrics:
+  - {name: score, goal: maximize}
+"#;
+
+#[test]
+fn the_experiment_page_updates_live_and_every_page_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, port) = coordinator_with_http(dir.path(), "127.0.0.1:0");
+    let file = write_experiment(dir.path(), "live.yaml", SWEEP);
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let mut browser = Browser::start();
+    let base = format!("http://127.0.0.1:{port}");
+    browser.goto(&format!("{base}/experiments/live"));
+    assert_eq!(browser.text("state"), "running");
+    let first = browser.text("ended");
+    // A marker only this page load has: a reload would lose it.
+    browser.eval("window.flotillaMarker = 42");
+    let _worker = coordinator.join_worker("w1", 1, &dir.path().join("w1"));
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the page did not update: {seen:?}"
+        );
+        let ended = browser.text("ended");
+        if ended != first && browser.text("state") == "running" {
+            assert_eq!(
+                browser.eval("window.flotillaMarker"),
+                42,
+                "the page was reloaded"
+            );
+            seen.insert(ended);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        browser
+            .eval("Number(document.body.dataset.updates)")
+            .as_f64()
+            .unwrap()
+            >= 2.0
+    );
+    browser.shot("experiment-running");
+    wait_until("the experiment to complete", || {
+        coordinator.status_json("live")["experiments"][0]["state"] == "completed"
+    });
+    // After the end the page shows the final figures, the failures and the report.
+    std::thread::sleep(Duration::from_secs(2));
+    browser.goto(&format!("{base}/experiments/live"));
+    assert_eq!(browser.text("state"), "completed");
+    assert_eq!(browser.text("succeeded"), "12");
+    let variations = browser.text("variations");
+    assert!(
+        variations.contains("score (mean, 95% CI)") && variations.contains("var-004"),
+        "{variations}"
+    );
+    let failures = browser.text("failures");
+    assert!(failures.contains("model refused: quota"), "{failures}");
+    browser.shot("experiment");
+    browser.goto(&format!("{base}/"));
+    assert!(browser.text("experiments").contains("live"));
+    browser.shot("experiments");
+    browser.goto(&format!("{base}/workers"));
+    assert!(browser.text("workers").contains("w1"));
+    browser.shot("workers");
+    browser.goto(&format!("{base}/experiments/live/runs/var-003-run-001"));
+    assert!(browser.text("stderr").contains("model refused: quota"));
+    assert!(browser.text("attempts").contains("failed"));
+    browser.shot("run");
+    // results.csv downloads with every run.
+    let csv = browser.eval(&format!(
+        "fetch('{base}/experiments/live/results.csv').then(r => r.text())"
+    ));
+    assert_eq!(csv.as_str().unwrap().lines().count(), 17);
+}
+
+#[test]
+fn beyond_loopback_the_dashboard_asks_for_the_token_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // 0.0.0.0 listens beyond loopback; the browser only ever visits 127.0.0.1.
+    let (coordinator, port) = coordinator_with_http(dir.path(), "0.0.0.0:0");
+    let file = write_experiment(dir.path(), "live.yaml", SWEEP);
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let mut browser = Browser::start();
+    let base = format!("http://127.0.0.1:{port}");
+    browser.goto(&format!("{base}/experiments/live"));
+    assert_eq!(browser.eval("location.pathname"), "/login");
+    browser.shot("login");
+    browser.eval("document.getElementById('token').value = 'not-it'; document.querySelector('form').submit()");
+    browser.send(serde_json::json!({"op": "settle"}));
+    assert!(browser
+        .eval("document.body.textContent")
+        .as_str()
+        .unwrap()
+        .contains("does not match"));
+    browser.eval("document.getElementById('token').value = 'dashboard-token'; document.querySelector('form').submit()");
+    browser.send(serde_json::json!({"op": "settle"}));
+    assert_eq!(browser.eval("location.pathname"), "/");
+    assert!(browser.text("experiments").contains("live"));
+    // The cookie now opens every page.
+    browser.goto(&format!("{base}/experiments/live"));
+    assert_eq!(browser.text("state"), "running");
+}
