@@ -223,6 +223,15 @@ fn the_experiment_page_updates_live_and_every_page_renders() {
     assert!(browser.text("stderr").contains("model refused: quota"));
     assert!(browser.text("attempts").contains("failed"));
     browser.shot("run");
+    // The same run as JSON.
+    let run = browser.eval(&format!(
+        "fetch('{base}/api/v1/experiments/live/runs/var-003-run-001').then(r => r.json())"
+    ));
+    assert_eq!(run["attempts"][0]["outcome"], "failed", "{run}");
+    assert!(run["stderr_tail"]
+        .as_str()
+        .unwrap()
+        .contains("model refused"));
     // results.csv downloads with every run.
     let csv = browser.eval(&format!(
         "fetch('{base}/experiments/live/results.csv').then(r => r.text())"

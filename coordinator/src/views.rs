@@ -95,6 +95,17 @@ pub struct WorkerView {
     pub finished: u64,
     /// `sim/*`, `ollama/llama3.2`, `openrouter/*`.
     pub serves: Vec<String>,
+    /// Its shares of shared provider limits and its use of each.
+    pub shares: Vec<ShareView>,
+}
+
+/// A worker's share of a shared limit, and its calls in the last minute.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ShareView {
+    pub key: flotilla_shared::rate::RateKey,
+    pub share: flotilla_shared::rate::Limits,
+    pub calls_last_minute: u32,
+    pub waiting: u32,
 }
 
 /// What `status` answers: experiments, workers, and what keeps results from disk.
@@ -243,6 +254,20 @@ pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
                 running,
                 finished,
                 serves: serves(&worker.capabilities),
+                shares: state
+                    .rate_shares
+                    .shares_of(worker_name)
+                    .into_iter()
+                    .map(|(key, share)| {
+                        let used = state.rate_use.of_worker(worker_name, &key);
+                        ShareView {
+                            calls_last_minute: used.map_or(0, |u| u.calls_last_minute),
+                            waiting: used.map_or(0, |u| u.waiting),
+                            key,
+                            share,
+                        }
+                    })
+                    .collect(),
             }
         })
         .collect();

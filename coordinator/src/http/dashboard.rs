@@ -280,16 +280,26 @@ fn run_numbers(run: &str) -> Option<(u32, u32)> {
     Some((variation.parse().ok()?, repetition.parse().ok()?))
 }
 
-pub async fn run(
-    State(http): State<Http>,
-    Path((name, run)): Path<(String, String)>,
-) -> Result<Html<String>, ApiError> {
+/// A run's details as its page and `/api/v1/experiments/NAME/runs/RUN` show them.
+#[derive(serde::Serialize)]
+pub struct RunDetails {
+    experiment: String,
+    run: String,
+    params: String,
+    result: Option<serde_json::Value>,
+    attempts: Vec<crate::store::AttemptRow>,
+    stdout_tail: String,
+    stderr_tail: String,
+    calls: Vec<serde_json::Value>,
+}
+
+async fn run_details(http: &Http, name: String, run: String) -> Result<RunDetails, ApiError> {
     let (variation, repetition) = run_numbers(&run).ok_or_else(|| {
         ApiError(Error::InvalidInput(format!(
             "'{run}' is not a run id; run ids read var-NNN-run-NNN"
         )))
     })?;
-    let view = one(&http, &name).await?;
+    let view = one(http, &name).await?;
     let directory = PathBuf::from(&view.directory).join("runs").join(&run);
     let (root, owned) = (http.root.clone(), name.clone());
     let attempts = tokio::task::spawn_blocking(move || {
@@ -305,18 +315,41 @@ pub async fn run(
         .find(|v| v.index == variation)
         .map(|v| v.axis_json.clone())
         .unwrap_or_else(|| read("params.json"));
-    let calls = read("calls.jsonl")
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    Ok(Html(pages::run(RunPage {
-        experiment: &name,
-        run: &run,
+    Ok(RunDetails {
         params,
         result: serde_json::from_str(&read("result.json")).ok(),
-        attempts: &attempts,
-        stdout: tail(&directory.join("stdout.log")),
-        stderr: tail(&directory.join("stderr.log")),
-        calls,
+        attempts,
+        stdout_tail: tail(&directory.join("stdout.log")),
+        stderr_tail: tail(&directory.join("stderr.log")),
+        calls: read("calls.jsonl")
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect(),
+        experiment: name,
+        run,
+    })
+}
+
+pub async fn run(
+    State(http): State<Http>,
+    Path((name, run)): Path<(String, String)>,
+) -> Result<Html<String>, ApiError> {
+    let details = run_details(&http, name, run).await?;
+    Ok(Html(pages::run(RunPage {
+        experiment: &details.experiment,
+        run: &details.run,
+        params: details.params.clone(),
+        result: details.result.clone(),
+        attempts: &details.attempts,
+        stdout: details.stdout_tail.clone(),
+        stderr: details.stderr_tail.clone(),
+        calls: details.calls.clone(),
     })))
+}
+
+pub async fn run_json(
+    State(http): State<Http>,
+    Path((name, run)): Path<(String, String)>,
+) -> Result<axum::Json<RunDetails>, ApiError> {
+    Ok(axum::Json(run_details(&http, name, run).await?))
 }

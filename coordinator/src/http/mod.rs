@@ -73,6 +73,10 @@ pub fn serve(
         .route("/api/v1/experiments", get(experiments))
         .route("/api/v1/experiments/{name}", get(experiment))
         .route("/api/v1/workers", get(workers))
+        .route(
+            "/api/v1/experiments/{name}/runs/{run}",
+            get(dashboard::run_json),
+        )
         .layer(middleware::from_fn_with_state(http.clone(), authorise))
         // The login form is the one thing served without the token.
         .route("/login", get(dashboard::login_form).post(dashboard::login))

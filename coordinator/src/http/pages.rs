@@ -398,17 +398,40 @@ pub fn run(page: RunPage) -> String {
 }
 
 pub fn workers(status: &StatusView, limits: &[KeyUseView]) -> String {
-    let mut body = String::from("<h1>Workers</h1><div data-refresh=\"5\"><table id=\"workers\"><tr><th>worker</th><th>state</th><th>slots</th><th>running</th><th>finished</th><th>serves</th></tr>");
+    let mut body = String::from("<h1>Workers</h1><div data-refresh=\"5\"><table id=\"workers\"><tr><th>worker</th><th>state</th><th>slots</th><th>running</th><th>finished</th><th>serves</th><th>rate-limit shares (used in the last minute)</th></tr>");
     for w in &status.workers {
+        let shares: Vec<String> = w
+            .shares
+            .iter()
+            .map(|s| {
+                let rpm = s
+                    .share
+                    .requests_per_minute
+                    .map(|r| format!("{r} rpm"))
+                    .unwrap_or_else(|| "unlimited rpm".into());
+                format!(
+                    "{}/{}: {rpm} ({} used{})",
+                    s.key.provider,
+                    s.key.model,
+                    s.calls_last_minute,
+                    if s.waiting > 0 {
+                        format!(", {} waiting", s.waiting)
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&w.name),
             if w.connected { "connected" } else { "disconnected" },
             w.slots,
             w.running,
             w.finished,
-            esc(&w.serves.join(", "))
+            esc(&w.serves.join(", ")),
+            esc(&shares.join("; "))
         );
     }
     body.push_str("</table><h2>Provider limits</h2>");

@@ -49,6 +49,14 @@ impl RateShares {
         self.resplit(touched, declared)
     }
 
+    /// The shares `worker` was last told of, by key.
+    pub fn shares_of(&self, worker: &str) -> Vec<(RateKey, Limits)> {
+        self.given
+            .iter()
+            .filter_map(|(key, given)| given.get(worker).map(|limits| (key.clone(), *limits)))
+            .collect()
+    }
+
     /// A worker left: its shares go to the others.
     pub fn worker_left(
         &mut self,

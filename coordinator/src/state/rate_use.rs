@@ -48,6 +48,11 @@ impl RateUse {
         }
     }
 
+    /// What `worker` last reported of `key`.
+    pub fn of_worker(&self, worker: &str, key: &RateKey) -> Option<&KeyUse> {
+        self.latest.get(key)?.get(worker)
+    }
+
     /// Each key's use; the last minute and the calls waiting count only
     /// workers that are connected now.
     pub fn view(&self, connected: impl Fn(&str) -> bool) -> Vec<KeyUseView> {
