@@ -76,7 +76,8 @@ def sweep(work, label, runs, slots, watchers, streams):
                                       args=(f"http://{http}/experiments/{name}/events", stop), daemon=True)
             thread.start()
             threads.append(thread)
-        time.sleep(3 if watchers or streams else 0.5)
+        # The same wait in both arms: watchers connect meanwhile.
+        time.sleep(3)
         alive = sum(p.poll() is None for p in processes)
         if alive != watchers:
             raise RuntimeError(f"only {alive} of {watchers} watchers are running")

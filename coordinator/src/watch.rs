@@ -30,6 +30,9 @@ struct Snapshot {
 #[derive(Default)]
 pub struct Snapshots {
     by_name: Mutex<HashMap<String, Arc<Snapshot>>>,
+    /// One snapshot is made at a time: watchers woken together wait for it
+    /// instead of each asking the actor for the same status.
+    making: tokio::sync::Mutex<()>,
 }
 
 impl Snapshots {
@@ -41,10 +44,12 @@ impl Snapshots {
         name: &str,
         version: u64,
     ) -> Result<Arc<Snapshot>> {
-        if let Some(cached) = self.by_name.lock().expect("not poisoned").get(name) {
-            if cached.version >= version || cached.at.elapsed() < WATCH_INTERVAL {
-                return Ok(cached.clone());
-            }
+        if let Some(cached) = self.fresh(name, version) {
+            return Ok(cached);
+        }
+        let _making = self.making.lock().await;
+        if let Some(cached) = self.fresh(name, version) {
+            return Ok(cached);
         }
         let view = handle.status(Some(name.to_string())).await?;
         let snapshot = Arc::new(Snapshot {
@@ -58,6 +63,12 @@ impl Snapshots {
             by_name.insert(name.to_string(), snapshot.clone());
         }
         Ok(snapshot)
+    }
+
+    fn fresh(&self, name: &str, version: u64) -> Option<Arc<Snapshot>> {
+        let by_name = self.by_name.lock().expect("not poisoned");
+        let cached = by_name.get(name)?;
+        (cached.version >= version || cached.at.elapsed() < WATCH_INTERVAL).then(|| cached.clone())
     }
 }
 

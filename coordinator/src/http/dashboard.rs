@@ -21,28 +21,72 @@ use super::pages::{self, ExperimentPage, RunPage};
 use super::{ApiError, Http, TOKEN_COOKIE};
 use crate::views::ExperimentView;
 
-/// Figures are computed from the store at most this often per experiment.
+/// Figures are computed from the store at most this often per experiment,
+/// and at most a twentieth of the time: a large sweep's figures, which take
+/// longer to compute, are refreshed less often so the dashboard does not slow it.
 const FIGURES_FRESH: Duration = Duration::from_secs(2);
+const FIGURES_DUTY: u32 = 20;
+/// An experiment's status is read from the coordinator at most this often for the dashboard.
+const VIEW_FRESH: Duration = Duration::from_millis(500);
 /// The event stream sends at most this often.
 const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 /// How much of a run's stdout and stderr its page shows.
 const TAIL_BYTES: u64 = 8 * 1024;
 
 type Figures = (Vec<MetricInfo>, Vec<VariationStatistics>, Vec<FailureMode>);
+/// Figures with when they were made and how long that took.
+type MadeFigures = (Instant, Duration, Arc<Figures>);
 
-/// Per-experiment figures, shared by pages and streams.
+/// Per-experiment figures and status, shared by pages and streams; each is
+/// made by one request at a time while the others wait for it.
 #[derive(Default)]
 pub struct FiguresCache {
-    by_name: Mutex<HashMap<String, (Instant, Arc<Figures>)>>,
+    /// When made, how long it took, the figures.
+    by_name: Mutex<HashMap<String, MadeFigures>>,
+    views: Mutex<HashMap<String, (Instant, Arc<ExperimentView>)>>,
+    making: tokio::sync::Mutex<()>,
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl FiguresCache {
-    async fn get(&self, root: &FsPath, name: &str) -> Option<Arc<Figures>> {
-        if let Some((at, figures)) = self.by_name.lock().expect("not poisoned").get(name) {
-            if at.elapsed() < FIGURES_FRESH {
-                return Some(figures.clone());
-            }
+    fn fresh(&self, name: &str) -> Option<Arc<Figures>> {
+        let by_name = self.by_name.lock().expect("not poisoned");
+        let (at, took, figures) = by_name.get(name)?;
+        (at.elapsed() < FIGURES_FRESH.max(*took * FIGURES_DUTY)).then(|| figures.clone())
+    }
+
+    /// The experiment's status, at most `VIEW_FRESH` old.
+    async fn view(&self, http: &Http, name: &str) -> Result<Arc<ExperimentView>, ApiError> {
+        let cached = |views: &HashMap<String, (Instant, Arc<ExperimentView>)>| {
+            views
+                .get(name)
+                .filter(|(at, _)| at.elapsed() < VIEW_FRESH)
+                .map(|(_, view)| view.clone())
+        };
+        if let Some(view) = cached(&self.views.lock().expect("not poisoned")) {
+            return Ok(view);
         }
+        let _reading = self.reading.lock().await;
+        if let Some(view) = cached(&self.views.lock().expect("not poisoned")) {
+            return Ok(view);
+        }
+        let view = Arc::new(one(http, name).await?);
+        self.views
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), (Instant::now(), view.clone()));
+        Ok(view)
+    }
+
+    async fn get(&self, root: &FsPath, name: &str) -> Option<Arc<Figures>> {
+        if let Some(figures) = self.fresh(name) {
+            return Some(figures);
+        }
+        let _making = self.making.lock().await;
+        if let Some(figures) = self.fresh(name) {
+            return Some(figures);
+        }
+        let started = Instant::now();
         let (root, owned) = (root.to_path_buf(), name.to_string());
         let figures = tokio::task::spawn_blocking(move || {
             crate::store::read_experiment(&root, &owned)
@@ -52,10 +96,10 @@ impl FiguresCache {
         .ok()?
         .ok()?;
         let figures = Arc::new(figures);
-        self.by_name
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), (Instant::now(), figures.clone()));
+        self.by_name.lock().expect("not poisoned").insert(
+            name.to_string(),
+            (Instant::now(), started.elapsed(), figures.clone()),
+        );
         Some(figures)
     }
 }
@@ -170,7 +214,7 @@ pub async fn events(
     tokio::spawn(async move {
         let mut changes = http.handle.changes();
         loop {
-            let Ok(view) = one(&http, &name).await else {
+            let Ok(view) = http.figures.view(&http, &name).await else {
                 return;
             };
             let figures = http.figures.get(&http.root, &name).await;
