@@ -201,7 +201,8 @@ struct ShowArgs {
     /// terminal).
     #[arg(long)]
     no_progress: bool,
-    /// Print one JSON object per line on stdout: run_started, run_succeeded, run_failed,
+    /// Print one JSON object per line on stdout: first `watching` with the experiment's status
+    /// as the stream opens, then run_started, run_succeeded, run_failed,
     /// run_retried, run_cancelled, run_requeued, state_changed, budget, rate_limited, and
     /// last an `ended` object with the experiment's status.
     #[arg(long)]

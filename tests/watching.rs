@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::time::Duration;
 
 use support::*;
 
@@ -80,7 +81,10 @@ fn run_with_json_prints_one_event_per_line_from_the_first_run_to_the_end() {
     assert_eq!(ended["experiment"]["counts"]["succeeded"], 6);
     assert_eq!(events[events.len() - 1]["event"], "report");
     // Each event names its experiment and a time.
-    assert!(events[..events.len() - 2]
+    // First the state it starts from.
+    assert_eq!(events[0]["event"], "watching");
+    assert_eq!(events[0]["experiment"]["total_runs"], 6);
+    assert!(events[1..events.len() - 2]
         .iter()
         .all(|e| e["experiment"] == "events" && e["at"].as_str().is_some()));
 }
@@ -112,7 +116,32 @@ fn many_watchers_follow_an_experiment_and_one_killed_changes_nothing() {
             .stderr(Stdio::piped());
         command.spawn().unwrap()
     };
-    let json_watchers: Vec<_> = (0..3).map(|_| spawn_watcher(&["--json"])).collect();
+    // JSON watchers' lines are read as they come: each says `watching` once subscribed.
+    let json_watchers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut child = spawn_watcher(&["--json"]);
+            let stdout = child.stdout.take().unwrap();
+            let (sender, lines) = std::sync::mpsc::channel::<String>();
+            std::thread::spawn(move || {
+                for line in
+                    std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+                {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            (child, lines)
+        })
+        .collect();
+    let mut received: Vec<Vec<String>> = vec![Vec::new(); json_watchers.len()];
+    for (i, (_, lines)) in json_watchers.iter().enumerate() {
+        let first = lines
+            .recv_timeout(DEADLINE)
+            .expect("the watcher subscribes");
+        assert!(first.contains("\"event\":\"watching\""), "{first}");
+        received[i].push(first);
+    }
     let plain_watcher = spawn_watcher(&["--no-progress"]);
     let mut doomed = Process::spawn({
         let mut command = coordinator.cli(&["watch", "slow", "--json"]);
@@ -127,10 +156,18 @@ fn many_watchers_follow_an_experiment_and_one_killed_changes_nothing() {
             >= 8
     });
     doomed.kill9();
-    for watcher in json_watchers {
-        let output = watcher.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", text(&output.stderr));
-        let events = lines_json(&output.stdout);
+    for (i, (mut watcher, lines)) in json_watchers.into_iter().enumerate() {
+        let status = watcher.wait().unwrap();
+        assert!(status.success());
+        received[i].extend(lines.try_iter());
+        // The reader thread may still hold the last lines: it ends with the pipe.
+        while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+            received[i].push(line);
+        }
+        let events: Vec<serde_json::Value> = received[i]
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
         let ended = events.last().unwrap();
         assert_eq!(ended["event"], "ended");
         assert_eq!(ended["experiment"]["state"], "completed");

@@ -123,6 +123,11 @@ pub async fn follow(
                     }
                 }
                 let Some(experiment) = reply.experiments.pop() else { continue };
+                // Scripts learn the state they start from, and that they are subscribed.
+                if show == Show::Json && latest.is_none() {
+                    let status = display::experiment_json(&experiment)?;
+                    println!("{}", serde_json::json!({"event": "watching", "experiment": status}));
+                }
                 // Why runs wait for a worker is said once each time it changes.
                 if experiment.waiting != waiting {
                     if !experiment.waiting.is_empty() {

@@ -301,7 +301,7 @@ impl Session {
                                 }
                             }
                             if self.drained() {
-                                return self.leave(&mut inbound, &outbound).await;
+                                return self.leave(&mut inbound, outbound, true).await;
                             }
                         }
                         Err(e) => warn!(error = %e, "malformed message from the coordinator, ignored"),
@@ -332,7 +332,7 @@ impl Session {
                         return Disconnect::Lost("stream closed".into());
                     }
                     if self.drained() {
-                        return self.leave(&mut inbound, &outbound).await;
+                        return self.leave(&mut inbound, outbound, true).await;
                     }
                 }
                 _ = sleep_until_drain(self.drain_deadline), if !self.running.is_empty() && !self.drain_timed_out => {
@@ -391,12 +391,11 @@ impl Session {
                             let _ = outbound.send(message);
                         }
                         if self.drained() {
-                            return self.leave(&mut inbound, &outbound).await;
+                            return self.leave(&mut inbound, outbound, true).await;
                         }
                     }
                     Some(StopRequest::Now) | None => {
-                        self.wind_down(&outbound).await;
-                        return Disconnect::Shutdown;
+                        return self.leave(&mut inbound, outbound, false).await;
                     }
                 },
             }
@@ -549,16 +548,19 @@ impl Session {
         });
     }
 
-    /// Drained: teardowns run, then the worker waits (a while) for the
-    /// coordinator to acknowledge its last results, and leaves.
+    /// Leaving: running runs are stopped (none are left when `drained`),
+    /// teardowns run, then the worker waits (a while) for the coordinator to
+    /// acknowledge its last results (when drained) and to have read all it was
+    /// sent, and leaves.
     async fn leave(
         &mut self,
         inbound: &mut tonic::Streaming<proto::CoordinatorMessage>,
-        outbound: &mpsc::UnboundedSender<FromWorker>,
+        outbound: mpsc::UnboundedSender<FromWorker>,
+        drained: bool,
     ) -> Disconnect {
-        self.wind_down(outbound).await;
+        self.wind_down(&outbound).await;
         let deadline = tokio::time::Instant::now() + ACK_WAIT;
-        while !self.unacked.is_empty() {
+        while drained && !self.unacked.is_empty() {
             match tokio::time::timeout_at(deadline, inbound.message()).await {
                 Ok(Ok(Some(message))) => {
                     if let Ok(ToWorker::Ack(lease_ids)) = ToWorker::try_from(message) {
@@ -570,7 +572,13 @@ impl Session {
                 _ => break,
             }
         }
-        info!(unacknowledged = self.unacked.len(), "drained; leaving");
+        // Our stream ends; the coordinator ends its own once it has read
+        // everything sent before, teardown reports included.
+        drop(outbound);
+        while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, inbound.message()).await {}
+        if drained {
+            info!(unacknowledged = self.unacked.len(), "drained; leaving");
+        }
         Disconnect::Shutdown
     }
 
