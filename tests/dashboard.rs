@@ -106,43 +106,7 @@ fn artifacts() -> PathBuf {
 /// A coordinator serving HTTP on `http_listen`; returns it and the HTTP port.
 fn coordinator_with_http(dir: &Path, http_listen: &str) -> (CoordinatorProcess, u16) {
     let token = write_token(dir, "dashboard-token");
-    let mut command = flotilla(&[
-        "coordinator",
-        "start",
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        http_listen,
-    ]);
-    command
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--token-file")
-        .arg(&token);
-    let mut process = Process::spawn(command);
-    let line = process.wait_for_line("HTTP listening");
-    let port = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|host| host.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .expect("the line names the URL");
-    let line = process.wait_for_line("coordinator listening");
-    let address = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .unwrap()
-        .to_string();
-    (
-        CoordinatorProcess {
-            process,
-            address,
-            root: dir.join("root"),
-            token_file: token,
-        },
-        port,
-    )
+    CoordinatorProcess::start_with_http(&dir.join("root"), &token, http_listen)
 }
 
 /// 16 runs of 0.3 s; the runs of i = 3 fail.

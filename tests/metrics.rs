@@ -79,39 +79,9 @@ fn value(families: &serde_json::Value, family: &str, sample: &str, labels: &[(&s
 fn metrics_parse_with_the_prometheus_parser_and_count_runs_calls_and_workers() {
     let dir = tempfile::tempdir().unwrap();
     let token = write_token(dir.path(), "metrics-token");
-    let mut command = flotilla(&[
-        "coordinator",
-        "start",
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    command
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--token-file")
-        .arg(&token);
-    let mut process = Process::spawn(command);
-    let http_line = process.wait_for_line("HTTP listening");
-    let http = http_line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .expect("the line names the URL")
-        .to_string();
-    let line = process.wait_for_line("coordinator listening");
-    let address = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("address="))
-        .unwrap()
-        .to_string();
-    let coordinator = CoordinatorProcess {
-        process,
-        address,
-        root: dir.path().join("root"),
-        token_file: token,
-    };
+    let (coordinator, port) =
+        CoordinatorProcess::start_with_http(&dir.path().join("root"), &token, "127.0.0.1:0");
+    let http = format!("127.0.0.1:{port}");
     let _worker = coordinator.join_worker("w1", 4, &dir.path().join("w1"));
     // A chat experiment on sim models: runs, LLM calls and tokens to count.
     let file = write_experiment(
@@ -208,31 +178,8 @@ fn beyond_loopback_the_http_side_asks_for_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let token = write_token(dir.path(), "http-token");
     // 0.0.0.0 listens beyond loopback; the test only ever connects to 127.0.0.1.
-    let mut command = flotilla(&[
-        "coordinator",
-        "start",
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "0.0.0.0:0",
-    ]);
-    command
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--token-file")
-        .arg(&token);
-    let mut process = Process::spawn(command);
-    let http_line = process.wait_for_line("HTTP listening");
-    let port = http_line
-        .rsplit(':')
-        .next()
-        .and_then(|rest| rest.trim_end_matches('/').split('/').next())
-        .and_then(|p| {
-            p.trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse::<u16>()
-                .ok()
-        })
-        .expect("the line names the port");
+    let (_coordinator, port) =
+        CoordinatorProcess::start_with_http(&dir.path().join("root"), &token, "0.0.0.0:0");
     let http = format!("127.0.0.1:{port}");
     let (status, body) = get(&http, "/metrics", None);
     assert_eq!(status, 401);

@@ -169,6 +169,50 @@ impl CoordinatorProcess {
         }
     }
 
+    /// A coordinator also serving HTTP on `http_listen`; returns it and the
+    /// HTTP port (the test connects to it on 127.0.0.1 whatever it listens on).
+    pub fn start_with_http(
+        root: &Path,
+        token_file: &Path,
+        http_listen: &str,
+    ) -> (CoordinatorProcess, u16) {
+        let mut command = flotilla(&[
+            "coordinator",
+            "start",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            http_listen,
+        ]);
+        command
+            .arg("--root")
+            .arg(root)
+            .arg("--token-file")
+            .arg(token_file);
+        let mut process = Process::spawn(command);
+        let line = process.wait_for_line("HTTP listening");
+        let port = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|host| host.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .expect("the line names the URL");
+        let line = process.wait_for_line("coordinator listening");
+        let address = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+            .expect("listening line names the address")
+            .to_string();
+        let coordinator = CoordinatorProcess {
+            process,
+            address,
+            root: root.to_path_buf(),
+            token_file: token_file.to_path_buf(),
+        };
+        (coordinator, port)
+    }
+
     /// A CLI command aimed at this coordinator.
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut command = flotilla(args);
