@@ -164,6 +164,13 @@ pub fn limit_words(limit: &proto::LimitStatus) -> String {
     if limit.throttled > 0 {
         words.push_str(&format!("; {} refused with 429", limit.throttled));
     }
+    // Time calls spent waiting for their turn (pacing and 429 pauses), summed over calls.
+    if limit.waited_ms >= 1000 {
+        words.push_str(&format!(
+            "; calls waited {} in all",
+            duration_words(Duration::from_millis(limit.waited_ms))
+        ));
+    }
     words
 }
 
@@ -339,7 +346,7 @@ mod tests {
             tokens_last_minute: 3000,
             waiting,
             throttled,
-            waited_ms: 0,
+            waited_ms: if throttled > 0 { 75_000 } else { 0 },
         }
     }
 
@@ -351,7 +358,7 @@ mod tests {
         );
         assert_eq!(
             limit_words(&limit(0, 2, false)),
-            "freetier/sim/random: 59/60 rpm per worker in the last minute; 2 refused with 429"
+            "freetier/sim/random: 59/60 rpm per worker in the last minute; 2 refused with 429; calls waited 1m15s in all"
         );
     }
 
