@@ -187,6 +187,9 @@ fn the_experiment_page_updates_live_and_every_page_renders() {
     assert!(browser.text("stderr").contains("model refused: quota"));
     assert!(browser.text("attempts").contains("failed"));
     browser.shot("run");
+    // A page that does not exist says why, as a page.
+    browser.goto(&format!("{base}/experiments/nope"));
+    assert_eq!(browser.text("error"), "no experiment named 'nope'");
     // The same run as JSON.
     let run = browser.eval(&format!(
         "fetch('{base}/api/v1/experiments/live/runs/var-003-run-001').then(r => r.json())"

@@ -65,7 +65,7 @@ pub async fn coordinator(
             .map_err(|e| Error::io(format!("cannot listen on {http} for HTTP"), e))?;
         let address = coordinator.serve_http(listener)?;
         // Tests and scripts wait for this line too: the real port when --http used port 0.
-        info!(url = %format!("http://{address}/"), "HTTP listening (/metrics, /api/v1/)");
+        info!(url = %format!("http://{address}/"), "HTTP listening: the dashboard, /metrics and /api/v1/");
     }
     // Tests and scripts wait for this line: it carries the real port when --listen used port 0.
     info!(address = %coordinator.address, root = %root.display(), "coordinator listening");

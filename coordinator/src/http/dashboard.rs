@@ -21,6 +21,30 @@ use super::pages::{self, ExperimentPage, RunPage};
 use super::{ApiError, Http, TOKEN_COOKIE};
 use crate::views::ExperimentView;
 
+/// An error on a page, as a page: a browser shows it rather than JSON.
+pub struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(error: ApiError) -> Self {
+        PageError(error)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        let body = pages::layout(
+            "Not available",
+            &format!(
+                "<h1>{}</h1><p id=\"error\">{}</p><p><a href=\"/\">Experiments</a></p>",
+                status.canonical_reason().unwrap_or("Error"),
+                pages::esc(&self.0 .0.to_string())
+            ),
+        );
+        (status, Html(body)).into_response()
+    }
+}
+
 /// Figures are computed from the store at most this often per experiment,
 /// and at most a twentieth of the time: a large sweep's figures, which take
 /// longer to compute, are refreshed less often so the dashboard does not slow it.
@@ -130,12 +154,12 @@ pub async fn login(State(http): State<Http>, Form(login): Form<Login>) -> Respon
         .into_response()
 }
 
-pub async fn experiments(State(http): State<Http>) -> Result<Html<String>, ApiError> {
+pub async fn experiments(State(http): State<Http>) -> Result<Html<String>, PageError> {
     let status = http.handle.status(None).await.map_err(ApiError)?;
     Ok(Html(pages::experiments(&status, now_ms())))
 }
 
-pub async fn workers(State(http): State<Http>) -> Result<Html<String>, ApiError> {
+pub async fn workers(State(http): State<Http>) -> Result<Html<String>, PageError> {
     let status = http.handle.status(None).await.map_err(ApiError)?;
     Ok(Html(pages::workers(&status, &status.limits)))
 }
@@ -180,7 +204,7 @@ fn fragments(view: &ExperimentView, figures: Option<&Figures>) -> (String, Strin
 pub async fn experiment(
     State(http): State<Http>,
     Path(name): Path<String>,
-) -> Result<Html<String>, ApiError> {
+) -> Result<Html<String>, PageError> {
     let view = one(&http, &name).await?;
     let figures = http.figures.get(&http.root, &name).await;
     let (variations, failures) = fragments(&view, figures.as_deref());
@@ -278,7 +302,7 @@ pub async fn results_csv(
 pub async fn report(
     State(http): State<Http>,
     Path(name): Path<String>,
-) -> Result<Html<String>, ApiError> {
+) -> Result<Html<String>, PageError> {
     let view = one(&http, &name).await?;
     let path = PathBuf::from(&view.directory).join("analysis/analysis-report.md");
     let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
@@ -377,7 +401,7 @@ async fn run_details(http: &Http, name: String, run: String) -> Result<RunDetail
 pub async fn run(
     State(http): State<Http>,
     Path((name, run)): Path<(String, String)>,
-) -> Result<Html<String>, ApiError> {
+) -> Result<Html<String>, PageError> {
     let details = run_details(&http, name, run).await?;
     Ok(Html(pages::run(RunPage {
         experiment: &details.experiment,

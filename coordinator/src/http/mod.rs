@@ -127,13 +127,19 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 /// An error as JSON with the status its kind calls for.
 struct ApiError(Error);
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self.0 {
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match &self.0 {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
         (
             status,
             Json(serde_json::json!({"error": self.0.to_string()})),
