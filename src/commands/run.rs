@@ -59,7 +59,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
             .await
             .map_err(|e| Error::io(format!("cannot listen on {http} for HTTP"), e))?;
         let served = coordinator.serve_http(listener)?;
-        eprintln!("metrics and API: http://{served}/metrics, http://{served}/api/v1/status");
+        eprintln!("dashboard: http://{served}/ (also /metrics and /api/v1/)");
     }
 
     let scratch = std::env::temp_dir().join(format!("flotilla-run-{}", std::process::id()));
