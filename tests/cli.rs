@@ -1054,19 +1054,8 @@ fn chat_eval_example_names_the_best_model_with_an_interval_paired_by_item() {
 #[test]
 fn llm_prisoners_dilemma_example_finds_cooperation_that_differs_between_pairings() {
     let dir = tempfile::tempdir().unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/llm-prisoners-dilemma");
-    let copy = dir.path().join("example");
-    std::fs::create_dir_all(&copy).unwrap();
-    for file in ["game.py", "experiment.yaml", "providers.yaml"] {
-        std::fs::copy(example.join(file), copy.join(file)).unwrap();
-    }
     // The example's provider, on an ephemeral port; its limit raised so that the test is quick.
-    let (_server, address) = sim_server(&["--rpm", "6000"]);
-    let providers = std::fs::read_to_string(copy.join("providers.yaml"))
-        .unwrap()
-        .replace("127.0.0.1:8701", &address)
-        .replace("rpm: 60}", "rpm: 6000}");
-    std::fs::write(copy.join("providers.yaml"), providers).unwrap();
+    let (copy, _server) = prisoners_dilemma_copy(dir.path(), 6000);
     let path = path_with_clients();
     let root = dir.path().join("experiments");
     let output = flotilla(&["run", "--workers", "2", "--slots", "4"])

@@ -99,20 +99,9 @@ fn ended_of(screen: &str) -> Option<u64> {
 #[test]
 fn the_terminal_display_shows_progress_limits_that_bind_and_an_eta_that_comes_true() {
     let dir = tempfile::tempdir().unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/llm-prisoners-dilemma");
-    let copy = dir.path().join("example");
-    std::fs::create_dir_all(&copy).unwrap();
-    for file in ["game.py", "experiment.yaml", "providers.yaml"] {
-        std::fs::copy(example.join(file), copy.join(file)).unwrap();
-    }
     // The example at 240 requests a minute per model and 4 rounds: 72 calls
     // of the busiest model, about 20 s where the limit binds throughout.
-    let (_server, address) = sim_server(&["--rpm", "240"]);
-    let providers = std::fs::read_to_string(copy.join("providers.yaml"))
-        .unwrap()
-        .replace("127.0.0.1:8701", &address)
-        .replace("rpm: 60}", "rpm: 240}");
-    std::fs::write(copy.join("providers.yaml"), providers).unwrap();
+    let (copy, _server) = prisoners_dilemma_copy(dir.path(), 240);
     let experiment = std::fs::read_to_string(copy.join("experiment.yaml"))
         .unwrap()
         .replace("rounds: 10", "rounds: 4");

@@ -154,7 +154,12 @@ impl CoordinatorProcess {
             .arg(root)
             .arg("--token-file")
             .arg(token_file);
-        let mut process = Process::spawn(command);
+        let process = Process::spawn(command);
+        Self::listening(process, root, token_file)
+    }
+
+    /// Waits for the coordinator's listening line and takes its address.
+    fn listening(mut process: Process, root: &Path, token_file: &Path) -> CoordinatorProcess {
         let line = process.wait_for_line("coordinator listening");
         let address = line
             .split_whitespace()
@@ -198,18 +203,7 @@ impl CoordinatorProcess {
             .and_then(|host| host.rsplit(':').next())
             .and_then(|port| port.parse().ok())
             .expect("the line names the URL");
-        let line = process.wait_for_line("coordinator listening");
-        let address = line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("address="))
-            .expect("listening line names the address")
-            .to_string();
-        let coordinator = CoordinatorProcess {
-            process,
-            address,
-            root: root.to_path_buf(),
-            token_file: token_file.to_path_buf(),
-        };
+        let coordinator = Self::listening(process, root, token_file);
         (coordinator, port)
     }
 
@@ -366,6 +360,25 @@ pub fn calls_of(run_dir: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect()
+}
+
+/// A copy of examples/llm-prisoners-dilemma in `dir` whose provider is a
+/// sim-server on an ephemeral port at `rpm` requests a minute per model, the
+/// providers file saying the same; returns the copy and the server.
+pub fn prisoners_dilemma_copy(dir: &Path, rpm: u32) -> (PathBuf, Process) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/llm-prisoners-dilemma");
+    let copy = dir.join("example");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["game.py", "experiment.yaml", "providers.yaml"] {
+        std::fs::copy(example.join(file), copy.join(file)).unwrap();
+    }
+    let (server, address) = sim_server(&["--rpm", &rpm.to_string()]);
+    let providers = std::fs::read_to_string(copy.join("providers.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:8701", &address)
+        .replace("rpm: 60}", &format!("rpm: {rpm}}}"));
+    std::fs::write(copy.join("providers.yaml"), providers).unwrap();
+    (copy, server)
 }
 
 /// A PATH whose `python3` is the one with the official clients: for examples
