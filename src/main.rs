@@ -73,6 +73,10 @@ enum Command {
     /// get 429 with Retry-After and rate-limit headers. Point a providers file at it
     /// (`base_url: http://ADDR/v1` for the OpenAI API).
     SimServer(SimServerArgs),
+    /// Ask a coordinator's standard grpc.health.v1 service whether it is serving: exit 0 if it
+    /// is, 1 otherwise (unreachable, TLS refused, not serving, no answer in time). For scripts,
+    /// container healthchecks and probes.
+    Health(HealthArgs),
     /// Compare experiments: the same analysis across them, on the metrics they share.
     ///
     /// Variations are matched by their parameters (on the axes every experiment has); each
@@ -102,6 +106,8 @@ struct ExportArgs {
     coordinator: Option<String>,
     #[command(flatten)]
     token: TokenArg,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 #[derive(Args)]
@@ -161,6 +167,8 @@ struct AnalysisArgs {
     coordinator: Option<String>,
     #[command(flatten)]
     token: TokenArg,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 #[derive(Args)]
@@ -233,7 +241,7 @@ struct LlmArgs {
     #[arg(long, env = "FLOTILLA_PROVIDERS")]
     providers: Option<PathBuf>,
     /// The Ollama server behind the built-in ollama/… models.
-    #[arg(long, default_value = flotilla_gateway::providers::DEFAULT_OLLAMA_URL)]
+    #[arg(long, env = "FLOTILLA_OLLAMA_URL", default_value = flotilla_gateway::providers::DEFAULT_OLLAMA_URL)]
     ollama_url: String,
 }
 
@@ -264,6 +272,8 @@ struct ValidateArgs {
     coordinator: Option<String>,
     #[command(flatten)]
     token: TokenArg,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -285,6 +295,103 @@ struct TokenArg {
     token_file: Option<PathBuf>,
 }
 
+/// How workers and clients reach a coordinator that serves TLS.
+#[derive(Args)]
+struct ClientTlsArgs {
+    /// CA certificate (PEM) that signed the coordinator's certificate: the coordinator is then
+    /// reached over TLS. Without it, an https:// address is checked against the public web roots.
+    #[arg(long, env = "FLOTILLA_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This side's certificate (PEM), for a coordinator that requires client certificates
+    /// (mutual TLS, its --tls-client-ca).
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "tls_client_key"
+    )]
+    tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-client-cert.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert"
+    )]
+    tls_client_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    fn settings(self) -> flotilla_shared::tls::ClientTls {
+        flotilla_shared::tls::ClientTls {
+            ca: self.tls_ca,
+            identity: self
+                .tls_client_cert
+                .zip(self.tls_client_key)
+                .map(|(cert, key)| flotilla_shared::tls::CertAndKey { cert, key }),
+        }
+    }
+}
+
+/// The coordinator's TLS.
+#[derive(Args)]
+struct ServerTlsArgs {
+    /// Certificate chain (PEM) to serve gRPC and HTTP over TLS; workers and clients then pass
+    /// --tls-ca with the CA that signed it.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: accept only workers and clients whose certificate this CA (PEM) signed
+    /// (they pass --tls-client-cert and --tls-client-key); the token is still required.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    fn settings(self) -> Option<flotilla_shared::tls::ServerTls> {
+        let identity = self
+            .tls_cert
+            .zip(self.tls_key)
+            .map(|(cert, key)| flotilla_shared::tls::CertAndKey { cert, key })?;
+        Some(flotilla_shared::tls::ServerTls {
+            identity,
+            client_ca: self.tls_client_ca,
+        })
+    }
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// Coordinator address, HOST:PORT (or https://HOST:PORT).
+    #[arg(env = "FLOTILLA_COORDINATOR", default_value = "127.0.0.1:7700")]
+    address: String,
+    /// The service to ask about; empty (the default) means the coordinator as a whole.
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Give up, and exit 1, after this long (e.g. 3s).
+    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    timeout: Duration,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
 #[derive(Args)]
 struct CoordinatorStartArgs {
     /// Address to listen on (HOST:PORT; port 0 picks a free one, printed at start).
@@ -297,6 +404,8 @@ struct CoordinatorStartArgs {
     /// A worker silent for this long loses its runs, which are requeued (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
     lease_timeout: Duration,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
     /// Also serve HTTP here (HOST:PORT): /metrics (Prometheus) and the JSON API under
     /// /api/v1/. Beyond loopback every request needs the token (Authorization: Bearer TOKEN).
     #[arg(long)]
@@ -337,6 +446,8 @@ struct WorkerJoinArgs {
     name: Option<String>,
     #[command(flatten)]
     token: TokenArg,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// Scratch space for run directories and cached workdirs; default: a directory under the system temp dir.
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -357,6 +468,8 @@ struct CoordinatorArg {
     coordinator: String,
     #[command(flatten)]
     token: TokenArg,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     #[command(flatten)]
     root: RootArg,
 }
@@ -440,9 +553,7 @@ fn main() {
             | Command::Report(_)
             | Command::Compare(_)
     ) {
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        end_quietly_when_stdout_closes();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -452,6 +563,33 @@ fn main() {
     // Do not wait for lingering tasks (e.g. open streams) at exit.
     runtime.shutdown_background();
     std::process::exit(code);
+}
+
+/// SIGPIPE ends the process when it comes from stdout, as the default action
+/// would; raised by a socket (a coordinator that went away mid-write: gRPC's
+/// vectored writes do not suppress it), it is ignored and the write fails
+/// with an error as usual.
+fn end_quietly_when_stdout_closes() {
+    extern "C" fn on_broken_pipe(_: libc::c_int) {
+        let mut stdout = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // poll and _exit are async-signal-safe. A pipe whose reader is gone
+        // polls as POLLERR.
+        unsafe {
+            if libc::poll(&mut stdout, 1, 0) == 1 && stdout.revents & libc::POLLERR != 0 {
+                libc::_exit(128 + libc::SIGPIPE);
+            }
+        }
+    }
+    unsafe {
+        libc::signal(
+            libc::SIGPIPE,
+            on_broken_pipe as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
 }
 
 async fn dispatch(cli: Cli) -> i32 {
@@ -484,6 +622,7 @@ async fn dispatch(cli: Cli) -> i32 {
                         address,
                         token_file: args.token.token_file,
                         root: PathBuf::from("./experiments"),
+                        tls: args.tls.settings(),
                     })
                 }
                 (None, None) => commands::validate::Observed::Nothing,
@@ -509,12 +648,23 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Coordinator(CoordinatorCommand::Start(args)) => {
             commands::init_logging("info");
-            commands::serve::coordinator(
-                args.listen,
-                args.root.root,
-                args.token.token_file,
-                args.lease_timeout,
-                args.http,
+            commands::serve::coordinator(commands::serve::CoordinatorOptions {
+                listen: args.listen,
+                root: args.root.root,
+                token_file: args.token.token_file,
+                lease_timeout: args.lease_timeout,
+                http: args.http,
+                tls: args.tls.settings(),
+            })
+            .await
+        }
+        Command::Health(args) => {
+            commands::init_logging("error");
+            commands::health::health(
+                &args.address,
+                &args.service,
+                &args.tls.settings(),
+                args.timeout,
             )
             .await
         }
@@ -533,6 +683,7 @@ async fn dispatch(cli: Cli) -> i32 {
                         providers,
                         ollama_url: args.llm.ollama_url,
                         drain_timeout: args.drain_timeout,
+                        tls: args.tls.settings(),
                     })
                     .await
                 }
@@ -589,6 +740,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 address,
                 token_file: args.token.token_file,
                 root: args.root.root.clone(),
+                tls: args.tls.settings(),
             });
             commands::export::export(&args.name, args.format, &args.root.root, target.as_ref())
                 .await
@@ -615,6 +767,7 @@ fn target(args: CoordinatorArg) -> commands::client::Target {
         address: args.coordinator,
         token_file: args.token.token_file,
         root: args.root.root,
+        tls: args.tls.settings(),
     }
 }
 
@@ -632,6 +785,7 @@ async fn report(names: Vec<String>, options: AnalysisArgs) -> anyhow::Result<i32
                 address,
                 token_file: options.token.token_file,
                 root: options.root.root,
+                tls: options.tls.settings(),
             };
             commands::report::remote(&target, request).await
         }

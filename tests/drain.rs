@@ -148,3 +148,62 @@ fn a_drain_that_times_out_hands_runs_back_without_spending_their_attempts() {
     assert_eq!(gone.status.code(), Some(7));
     assert!(text(&gone.stderr).contains("no worker named 'w9'; workers: w1, w2"));
 }
+
+#[test]
+fn runs_signalled_with_their_worker_are_handed_back_not_failed() {
+    // As Slurm's scancel and systemd's default KillMode do: SIGTERM to every
+    // process of the worker, runs first here, so the runs end before the
+    // worker has begun to drain.
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "drain-token");
+    let root = dir.path().join("root");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let pids = dir.path().join("pids");
+    let file = write_experiment(
+        dir.path(),
+        "signalled.yaml",
+        &format!(
+            r#"name: signalled
+run:
+  kind: command
+  command: ["sh", "-c", "echo $$ >> {}; sleep 30; echo '{{{{\"ok\": 1}}}}'"]
+variations:
+  - {{param: i, values: [1, 2]}}
+runs_per_variation: 1
+retries: {{max_attempts: 1}}
+"#,
+            pids.display()
+        ),
+    );
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let mut w1 = join(&coordinator, "w1", 2, "1m", dir.path());
+    let read_pids = || -> Vec<i32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    };
+    wait_until("both runs to start", || read_pids().len() == 2);
+    for pid in read_pids() {
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    unsafe {
+        libc::kill(w1.child.id() as i32, libc::SIGTERM);
+    }
+    let status = w1.wait_exit();
+    assert!(status.success(), "{:?}\n{}", status, w1.log.join("\n"));
+    let json = coordinator.status_json("signalled");
+    let counts = &json["experiments"][0]["counts"];
+    assert_eq!(counts["pending"], 2, "{json}");
+    assert_eq!(counts["failed"], 0, "{json}");
+    assert_eq!(
+        count(
+            &root,
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'handed_back'"
+        ),
+        2
+    );
+}

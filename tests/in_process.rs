@@ -31,6 +31,7 @@ async fn noop_sweep_through_two_workers_is_durable() {
             token: TOKEN.into(),
             lease_timeout: Duration::from_secs(10),
             auto_report: true,
+            tls: None,
         },
         listener,
     )
@@ -50,6 +51,7 @@ async fn noop_sweep_through_two_workers_is_durable() {
             providers: Vec::new(),
             ollama_url: flotilla_gateway::providers::DEFAULT_OLLAMA_URL.into(),
             drain_timeout: std::time::Duration::ZERO,
+            tls: Default::default(),
         };
         let mut stopped = stopped.clone();
         workers.push(tokio::spawn(flotilla_worker::run(config, async move {

@@ -40,6 +40,8 @@ pub struct CoordinatorConfig {
     pub lease_timeout: Duration,
     /// Write each experiment's report (analysis/) when it ends.
     pub auto_report: bool,
+    /// Serve gRPC and HTTP over TLS (ARCHITECTURE.md, "TLS and health").
+    pub tls: Option<flotilla_shared::tls::ServerTls>,
 }
 
 impl CoordinatorConfig {
@@ -66,6 +68,9 @@ pub struct Coordinator {
     token: Arc<str>,
     root: PathBuf,
     http: Option<JoinHandle<()>>,
+    /// The HTTP side's TLS, read once at start.
+    http_tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    health: tonic_health::server::HealthReporter,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     store_thread: Option<std::thread::JoinHandle<()>>,
@@ -81,13 +86,22 @@ impl Coordinator {
             self.handle.clone(),
             self.token.clone(),
             &self.root,
+            self.http_tls.clone(),
         )?;
         self.http = Some(task);
         Ok(address)
     }
 
+    /// Whether HTTP is served over TLS (the dashboard's URL says https).
+    pub fn serves_tls(&self) -> bool {
+        self.http_tls.is_some()
+    }
+
     /// Stops serving; committed results are already durable.
     pub async fn shutdown(mut self) {
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         if let Some(http) = self.http.take() {
             http.abort();
         }
@@ -151,8 +165,28 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         snapshots: Default::default(),
         root: config.root.clone(),
     };
+    // Both sides' TLS is read before anything is served, so bad files stop the start.
+    let http_tls = match &config.tls {
+        Some(tls) => Some(http::tls_config(tls)?),
+        None => None,
+    };
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server.tls_config(tls.tonic()?).map_err(|e| {
+            Error::InvalidInput(format!("the TLS certificate or key was refused: {e}"))
+        })?;
+    }
+    // grpc.health.v1 answers probes without the token: it tells nothing but "serving".
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<WorkerServiceServer<grpc::WorkerApi>>()
+        .await;
+    health
+        .set_serving::<ControlServiceServer<grpc::ControlApi>>()
+        .await;
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let router = server
+        .add_service(health_service)
         .add_service(
             WorkerServiceServer::new(worker_api)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -179,6 +213,8 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         token,
         root: config.root.clone(),
         http: None,
+        http_tls,
+        health,
         shutdown: Some(shutdown),
         server,
         store_thread: Some(store_thread),

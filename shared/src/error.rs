@@ -96,6 +96,19 @@ impl From<Error> for tonic::Status {
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_string();
+        let connection_broke = message.starts_with("h2 protocol error")
+            || (matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled)
+                && matches!(
+                    message.as_str(),
+                    "transport error" | "operation was canceled"
+                ));
+        if connection_broke {
+            // Also what a client in the clear sees from a coordinator that serves TLS.
+            return Error::Unavailable(format!(
+                "the connection to the coordinator broke ({message}); if it serves TLS, \
+                 pass --tls-ca FILE (the CA that signed its certificate)"
+            ));
+        }
         match status.code() {
             tonic::Code::InvalidArgument => Error::InvalidInput(message),
             tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => {

@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod rate;
 pub mod run;
 pub mod status;
+pub mod tls;
 pub mod wire;
 pub mod workdir;
 

@@ -5,16 +5,18 @@ use std::time::Duration;
 
 use flotilla_shared::auth::TOKEN_METADATA_KEY;
 use flotilla_shared::proto::control_service_client::ControlServiceClient;
+use flotilla_shared::tls::ClientTls;
 use flotilla_shared::wire::MAX_MESSAGE_BYTES;
 use flotilla_shared::{Error, Result};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub struct Target {
     pub address: String,
     pub token_file: Option<PathBuf>,
     pub root: PathBuf,
+    pub tls: ClientTls,
 }
 
 #[derive(Clone)]
@@ -36,14 +38,8 @@ impl tonic::service::Interceptor for AddToken {
 
 pub type Client = ControlServiceClient<InterceptedService<Channel, AddToken>>;
 
-pub async fn connect(address: &str, token: &str) -> Result<Client> {
-    let url = flotilla_worker::endpoint_url(address);
-    let channel = Endpoint::from_shared(url.clone())
-        .map_err(|e| Error::InvalidInput(format!("'{address}' is not a coordinator address (HOST:PORT): {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| Error::Unavailable(format!("cannot reach the coordinator at {address}: {e}; is `flotilla coordinator start` running there?")))?;
+pub async fn connect(address: &str, token: &str, tls: &ClientTls) -> Result<Client> {
+    let channel = channel(address, tls).await?;
     let token = MetadataValue::try_from(token)
         .map_err(|_| Error::InvalidInput("the token must be printable ASCII".into()))?;
     Ok(
@@ -55,5 +51,22 @@ pub async fn connect(address: &str, token: &str) -> Result<Client> {
 
 pub async fn connect_target(target: &Target) -> Result<Client> {
     let token = super::client_token(target.token_file.as_deref(), &target.root)?;
-    connect(&target.address, &token).await
+    connect(&target.address, &token, &target.tls).await
+}
+
+/// A connection to the coordinator at `address`, over TLS when `tls` says so.
+pub async fn channel(address: &str, tls: &ClientTls) -> Result<Channel> {
+    tls.endpoint(address)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| {
+            let cause = flotilla_worker::connect_error(&e);
+            let hint = if cause.contains("certificate") || cause.contains("InvalidContentType") || cause.contains("tls") {
+                "; check --tls-ca (the CA that signed the coordinator's certificate), and that the coordinator serves TLS"
+            } else {
+                "; is `flotilla coordinator start` running there?"
+            };
+            Error::Unavailable(format!("cannot reach the coordinator at {address}: {cause}{hint}"))
+        })
 }

@@ -4,6 +4,7 @@ pub mod client;
 pub mod control;
 pub mod display;
 pub mod export;
+pub mod health;
 pub mod live;
 pub mod progress;
 pub mod report;

@@ -49,6 +49,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             // The report is written below, before the command returns.
             auto_report: false,
+            tls: None,
         },
         listener,
     )
@@ -89,6 +90,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
                 ollama_url: ollama_url.clone(),
                 // Stopped when the experiment has ended: nothing is left to drain.
                 drain_timeout: std::time::Duration::ZERO,
+                tls: Default::default(),
             };
             let mut stopped = workers_stopped.clone();
             worker_tasks.push(tokio::spawn(async move {
@@ -101,7 +103,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
         worker_tasks
     });
 
-    let mut control = client::connect(&address, &token).await?;
+    let mut control = client::connect(&address, &token, &Default::default()).await?;
     let reply = control
         .submit(request)
         .await

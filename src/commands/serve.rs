@@ -8,9 +8,10 @@ use flotilla_coordinator::CoordinatorConfig;
 use flotilla_shared::atomic_file::write_atomic;
 use flotilla_shared::auth::read_token_file;
 use flotilla_shared::error::exit_code;
+use flotilla_shared::tls::{ClientTls, ServerTls};
 use flotilla_shared::Error;
 use flotilla_worker::WorkerConfig;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Resolves when the process receives Ctrl+C or SIGTERM.
 pub async fn stop_signal() {
@@ -22,13 +23,24 @@ pub async fn stop_signal() {
     }
 }
 
-pub async fn coordinator(
-    listen: SocketAddr,
-    root: PathBuf,
-    token_file: Option<PathBuf>,
-    lease_timeout: Duration,
-    http: Option<SocketAddr>,
-) -> anyhow::Result<i32> {
+pub struct CoordinatorOptions {
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+    pub token_file: Option<PathBuf>,
+    pub lease_timeout: Duration,
+    pub http: Option<SocketAddr>,
+    pub tls: Option<ServerTls>,
+}
+
+pub async fn coordinator(options: CoordinatorOptions) -> anyhow::Result<i32> {
+    let CoordinatorOptions {
+        listen,
+        root,
+        token_file,
+        lease_timeout,
+        http,
+        tls,
+    } = options;
     let token = match token_file {
         Some(path) => read_token_file(&path)?,
         None => {
@@ -52,11 +64,13 @@ pub async fn coordinator(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {listen}"), e))?;
+    warn_if_in_the_clear(listen, http, tls.is_some());
     let config = CoordinatorConfig {
         root: root.clone(),
         token,
         lease_timeout,
         auto_report: true,
+        tls,
     };
     let mut coordinator = flotilla_coordinator::start(config, listener).await?;
     if let Some(http) = http {
@@ -64,8 +78,13 @@ pub async fn coordinator(
             .await
             .map_err(|e| Error::io(format!("cannot listen on {http} for HTTP"), e))?;
         let address = coordinator.serve_http(listener)?;
+        let scheme = if coordinator.serves_tls() {
+            "https"
+        } else {
+            "http"
+        };
         // Tests and scripts wait for this line too: the real port when --http used port 0.
-        info!(url = %format!("http://{address}/"), "HTTP listening: the dashboard, /metrics and /api/v1/");
+        info!(url = %format!("{scheme}://{address}/"), "HTTP listening: the dashboard, /metrics and /api/v1/");
     }
     // Tests and scripts wait for this line: it carries the real port when --listen used port 0.
     info!(address = %coordinator.address, root = %root.display(), "coordinator listening");
@@ -74,6 +93,26 @@ pub async fn coordinator(
         _ = stop_signal() => { info!("stopping"); }
     }
     Ok(exit_code::OK)
+}
+
+/// Beyond loopback without TLS, the token, prompts and results cross the
+/// network in the clear: said once, at start.
+fn warn_if_in_the_clear(listen: SocketAddr, http: Option<SocketAddr>, tls: bool) {
+    if tls {
+        return;
+    }
+    let exposed: Vec<String> = std::iter::once(listen)
+        .chain(http)
+        .filter(|address| !address.ip().is_loopback())
+        .map(|address| address.to_string())
+        .collect();
+    if !exposed.is_empty() {
+        warn!(
+            listening = %exposed.join(", "),
+            "listening beyond loopback without TLS: the token, prompts and results cross the network in the clear; \
+             give --tls-cert and --tls-key (workers and clients then pass --tls-ca)"
+        );
+    }
 }
 
 pub struct WorkerOptions {
@@ -86,6 +125,7 @@ pub struct WorkerOptions {
     pub providers: Vec<flotilla_gateway::providers::Provider>,
     pub ollama_url: String,
     pub drain_timeout: std::time::Duration,
+    pub tls: ClientTls,
 }
 
 pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
@@ -103,6 +143,7 @@ pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
         providers: options.providers,
         ollama_url: options.ollama_url,
         drain_timeout: options.drain_timeout,
+        tls: options.tls,
     };
     // The first SIGTERM or Ctrl+C drains the worker; a second stops it now.
     let (stop, stops) = tokio::sync::mpsc::unbounded_channel();

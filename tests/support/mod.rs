@@ -159,7 +159,7 @@ impl CoordinatorProcess {
     }
 
     /// Waits for the coordinator's listening line and takes its address.
-    fn listening(mut process: Process, root: &Path, token_file: &Path) -> CoordinatorProcess {
+    pub fn listening(mut process: Process, root: &Path, token_file: &Path) -> CoordinatorProcess {
         let line = process.wait_for_line("coordinator listening");
         let address = line
             .split_whitespace()
@@ -195,14 +195,7 @@ impl CoordinatorProcess {
             .arg("--token-file")
             .arg(token_file);
         let mut process = Process::spawn(command);
-        let line = process.wait_for_line("HTTP listening");
-        let port = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|host| host.rsplit(':').next())
-            .and_then(|port| port.parse().ok())
-            .expect("the line names the URL");
+        let port = http_port(&process.wait_for_line("HTTP listening"));
         let coordinator = Self::listening(process, root, token_file);
         (coordinator, port)
     }
@@ -251,6 +244,16 @@ impl CoordinatorProcess {
         process.wait_for_line("joined");
         process
     }
+}
+
+/// The port of the URL in the coordinator's "HTTP listening" line.
+pub fn http_port(line: &str) -> u16 {
+    line.split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|host| host.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .expect("the line names the URL")
 }
 
 pub fn write_token(dir: &Path, token: &str) -> PathBuf {
@@ -314,13 +317,15 @@ pub fn python_with_clients() -> PathBuf {
     // SAFETY: flock on a descriptor this function owns; released when `lock` drops.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let ready = |python: &Path| {
-        Command::new(python)
-            .args([
-                "-c",
-                "import openai, anthropic, ollama, prometheus_client, websocket",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
+        // kubectl (with kustomize) comes as a wheel too, for the deploy tests.
+        python.with_file_name("kubectl").exists()
+            && Command::new(python)
+                .args([
+                    "-c",
+                    "import openai, anthropic, ollama, prometheus_client, websocket",
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success())
     };
     if !ready(&python) {
         run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv));
@@ -390,4 +395,67 @@ pub fn path_with_clients() -> String {
         python.parent().expect("the venv's bin").display(),
         std::env::var("PATH").unwrap_or_default()
     )
+}
+
+/// PEM files of a test CA, a coordinator certificate it signed (for
+/// `localhost` and 127.0.0.1) and a client certificate it signed, made fresh.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestCerts {
+    pub fn generate(dir: &Path, ca_name: &str) -> TestCerts {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, stem);
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca).unwrap();
+            let cert_path = dir.join(format!("{stem}.pem"));
+            let key_path = dir.join(format!("{stem}.key"));
+            std::fs::write(&cert_path, cert.pem()).unwrap();
+            std::fs::write(&key_path, key.serialize_pem()).unwrap();
+            (cert_path, key_path)
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "coordinator",
+        );
+        let (client_cert, client_key) = leaf(
+            vec!["worker-1".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "client",
+        );
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        TestCerts {
+            ca: ca_path,
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+        }
+    }
+}
+
+/// kubectl (with kustomize built in), from the test venv.
+pub fn kubectl() -> PathBuf {
+    python_with_clients().with_file_name("kubectl")
 }

@@ -5,21 +5,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_shared::proto::worker_service_client::WorkerServiceClient;
+use flotilla_shared::tls::ClientTls;
 use flotilla_shared::wire::MAX_MESSAGE_BYTES;
 use flotilla_shared::{Error, Result};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Clone)]
 pub struct CoordinatorLink {
     address: Arc<str>,
     token: Arc<str>,
+    tls: Arc<ClientTls>,
 }
 
 impl CoordinatorLink {
-    pub fn new(address: &str, token: &str) -> Self {
+    pub fn new(address: &str, token: &str, tls: ClientTls) -> Self {
         CoordinatorLink {
-            address: endpoint_url(address).into(),
+            address: address.into(),
             token: token.into(),
+            tls: Arc::new(tls),
         }
     }
 
@@ -31,14 +34,15 @@ impl CoordinatorLink {
         &self.address
     }
 
+    /// Checks the address and reads the TLS files, so that a mistake in
+    /// either stops the worker at start instead of retrying for ever.
+    pub fn check(&self) -> Result<()> {
+        self.tls.endpoint(&self.address).map(|_| ())
+    }
+
     pub async fn channel(&self) -> Result<Channel> {
-        Endpoint::from_shared(self.address.to_string())
-            .map_err(|e| {
-                Error::InvalidInput(format!(
-                    "'{}' is not a coordinator address: {e}",
-                    self.address
-                ))
-            })?
+        self.tls
+            .endpoint(&self.address)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Notice a coordinator that vanished without closing the connection.
@@ -49,8 +53,9 @@ impl CoordinatorLink {
             .await
             .map_err(|e| {
                 Error::Unavailable(format!(
-                    "cannot reach the coordinator at {}: {e}",
-                    self.address
+                    "cannot reach the coordinator at {}: {}",
+                    self.address,
+                    connect_error(&e)
                 ))
             })
     }
@@ -62,11 +67,19 @@ impl CoordinatorLink {
     }
 }
 
-/// `HOST:PORT` or a full `http://HOST:PORT` URL.
-pub fn endpoint_url(address: &str) -> String {
-    if address.starts_with("http://") || address.starts_with("https://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
+/// A transport error with its causes: tonic's own message is only
+/// "transport error", while the cause says "certificate not trusted" or
+/// "connection refused".
+pub fn connect_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
     }
+    text
 }

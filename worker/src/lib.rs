@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use flotilla_shared::{Error, Result};
 
-pub use connection::endpoint_url;
+pub use connection::connect_error;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     /// When asked to drain, how long running runs may take to finish before
     /// they are handed back to the coordinator.
     pub drain_timeout: std::time::Duration,
+    /// How the coordinator is reached over TLS (ARCHITECTURE.md, "TLS and health").
+    pub tls: flotilla_shared::tls::ClientTls,
 }
 
 /// What the worker is asked to do from outside its coordinator.
@@ -110,7 +112,9 @@ pub async fn run_until(
     let scratch = config.work_dir.join("runs");
     std::fs::create_dir_all(&scratch)
         .map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
-    let link = connection::CoordinatorLink::new(&config.coordinator, &config.token);
+    let link =
+        connection::CoordinatorLink::new(&config.coordinator, &config.token, config.tls.clone());
+    link.check()?;
     let workdirs = workdir_cache::WorkdirCache::new(config.work_dir.join("workdirs"), link.clone());
     let mut providers = config.providers.clone();
     providers.push(flotilla_gateway::providers::Provider::ollama(

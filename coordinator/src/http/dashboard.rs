@@ -145,8 +145,9 @@ pub async fn login(State(http): State<Http>, Form(login): Form<Login>) -> Respon
         [(
             header::SET_COOKIE,
             format!(
-                "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-                login.token.trim()
+                "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{}",
+                login.token.trim(),
+                if http.secure { "; Secure" } else { "" }
             ),
         )],
         Redirect::to("/"),

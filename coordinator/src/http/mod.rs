@@ -9,6 +9,9 @@ mod dashboard;
 mod exposition;
 pub mod metrics;
 mod pages;
+mod tls;
+
+pub use tls::tls_config;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ struct Http {
     /// The experiments root, for the store's figures and attempts.
     root: Arc<std::path::Path>,
     figures: Arc<dashboard::FiguresCache>,
+    /// Served over TLS: the login cookie is marked Secure.
+    secure: bool,
 }
 
 /// Serves HTTP on `listener` until the task is aborted; returns its address.
@@ -45,6 +50,7 @@ pub fn serve(
     handle: CoordinatorHandle,
     token: Arc<str>,
     root: &std::path::Path,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     let address = listener
         .local_addr()
@@ -55,6 +61,7 @@ pub fn serve(
         open: address.ip().is_loopback(),
         root: root.into(),
         figures: Default::default(),
+        secure: tls.is_some(),
     };
     let router = Router::new()
         .route("/", get(dashboard::experiments))
@@ -82,7 +89,11 @@ pub fn serve(
         .route("/login", get(dashboard::login_form).post(dashboard::login))
         .with_state(http);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        let served = match tls {
+            Some(config) => axum::serve(tls::TlsListener::new(listener, config), router).await,
+            None => axum::serve(listener, router).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });

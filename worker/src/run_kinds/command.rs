@@ -250,9 +250,16 @@ async fn run_program(
     .map_err(|e| format!("cannot wait for the program: {e}"))?;
     // Children left behind by the program die with it.
     kill_group(process_group);
+    use std::os::unix::process::ExitStatusExt;
+    if !timed_out && !cancelled && ended_by_stop_signal(status.signal(), status.code()) {
+        // Slurm's scancel and systemd's default KillMode signal every process
+        // of a worker, its runs with it. Waiting a moment lets the same signal
+        // start the worker's drain, which then hands this run back instead of
+        // counting it as failed (ARCHITECTURE.md, "Worker session").
+        tokio::time::sleep(STOP_SIGNAL_GRACE).await;
+    }
     let stdout = drain(stdout).await;
     let stderr = drain(stderr).await;
-    use std::os::unix::process::ExitStatusExt;
     Ok(Ending {
         exit_code: status.code(),
         signal: status.signal(),
@@ -312,6 +319,19 @@ pub(super) fn resolve_program(program: &str, workdir: &Path) -> PathBuf {
     } else {
         path.to_path_buf()
     }
+}
+
+/// How long a run ended by a stop signal waits before it reports, for the
+/// worker's own drain to begin.
+const STOP_SIGNAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a program ended by a signal schedulers and service managers stop
+/// things with: killed by it, or exiting with 128 + it, as shells do.
+pub fn ended_by_stop_signal(signal: Option<i32>, exit_code: Option<i32>) -> bool {
+    let is_stop_signal =
+        |signal: i32| matches!(signal, libc::SIGTERM | libc::SIGINT | libc::SIGHUP);
+    signal.is_some_and(is_stop_signal)
+        || exit_code.is_some_and(|code| code > 128 && is_stop_signal(code - 128))
 }
 
 pub(super) fn kill_group(process_group: Option<i32>) {
@@ -435,5 +455,23 @@ fn collect_artifacts(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod stop_signal_tests {
+    use super::ended_by_stop_signal;
+
+    #[test]
+    fn a_stop_signal_counts_whether_it_killed_or_the_program_exited_128_plus_it() {
+        assert!(ended_by_stop_signal(Some(libc::SIGTERM), None));
+        assert!(ended_by_stop_signal(None, Some(143)));
+        assert!(ended_by_stop_signal(None, Some(130)));
+        assert!(!ended_by_stop_signal(Some(libc::SIGSEGV), None));
+        assert!(!ended_by_stop_signal(None, Some(1)));
+        assert!(
+            !ended_by_stop_signal(None, Some(137)),
+            "SIGKILL is no request to stop"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Run kinds: how one assignment is carried out on this worker.
 
 mod chat;
-mod command;
+pub mod command;
 pub mod hooks;
 
 use std::path::PathBuf;

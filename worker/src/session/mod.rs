@@ -406,7 +406,14 @@ impl Session {
     fn record_finished(&mut self, mut results: Vec<RunResult>) -> Vec<RunResult> {
         for result in &mut results {
             // Stopped by the drain's timeout, not by the program or the coordinator.
-            if self.handing_back.remove(&result.lease_id) && result.outcome != Outcome::Succeeded {
+            let stopped_by_drain = self.handing_back.remove(&result.lease_id);
+            // Or by the signal that drains the worker, sent to its runs too
+            // (Slurm's scancel, systemd's KillMode=control-group).
+            let signalled_while_draining = self.drain_deadline.is_some()
+                && crate::run_kinds::command::ended_by_stop_signal(result.signal, result.exit_code);
+            if (stopped_by_drain || signalled_while_draining)
+                && result.outcome != Outcome::Succeeded
+            {
                 result.outcome = Outcome::HandedBack;
             }
             self.running.remove(&result.lease_id);

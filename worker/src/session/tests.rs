@@ -138,6 +138,7 @@ impl Harness {
             providers: Vec::new(),
             ollama_url: flotilla_gateway::providers::DEFAULT_OLLAMA_URL.into(),
             drain_timeout: std::time::Duration::ZERO,
+            tls: Default::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(crate::run(config, async move {
