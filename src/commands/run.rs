@@ -61,6 +61,12 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
             .map_err(|e| Error::io(format!("cannot listen on {http} for HTTP"), e))?;
         let served = coordinator.serve_http(listener)?;
         eprintln!("dashboard: http://{served}/ (also /metrics and /api/v1/)");
+        if !served.ip().is_loopback() {
+            eprintln!(
+                "warning: the dashboard listens beyond loopback without TLS: its token and results \
+                 cross the network in the clear; for that, use `coordinator start --http` with --tls-cert"
+            );
+        }
     }
 
     let scratch = std::env::temp_dir().join(format!("flotilla-run-{}", std::process::id()));
