@@ -173,9 +173,12 @@ fn check_manifests(manifests: &Manifests, overlay: &str) {
         }
         if workload["kind"] == "StatefulSet" {
             let service = workload["spec"]["serviceName"].as_str().unwrap();
-            assert!(
-                manifests.named("Service", service).is_some(),
-                "{whence}: Service {service}"
+            let governing = manifests.named("Service", service);
+            assert!(governing.is_some(), "{whence}: Service {service}");
+            assert_eq!(
+                governing.unwrap()["spec"]["clusterIP"],
+                "None",
+                "{whence}: its governing Service is headless"
             );
         }
         // Volumes: the Secrets and ConfigMaps they name exist.
