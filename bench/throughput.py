@@ -69,6 +69,29 @@ def experiment_yaml(name, kind, runs, budget=None):
     )
 
 
+def attempt_span_rate(root, name, runs):
+    """Waits until every run of `name` under `root` succeeded and is durable,
+    then returns runs per second over the span from the first attempt's start
+    to the last one's end (the coordinator's records): a clock that excludes
+    the wait before workers join."""
+    deadline = time.time() + DEADLINE_S
+    db_path = root / "flotilla.db"
+    while True:
+        if time.time() > deadline:
+            raise RuntimeError(f"{name} did not finish")
+        if (root / name / "batch-summary.json").exists():
+            db = sqlite3.connect(db_path)
+            done = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
+            db.close()
+            if done == runs:
+                break
+        time.sleep(0.2)
+    db = sqlite3.connect(db_path)
+    first, last = db.execute("SELECT MIN(started_at_ms), MAX(finished_at_ms) FROM attempts").fetchone()
+    db.close()
+    return runs / max((last - first) / 1000, 0.001)
+
+
 def flotilla_sweep(kind, runs, slots, work, budget=None):
     """Runs one sweep on a fresh cluster. Returns (runs per second by the
     coordinator's clock, runs per second by the wall clock of `submit --wait`,

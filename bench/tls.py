@@ -15,12 +15,10 @@ Usage: python3 bench/tls.py [--runs 100000] [--rounds 3]
 import argparse
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,22 +76,7 @@ def sweep(work, label, runs, slots, certificates):
                 [BIN, "worker", "join", address, "--name", f"w{number}", "--slots", str(slots),
                  "--token-file", token, "--work-dir", base / f"w{number}", *client_tls],
                 stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env))
-        deadline = time.time() + throughput.DEADLINE_S
-        db_path = root / "flotilla.db"
-        while True:
-            if time.time() > deadline:
-                raise RuntimeError("the sweep did not finish")
-            if (root / name / "batch-summary.json").exists():
-                db = sqlite3.connect(db_path)
-                done = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
-                db.close()
-                if done == runs:
-                    break
-            time.sleep(0.2)
-        db = sqlite3.connect(db_path)
-        first, last = db.execute("SELECT MIN(started_at_ms), MAX(finished_at_ms) FROM attempts").fetchone()
-        db.close()
-        return runs / max((last - first) / 1000, 0.001)
+        return throughput.attempt_span_rate(root, name, runs)
     finally:
         for process in processes + [coordinator]:
             process.terminate()

@@ -14,7 +14,6 @@ Usage: python3 bench/watchers.py [--runs 100000] [--watchers 50] [--streams 5] [
 import argparse
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -88,23 +87,9 @@ def sweep(work, label, runs, slots, watchers, streams):
                  "--token-file", token, "--work-dir", base / f"w{number}"],
                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
             processes.append(worker)
-        deadline = time.time() + throughput.DEADLINE_S
-        db_path = root / "flotilla.db"
-        while True:
-            if time.time() > deadline:
-                raise RuntimeError("the sweep did not finish")
-            if (root / name / "batch-summary.json").exists():
-                db = sqlite3.connect(db_path)
-                done = db.execute("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'").fetchone()[0]
-                db.close()
-                if done == runs:
-                    break
-            time.sleep(0.2)
-        db = sqlite3.connect(db_path)
-        first, last = db.execute("SELECT MIN(started_at_ms), MAX(finished_at_ms) FROM attempts").fetchone()
-        db.close()
+        rate = throughput.attempt_span_rate(root, name, runs)
         watchers_left = sum(p.poll() is None for p in processes[:watchers])
-        return runs / max((last - first) / 1000, 0.001), watchers_left
+        return rate, watchers_left
     finally:
         stop.set()
         for process in processes + [coordinator]:

@@ -123,16 +123,7 @@ fn a_drain_that_times_out_hands_runs_back_without_spending_their_attempts() {
     let status = w1.wait_exit();
     assert!(status.success(), "{:?}\n{}", status, w1.log.join("\n"));
     // Both runs were handed back: pending again, not failed.
-    let json = coordinator.status_json("handback");
-    assert_eq!(json["experiments"][0]["counts"]["pending"], 4, "{json}");
-    assert_eq!(json["experiments"][0]["counts"]["failed"], 0, "{json}");
-    assert_eq!(
-        count(
-            &root,
-            "SELECT COUNT(*) FROM attempts WHERE outcome = 'handed_back'"
-        ),
-        2
-    );
+    assert_handed_back(&coordinator, "handback", 4, 2);
     // With max_attempts 1, they still run to success elsewhere.
     let _w2 = join(&coordinator, "w2", 4, "1m", dir.path());
     wait_until("the experiment to complete", || {
@@ -195,15 +186,5 @@ retries: {{max_attempts: 1}}
     }
     let status = w1.wait_exit();
     assert!(status.success(), "{:?}\n{}", status, w1.log.join("\n"));
-    let json = coordinator.status_json("signalled");
-    let counts = &json["experiments"][0]["counts"];
-    assert_eq!(counts["pending"], 2, "{json}");
-    assert_eq!(counts["failed"], 0, "{json}");
-    assert_eq!(
-        count(
-            &root,
-            "SELECT COUNT(*) FROM attempts WHERE outcome = 'handed_back'"
-        ),
-        2
-    );
+    assert_handed_back(&coordinator, "signalled", 2, 2);
 }

@@ -301,17 +301,7 @@ retries: {max_attempts: 1}
             .iter()
             .any(|w| w["name"] == worker_name.as_str())
     });
-    let json = coordinator.status_json("slow");
-    let counts = &json["experiments"][0]["counts"];
-    assert_eq!(counts["pending"], 2, "{json}");
-    assert_eq!(counts["failed"], 0, "{json}");
-    assert_eq!(
-        count(
-            &root,
-            "SELECT COUNT(*) FROM attempts WHERE outcome = 'handed_back'"
-        ),
-        2
-    );
+    assert_handed_back(&coordinator, "slow", 2, 2);
     // The worker drained and left by itself, before Slurm's KillWait.
     let said = std::fs::read_to_string(&job_output).unwrap_or_default();
     assert!(said.contains("draining"), "{said}");

@@ -256,6 +256,28 @@ pub fn http_port(line: &str) -> u16 {
         .expect("the line names the URL")
 }
 
+/// Asserts that an experiment's runs were handed back by a draining worker:
+/// `pending` runs are pending again, none failed, and `handed_back`
+/// attempts are recorded as handed back.
+pub fn assert_handed_back(
+    coordinator: &CoordinatorProcess,
+    name: &str,
+    pending: u64,
+    handed_back: i64,
+) {
+    let json = coordinator.status_json(name);
+    let counts = &json["experiments"][0]["counts"];
+    assert_eq!(counts["pending"], pending, "{json}");
+    assert_eq!(counts["failed"], 0, "{json}");
+    assert_eq!(
+        count(
+            &coordinator.root,
+            "SELECT COUNT(*) FROM attempts WHERE outcome = 'handed_back'"
+        ),
+        handed_back
+    );
+}
+
 pub fn write_token(dir: &Path, token: &str) -> PathBuf {
     let path = dir.join("token");
     std::fs::write(&path, format!("{token}\n")).unwrap();

@@ -8,22 +8,32 @@ use flotilla_shared::proto::worker_service_client::WorkerServiceClient;
 use flotilla_shared::tls::ClientTls;
 use flotilla_shared::wire::MAX_MESSAGE_BYTES;
 use flotilla_shared::{Error, Result};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 #[derive(Clone)]
 pub struct CoordinatorLink {
     address: Arc<str>,
     token: Arc<str>,
-    tls: Arc<ClientTls>,
+    /// Built once: the address checked and the TLS files read at start, so
+    /// that a mistake in either stops the worker instead of retrying for ever.
+    endpoint: Endpoint,
 }
 
 impl CoordinatorLink {
-    pub fn new(address: &str, token: &str, tls: ClientTls) -> Self {
-        CoordinatorLink {
+    pub fn new(address: &str, token: &str, tls: &ClientTls) -> Result<Self> {
+        let endpoint = tls
+            .endpoint(address)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            // Notice a coordinator that vanished without closing the connection.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(CoordinatorLink {
             address: address.into(),
             token: token.into(),
-            tls: Arc::new(tls),
-        }
+            endpoint,
+        })
     }
 
     pub fn token(&self) -> &str {
@@ -34,30 +44,14 @@ impl CoordinatorLink {
         &self.address
     }
 
-    /// Checks the address and reads the TLS files, so that a mistake in
-    /// either stops the worker at start instead of retrying for ever.
-    pub fn check(&self) -> Result<()> {
-        self.tls.endpoint(&self.address).map(|_| ())
-    }
-
     pub async fn channel(&self) -> Result<Channel> {
-        self.tls
-            .endpoint(&self.address)?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            // Notice a coordinator that vanished without closing the connection.
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "cannot reach the coordinator at {}: {}",
-                    self.address,
-                    connect_error(&e)
-                ))
-            })
+        self.endpoint.connect().await.map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot reach the coordinator at {}: {}",
+                self.address,
+                connect_error(&e)
+            ))
+        })
     }
 
     pub async fn worker_client(&self) -> Result<WorkerServiceClient<Channel>> {

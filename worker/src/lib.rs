@@ -112,9 +112,7 @@ pub async fn run_until(
     let scratch = config.work_dir.join("runs");
     std::fs::create_dir_all(&scratch)
         .map_err(|e| Error::io(format!("cannot create {}", scratch.display()), e))?;
-    let link =
-        connection::CoordinatorLink::new(&config.coordinator, &config.token, config.tls.clone());
-    link.check()?;
+    let link = connection::CoordinatorLink::new(&config.coordinator, &config.token, &config.tls)?;
     let workdirs = workdir_cache::WorkdirCache::new(config.work_dir.join("workdirs"), link.clone());
     let mut providers = config.providers.clone();
     providers.push(flotilla_gateway::providers::Provider::ollama(
