@@ -301,3 +301,40 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
     assert!(forecast.contains("forecast from "), "{forecast}");
     assert!(forecast.contains("budget: $"), "{forecast}");
 }
+
+#[test]
+fn a_budget_sweep_whose_next_run_does_not_fit_runs_those_that_do_and_ends() {
+    // Four variations of ten runs, six calls each (about $0.17 a run), $0.50
+    // reserved for a variation's run until three of its runs finished: near
+    // the end the next run in line may not fit while another variation's
+    // does. The sweep must go on with those and end `budget_exhausted`.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let file = spender(
+        dir.path(),
+        "balanced",
+        10,
+        6,
+        0.0,
+        "{total_usd: 2.00, per_run_usd: 0.50}",
+    );
+    let mut yaml = std::fs::read_to_string(&file).unwrap();
+    yaml.push_str("variations: [{param: arm, values: [a, b, c, d]}]\n");
+    std::fs::write(&file, yaml).unwrap();
+    let mut run = Process::spawn({
+        let mut command = flotilla(&["run", "--workers", "3", "--slots", "1", "--no-progress"]);
+        command.arg(&file).arg("--root").arg(&root);
+        command
+    });
+    let status = run.wait_exit();
+    assert_eq!(status.code(), Some(8), "{}", run.log.join("\n"));
+    let summary = read_json(&root.join("balanced/batch-summary.json"));
+    assert_eq!(summary["state"], "budget_exhausted", "{summary}");
+    let spent = summary["budget"]["spent_usd"].as_f64().unwrap();
+    assert!(spent <= 2.0, "{summary}");
+    // It stopped only when no pending run's estimate fitted: no variation's
+    // estimate ($0.50 at most) fits in what was left.
+    assert!(spent > 1.5, "stopped early, at ${spent}: {summary}");
+    assert_eq!(open_reservations(&root), 0);
+    assert_eq!(runs_over_their_grant(&root), 0);
+}

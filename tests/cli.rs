@@ -580,13 +580,20 @@ metrics:
     let markdown = text(&output.stdout);
     assert!(
         markdown.contains(
-            "var-002 (arm=good) beats var-001 (arm=bad) on score by 10 [7.5933, 12.4067], Welch"
+            "var-002 (arm=good) beats var-001 (arm=bad) on score by 10 (95% CI [7.5933, 12.4067] unadjusted), Welch"
         ),
         "{markdown}"
     );
-    // All true against all false: no t-test applies, McNemar's test on the seed pairs does.
+    // All true against all false: no t-test applies, McNemar's test on the
+    // seed pairs does, with Tango's interval, which inverts it.
     assert!(
-        markdown.contains("var-002 (arm=good) beats var-001 (arm=bad) on ok by 1 [0.448, 1], McNemar, runs paired by seed, p_adj=0.031"),
+        markdown.contains("var-002 (arm=good) beats var-001 (arm=bad) on ok by 1 (95% CI [0.2193, 1] unadjusted), McNemar, runs paired by seed, p_adj=0.014"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains(
+            "is not adjusted for the number of comparisons; the p-values are Holm-adjusted"
+        ),
         "{markdown}"
     );
     assert!(
@@ -878,6 +885,24 @@ fn model_comparison_example_compares_actor_models_under_its_budget() {
         std::fs::read_to_string(root.join("model-comparison/analysis/analysis-report.md")).unwrap();
     assert!(report.contains("- Best on **deal**"), "{report}");
     assert!(report.contains("| variation | runs with cost | total | mean per run | 95% CI | per success | runs per $ |"), "{report}");
+    // Each difference's interval comes from its test's design: paired rates
+    // get the interval that inverts McNemar's test, so the two agree.
+    let comparisons = read_json(&root.join("model-comparison/analysis/comparisons.json"));
+    let mut paired = 0;
+    for comparison in comparisons["comparisons"].as_array().unwrap() {
+        if comparison["primary_test"] != "mcnemar" || comparison["primary_p"].is_null() {
+            continue;
+        }
+        paired += 1;
+        let [low, high] = [0, 1].map(|i| comparison["difference_ci95"][i].as_f64().unwrap());
+        let p = comparison["primary_p"].as_f64().unwrap();
+        assert_eq!(low > 0.0 || high < 0.0, p < 0.05, "{comparison}");
+    }
+    assert!(paired > 0, "{comparisons}");
+    assert!(
+        report.contains("not adjusted for the number of comparisons"),
+        "{report}"
+    );
     // Every run's calls went through the gateway: six rounds, two actors.
     let calls = calls_of(&root.join("model-comparison/runs/var-004-run-010"));
     assert_eq!(calls.len(), 12);
@@ -1044,11 +1069,50 @@ fn chat_eval_example_names_the_best_model_with_an_interval_paired_by_item() {
         .lines()
         .find(|line| line.starts_with("- Best on **correct** (maximize) by model:"))
         .unwrap_or_else(|| panic!("{report}"));
+    // A rate of 30 of 30 is not certain: Wilson's interval, not a t-interval
+    // of no width.
     assert!(
-        best.contains("sim/echo with mean 1 [1, 1] over 30 runs"),
+        best.contains("sim/echo with rate 1 (95% CI [0.8865, 1], Wilson) over 30 runs"),
         "{best}"
     );
-    assert!(best.contains("over 30 runs paired by case"), "{best}");
+    assert!(
+        best.contains("Newcombe, paired) over 30 runs paired by case"),
+        "{best}"
+    );
+    let analysis = root.join("chat-eval/analysis");
+    let table = report
+        .lines()
+        .find(|line| line.contains("| rank | variation | n | rate |"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(table.contains("95% CI (Wilson)"), "{table}");
+    // Rates are drawn as rates, with their intervals, on [0, 1].
+    let effect =
+        std::fs::read_to_string(analysis.join("plots/main-effect-model-correct.svg")).unwrap();
+    assert!(effect.contains("95% CI (Wilson)"), "{effect}");
+    assert_axis_is_zero_to_one(&effect);
+    let rates = std::fs::read_to_string(analysis.join("plots/correct-by-variation.svg")).unwrap();
+    assert!(rates.contains("rate by variation"), "{rates}");
+    assert_axis_is_zero_to_one(&rates);
+    let effects: serde_json::Value =
+        read_json(&analysis.join("patterns.json"))["main_effects"].clone();
+    let level = &effects
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["axis"] == "model" && e["metric"] == "correct")
+        .unwrap()["levels"][0];
+    assert_eq!(level["ci95_method"], "wilson", "{level}");
+}
+
+/// The tick labels of an SVG plot's value axis run from 0 to 1.
+fn assert_axis_is_zero_to_one(svg: &str) {
+    let ticks: Vec<&str> = svg
+        .lines()
+        .filter(|line| line.contains(r#"font-size="11" text-anchor="middle""#))
+        .filter_map(|line| line.split('>').nth(1)?.split('<').next())
+        .collect();
+    assert_eq!(ticks.first(), Some(&"0"), "{svg}");
+    assert_eq!(ticks.last(), Some(&"1"), "{svg}");
 }
 
 #[test]

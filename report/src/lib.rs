@@ -21,6 +21,7 @@ use flotilla_shared::status::RunStatus;
 use flotilla_shared::{Error, Result};
 use serde_json::json;
 
+use analysis::MetricKind;
 pub use analysis::{analyse, live_figures, normalise_error, Analysis};
 pub use data::{ExperimentData, ExperimentDataBuilder, RunRecord};
 
@@ -134,14 +135,15 @@ fn write_plots(
         Ok(())
     };
     for declared in &data.design.metrics {
-        let goal = analysis
-            .metrics
-            .iter()
-            .find(|m| m.name == declared.name)
-            .map(|m| m.goal.as_str())
-            .unwrap_or("");
-        let values = sorted_values_by_variation(data, analysis, &declared.name);
-        if let Some(svg) = plots::by_variation(analysis, &declared.name, goal, &values) {
+        let info = analysis.metrics.iter().find(|m| m.name == declared.name);
+        let goal = info.map(|m| m.goal.as_str()).unwrap_or("");
+        let by_variation = if info.is_some_and(|m| m.kind == MetricKind::Boolean) {
+            plots::rates_by_variation(analysis, &declared.name, goal)
+        } else {
+            let values = sorted_values_by_variation(data, analysis, &declared.name);
+            plots::by_variation(analysis, &declared.name, goal, &values)
+        };
+        if let Some(svg) = by_variation {
             save(
                 format!("{} by variation", declared.name),
                 plots::file_name(&[&declared.name, "by-variation"]),

@@ -1,11 +1,13 @@
 //! SVG plots, readable on their own: a box-and-strip plot of each declared
-//! metric per variation, and a main-effect plot per axis and metric.
+//! numeric metric per variation (a rate with its Wilson interval for a
+//! boolean one), and a main-effect plot per axis and metric. Rates are drawn
+//! on [0, 1].
 
 use std::fmt::Write as _;
 
 use flotilla_shared::grid::value_as_argument;
 
-use crate::analysis::{Analysis, MainEffect};
+use crate::analysis::{Analysis, IntervalMethod, MainEffect};
 use crate::format::number;
 
 /// Cost vs quality of each variation (means), the frontier joined by a line.
@@ -240,6 +242,64 @@ fn header(out: &mut String, height: f64, title: &str) {
     );
 }
 
+/// Each variation's rate of a boolean metric with its Wilson interval, on [0, 1]:
+/// a box plot of 0s and 1s says nothing.
+pub fn rates_by_variation(analysis: &Analysis, metric: &str, goal: &str) -> Option<String> {
+    let rows: Vec<_> = analysis
+        .variations
+        .iter()
+        .map(|v| (v, v.metrics.get(metric)))
+        .collect();
+    if rows.iter().all(|(_, figures)| figures.is_none()) {
+        return None;
+    }
+    let scale = Scale::new(0.0, 1.0);
+    let height = TOP + ROW * rows.len() as f64 + 40.0;
+    let mut out = String::new();
+    header(
+        &mut out,
+        height,
+        &format!(
+            "{metric} ({goal}): rate by variation of {}; bars: 95% CI (Wilson)",
+            analysis.experiment
+        ),
+    );
+    for (row, (variation, figures)) in rows.iter().enumerate() {
+        let y = TOP + ROW * row as f64 + ROW / 2.0;
+        row_label(
+            &mut out,
+            y,
+            &format!("{} {}", variation.name, variation.label),
+        );
+        let Some((rate, figures)) = figures.and_then(|f| Some((f.rate?, f))) else {
+            let _ = writeln!(
+                out,
+                r##"<text x="{LEFT}" y="{}" font-size="11" fill="#888">no values</text>"##,
+                y + 4.0
+            );
+            continue;
+        };
+        if let Some([low, high]) = figures.rate_ci95_wilson {
+            let _ = writeln!(
+                out,
+                r##"<line x1="{:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="#4a78b5" stroke-width="2"/>"##,
+                scale.x(low),
+                scale.x(high)
+            );
+        }
+        let _ = writeln!(
+            out,
+            r##"<circle cx="{:.1}" cy="{y}" r="4" fill="#1f3f6e"><title>{} of {}</title></circle>"##,
+            scale.x(rate),
+            number(rate),
+            figures.n
+        );
+    }
+    scale.axis(&mut out, TOP + ROW * rows.len() as f64 + 6.0);
+    out.push_str("</svg>\n");
+    Some(out)
+}
+
 /// Box (quartiles, median) and points of one metric for each variation.
 /// `values[i]` holds variation `analysis.variations[i]`'s values, sorted.
 pub fn by_variation(
@@ -322,25 +382,35 @@ pub fn main_effect(effect: &MainEffect, goal: &str) -> Option<String> {
     if effect.levels.is_empty() {
         return None;
     }
-    let low = effect
+    let rates = effect
         .levels
         .iter()
-        .map(|l| l.ci95_t.map_or(l.mean, |c| c[0]))
-        .fold(f64::INFINITY, f64::min);
-    let high = effect
-        .levels
-        .iter()
-        .map(|l| l.ci95_t.map_or(l.mean, |c| c[1]))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let scale = Scale::new(low, high);
+        .all(|l| l.ci95_method == IntervalMethod::Wilson);
+    let scale = if rates {
+        Scale::new(0.0, 1.0)
+    } else {
+        let low = effect
+            .levels
+            .iter()
+            .map(|l| l.ci95.map_or(l.mean, |c| c[0]))
+            .fold(f64::INFINITY, f64::min);
+        let high = effect
+            .levels
+            .iter()
+            .map(|l| l.ci95.map_or(l.mean, |c| c[1]))
+            .fold(f64::NEG_INFINITY, f64::max);
+        Scale::new(low, high)
+    };
     let height = TOP + ROW * effect.levels.len() as f64 + 40.0;
     let mut out = String::new();
     header(
         &mut out,
         height,
         &format!(
-            "main effect of {} on {} ({goal}); bars: 95% CI",
-            effect.axis, effect.metric
+            "main effect of {} on {} ({goal}); bars: 95% CI ({})",
+            effect.axis,
+            effect.metric,
+            effect.levels[0].ci95_method.as_str()
         ),
     );
     for (row, level) in effect.levels.iter().enumerate() {
@@ -352,7 +422,7 @@ pub fn main_effect(effect: &MainEffect, goal: &str) -> Option<String> {
             if best { " (best)" } else { "" }
         );
         row_label(&mut out, y, &label);
-        if let Some([l, h]) = level.ci95_t {
+        if let Some([l, h]) = level.ci95 {
             let _ = writeln!(
                 out,
                 r##"<line x1="{:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="#4a78b5" stroke-width="2"/>"##,

@@ -106,23 +106,29 @@ fn summary(out: &mut String, analysis: &Analysis) {
             let next = runner_up
                 .map(|(level, d)| {
                     format!(
-                        "; the next, {}, differs by {} {} over {} runs paired by case",
+                        "; the next, {}, differs by {} (95% CI {}, {}) over {} runs paired by case",
                         value_as_argument(&level.value),
                         number(d.mean),
-                        interval(d.ci95_t),
+                        interval(d.ci95),
+                        d.ci95_method.as_str(),
                         d.pairs
                     )
                 })
                 .unwrap_or_default();
+            let figure = match metric.kind {
+                MetricKind::Boolean => "rate",
+                MetricKind::Numeric => "mean",
+            };
             let _ = writeln!(
                 out,
-                "- Best on **{}** ({}) by {}: {} with mean {} {} over {} runs{next}.",
+                "- Best on **{}** ({}) by {}: {} with {figure} {} (95% CI {}, {}) over {} runs{next}.",
                 metric.name,
                 metric.goal.as_str(),
                 effect.axis,
                 value_as_argument(&best.value),
                 number(best.mean),
-                interval(best.ci95_t),
+                interval(best.ci95),
+                best.ci95_method.as_str(),
                 best.n
             );
         }
@@ -209,7 +215,11 @@ fn metric_section(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
 }
 
 fn ranking_table(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
-    let _ = writeln!(out, "| rank | variation | n | mean | 95% CI (t) | 95% CI (bootstrap) | median | std | min | max | failure rate |");
+    let header = match metric.kind {
+        MetricKind::Boolean => "| rank | variation | n | rate | 95% CI (Wilson) | 95% CI (bootstrap) | median | std | min | max | failure rate |",
+        MetricKind::Numeric => "| rank | variation | n | mean | 95% CI (t) | 95% CI (bootstrap) | median | std | min | max | failure rate |",
+    };
+    let _ = writeln!(out, "{header}");
     let _ = writeln!(
         out,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -274,6 +284,10 @@ fn ranking_table(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
 /// Significant and baseline comparisons in words; the others counted.
 fn comparisons(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
     let _ = writeln!(out, "\n### Comparisons\n");
+    let _ = writeln!(
+        out,
+        "Each difference's 95% interval comes from the same design as its test (paired when runs pair up by seed) and is not adjusted for the number of comparisons; the p-values are Holm-adjusted.\n"
+    );
     // A comparison of experiments has few pairs, each of interest.
     let comparing = !analysis.compared_experiments.is_empty();
     let (mut not_significant, mut untested) = (0, 0);
@@ -312,7 +326,7 @@ fn main_effects(out: &mut String, analysis: &Analysis) {
     let _ = writeln!(out, "## Main effects\n");
     let _ = writeln!(
         out,
-        "Mean of each axis level over all variations that have it.\n"
+        "Mean (for a boolean metric, the rate) of each axis level over all variations that have it, with its 95% interval: a t-interval for numbers, Wilson's for rates.\n"
     );
     let paired = analysis
         .main_effects
@@ -322,7 +336,7 @@ fn main_effects(out: &mut String, analysis: &Analysis) {
     if paired {
         let _ = writeln!(
             out,
-            "With an axis of cases, each level is also compared with the best one over runs paired by case (the same case, other axes and repetition).\n"
+            "With an axis of cases, each level is also compared with the best one over runs paired by case (the same case, other axes and repetition): a paired t-interval for numbers, Newcombe's paired interval for rates.\n"
         );
         let _ = writeln!(out, "| axis | metric | level | n | mean | 95% CI | best | minus best, paired by case (pairs) | 95% CI |");
         let _ = writeln!(
@@ -341,12 +355,9 @@ fn main_effects(out: &mut String, analysis: &Analysis) {
                 ""
             };
             let versus = match (&level.versus_best, paired) {
-                (Some(d), _) => format!(
-                    " {} ({}) | {} |",
-                    number(d.mean),
-                    d.pairs,
-                    interval(d.ci95_t)
-                ),
+                (Some(d), _) => {
+                    format!(" {} ({}) | {} |", number(d.mean), d.pairs, interval(d.ci95))
+                }
                 (None, true) => " | |".to_string(),
                 (None, false) => String::new(),
             };
@@ -358,7 +369,7 @@ fn main_effects(out: &mut String, analysis: &Analysis) {
                 value_as_argument(&level.value),
                 level.n,
                 number(level.mean),
-                interval(level.ci95_t),
+                interval(level.ci95),
                 best
             );
         }

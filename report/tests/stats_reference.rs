@@ -254,6 +254,20 @@ fn paired_rates_use_mcnemars_exact_test() {
 }
 
 #[test]
+fn paired_rates_are_tested_by_mcnemars_asymptotic_test() {
+    for case in reference()["mcnemar_asymptotic"].as_array().unwrap() {
+        let test = mcnemar_asymptotic(
+            case["only_a"].as_u64().unwrap(),
+            case["only_b"].as_u64().unwrap(),
+        )
+        .unwrap();
+        close(test.statistic, f(&case["statistic"]), "mcnemar statistic");
+        close(test.p_value, f(&case["p_value"]), "mcnemar p");
+    }
+    assert!(mcnemar_asymptotic(0, 0).is_none());
+}
+
+#[test]
 fn power_for_rates_uses_cohens_h() {
     for case in reference()["rates_power"].as_array().unwrap() {
         let h = cohens_h(f(&case["rate_a"]), f(&case["rate_b"]));

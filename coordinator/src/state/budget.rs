@@ -78,6 +78,9 @@ pub struct Ledger {
     observed_all: (u64, Usd),
     /// Sum of the squared costs in dollars: the spread without a pass over every cost.
     observed_squares: f64,
+    /// Bumped by every change that can make a run fit that did not: room
+    /// freed (a settlement or release), estimates revised, a larger total.
+    room_version: u64,
 }
 
 impl Ledger {
@@ -94,6 +97,7 @@ impl Ledger {
             observed: HashMap::new(),
             observed_all: (0, Usd::ZERO),
             observed_squares: 0.0,
+            room_version: 0,
         }
     }
 
@@ -105,6 +109,7 @@ impl Ledger {
         self.per_run_cap = rebuilt.per_run_cap;
         self.per_run_declared = rebuilt.per_run_declared;
         self.settled = settled;
+        self.room_version += 1;
     }
 
     pub fn total(&self) -> Usd {
@@ -131,6 +136,10 @@ impl Ledger {
     }
     pub fn open_reservations(&self) -> usize {
         self.reservations.len()
+    }
+    /// Changes only when a run that did not fit may fit now (see the field).
+    pub fn room_version(&self) -> u64 {
+        self.room_version
     }
 
     /// What a run of `variation` is reserved: `per_run_usd` (or the default
@@ -246,11 +255,13 @@ impl Ledger {
                 self.settled.insert(lease_id);
                 self.spent += cost;
                 self.observe(variation, cost);
+                self.room_version += 1;
             }
             LedgerEvent::Released { lease_id } => {
                 if let Some(held) = self.reservations.remove(&lease_id) {
                     self.reserved = self.reserved - held;
                 }
+                self.room_version += 1;
             }
         }
     }

@@ -74,6 +74,29 @@ impl VariationEntry {
 pub struct RunClass {
     pub requires: BTreeSet<String>,
     pending: VecDeque<usize>,
+    /// Runs put in `pending` so far: with the ledger's room version, says
+    /// whether a search that found nothing fitting can be skipped.
+    pushes: u64,
+    /// `(room version, pushes)` when a search found no pending run whose
+    /// estimate fits: nothing can fit until the ledger frees room or a run
+    /// is queued.
+    nothing_fits_at: Option<(u64, u64)>,
+}
+
+impl RunClass {
+    fn new(requires: BTreeSet<String>) -> Self {
+        RunClass {
+            requires,
+            pending: VecDeque::new(),
+            pushes: 0,
+            nothing_fits_at: None,
+        }
+    }
+
+    fn push_back(&mut self, slot: usize) {
+        self.pending.push_back(slot);
+        self.pushes += 1;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -247,7 +270,7 @@ impl Experiment {
         self.runs.push(run);
         if self.runs[slot].status == RunStatus::Pending {
             let class = self.class_of(variation);
-            self.classes[class].pending.push_back(slot);
+            self.classes[class].push_back(slot);
         }
         slot
     }
@@ -262,10 +285,7 @@ impl Experiment {
             let class = match self.classes.iter().position(|c| c.requires == requires) {
                 Some(class) => class,
                 None => {
-                    self.classes.push(RunClass {
-                        requires,
-                        pending: VecDeque::new(),
-                    });
+                    self.classes.push(RunClass::new(requires));
                     self.classes.len() - 1
                 }
             };
@@ -285,7 +305,7 @@ impl Experiment {
         self.runs[slot].status = status;
         if status == RunStatus::Pending {
             let class = self.class_of(self.runs[slot].variation);
-            self.classes[class].pending.push_back(slot);
+            self.classes[class].push_back(slot);
         }
     }
 
@@ -294,24 +314,91 @@ impl Experiment {
         (0..self.classes.len()).find_map(|class| self.pop_from(class))
     }
 
-    /// Next pending run a worker with `capabilities` can run.
-    pub fn pop_pending_for(&mut self, capabilities: &Capabilities) -> Option<usize> {
+    /// The run to assign next to a worker with `capabilities`: the first in
+    /// queue order (repetition-major, so variations stay balanced) of the
+    /// pending runs it can run whose estimate fits in the budget.
+    ///
+    /// One rule with [`Experiment::budget_exhaustion`]: a run is assigned
+    /// while one fits, and the experiment ends when none fits and nothing
+    /// runs (ARCHITECTURE.md, invariant 1).
+    pub fn take_assignable(&mut self, capabilities: &Capabilities) -> Option<usize> {
         for class in 0..self.classes.len() {
             let served = self.classes[class]
                 .requires
                 .iter()
                 .all(|m| capabilities.serves(m));
-            if let Some(slot) = served.then(|| self.pop_from(class)).flatten() {
+            if let Some(slot) = served.then(|| self.take_fitting(class)).flatten() {
                 return Some(slot);
             }
         }
         None
     }
 
-    /// Puts back a popped run that could not be assigned, ahead of the others.
-    pub fn unpop(&mut self, slot: usize) {
-        let class = self.class_of(self.runs[slot].variation);
-        self.classes[class].pending.push_front(slot);
+    /// Takes the first pending run of `class` whose estimate fits.
+    fn take_fitting(&mut self, class: usize) -> Option<usize> {
+        let runs = &self.runs;
+        let queue = &mut self.classes[class];
+        while let Some(&slot) = queue.pending.front() {
+            if runs[slot].status == RunStatus::Pending {
+                break;
+            }
+            queue.pending.pop_front();
+        }
+        let Some(ledger) = self.ledger.as_ref() else {
+            return queue.pending.pop_front();
+        };
+        let seen = (ledger.room_version(), queue.pushes);
+        if queue.nothing_fits_at == Some(seen) {
+            return None;
+        }
+        // The front usually fits; past it, the search is over runs of
+        // variations whose estimate is larger than what is left.
+        let position = queue.pending.iter().position(|&slot| {
+            let run = &runs[slot];
+            run.status == RunStatus::Pending && ledger.fits(run.variation)
+        });
+        match position {
+            Some(position) => queue.pending.remove(position),
+            None => {
+                queue.nothing_fits_at = Some(seen);
+                None
+            }
+        }
+    }
+
+    /// Whether some pending run's estimate fits in the budget (any worker's).
+    fn some_pending_run_fits(&self) -> bool {
+        let Some(ledger) = self.ledger.as_ref() else {
+            return self.counts.pending > 0;
+        };
+        self.classes.iter().any(|class| {
+            class.pending.iter().any(|&slot| {
+                let run = &self.runs[slot];
+                run.status == RunStatus::Pending && ledger.fits(run.variation)
+            })
+        })
+    }
+
+    /// Why the budget ends the experiment, when it does: no pending run's
+    /// estimate fits and nothing running could free room — the same rule
+    /// [`Experiment::take_assignable`] assigns by.
+    pub fn budget_exhaustion(&self) -> Option<String> {
+        let ledger = self.ledger.as_ref()?;
+        if self.counts.pending == 0 || self.counts.running > 0 || self.some_pending_run_fits() {
+            return None;
+        }
+        let cheapest = self
+            .pending_variations()
+            .into_iter()
+            .map(|variation| ledger.estimate(variation))
+            .min()?;
+        Some(format!(
+            "budget exhausted: {} of {} spent; the cheapest pending run's estimate ({cheapest}) does not fit in the {} left, so {} runs did not start",
+            ledger.spent(),
+            ledger.total(),
+            ledger.left(),
+            self.counts.pending
+        ))
     }
 
     /// Variations with a run waiting, each once.
@@ -322,29 +409,6 @@ impl Experiment {
             .filter(|&&slot| self.runs[slot].status == RunStatus::Pending)
             .map(|&slot| self.runs[slot].variation)
             .collect()
-    }
-
-    /// Why the budget ends the experiment, when it does: no pending run fits
-    /// and nothing running could free room.
-    pub fn budget_exhaustion(&self) -> Option<String> {
-        let ledger = self.ledger.as_ref()?;
-        if self.counts.pending == 0 || self.counts.running > 0 {
-            return None;
-        }
-        let cheapest = self
-            .pending_variations()
-            .into_iter()
-            .map(|variation| ledger.estimate(variation))
-            .min()?;
-        (cheapest > ledger.left()).then(|| {
-            format!(
-                "budget exhausted: {} of {} spent; the next run's estimate ({cheapest}) does not fit in the {} left, so {} runs did not start",
-                ledger.spent(),
-                ledger.total(),
-                ledger.left(),
-                self.counts.pending
-            )
-        })
     }
 
     fn pop_from(&mut self, class: usize) -> Option<usize> {

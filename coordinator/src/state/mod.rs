@@ -651,8 +651,9 @@ impl State {
         }
     }
 
-    /// The next run for `worker`, its budget reserved first. Experiments whose
-    /// next run does not fit in their budget are skipped and noted in `over_budget`.
+    /// The next run for `worker`, its budget reserved first. Budgeted
+    /// experiments that had no run for it are noted in `over_budget`, to be
+    /// checked for exhaustion once the round is over.
     fn next_assignment(
         &mut self,
         worker: &Arc<str>,
@@ -663,9 +664,6 @@ impl State {
         let capabilities = self.workers[worker].capabilities.clone();
         for step in 0..count {
             let index = (self.cursor + step) % count;
-            if over_budget.contains(&index) {
-                continue;
-            }
             let experiment = &mut self.experiments[index];
             if !experiment.accepts_assignments()
                 || !experiment.under_parallel_cap()
@@ -673,36 +671,34 @@ impl State {
             {
                 continue;
             }
-            // Only runs whose models this worker serves (ARCHITECTURE.md, "Placement").
-            let Some(slot) = experiment.pop_pending_for(&capabilities) else {
+            // Only runs whose models this worker serves (ARCHITECTURE.md,
+            // "Placement") and whose estimate fits (invariant 1).
+            let Some(slot) = experiment.take_assignable(&capabilities) else {
+                if experiment.ledger.is_some() {
+                    over_budget.insert(index);
+                }
                 continue;
             };
             let lease_id = self.next_lease_id;
             let run = &experiment.runs[slot];
             let (variation, repetition, attempt) =
                 (run.variation, run.repetition, run.attempts_recorded + 1);
-            // Reserve before assigning, only while it fits (ARCHITECTURE.md, invariant 1).
-            let budget = match experiment.ledger.as_mut() {
-                None => None,
-                Some(ledger) => match ledger.reserve(lease_id, variation) {
-                    Some(event) => {
-                        let LedgerEvent::Reserved { amount, .. } = event else {
-                            unreachable!("reserve makes a reservation")
-                        };
-                        outbox.ledger.push((experiment.db_id, event));
-                        Some(AssignedBudget {
-                            reserved: amount,
-                            per_run_cap: ledger.per_run_cap(),
-                            per_run_declared: ledger.per_run_declared(),
-                        })
-                    }
-                    None => {
-                        experiment.unpop(slot);
-                        over_budget.insert(index);
-                        continue;
-                    }
-                },
-            };
+            // Reserve before assigning (ARCHITECTURE.md, invariant 1); the run
+            // was taken because its estimate fits.
+            let budget = experiment.ledger.as_mut().map(|ledger| {
+                let event = ledger
+                    .reserve(lease_id, variation)
+                    .expect("a run is taken only when its estimate fits");
+                let LedgerEvent::Reserved { amount, .. } = event else {
+                    unreachable!("reserve makes a reservation")
+                };
+                outbox.ledger.push((experiment.db_id, event));
+                AssignedBudget {
+                    reserved: amount,
+                    per_run_cap: ledger.per_run_cap(),
+                    per_run_declared: ledger.per_run_declared(),
+                }
+            });
             self.cursor = (index + 1) % count;
             self.next_lease_id += 1;
             experiment.workers_used.insert(worker.clone());

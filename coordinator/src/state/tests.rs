@@ -803,3 +803,165 @@ fn declined_runs_go_back_without_an_attempt_and_that_worker_gets_no_more() {
         ["setup failed on this worker: exited with code 1"]
     );
 }
+
+/// Runs every assignment of `batches` to an end costing `cost(variation)`.
+fn finish_all(
+    state: &mut State,
+    batches: Vec<(Arc<str>, Vec<Assignment>)>,
+    cost: impl Fn(u32) -> f64,
+) {
+    for (worker, runs) in batches {
+        let results = runs
+            .iter()
+            .map(|a| costing(a, cost(a.run.variation)))
+            .collect();
+        let mut outbox = Outbox::default();
+        state.apply_results(&worker, results, 0, &mut outbox);
+        for index in outbox.finalize {
+            state.finalized(index, 0);
+        }
+    }
+}
+
+#[test]
+fn a_run_that_fits_is_assigned_when_the_next_in_line_does_not() {
+    // Four variations of ten runs under $2.00, $0.50 a run until a variation
+    // has three finished runs, then what they cost ($0.156). Three workers.
+    let mut state = state_with(
+        "name: e\nrun: {kind: noop}\nvariations: [{param: a, values: [1, 2, 3, 4]}]\nruns_per_variation: 10\nbudget: {total_usd: 2.0, per_run_usd: 0.5}\n",
+    );
+    let now = Instant::now();
+    for worker in ["w1", "w2", "w3"] {
+        connect(&mut state, worker, 1, now);
+    }
+    // Variations 1–3 finish three runs each, variation 4 none.
+    let mut outbox = Outbox::default();
+    let experiment = &mut state.experiments[0];
+    for variation in 1..=3 {
+        for repetition in 1..=3 {
+            let slot = experiment.run_slots[&(variation, repetition)];
+            experiment.set_status(slot, RunStatus::Succeeded);
+            let ledger = experiment.ledger.as_mut().unwrap();
+            let lease_id = 100 * variation as u64 + repetition as u64;
+            ledger.apply(&LedgerEvent::Reserved {
+                lease_id,
+                variation,
+                amount: Usd::charge(0.5),
+            });
+            ledger.settle(lease_id, variation, Usd::charge(0.156));
+        }
+    }
+    // $1.404 spent, $0.596 left: next in line is var-004-run-001 ($0.50).
+    state.schedule(&mut outbox);
+    let first: Vec<(u32, u32)> = outbox
+        .assignments
+        .iter()
+        .flat_map(|(_, runs)| runs.iter().map(|a| (a.run.variation, a.run.repetition)))
+        .collect();
+    // $0.50 for var-004, then $0.096 left: no other $0.156 run fits.
+    assert_eq!(first, [(4, 1)]);
+    // var-004 costs $0.156: $0.44 left. Its next run ($0.50) does not fit,
+    // but var-001's ($0.156) does: two of them go out, in queue order.
+    finish_all(&mut state, outbox.assignments, |_| 0.156);
+    let second: Vec<(u32, u32)> = assign(&mut state)
+        .iter()
+        .flat_map(|(_, runs)| runs.iter().map(|a| (a.run.variation, a.run.repetition)))
+        .collect();
+    assert_eq!(second, [(1, 4), (2, 4)]);
+}
+
+#[test]
+fn a_budgeted_sweep_runs_until_no_pending_run_fits_and_then_ends() {
+    let mut state = state_with(
+        "name: e\nrun: {kind: noop}\nvariations: [{param: a, values: [1, 2, 3, 4]}]\nruns_per_variation: 10\nbudget: {total_usd: 2.0, per_run_usd: 0.5}\n",
+    );
+    let now = Instant::now();
+    for worker in ["w1", "w2", "w3"] {
+        connect(&mut state, worker, 1, now);
+    }
+    for _round in 0..100 {
+        let batches = assign(&mut state);
+        if batches.is_empty() {
+            break;
+        }
+        finish_all(&mut state, batches, |_| 0.156);
+    }
+    let experiment = &state.experiments[0];
+    assert_eq!(experiment.state, ExperimentState::BudgetExhausted);
+    let ledger = experiment.ledger.as_ref().unwrap();
+    assert!(
+        ledger.left() < Usd::charge(0.156),
+        "ended with {} left, where a $0.156 run fits",
+        ledger.left()
+    );
+    assert_eq!(experiment.counts.succeeded, 12);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Whatever the budget, the costs and the workers, a budgeted experiment
+    /// either assigns a run, waits on a running one, or ends: never none of them.
+    #[test]
+    fn a_budgeted_experiment_never_stalls(
+        total in 0.1f64..5.0,
+        per_run_share in proptest::option::of(0.01f64..1.0),
+        variations in 1u32..6,
+        repetitions in 1u32..12,
+        slots in proptest::collection::vec(1u32..4, 1..4),
+        costs in proptest::collection::vec(0.0f64..1.0, 6),
+        finish_share in 0.1f64..1.0,
+    ) {
+        let per_run = per_run_share
+            .map(|share| format!(", per_run_usd: {}", total * share))
+            .unwrap_or_default();
+        let values: Vec<String> = (1..=variations).map(|v| v.to_string()).collect();
+        let mut state = state_with(&format!(
+            "name: e\nrun: {{kind: noop}}\nvariations: [{{param: a, values: [{}]}}]\nruns_per_variation: {repetitions}\nbudget: {{total_usd: {total}{per_run}}}\ncontinue_on_error: true\n",
+            values.join(", ")
+        ));
+        let now = Instant::now();
+        for (i, &slots) in slots.iter().enumerate() {
+            connect(&mut state, &format!("w{i}"), slots, now);
+        }
+        let mut running: Vec<(Arc<str>, Assignment)> = Vec::new();
+        for _step in 0..1_000 {
+            for (worker, runs) in assign(&mut state) {
+                running.extend(runs.into_iter().map(|a| (worker.clone(), a)));
+            }
+            let experiment = &state.experiments[0];
+            if experiment.state.is_final() {
+                break;
+            }
+            proptest::prop_assert!(
+                !running.is_empty(),
+                "stalled: nothing assigned, nothing running, state {:?}, {:?}",
+                experiment.state,
+                experiment.counts
+            );
+            // Some of the running runs end, each costing at most its reservation.
+            let ending = ((running.len() as f64 * finish_share).ceil() as usize).max(1);
+            for (worker, assignment) in running.drain(..ending) {
+                let reserved = assignment.budget.as_ref().unwrap().reserved.dollars();
+                let cost = (costs[assignment.run.variation as usize - 1] * reserved).min(reserved);
+                let mut outbox = Outbox::default();
+                state.apply_results(&worker, vec![costing(&assignment, cost)], 0, &mut outbox);
+                for index in outbox.finalize {
+                    state.finalized(index, 0);
+                }
+            }
+        }
+        let experiment = &state.experiments[0];
+        proptest::prop_assert!(experiment.state.is_final(), "never ended: {:?}", experiment.counts);
+        // The runs it did not start were ones whose estimate did not fit.
+        let ledger = experiment.ledger.as_ref().unwrap();
+        for run in experiment.runs.iter().filter(|r| r.status == RunStatus::Cancelled) {
+            proptest::prop_assert!(
+                !ledger.fits(run.variation),
+                "ended {:?} with variation {} cancelled though it fits",
+                experiment.state,
+                run.variation
+            );
+        }
+    }
+}

@@ -25,8 +25,9 @@ pub enum PrimaryTest {
     PairedT,
     /// Numbers, independent runs.
     Welch,
-    /// Booleans, runs paired by seed.
-    McnemarExact,
+    /// Booleans, runs paired by seed: McNemar's asymptotic test, the one
+    /// Tango's interval of the difference inverts.
+    Mcnemar,
     /// Booleans, independent runs.
     TwoProportionZ,
 }
@@ -36,7 +37,7 @@ impl PrimaryTest {
     pub fn description(self) -> &'static str {
         match self {
             PrimaryTest::PairedT => "paired t, runs paired by seed",
-            PrimaryTest::McnemarExact => "McNemar, runs paired by seed",
+            PrimaryTest::Mcnemar => "McNemar, runs paired by seed",
             PrimaryTest::TwoProportionZ => "z-test of rates",
             PrimaryTest::Welch => "Welch",
         }
@@ -84,8 +85,10 @@ pub struct Comparison {
     pub pairs: usize,
     pub paired_t: Option<TestFigures>,
     pub wilcoxon: Option<TestFigures>,
-    /// Boolean metrics: the z-test of two rates and, for paired runs, McNemar's exact test.
+    /// Boolean metrics: the z-test of two rates and, for paired runs,
+    /// McNemar's test (asymptotic: the primary one) and its exact version.
     pub two_proportion_z: Option<TestFigures>,
+    pub mcnemar: Option<TestFigures>,
     pub mcnemar_exact: Option<TestFigures>,
     pub cohens_d: Option<f64>,
     /// Mean of the paired differences over their standard deviation.
@@ -307,25 +310,30 @@ struct Tests {
     paired_t: Option<stats::TestResult>,
     two_proportion_z: Option<stats::TestResult>,
     mcnemar: Option<stats::TestResult>,
+    mcnemar_exact: Option<stats::TestResult>,
 }
 
 impl Tests {
     fn run(samples: &Samples<'_>, boolean: bool) -> Self {
         let (n_a, n_b) = samples.sizes();
         let differences = &samples.differences;
+        // Pairs where only a, or only b, was true.
+        let discordant = (boolean && !differences.is_empty()).then(|| {
+            (
+                differences.iter().filter(|d| **d > 0.5).count() as u64,
+                differences.iter().filter(|d| **d < -0.5).count() as u64,
+            )
+        });
         Tests {
             welch: stats::welch_t_test(samples.a, samples.b),
             paired_t: stats::paired_t_test(&samples.pairs_a, &samples.pairs_b),
             two_proportion_z: boolean
                 .then(|| stats::two_proportion_z_test(trues(samples.a), n_a, trues(samples.b), n_b))
                 .flatten(),
-            mcnemar: (boolean && !differences.is_empty())
-                .then(|| {
-                    let only_a = differences.iter().filter(|d| **d > 0.5).count() as u64;
-                    let only_b = differences.iter().filter(|d| **d < -0.5).count() as u64;
-                    stats::mcnemar_exact(only_a, only_b)
-                })
-                .flatten(),
+            mcnemar: discordant
+                .and_then(|(only_a, only_b)| stats::mcnemar_asymptotic(only_a, only_b)),
+            mcnemar_exact: discordant
+                .and_then(|(only_a, only_b)| stats::mcnemar_exact(only_a, only_b)),
         }
     }
 }
@@ -351,15 +359,10 @@ fn primary(samples: &Samples<'_>, tests: &Tests, boolean: bool) -> Primary {
     let (n_a, n_b) = samples.sizes();
     match (boolean, paired) {
         (true, true) => {
-            let n = samples.pairs_a.len() as u64;
-            let ci = stats::newcombe_difference_interval(
-                trues(&samples.pairs_a),
-                n,
-                trues(&samples.pairs_b),
-                n,
-            );
+            // The interval that inverts the same paired test.
+            let ci = paired_rates_interval(&samples.pairs_a, &samples.pairs_b);
             Primary {
-                test: PrimaryTest::McnemarExact,
+                test: PrimaryTest::Mcnemar,
                 result: tests.mcnemar,
                 difference: mean(&samples.differences),
                 interval: interval(ci),
@@ -394,6 +397,16 @@ fn primary(samples: &Samples<'_>, tests: &Tests, boolean: bool) -> Primary {
             }
         }
     }
+}
+
+/// Tango's paired interval of a − b over 0/1 values matched in pairs.
+pub(crate) fn paired_rates_interval(a: &[f64], b: &[f64]) -> Option<stats::Interval> {
+    let mut cells = [0u64; 4];
+    for (x, y) in a.iter().zip(b) {
+        cells[usize::from(*x > 0.5) * 2 + usize::from(*y > 0.5)] += 1;
+    }
+    let [neither, only_b, only_a, both] = cells;
+    stats::tango_paired_difference_interval(both, only_a, only_b, neither)
 }
 
 /// The 95 % interval of a difference from its t statistic: the standard
@@ -439,7 +452,7 @@ fn power(
 ) -> (PowerTest, Option<u64>, u64) {
     let (n_a, n_b) = samples.sizes();
     match primary {
-        PrimaryTest::McnemarExact | PrimaryTest::TwoProportionZ => (
+        PrimaryTest::Mcnemar | PrimaryTest::TwoProportionZ => (
             PowerTest::TwoRatesZ,
             effects
                 .cohens_h
@@ -499,7 +512,8 @@ fn compare<K: Ord>(
             &samples.pairs_b,
         )),
         two_proportion_z: figures(tests.two_proportion_z),
-        mcnemar_exact: figures(tests.mcnemar),
+        mcnemar: figures(tests.mcnemar),
+        mcnemar_exact: figures(tests.mcnemar_exact),
         cohens_d: effects.cohens_d,
         cohens_dz: effects.cohens_dz,
         cohens_h: effects.cohens_h,

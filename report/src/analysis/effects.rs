@@ -3,18 +3,43 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::comparisons::paired_rates_interval;
 use super::interval;
-use super::metrics::MetricInfo;
-use super::variations::Values;
+use super::metrics::{MetricInfo, MetricKind};
+use super::variations::{trues, Values};
 use crate::data::ExperimentData;
 use crate::stats;
+
+/// How an interval was made: a t-interval for numbers, Wilson's for a rate,
+/// Newcombe's for a difference of rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntervalMethod {
+    T,
+    Wilson,
+    /// Newcombe's method 10 for paired rates.
+    NewcombePaired,
+}
+
+impl IntervalMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntervalMethod::T => "t",
+            IntervalMethod::Wilson => "Wilson",
+            IntervalMethod::NewcombePaired => "Newcombe, paired",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Level {
     pub value: Value,
     pub n: usize,
+    /// The mean, or the rate for a boolean metric.
     pub mean: f64,
-    pub ci95_t: Option<[f64; 2]>,
+    /// 95%: a t-interval, or Wilson's for a rate (`ci95_method`).
+    pub ci95: Option<[f64; 2]>,
+    pub ci95_method: IntervalMethod,
     /// With an axis of cases: this level minus the best one, over runs
     /// paired by case (and by the other axes and the repetition).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,7 +50,9 @@ pub struct Level {
 pub struct PairedDifference {
     pub pairs: usize,
     pub mean: f64,
-    pub ci95_t: Option<[f64; 2]>,
+    /// 95%: a paired t-interval, or Newcombe's paired interval for rates.
+    pub ci95: Option<[f64; 2]>,
+    pub ci95_method: IntervalMethod,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,14 +93,8 @@ pub fn main_effects(
                     .filter_map(|v| values.get(&(v.index, metric.name.as_str())))
                     .flat_map(|by_repetition| by_repetition.values().copied())
                     .collect();
-                if let Some(description) = stats::describe(&list) {
-                    levels.push(Level {
-                        value: level.clone(),
-                        n: description.n,
-                        mean: description.mean,
-                        ci95_t: interval(description.t_ci),
-                        versus_best: None,
-                    });
+                if let Some(level) = level_figures(level, &list, metric.kind) {
+                    levels.push(level);
                 }
             }
             let best = levels
@@ -91,14 +112,8 @@ pub fn main_effects(
             if let (Some(best), true) = (&best, has_cases && axis.cases.is_none()) {
                 for level in &mut levels {
                     if &level.value != best {
-                        level.versus_best = paired_by_case(
-                            data,
-                            values,
-                            &axis.param,
-                            &level.value,
-                            best,
-                            &metric.name,
-                        );
+                        level.versus_best =
+                            paired_by_case(data, values, &axis.param, (&level.value, best), metric);
                     }
                 }
             }
@@ -117,16 +132,37 @@ pub fn main_effects(
     effects
 }
 
+/// One level's mean with the interval its kind calls for: Wilson's for a
+/// rate (a t-interval of 0/1 values claims certainty where every run agreed).
+fn level_figures(value: &Value, list: &[f64], kind: MetricKind) -> Option<Level> {
+    let description = stats::describe(list)?;
+    let (ci95, ci95_method) = match kind {
+        MetricKind::Boolean => (
+            interval(stats::wilson_interval(trues(list), list.len() as u64)),
+            IntervalMethod::Wilson,
+        ),
+        MetricKind::Numeric => (interval(description.t_ci), IntervalMethod::T),
+    };
+    Some(Level {
+        value: value.clone(),
+        n: description.n,
+        mean: description.mean,
+        ci95,
+        ci95_method,
+        versus_best: None,
+    })
+}
+
 /// Runs of `level` minus runs of `best` on `axis`, paired where every other
 /// axis (the case among them) and the repetition are the same.
 fn paired_by_case(
     data: &ExperimentData,
     values: &Values<'_>,
     axis: &str,
-    level: &Value,
-    best: &Value,
-    metric: &str,
+    (level, best): (&Value, &Value),
+    metric: &MetricInfo,
 ) -> Option<PairedDifference> {
+    let (kind, metric) = (metric.kind, metric.name.as_str());
     let runs_of = |wanted: &Value| {
         let mut runs = std::collections::BTreeMap::new();
         for variation in data
@@ -144,15 +180,31 @@ fn paired_by_case(
         runs
     };
     let (these, best_runs) = (runs_of(level), runs_of(best));
-    let differences: Vec<f64> = these
+    let (mut level_values, mut best_values) = (Vec::new(), Vec::new());
+    for (key, value) in &these {
+        if let Some(other) = best_runs.get(key) {
+            level_values.push(*value);
+            best_values.push(*other);
+        }
+    }
+    let differences: Vec<f64> = level_values
         .iter()
-        .filter_map(|(key, value)| best_runs.get(key).map(|other| value - other))
+        .zip(&best_values)
+        .map(|(x, y)| x - y)
         .collect();
     let description = stats::describe(&differences)?;
+    let (ci95, ci95_method) = match kind {
+        MetricKind::Boolean => (
+            interval(paired_rates_interval(&level_values, &best_values)),
+            IntervalMethod::NewcombePaired,
+        ),
+        MetricKind::Numeric => (interval(description.t_ci), IntervalMethod::T),
+    };
     Some(PairedDifference {
         pairs: description.n,
         mean: description.mean,
-        ci95_t: interval(description.t_ci),
+        ci95,
+        ci95_method,
     })
 }
 

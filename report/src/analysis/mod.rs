@@ -18,7 +18,7 @@ use crate::stats::Interval;
 
 pub use comparisons::{Comparison, PowerTest, PrimaryTest, TestFigures};
 pub use cost::{CostFrontier, CostStatistics};
-pub use effects::{Interaction, Level, MainEffect};
+pub use effects::{Interaction, IntervalMethod, Level, MainEffect};
 pub use failures::{normalise_error, FailureMode};
 pub use metrics::{MetricGoal, MetricInfo, MetricKind};
 pub use variations::{MetricStatistics, VariationStatistics};

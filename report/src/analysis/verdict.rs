@@ -29,7 +29,7 @@ pub fn verdict(comparison: &Comparison, metric: &MetricInfo, a: &str, b: &str) -
     if !comparison.significant {
         let ci = comparison
             .difference_ci95
-            .map(|[low, high]| format!(" [{}, {}]", number(low), number(high)))
+            .map(|[low, high]| format!(", 95% CI [{}, {}] unadjusted", number(low), number(high)))
             .unwrap_or_default();
         return format!(
             "no significant difference between {a} and {b} on {} (difference {}{ci}, {test}, p_adj={}, {family})",
@@ -45,7 +45,7 @@ pub fn verdict(comparison: &Comparison, metric: &MetricInfo, a: &str, b: &str) -
     let ci = comparison
         .difference_ci95
         .map(|[low, high]| if a_higher { [low, high] } else { [-high, -low] })
-        .map(|[low, high]| format!(" [{}, {}]", number(low), number(high)))
+        .map(|[low, high]| format!(" (95% CI [{}, {}] unadjusted)", number(low), number(high)))
         .unwrap_or_default();
     let direction = if metric.goal == MetricGoal::Undeclared {
         " (goal undeclared: higher taken as better)"

@@ -21,7 +21,10 @@ pub use power::{
     cohens_h, holm, n_per_group_for_power, n_per_group_for_rates, noncentral_t_cdf,
     paired_n_for_power, two_rates_power, two_sample_power,
 };
-pub use proportions::{mcnemar_exact, newcombe_difference_interval, two_proportion_z_test};
+pub use proportions::{
+    mcnemar_asymptotic, mcnemar_exact, newcombe_difference_interval,
+    tango_paired_difference_interval, two_proportion_z_test,
+};
 pub use rng::SplitMix64;
 pub use tests_two_sample::{
     mann_whitney_u, mann_whitney_u_sorted, paired_t_test, welch_t_test, wilcoxon_signed_rank,
