@@ -123,6 +123,9 @@ metrics:
 
 #[test]
 fn the_experiment_page_updates_live_and_every_page_renders() {
+    if !system_tool("chromium", &["--version"], "chromium") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (coordinator, port) = coordinator_with_http(dir.path(), "127.0.0.1:0");
     let file = write_experiment(dir.path(), "live.yaml", SWEEP);
@@ -211,6 +214,9 @@ fn the_experiment_page_updates_live_and_every_page_renders() {
 
 #[test]
 fn beyond_loopback_the_dashboard_asks_for_the_token_first() {
+    if !system_tool("chromium", &["--version"], "chromium") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // 0.0.0.0 listens beyond loopback; the browser only ever visits 127.0.0.1.
     let (coordinator, port) = coordinator_with_http(dir.path(), "0.0.0.0:0");

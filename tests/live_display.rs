@@ -98,6 +98,9 @@ fn ended_of(screen: &str) -> Option<u64> {
 
 #[test]
 fn the_terminal_display_shows_progress_limits_that_bind_and_an_eta_that_comes_true() {
+    if !system_tool("tmux", &["-V"], "tmux") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // The example at 240 requests a minute per model and 4 rounds: 72 calls
     // of the busiest model, about 20 s where the limit binds throughout.

@@ -299,6 +299,27 @@ pub fn write_experiment(dir: &Path, file_name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// Whether an optional system tool a test needs is here (`tool` runs with
+/// `probe_args`). Without it the test skips, saying why — unless `CI` is
+/// set: `.ci/run` installs every such tool (the Debian package `package`),
+/// so there its absence is a failure, not a reason to skip.
+pub fn system_tool(tool: &str, probe_args: &[&str], package: &str) -> bool {
+    let found = Command::new(tool)
+        .args(probe_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "{tool} is not installed; .ci/run installs it (Debian's {package})"
+    );
+    if !found {
+        eprintln!("skipped: {tool} is not installed (Debian's {package}; .ci/run installs it)");
+    }
+    found
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
