@@ -21,7 +21,7 @@ use flotilla_shared::error::exit_code;
                   experiment file.",
     after_help = "Exit codes: 0 done, 1 failure, 2 invalid input, 3 experiment failed or was cancelled, \
                   4 coordinator unreachable, 5 token refused, 6 config conflicts with the stored one, \
-                  7 no such experiment, 130 interrupted."
+                  7 no such experiment, 8 budget exhausted (partial results), 130 interrupted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -448,7 +448,8 @@ struct WorkerJoinArgs {
     token: TokenArg,
     #[command(flatten)]
     tls: ClientTlsArgs,
-    /// Scratch space for run directories and cached workdirs; default: a directory under the system temp dir.
+    /// Scratch space for run directories and cached workdirs; default: a directory of this
+    /// process's own under the system temp dir, removed when the worker leaves.
     #[arg(long)]
     work_dir: Option<PathBuf>,
     #[command(flatten)]

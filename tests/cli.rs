@@ -1164,3 +1164,33 @@ fn llm_prisoners_dilemma_example_finds_cooperation_that_differs_between_pairings
     assert_eq!(calls.len(), 20);
     assert!(calls.iter().all(|c| c["provider"] == "freetier"));
 }
+
+#[test]
+fn help_lists_every_exit_code_the_readme_lists() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let table = readme.split("## Exit codes").nth(1).unwrap();
+    let codes: Vec<&str> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| "))
+        .filter_map(|line| line.split(' ').next())
+        .filter(|code| code.chars().all(|c| c.is_ascii_digit()) && !code.is_empty())
+        .collect();
+    assert!(codes.len() >= 9, "{codes:?}");
+    let help = text(&run_ok(&mut flotilla(&["--help"])).stdout);
+    let listed = help
+        .split("Exit codes:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{help}"));
+    // The help is wrapped to the terminal: compare words, not lines.
+    let listed = format!(
+        " {} ",
+        listed.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    for code in codes {
+        assert!(
+            listed.contains(&format!(" {code} ")),
+            "exit code {code} is missing from --help: {listed}"
+        );
+    }
+}

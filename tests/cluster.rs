@@ -375,6 +375,62 @@ fn a_root_serves_one_process_and_worker_names_are_unique() {
     second.wait_for_line("already connected");
 }
 
+#[test]
+fn workers_of_one_name_under_two_coordinators_each_get_a_work_dir_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "s3cret");
+    let mut workers = Vec::new();
+    let mut coordinators = Vec::new();
+    for side in ["a", "b"] {
+        let coordinator = CoordinatorProcess::start(
+            &dir.path().join(format!("root-{side}")),
+            &token,
+            "127.0.0.1:0",
+            "10s",
+        );
+        // No --work-dir: the default must not be shared between the two.
+        let mut join = flotilla(&["worker", "join", &coordinator.address, "--name", "gpu-box"]);
+        join.arg("--token-file").arg(&token).arg("--slots").arg("1");
+        let mut worker = Process::spawn(join);
+        worker.wait_for_line("joined");
+        let file = experiment(&dir.path().join(format!("exp-{side}")), "twins", 1, "0");
+        run_ok(coordinator.cli(&["submit"]).arg(&file).arg("--wait"));
+        workers.push(worker);
+        coordinators.push(coordinator);
+    }
+    for coordinator in &coordinators {
+        assert_eq!(succeeded(&coordinator.status_json("twins")), 4);
+    }
+    // Each leaves with its directory.
+    let names: Vec<String> = workers
+        .iter()
+        .map(|w| format!("flotilla-worker-gpu-box-{}", w.child.id()))
+        .collect();
+    let own_dirs = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                names
+                    .iter()
+                    .any(|name| entry.file_name().to_string_lossy() == *name)
+            })
+            .count()
+    };
+    assert_eq!(own_dirs(), 2);
+    for worker in &workers {
+        unsafe { libc::kill(worker.child.id() as i32, libc::SIGTERM) };
+    }
+    for worker in &mut workers {
+        assert!(worker.wait_exit().success(), "{}", worker.log.join("\n"));
+    }
+    assert_eq!(
+        own_dirs(),
+        0,
+        "the default work dirs are removed when their workers leave"
+    );
+}
+
 /// An Ollama farm: two workers, each beside an "Ollama host" (a sim-server
 /// serving models under their own names) with different models. Runs go only
 /// to the worker that serves their model; a model nobody serves waits, said so.

@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -75,16 +76,20 @@ fn run_with_json_prints_one_event_per_line_from_the_first_run_to_the_end() {
         .find(|e| e["event"] == "state_changed")
         .unwrap();
     assert_eq!(state["state"], "completed");
-    // Last, the end and the report.
-    let ended = &events[events.len() - 2];
+    // Last, the end, which names the report.
+    let ended = &events[events.len() - 1];
     assert_eq!(ended["event"], "ended");
     assert_eq!(ended["experiment"]["counts"]["succeeded"], 6);
-    assert_eq!(events[events.len() - 1]["event"], "report");
+    let report = ended["report"].as_str().unwrap();
+    assert!(
+        report.ends_with("events/analysis/analysis-report.md") && Path::new(report).exists(),
+        "{ended}"
+    );
     // Each event names its experiment and a time.
     // First the state it starts from.
     assert_eq!(events[0]["event"], "watching");
     assert_eq!(events[0]["experiment"]["total_runs"], 6);
-    assert!(events[1..events.len() - 2]
+    assert!(events[1..events.len() - 1]
         .iter()
         .all(|e| e["experiment"] == "events" && e["at"].as_str().is_some()));
 }

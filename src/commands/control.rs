@@ -34,7 +34,7 @@ pub async fn submit(
         return Ok(exit_code::OK);
     };
     let ending = progress::follow(&mut client, &reply.name, None, show, None).await?;
-    progress::print_final(&ending.status, show);
+    progress::print_final(&ending.status, show, None);
     Ok(progress::exit_code_for(&ending))
 }
 
@@ -75,7 +75,7 @@ pub async fn resume(
         return Ok(exit_code::OK);
     };
     let ending = progress::follow(&mut client, name, None, show, None).await?;
-    progress::print_final(&ending.status, show);
+    progress::print_final(&ending.status, show, None);
     Ok(progress::exit_code_for(&ending))
 }
 
@@ -100,7 +100,7 @@ pub async fn drain(target: &Target, worker: &str) -> anyhow::Result<i32> {
 pub async fn watch(target: &Target, name: &str, show: progress::Show) -> anyhow::Result<i32> {
     let mut client = connect_target(target).await?;
     let ending = progress::follow(&mut client, name, None, show, None).await?;
-    progress::print_final(&ending.status, show);
+    progress::print_final(&ending.status, show, None);
     Ok(progress::exit_code_for(&ending))
 }
 

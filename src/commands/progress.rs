@@ -3,6 +3,7 @@
 //! Ctrl+C handling for `flotilla run`.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::error::exit_code;
@@ -227,20 +228,27 @@ fn cut(line: &str, width: usize) -> String {
     cut
 }
 
-/// The last words: the status line and where results are, or with `--json`
-/// an `ended` event with the same.
-pub fn print_final(status: &proto::ExperimentStatus, show: Show) {
+/// The last words: the status line, where results are and, when one was
+/// written, the report; or with `--json` an `ended` event with the same —
+/// always the last line.
+pub fn print_final(status: &proto::ExperimentStatus, show: Show, report: Option<&Path>) {
+    let results = format!("{}/results.csv", status.directory);
     if show == Show::Json {
         let experiment = display::experiment_json(status)
             .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}));
-        println!(
-            "{}",
-            serde_json::json!({"event": "ended", "experiment": experiment, "results": format!("{}/results.csv", status.directory)})
-        );
+        let mut ended =
+            serde_json::json!({"event": "ended", "experiment": experiment, "results": results});
+        if let Some(report) = report {
+            ended["report"] = serde_json::json!(report);
+        }
+        println!("{ended}");
         return;
     }
     println!("{}", display::one_line(status));
-    println!("results: {}/results.csv", status.directory);
+    println!("results: {results}");
+    if let Some(report) = report {
+        println!("report: {}", report.display());
+    }
 }
 
 pub fn exit_code_for(ending: &Ending) -> i32 {

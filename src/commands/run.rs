@@ -149,18 +149,17 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     let _ = std::fs::remove_dir_all(&scratch);
 
     let ending = ending?;
-    progress::print_final(&ending.status, options.show);
-    match flotilla_coordinator::reports::write_report(
+    let report = match flotilla_coordinator::reports::write_report(
         &options.root,
         &config.name,
         &Default::default(),
     ) {
-        Ok((dir, _)) if options.show == progress::Show::Json => println!(
-            "{}",
-            serde_json::json!({"event": "report", "path": dir.join("analysis-report.md")})
-        ),
-        Ok((dir, _)) => println!("report: {}", dir.join("analysis-report.md").display()),
-        Err(e) => eprintln!("warning: cannot write the report: {e}"),
-    }
+        Ok((dir, _)) => Some(dir.join("analysis-report.md")),
+        Err(e) => {
+            eprintln!("warning: cannot write the report: {e}");
+            None
+        }
+    };
+    progress::print_final(&ending.status, options.show, report.as_deref());
     Ok(progress::exit_code_for(&ending))
 }

@@ -131,9 +131,20 @@ pub struct WorkerOptions {
 pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
     let token = super::client_token(options.token_file.as_deref(), &options.root)?;
     let name = options.name.unwrap_or_else(flotilla_worker::default_name);
-    let work_dir = options.work_dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("flotilla-worker-{}", name.replace(['/', ' '], "_")))
+    // By default a directory of this process's own: two workers of one name
+    // (under different coordinators) on one machine must not share it. It
+    // goes when the worker leaves; one given with --work-dir stays.
+    let default_work_dir = options.work_dir.is_none().then(|| {
+        std::env::temp_dir().join(format!(
+            "flotilla-worker-{}-{}",
+            name.replace(['/', ' '], "_"),
+            std::process::id()
+        ))
     });
+    let work_dir = options
+        .work_dir
+        .or_else(|| default_work_dir.clone())
+        .expect("a work dir, given or by default");
     let config = WorkerConfig {
         coordinator: options.coordinator,
         token,
@@ -156,6 +167,9 @@ pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
     });
     let served = flotilla_worker::run_until(config, stops).await;
     signals.abort();
+    if let Some(dir) = default_work_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     served?;
     Ok(exit_code::OK)
 }
