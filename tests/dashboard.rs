@@ -242,3 +242,55 @@ fn beyond_loopback_the_dashboard_asks_for_the_token_first() {
     browser.goto(&format!("{base}/experiments/live"));
     assert_eq!(browser.text("state"), "running");
 }
+
+/// Four runs, one at a time; the last to run fails.
+const LAST_FAILS: &str = r#"name: last-fails
+description: "The last run fails: its failure must show when the experiment ends."
+run:
+  kind: command
+  command: ["sh", "-c", "sleep 0.3; if [ {i} = 2 ] && [ $FLOTILLA_REPETITION = 2 ]; then echo 'ran out of patience' >&2; exit 3; fi; echo '{{\"score\": {i}}}'"]
+variations:
+  - {param: i, values: [1, 2]}
+runs_per_variation: 2
+retries: {max_attempts: 1}
+"#;
+
+#[test]
+fn the_open_experiment_page_shows_a_failure_at_the_very_end_and_when_it_started() {
+    if !system_tool("chromium", &["--version"], "chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, port) = coordinator_with_http(dir.path(), "127.0.0.1:0");
+    let file = write_experiment(dir.path(), "last.yaml", LAST_FAILS);
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let mut browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/experiments/last-fails"));
+    browser.eval("window.flotillaMarker = 7");
+    assert_eq!(
+        browser.text("description"),
+        "The last run fails: its failure must show when the experiment ends."
+    );
+    let started = browser.text("started");
+    assert!(
+        started.len() == "2026-12-04 16:35:51 UTC".len() && started.ends_with(" UTC"),
+        "{started}"
+    );
+    assert!(browser.text("elapsed").ends_with('s'));
+    assert!(browser.text("failures").contains("No failures"));
+    let _worker = coordinator.join_worker("w1", 1, &dir.path().join("w1"));
+    wait_until("the page to show the end", || {
+        browser.text("state") == "completed"
+    });
+    // The same update that says it ended shows the last run's failure: the
+    // page was not reloaded, and no figures from before the end remain.
+    assert_eq!(
+        browser.eval("window.flotillaMarker"),
+        7,
+        "the page was reloaded"
+    );
+    let failures = browser.text("failures");
+    assert!(failures.contains("ran out of patience"), "{failures}");
+    assert_eq!(browser.text("failed"), "1");
+    browser.shot("experiment-ended-with-a-failure");
+}

@@ -12,6 +12,8 @@ use crate::state::{Counts, Experiment, KeyUseView, RunStatus, State};
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ExperimentView {
     pub name: String,
+    /// The experiment file's `description`, or empty.
+    pub description: String,
     pub state: ExperimentState,
     pub counts: Counts,
     pub variations: Vec<VariationView>,
@@ -142,6 +144,7 @@ pub fn experiment(experiment: &Experiment, detailed: bool, state: &State) -> Exp
     // Until its final files are written, a finishing experiment still reads as running.
     ExperimentView {
         name: experiment.config.name.clone(),
+        description: experiment.config.description.clone(),
         state: experiment.state,
         counts: experiment.counts,
         variations,

@@ -24,6 +24,12 @@ pub fn rfc3339(unix_ms: i64) -> String {
     )
 }
 
+/// `2026-11-22 05:03:09 UTC`: a moment as pages show it.
+pub fn moment_words(unix_ms: i64) -> String {
+    let stamp = rfc3339(unix_ms);
+    format!("{} {} UTC", &stamp[..10], &stamp[11..19])
+}
+
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's algorithm.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

@@ -68,9 +68,27 @@ pub fn format_duration(duration: Duration) -> String {
     out
 }
 
+/// A duration read at a glance, as the live display and the dashboard show
+/// elapsed times and ETAs: `12s`, `4m05s`, `1h02m`.
+pub fn duration_words(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration_words(Duration::from_secs(12)), "12s");
+        assert_eq!(duration_words(Duration::from_secs(245)), "4m05s");
+        assert_eq!(duration_words(Duration::from_secs(3720)), "1h02m");
+    }
 
     #[test]
     fn parses_units_and_compounds() {

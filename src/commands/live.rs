@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use flotilla_shared::duration::duration_words;
 use flotilla_shared::naming::variation_name;
 use flotilla_shared::proto;
 
@@ -68,16 +69,6 @@ impl Pace {
         Some(Duration::from_secs_f64(
             remaining as f64 / per_minute * 60.0,
         ))
-    }
-}
-
-/// `1h02m`, `4m05s`, `12s`.
-pub fn duration_words(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
     }
 }
 
@@ -319,13 +310,6 @@ mod tests {
         pace.observe(at(start, 30), 8);
         let eta = pace.eta(at(start, 30), 16).unwrap();
         assert_eq!(eta.as_secs(), 60);
-    }
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        assert_eq!(duration_words(Duration::from_secs(12)), "12s");
-        assert_eq!(duration_words(Duration::from_secs(245)), "4m05s");
-        assert_eq!(duration_words(Duration::from_secs(3720)), "1h02m");
     }
 
     fn limit(waiting: u32, throttled: u64, shared: bool) -> proto::LimitStatus {

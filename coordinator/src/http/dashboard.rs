@@ -58,8 +58,15 @@ const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 const TAIL_BYTES: u64 = 8 * 1024;
 
 type Figures = (Vec<MetricInfo>, Vec<VariationStatistics>, Vec<FailureMode>);
-/// Figures with when they were made and how long that took.
-type MadeFigures = (Instant, Duration, Arc<Figures>);
+
+/// Figures with when they were made, how long that took, and whether the
+/// experiment had ended by then (such figures never go stale).
+struct MadeFigures {
+    at: Instant,
+    took: Duration,
+    of_final: bool,
+    figures: Arc<Figures>,
+}
 
 /// Per-experiment figures and status, shared by pages and streams; each is
 /// made by one request at a time while the others wait for it.
@@ -73,10 +80,18 @@ pub struct FiguresCache {
 }
 
 impl FiguresCache {
-    fn fresh(&self, name: &str) -> Option<Arc<Figures>> {
+    /// Figures that may be shown for an experiment that is final or not:
+    /// once it ended, only figures made after its end will do, so that the
+    /// last results (a failure at the very end) show at once.
+    fn fresh(&self, name: &str, ended: bool) -> Option<Arc<Figures>> {
         let by_name = self.by_name.lock().expect("not poisoned");
-        let (at, took, figures) = by_name.get(name)?;
-        (at.elapsed() < FIGURES_FRESH.max(*took * FIGURES_DUTY)).then(|| figures.clone())
+        let made = by_name.get(name)?;
+        let fresh = if ended {
+            made.of_final
+        } else {
+            made.of_final || made.at.elapsed() < FIGURES_FRESH.max(made.took * FIGURES_DUTY)
+        };
+        fresh.then(|| made.figures.clone())
     }
 
     /// The experiment's status, at most `VIEW_FRESH` old.
@@ -102,12 +117,14 @@ impl FiguresCache {
         Ok(view)
     }
 
-    async fn get(&self, root: &FsPath, name: &str) -> Option<Arc<Figures>> {
-        if let Some(figures) = self.fresh(name) {
+    /// The figures of `name` for `view` (the experiment's status as last read).
+    async fn get(&self, root: &FsPath, view: &ExperimentView) -> Option<Arc<Figures>> {
+        let (name, ended) = (view.name.as_str(), view.state.is_final());
+        if let Some(figures) = self.fresh(name, ended) {
             return Some(figures);
         }
         let _making = self.making.lock().await;
-        if let Some(figures) = self.fresh(name) {
+        if let Some(figures) = self.fresh(name, ended) {
             return Some(figures);
         }
         let started = Instant::now();
@@ -120,9 +137,16 @@ impl FiguresCache {
         .ok()?
         .ok()?;
         let figures = Arc::new(figures);
+        // The state turns final only once the final results are committed
+        // (ARCHITECTURE.md, invariant 4): figures read after it are final too.
         self.by_name.lock().expect("not poisoned").insert(
             name.to_string(),
-            (Instant::now(), started.elapsed(), figures.clone()),
+            MadeFigures {
+                at: Instant::now(),
+                took: started.elapsed(),
+                of_final: ended,
+                figures: figures.clone(),
+            },
         );
         Some(figures)
     }
@@ -207,7 +231,7 @@ pub async fn experiment(
     Path(name): Path<String>,
 ) -> Result<Html<String>, PageError> {
     let view = one(&http, &name).await?;
-    let figures = http.figures.get(&http.root, &name).await;
+    let figures = http.figures.get(&http.root, &view).await;
     let (variations, failures) = fragments(&view, figures.as_deref());
     let analysis = PathBuf::from(&view.directory).join("analysis");
     let mut plots: Vec<String> = std::fs::read_dir(analysis.join("plots"))
@@ -242,7 +266,7 @@ pub async fn events(
             let Ok(view) = http.figures.view(&http, &name).await else {
                 return;
             };
-            let figures = http.figures.get(&http.root, &name).await;
+            let figures = http.figures.get(&http.root, &view).await;
             let (variations, failures) = fragments(&view, figures.as_deref());
             let fields: serde_json::Map<String, serde_json::Value> =
                 pages::live_fields(&view, now_ms())
@@ -421,4 +445,37 @@ pub async fn run_json(
     Path((name, run)): Path<(String, String)>,
 ) -> Result<axum::Json<RunDetails>, ApiError> {
     Ok(axum::Json(run_details(&http, name, run).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_with(of_final: bool) -> FiguresCache {
+        let cache = FiguresCache::default();
+        cache.by_name.lock().unwrap().insert(
+            "e".into(),
+            MadeFigures {
+                at: Instant::now(),
+                took: Duration::from_millis(1),
+                of_final,
+                figures: Arc::new((Vec::new(), Vec::new(), Vec::new())),
+            },
+        );
+        cache
+    }
+
+    #[test]
+    fn figures_from_before_the_end_are_not_shown_once_it_ended() {
+        let before_the_end = cache_with(false);
+        assert!(before_the_end.fresh("e", false).is_some(), "fresh while it runs");
+        assert!(
+            before_the_end.fresh("e", true).is_none(),
+            "the end's results must be read again"
+        );
+        let after_the_end = cache_with(true);
+        assert!(after_the_end.fresh("e", true).is_some());
+        assert!(after_the_end.fresh("e", false).is_some());
+        assert!(after_the_end.fresh("other", true).is_none());
+    }
 }

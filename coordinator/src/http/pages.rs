@@ -3,8 +3,11 @@
 //! experiment page's event stream sends.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use flotilla_report::analysis::{FailureMode, MetricInfo, VariationStatistics};
+use flotilla_shared::clock::moment_words;
+use flotilla_shared::duration::duration_words;
 use flotilla_shared::naming::variation_name;
 
 use crate::state::KeyUseView;
@@ -119,12 +122,16 @@ pub fn eta_words(view: &ExperimentView, now_ms: i64) -> String {
     if done == 0 || elapsed <= 0.0 {
         return "once runs finish".into();
     }
-    let seconds = (left as f64 * elapsed / done as f64) as u64;
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
-    }
+    let seconds = left as f64 * elapsed / done as f64;
+    duration_words(Duration::from_secs_f64(seconds))
+}
+
+/// How long it ran, or has run so far.
+fn elapsed_words(view: &ExperimentView, now_ms: i64) -> String {
+    let end = view.finished_at_ms.unwrap_or(now_ms);
+    duration_words(Duration::from_millis(
+        end.saturating_sub(view.started_at_ms).max(0) as u64,
+    ))
 }
 
 pub fn experiments(status: &StatusView, now_ms: i64) -> String {
@@ -175,6 +182,8 @@ pub fn live_fields(view: &ExperimentView, now_ms: i64) -> Vec<(&'static str, Str
         ("pending", view.counts.pending.to_string()),
         ("ended", format!("{}/{}", ended(view), total(view))),
         ("spend", spend_words(view)),
+        ("started", moment_words(view.started_at_ms)),
+        ("elapsed", elapsed_words(view, now_ms)),
         ("eta", eta_words(view, now_ms)),
     ]
 }
@@ -314,8 +323,13 @@ pub fn experiment(page: ExperimentPage) -> String {
     } else {
         format!(" data-events=\"/experiments/{name}/events\"")
     };
+    let description = if view.description.is_empty() {
+        String::new()
+    } else {
+        format!("<p id=\"description\">{}</p>", esc(&view.description))
+    };
     let body = format!(
-        "<h1>{}</h1><div id=\"live\"{live}><p>{figures}</p>{notes}\
+        "<h1>{}</h1>{description}<div id=\"live\"{live}><p>{figures}</p>{notes}\
          <p><a href=\"/experiments/{name}/results.csv\" download>results.csv</a> · \
          <span class=\"muted\">{}</span></p>\
          <h2>Variations</h2><div id=\"variations\">{}</div>\
