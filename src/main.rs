@@ -635,7 +635,7 @@ async fn dispatch(cli: Cli) -> i32 {
             commands::sim_server::serve(
                 args.listen,
                 args.config.as_deref(),
-                flotilla_gateway::sim_server::SimServerSettings {
+                flotilla_gateway::sim::server::SimServerSettings {
                     limits: flotilla_gateway::limits::Limits {
                         requests_per_minute: args.rpm,
                         tokens_per_minute: args.tpm,

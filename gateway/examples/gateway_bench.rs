@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_gateway::limits::Limits;
 use flotilla_gateway::providers::parse_providers;
-use flotilla_gateway::sim_server::SimServerSettings;
+use flotilla_gateway::sim::server::SimServerSettings;
 use flotilla_gateway::{Gateway, GatewayState, SpendGate};
 
 async fn sim_server(settings: SimServerSettings) -> (String, Arc<GatewayState>) {

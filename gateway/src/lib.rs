@@ -4,22 +4,24 @@
 //! call is routed by its `provider/model` name, metered, priced and recorded
 //! in the run's ledger, which the worker collects when the run ends.
 
-mod answers;
-mod anthropic;
-pub mod calls;
-pub mod limits;
-mod ollama;
-mod openai;
-mod recent;
+//!
+//! The parts: `apis/` (the OpenAI, Anthropic and Ollama shapes and
+//! endpoints), `pipeline` (the one path every call takes), `call` and
+//! `state` (the leaves they share), `caller` (the token extractor),
+//! `metering/` (call records, runs' ledgers, spend), `providers/` (the
+//! providers file, routing, rate limits, the relay to providers) and `sim/`
+//! (the sim models, answering with them, and `flotilla sim-server`).
+
+mod apis;
+pub mod call;
+mod caller;
+pub mod metering;
+mod pipeline;
 /// Prices live in `flotilla_shared::pricing`: submission checks them too.
 pub use flotilla_shared::pricing;
 pub mod providers;
-pub mod routing;
-pub mod runs;
 pub mod sim;
-pub mod sim_server;
-pub mod spend;
-mod upstream;
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,37 +31,14 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use calls::{calls_jsonl, CallRecord};
-pub use runs::RunRegistry;
-pub use spend::{RunBudget, SpendGate, TopUpRequest, TopUps};
+pub use metering::calls::{calls_jsonl, CallRecord};
+pub use metering::runs::RunRegistry;
+pub use metering::spend::{RunBudget, SpendGate, TopUpRequest, TopUps};
+pub use providers::limits;
+pub use state::GatewayState;
 
-/// What every request handler shares.
-pub struct GatewayState {
-    pub runs: RunRegistry,
-    pub routing: routing::Routing,
-    /// Paces calls to upstream providers for every run of the worker.
-    pub limits: limits::RateLimitManager,
-    /// Connections to upstream providers, pooled.
-    pub http: reqwest::Client,
-    /// Set when serving as `flotilla sim-server`: anyone may call, within its limits.
-    pub sim_server: Option<sim_server::SimServer>,
-}
-
-impl GatewayState {
-    fn new(providers: Vec<providers::Provider>, sim_server: Option<sim_server::SimServer>) -> Self {
-        GatewayState {
-            runs: RunRegistry::default(),
-            routing: routing::Routing::new(providers),
-            limits: limits::RateLimitManager::default(),
-            http: reqwest::Client::builder()
-                // As long as the official clients wait for an answer.
-                .read_timeout(std::time::Duration::from_secs(600))
-                .build()
-                .expect("an HTTP client builds"),
-            sim_server,
-        }
-    }
-}
+use apis::{anthropic, ollama, openai};
+use pipeline::serve;
 
 /// A running gateway.
 pub struct Gateway {
@@ -75,7 +54,7 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let state = Arc::new(GatewayState::new(providers, None));
-        let app = router(state.clone());
+        let app = api_routes().with_state(state.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(without_nagle(listener), app).await {
                 tracing::error!(%error, "the gateway stopped");
@@ -114,7 +93,7 @@ impl Drop for Gateway {
 /// Serves the sim models on `listener` until the process ends (`flotilla sim-server`).
 pub async fn serve_sim(
     listener: TcpListener,
-    settings: sim_server::SimServerSettings,
+    settings: sim::server::SimServerSettings,
 ) -> std::io::Result<()> {
     let (app, _) = sim_app(settings);
     axum::serve(without_nagle(listener), app).await
@@ -133,8 +112,9 @@ pub fn without_nagle(
     })
 }
 
-/// The sim-server's routes and state (whose counters benchmarks read).
-pub fn sim_app(settings: sim_server::SimServerSettings) -> (Router, Arc<GatewayState>) {
+/// The sim-server's routes and state (whose counters benchmarks read): the
+/// gateway's API routes behind the limits a provider enforces.
+pub fn sim_app(settings: sim::server::SimServerSettings) -> (Router, Arc<GatewayState>) {
     let own_names = settings
         .models
         .iter()
@@ -148,28 +128,35 @@ pub fn sim_app(settings: sim_server::SimServerSettings) -> (Router, Arc<GatewayS
             )
         })
         .collect();
-    let mut state = GatewayState::new(Vec::new(), Some(sim_server::SimServer::new(settings)));
-    state.routing = routing::Routing::sim_server(own_names);
+    let server = Arc::new(sim::server::SimServer::new(settings));
+    let mut state = GatewayState::new(Vec::new(), Some(server.clone()));
+    state.routing = providers::routing::Routing::sim_server(own_names);
     let state = Arc::new(state);
-    (router(state.clone()), state)
+    let app = api_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            server,
+            sim::server::enforce,
+        ))
+        .with_state(state.clone());
+    (app, state)
 }
 
-fn router(state: Arc<GatewayState>) -> Router {
+/// Every endpoint of the three APIs; those that answer calls go through the
+/// one pipeline (`pipeline::serve`).
+fn api_routes() -> Router<Arc<GatewayState>> {
     Router::new()
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/embeddings", post(openai::embeddings))
+        .route(
+            "/v1/chat/completions",
+            post(serve::<openai::ChatCompletions>),
+        )
+        .route("/v1/completions", post(serve::<openai::Completions>))
+        .route("/v1/embeddings", post(serve::<openai::Embeddings>))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model}", get(openai::get_model))
-        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages", post(serve::<anthropic::Messages>))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
-        .route("/api/chat", post(ollama::chat))
-        .route("/api/generate", post(ollama::generate))
-        .route("/api/embed", post(ollama::embed_texts))
+        .route("/api/chat", post(serve::<ollama::Chat>))
+        .route("/api/generate", post(serve::<ollama::Generate>))
+        .route("/api/embed", post(serve::<ollama::Embed>))
         .route("/api/tags", get(ollama::tags))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            sim_server::enforce,
-        ))
-        .with_state(state)
 }

@@ -6,18 +6,18 @@ use serde::{Deserialize, Serialize};
 /// The API a program spoke, or a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LlmApi {
+pub enum Api {
     Openai,
     Anthropic,
     Ollama,
 }
 
-impl LlmApi {
+impl Api {
     pub fn as_str(self) -> &'static str {
         match self {
-            LlmApi::Openai => "openai",
-            LlmApi::Anthropic => "anthropic",
-            LlmApi::Ollama => "ollama",
+            Api::Openai => "openai",
+            Api::Anthropic => "anthropic",
+            Api::Ollama => "ollama",
         }
     }
 }
@@ -41,7 +41,7 @@ pub struct CallRecord {
     /// The model as the provider names it (without the provider prefix).
     pub model: String,
     /// The API the program spoke.
-    pub api: LlmApi,
+    pub api: Api,
     pub streamed: bool,
     pub input_tokens: u64,
     pub output_tokens: u64,

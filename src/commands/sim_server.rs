@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use flotilla_gateway::sim_server::SimServerSettings;
+use flotilla_gateway::sim::server::SimServerSettings;
 use flotilla_shared::error::exit_code;
 use flotilla_shared::Error;
 use tracing::info;
@@ -16,7 +16,7 @@ pub async fn serve(
         let yaml = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         settings.models =
-            flotilla_gateway::sim_server::parse_config(&yaml, &path.display().to_string())
+            flotilla_gateway::sim::server::parse_config(&yaml, &path.display().to_string())
                 .map_err(Error::InvalidInput)?;
     }
     let listener = tokio::net::TcpListener::bind(listen)

@@ -468,7 +468,10 @@ mod tests {
     #[test]
     fn figures_from_before_the_end_are_not_shown_once_it_ended() {
         let before_the_end = cache_with(false);
-        assert!(before_the_end.fresh("e", false).is_some(), "fresh while it runs");
+        assert!(
+            before_the_end.fresh("e", false).is_some(),
+            "fresh while it runs"
+        );
         assert!(
             before_the_end.fresh("e", true).is_none(),
             "the end's results must be read again"

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::calls::{CallRecord, CallStatus, LlmApi};
+use crate::calls::{Api, CallRecord, CallStatus};
 use crate::error::Error;
 use crate::proto;
 use crate::proto::coordinator_message::Kind as ToWorkerKind;
@@ -281,9 +281,9 @@ impl From<CallRecord> for proto::LlmCall {
             provider: call.provider,
             model: call.model,
             api: match call.api {
-                LlmApi::Openai => proto::LlmApi::Openai,
-                LlmApi::Anthropic => proto::LlmApi::Anthropic,
-                LlmApi::Ollama => proto::LlmApi::Ollama,
+                Api::Openai => proto::LlmApi::Openai,
+                Api::Anthropic => proto::LlmApi::Anthropic,
+                Api::Ollama => proto::LlmApi::Ollama,
             }
             .into(),
             streamed: call.streamed,
@@ -309,9 +309,9 @@ impl TryFrom<proto::LlmCall> for CallRecord {
     type Error = Error;
     fn try_from(call: proto::LlmCall) -> Result<Self, Error> {
         let api = match call.api() {
-            proto::LlmApi::Openai => LlmApi::Openai,
-            proto::LlmApi::Anthropic => LlmApi::Anthropic,
-            proto::LlmApi::Ollama => LlmApi::Ollama,
+            proto::LlmApi::Openai => Api::Openai,
+            proto::LlmApi::Anthropic => Api::Anthropic,
+            proto::LlmApi::Ollama => Api::Ollama,
             proto::LlmApi::Unspecified => return Err(missing("LlmCall.api")),
         };
         let status = match call.status() {

@@ -11,7 +11,7 @@ pub use flotilla_shared::rate::Limits;
 use flotilla_shared::rate::{KeyDemand, KeyUse, RateKey, RatePause, RateShare};
 use tokio::sync::{mpsc, Notify};
 
-use crate::recent::LastMinute;
+use super::recent::LastMinute;
 
 /// GCRA over a rate per minute with a burst of `burst` units: a unit
 /// conforms if it arrives no earlier than the theoretical arrival time less

@@ -2,6 +2,9 @@
 //! seed, conversation), so that experiments, tests and benchmarks need no
 //! API key and no network (ARCHITECTURE.md, "Gateway").
 
+pub mod answers;
+pub mod server;
+
 use crate::pricing::Prices;
 
 /// A conversation as the sim models read it: (role, text) pairs in order.

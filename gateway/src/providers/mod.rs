@@ -7,17 +7,24 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::limits::Limits;
+pub mod limits;
+mod recent;
+pub mod relay;
+mod respond;
+mod retry;
+pub mod routing;
+
 use crate::pricing::Prices;
+use limits::Limits;
 
 /// The API a provider speaks.
-pub use flotilla_shared::calls::LlmApi as ProviderApi;
+pub use flotilla_shared::calls::Api;
 
 /// One provider, validated.
 #[derive(Clone, PartialEq)]
 pub struct Provider {
     pub name: String,
-    pub api: ProviderApi,
+    pub api: Api,
     /// As the provider's official client takes it (OpenAI: …/v1), without a trailing `/`.
     pub base_url: String,
     /// Read from the environment named by `api_key_env`; never logged.
@@ -43,7 +50,7 @@ impl Provider {
     pub fn ollama(base_url: &str, parallel: u64) -> Provider {
         Provider {
             name: "ollama".into(),
-            api: ProviderApi::Ollama,
+            api: Api::Ollama,
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key: None,
             limits: Limits {
@@ -58,6 +65,19 @@ impl Provider {
     }
 
     /// What `model` costs here, if anyone knows.
+    /// The provider's key on a request, as its API expects it.
+    pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let request = match self.api {
+            Api::Anthropic => request.header("anthropic-version", "2023-06-01"),
+            Api::Openai | Api::Ollama => request,
+        };
+        match (&self.api_key, self.api) {
+            (Some(key), Api::Anthropic) => request.header("x-api-key", key),
+            (Some(key), Api::Openai | Api::Ollama) => request.bearer_auth(key),
+            (None, _) => request,
+        }
+    }
+
     pub fn price_of(&self, model: &str) -> Option<Prices> {
         self.prices
             .get(model)
@@ -102,7 +122,7 @@ enum LimitScope {
 #[serde(deny_unknown_fields)]
 struct RawProvider {
     name: String,
-    api: ProviderApi,
+    api: Api,
     base_url: String,
     #[serde(default)]
     api_key_env: Option<String>,
@@ -159,83 +179,10 @@ pub fn parse_providers(
     for (index, entry) in raw.providers.into_iter().enumerate() {
         let line = entry.referenced.line();
         let raw = entry.value;
-        let at = |message: String| {
-            format!(
-                "{file}:{line}: providers[{index}] ({}): {message}",
-                raw.name
-            )
-        };
-        let name_ok = !raw.name.is_empty()
-            && raw
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !name_ok {
-            return Err(at(
-                "name must be letters, digits, '-' and '_' (models are called NAME/model)".into(),
-            ));
-        }
-        if BUILT_IN.contains(&raw.name.as_str()) {
-            return Err(at(format!(
-                "'{}' is built in; give this provider another name",
-                raw.name
-            )));
-        }
-        if providers.iter().any(|p| p.name == raw.name) {
-            return Err(at(format!("'{}' is named twice", raw.name)));
-        }
-        if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
-            return Err(at(format!(
-                "base_url '{}' must start with http:// or https:// (OpenAI: …/v1; Anthropic, Ollama: the host)",
-                raw.base_url
-            )));
-        }
-        let api_key = match &raw.api_key_env {
-            None => None,
-            Some(variable) => Some(environment(variable).filter(|v| !v.is_empty()).ok_or_else(|| {
-                at(format!("api_key_env names {variable}, which is not set in this worker's environment"))
-            })?),
-        };
-        let mut prices = BTreeMap::new();
-        for (model, price) in raw.prices {
-            let values = [
-                price.input,
-                price.output,
-                price.cached_input.unwrap_or(price.input),
-            ];
-            if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                return Err(at(format!(
-                    "prices of '{model}' must be non-negative dollars per million tokens"
-                )));
-            }
-            prices.insert(model, Prices::new(values[0], values[1], values[2]));
-        }
-        for (what, value) in [
-            ("rpm", raw.limits.rpm),
-            ("tpm", raw.limits.tpm),
-            ("concurrency", raw.limits.concurrency),
-        ] {
-            if value == Some(0) {
-                return Err(at(format!(
-                    "limits.{what} must be at least 1 (leave it out for no limit)"
-                )));
-            }
-        }
-        providers.push(Provider {
-            api: raw.api,
-            base_url: raw.base_url.trim_end_matches('/').to_string(),
-            api_key,
-            limits: Limits {
-                requests_per_minute: raw.limits.rpm,
-                tokens_per_minute: raw.limits.tpm,
-                concurrency: raw.limits.concurrency,
-            },
-            prices,
-            unlisted_price: None,
-            default: raw.default,
-            shares_limits: raw.limits.scope == LimitScope::Cluster,
-            name: raw.name,
-        });
+        let name = raw.name.clone();
+        let at = |message: String| format!("{file}:{line}: providers[{index}] ({name}): {message}");
+        check_name(&raw.name, &providers).map_err(at)?;
+        providers.push(validated(raw, &environment).map_err(at)?);
     }
     let defaults: Vec<&str> = providers
         .iter()
@@ -249,6 +196,91 @@ pub fn parse_providers(
         ));
     }
     Ok(providers)
+}
+
+/// A provider's name: a model prefix, not built in, not taken.
+fn check_name(name: &str, taken: &[Provider]) -> Result<(), String> {
+    let well_formed = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !well_formed {
+        return Err(
+            "name must be letters, digits, '-' and '_' (models are called NAME/model)".into(),
+        );
+    }
+    if BUILT_IN.contains(&name) {
+        return Err(format!(
+            "'{name}' is built in; give this provider another name"
+        ));
+    }
+    if taken.iter().any(|p| p.name == name) {
+        return Err(format!("'{name}' is named twice"));
+    }
+    Ok(())
+}
+
+/// One provider of the file, checked: its URL, key, prices and limits.
+fn validated(
+    raw: RawProvider,
+    environment: &impl Fn(&str) -> Option<String>,
+) -> Result<Provider, String> {
+    if !(raw.base_url.starts_with("http://") || raw.base_url.starts_with("https://")) {
+        return Err(format!(
+            "base_url '{}' must start with http:// or https:// (OpenAI: …/v1; Anthropic, Ollama: the host)",
+            raw.base_url
+        ));
+    }
+    let api_key = match &raw.api_key_env {
+        None => None,
+        Some(variable) => Some(environment(variable).filter(|v| !v.is_empty()).ok_or_else(
+            || {
+                format!(
+                    "api_key_env names {variable}, which is not set in this worker's environment"
+                )
+            },
+        )?),
+    };
+    let mut prices = BTreeMap::new();
+    for (model, price) in raw.prices {
+        let values = [
+            price.input,
+            price.output,
+            price.cached_input.unwrap_or(price.input),
+        ];
+        if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(format!(
+                "prices of '{model}' must be non-negative dollars per million tokens"
+            ));
+        }
+        prices.insert(model, Prices::new(values[0], values[1], values[2]));
+    }
+    for (what, value) in [
+        ("rpm", raw.limits.rpm),
+        ("tpm", raw.limits.tpm),
+        ("concurrency", raw.limits.concurrency),
+    ] {
+        if value == Some(0) {
+            return Err(format!(
+                "limits.{what} must be at least 1 (leave it out for no limit)"
+            ));
+        }
+    }
+    Ok(Provider {
+        api: raw.api,
+        base_url: raw.base_url.trim_end_matches('/').to_string(),
+        api_key,
+        limits: Limits {
+            requests_per_minute: raw.limits.rpm,
+            tokens_per_minute: raw.limits.tpm,
+            concurrency: raw.limits.concurrency,
+        },
+        prices,
+        unlisted_price: None,
+        default: raw.default,
+        shares_limits: raw.limits.scope == LimitScope::Cluster,
+        name: raw.name,
+    })
 }
 
 #[cfg(test)]

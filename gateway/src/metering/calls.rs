@@ -2,6 +2,4 @@
 //! is recorded in its run's ledger and, when the run ends, in the run's
 //! `calls.jsonl` and the `calls` table (ARCHITECTURE.md, "Gateway").
 
-pub use flotilla_shared::calls::{calls_jsonl, CallRecord, CallStatus, LlmApi};
-
-pub use flotilla_shared::pricing::Usage;
+pub use flotilla_shared::calls::{calls_jsonl, CallRecord, CallStatus};

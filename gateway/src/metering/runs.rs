@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use crate::calls::CallRecord;
+use super::calls::CallRecord;
+use super::spend::SpendGate;
 use crate::pricing::Prices;
-use crate::spend::SpendGate;
 
 /// One live run: who it is, its seed (sim models answer from it) and its calls.
 pub struct RunLedger {

@@ -14,12 +14,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::limits::{Gcra, Limits};
-use crate::sim::SimModel;
-use crate::{sim, GatewayState};
+use crate::apis::refuse_in;
+use crate::call::{Api, Refusal};
+use crate::providers::limits::{Gcra, Limits};
+use crate::sim::{self, SimModel};
 
 /// How the sim-server behaves.
 #[derive(Debug, Clone, Default)]
@@ -149,22 +149,13 @@ struct ModelLimiters {
 }
 
 /// Which API a request speaks, from its path: it decides the error shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Api {
-    OpenAi,
-    Anthropic,
-    Ollama,
-}
-
-impl Api {
-    fn of(path: &str) -> Api {
-        if path.starts_with("/v1/messages") {
-            Api::Anthropic
-        } else if path.starts_with("/api/") {
-            Api::Ollama
-        } else {
-            Api::OpenAi
-        }
+fn api_of(path: &str) -> Api {
+    if path.starts_with("/v1/messages") {
+        Api::Anthropic
+    } else if path.starts_with("/api/") {
+        Api::Ollama
+    } else {
+        Api::Openai
     }
 }
 
@@ -260,7 +251,7 @@ fn limit_headers(response: &mut Response, api: Api, limit: u64, remaining: u64, 
             ],
             flotilla_shared::clock::rfc3339(now_ms),
         ),
-        Api::OpenAi | Api::Ollama => (
+        Api::Openai | Api::Ollama => (
             [
                 "x-ratelimit-limit-requests",
                 "x-ratelimit-remaining-requests",
@@ -288,31 +279,20 @@ fn too_many(api: Api, over: &OverLimit) -> Response {
         over.limit,
         over.retry_after.as_secs_f64()
     );
-    let body = match api {
-        Api::OpenAi => {
-            json!({"error": {"message": message, "type": "requests", "param": null, "code": "rate_limit_exceeded"}})
-        }
-        Api::Anthropic => {
-            json!({"type": "error", "error": {"type": "rate_limit_error", "message": message}})
-        }
-        Api::Ollama => json!({"error": message}),
-    };
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    let mut response = refuse_in(api, &Refusal::RateLimited(message));
     retry_headers(&mut response, over.retry_after);
     limit_headers(&mut response, api, over.limit, 0, over.retry_after);
     response
 }
 
-/// Runs before every API handler of a sim-server: limits, then latency.
+/// Runs before every API handler of a sim-server (and only there: the
+/// sim-server's router has it, a worker's gateway does not): limits, then latency.
 pub async fn enforce(
-    State(gateway): State<Arc<GatewayState>>,
+    State(server): State<Arc<SimServer>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(server) = &gateway.sim_server else {
-        return next.run(request).await;
-    };
-    let api = Api::of(request.uri().path());
+    let api = api_of(request.uri().path());
     let (parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, 64 * 1024 * 1024).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request too large").into_response();
@@ -374,7 +354,7 @@ pub async fn enforce(
                 }
                 if draw < m.rate_limit_rate + m.error_rate {
                     server.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"message": "simulated server error", "type": "api_error"}}))).into_response();
+                    return refuse_in(api, &Refusal::ServerError("simulated server error".into()));
                 }
             }
             server.served.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,166 @@
+//! Calls to the providers of the providers file, in three steps: `prepare`
+//! (the provider must speak the call's API and have a price; the model's own
+//! name and an output cap go on the request; the worst case is held in the
+//! run's budget), `retry::send` (paced by the worker's rate-limit manager,
+//! retried with backoff on 429, 5xx and unreachable providers) and
+//! `respond` (the answer goes back as the provider sent it, a stream as it
+//! streams, and the call is metered from the usage it reports — or priced at
+//! its worst case, and marked so, when that cannot be read).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::respond::{respond_streaming, respond_whole, Metering};
+use super::retry::send;
+use super::Provider;
+use crate::apis::refuse_in;
+use crate::call::{Api, Call, Operation, Refusal, Usage, OUTPUT_BOUND};
+use crate::metering::runs::RunLedger;
+use crate::metering::spend::SpendHold;
+use crate::pricing::Prices;
+use crate::state::GatewayState;
+
+/// A call made ready for its provider.
+pub struct Prepared {
+    pub provider: Arc<Provider>,
+    /// The model by the provider's own name.
+    pub model: String,
+    pub url: String,
+    pub payload: Bytes,
+    pub prices: Prices,
+    pub worst_case: f64,
+    pub streams: bool,
+    /// Held until the call is metered (ARCHITECTURE.md, invariant 1).
+    pub hold: SpendHold,
+}
+
+/// Sends `call` to `provider` for `model`, pacing, retrying and metering; the
+/// answer (or the provider's last error, unchanged) goes back to the program.
+pub async fn relay(
+    gateway: &Arc<GatewayState>,
+    ledger: &Arc<RunLedger>,
+    provider: Arc<Provider>,
+    model: String,
+    call: Call,
+) -> Result<Response, Refusal> {
+    let prepared = prepare(ledger, provider, model, &call).await?;
+    let sent = send(gateway, &prepared, ledger.seed).await;
+    let Prepared {
+        provider,
+        model,
+        prices,
+        worst_case,
+        streams,
+        hold,
+        ..
+    } = prepared;
+    let metering = Metering::new(
+        ledger.clone(),
+        &provider.name,
+        model,
+        &call,
+        prices,
+        worst_case,
+        sent.retries,
+        hold,
+    );
+    Ok(match sent.response {
+        Err(error) => {
+            let message = format!("cannot reach provider '{}': {error}", provider.name);
+            metering.record(None, Some(message.clone()), 0.0);
+            refuse_in(call.api(), &Refusal::Unreachable(message))
+        }
+        Ok(response) if !response.status().is_success() || !streams => {
+            respond_whole(response, call.api(), metering).await
+        }
+        Ok(response) => respond_streaming(
+            response,
+            call.api(),
+            call.wants_stream_usage,
+            metering,
+            sent.permit,
+        ),
+    })
+}
+
+/// Checks that the call can go to `provider`, shapes its request and holds
+/// its worst case.
+async fn prepare(
+    ledger: &RunLedger,
+    provider: Arc<Provider>,
+    model: String,
+    call: &Call,
+) -> Result<Prepared, Refusal> {
+    if provider.api != call.api() {
+        return Err(Refusal::Unservable(format!(
+            "provider '{}' speaks the {} API; call its models with the {} client",
+            provider.name,
+            provider.api.as_str(),
+            provider.api.as_str()
+        )));
+    }
+    // The experiment's price first, then the providers file's, then the table's.
+    let prices = ledger.prices.get(&call.model).copied().or_else(|| provider.price_of(&model)).ok_or_else(|| {
+        Refusal::Unservable(format!(
+            "no price is known for {}/{model}; add it under the provider's prices in the providers file (dollars per million tokens)",
+            provider.name
+        ))
+    })?;
+    let mut body = call.body.clone();
+    body["model"] = Value::from(model.clone());
+    cap_output(call.operation, &mut body, &provider);
+    if call.streamed && call.api() == Api::Openai {
+        // Usage comes only if asked for; the extra chunk is passed on only if
+        // the program asked for it, so a streamed call costs what it would unstreamed.
+        body["stream_options"]["include_usage"] = Value::Bool(true);
+    }
+    let payload = Bytes::from(body.to_string());
+    // Bytes bound the prompt's tokens for byte-level tokenizers.
+    let worst_case = prices.cost(&Usage {
+        input_tokens: payload.len() as u64,
+        output_tokens: call.operation.output_cap(&body).unwrap_or(OUTPUT_BOUND),
+        cached_input_tokens: 0,
+    });
+    let hold = ledger
+        .spend
+        .hold(worst_case)
+        .await
+        .map_err(Refusal::OverBudget)?;
+    Ok(Prepared {
+        url: format!("{}{}", provider.base_url, call.operation.path()),
+        provider,
+        model,
+        payload,
+        prices,
+        worst_case,
+        streams: call.streamed,
+        hold,
+    })
+}
+
+/// Sets the output cap on a request that has none, so that the worst case
+/// the budget holds is a bound on what the call can cost.
+fn cap_output(operation: Operation, body: &mut Value, provider: &Provider) {
+    if operation.output_cap(body).is_some() {
+        return;
+    }
+    match operation {
+        Operation::OpenAiChat if provider.base_url.contains("api.openai.com") => {
+            // OpenAI's reasoning models accept only the newer name.
+            body["max_completion_tokens"] = Value::from(OUTPUT_BOUND);
+        }
+        Operation::OpenAiChat | Operation::OpenAiCompletions | Operation::AnthropicMessages => {
+            body["max_tokens"] = Value::from(OUTPUT_BOUND);
+        }
+        Operation::OllamaChat | Operation::OllamaGenerate => {
+            if !body.get("options").is_some_and(Value::is_object) {
+                body["options"] = serde_json::json!({});
+            }
+            body["options"]["num_predict"] = Value::from(OUTPUT_BOUND);
+        }
+        Operation::OpenAiEmbeddings | Operation::OllamaEmbed => {}
+    }
+}
