@@ -363,7 +363,7 @@ impl Actor {
                 ));
             }
             Msg::DrainWorker { worker, reply } => {
-                let mut outbox = Outbox::default();
+                let mut outbox = Outbox::at(now_ms());
                 let drained = self.state.drain_worker(&worker, &mut outbox);
                 self.carry_out(outbox, None);
                 let _ = reply.send(drained);
@@ -373,7 +373,7 @@ impl Actor {
                 retry_failed,
                 reply,
             } => {
-                let mut outbox = Outbox::default();
+                let mut outbox = Outbox::at(now_ms());
                 match self
                     .state
                     .resume(&name, retry_failed, now_ms(), &mut outbox)
@@ -417,7 +417,7 @@ impl Actor {
     }
 
     fn on_worker_hello(&mut self, hello: Hello, outbound: WorkerSender) -> Result<u64> {
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::at(now_ms());
         let name = hello.name.as_str();
         let session = self.state.worker_connected(
             name,
@@ -445,7 +445,7 @@ impl Actor {
             return;
         }
         self.state.worker_seen(&name, session, Instant::now());
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::at(now_ms());
         let mut on_commit = None;
         match event {
             WorkerEvent::Capabilities(capabilities) => {
@@ -482,7 +482,7 @@ impl Actor {
     fn on_worker_gone(&mut self, name: &Arc<str>, session: u64) {
         if self.is_current(name, session) {
             self.outbound.remove(name);
-            let mut outbox = Outbox::default();
+            let mut outbox = Outbox::at(now_ms());
             self.state.rate_worker_left(name, &mut outbox);
             self.carry_out(outbox, None);
         }
@@ -500,7 +500,7 @@ impl Actor {
             self.store
                 .write(vec![Write::Workdir { hash, bundle }], None);
         }
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::at(now_ms());
         match self.state.submit(submission, now_ms(), &mut outbox) {
             Ok(submitted) => {
                 let on_commit: OnCommit = Box::new(move |_| {
@@ -521,7 +521,7 @@ impl Actor {
             .get(name)
             .copied()
             .ok_or_else(|| Error::NotFound(format!("no experiment named '{name}'")))?;
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::at(now_ms());
         let count =
             self.state
                 .stop_experiment(index, StopReason::Cancelled, kill_running, &mut outbox);
@@ -584,13 +584,13 @@ impl Actor {
         {
             return;
         }
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::at(now_ms());
         self.state.schedule(&mut outbox);
         self.carry_out(outbox, None);
     }
 
     fn on_tick(&mut self) {
-        let mut outbox = Outbox::default();
+        let mut outbox = Outbox::at(now_ms());
         self.state.expire_leases(Instant::now(), &mut outbox);
         self.carry_out(outbox, None);
         // While writes fail, periodic files would only queue up behind them.

@@ -133,7 +133,7 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         .await
         .map_err(|e| Error::Internal(format!("store start failed: {e}")))??;
     let (store, loaded, store_thread) = (opened.store, opened.loaded, opened.thread);
-    let mut initial = state::Outbox::default();
+    let mut initial = state::Outbox::at(flotilla_shared::clock::now_ms());
     // Lease ids start at the current time in microseconds, above any id handed
     // out before a restart, so a late result can never match a newer lease.
     let first_lease_id = std::time::SystemTime::now()

@@ -7,6 +7,10 @@ use flotilla_shared::money::Usd;
 use flotilla_shared::run::{Assignment, Outcome, RunResult};
 use flotilla_shared::status::SubmitOutcome;
 
+use flotilla_shared::protocol::{RunningLease, SpendAnswer, SpendRequest};
+use flotilla_shared::rate::{KeyDemand, Limits, RatePause, RateShare};
+use flotilla_shared::run::RunKey;
+
 use super::*;
 
 const LEASE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -285,6 +285,50 @@ fn too_many(api: Api, over: &OverLimit) -> Response {
     response
 }
 
+impl SimServer {
+    /// Waits the model's latency and draws whether the call fails as the
+    /// model's `--config` says (a 429 or a 500); failures are drawn from the
+    /// request itself, so a run repeats them.
+    async fn simulate(&self, model: &str, request: &[u8]) -> Option<Refusal> {
+        let served = self.settings.models.iter().find(|m| m.name == model);
+        let draw =
+            (sim::draw_text(&String::from_utf8_lossy(request)) % 1_000_000) as f64 / 1_000_000.0;
+        let latency = match served {
+            Some(m) => m.latency.0 + (m.latency.1 - m.latency.0).mul_f64(draw),
+            None => self.settings.latency,
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let m = served?;
+        if draw < m.rate_limit_rate {
+            Some(Refusal::RateLimited(String::new()))
+        } else if draw < m.rate_limit_rate + m.error_rate {
+            Some(Refusal::ServerError("simulated server error".into()))
+        } else {
+            None
+        }
+    }
+}
+
+/// A simulated failure in the API's shape; a simulated 429 counts as refused.
+fn refuse_simulated(api: Api, refusal: Refusal, server: &SimServer) -> Response {
+    match refusal {
+        Refusal::RateLimited(_) => {
+            server.refused.fetch_add(1, Ordering::Relaxed);
+            too_many(
+                api,
+                &OverLimit {
+                    what: "requests (simulated)",
+                    retry_after: Duration::from_millis(200),
+                    limit: 0,
+                },
+            )
+        }
+        other => refuse_in(api, &other),
+    }
+}
+
 /// Runs before every API handler of a sim-server (and only there: the
 /// sim-server's router has it, a worker's gateway does not): limits, then latency.
 pub async fn enforce(
@@ -329,43 +373,19 @@ pub async fn enforce(
             server.refused.fetch_add(1, Ordering::Relaxed);
             too_many(api, &over)
         }
-        Ok((remaining, reset)) => {
-            let served = server.settings.models.iter().find(|m| m.name == model);
-            // Failures are drawn from the request itself, so a run repeats them.
-            let draw =
-                (sim::draw_text(&String::from_utf8_lossy(&bytes)) % 1_000_000) as f64 / 1_000_000.0;
-            let latency = match served {
-                Some(m) => m.latency.0 + (m.latency.1 - m.latency.0).mul_f64(draw),
-                None => server.settings.latency,
-            };
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            if let Some(m) = served {
-                if draw < m.rate_limit_rate {
-                    server.refused.fetch_add(1, Ordering::Relaxed);
-                    server.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    let over = OverLimit {
-                        what: "requests (simulated)",
-                        retry_after: Duration::from_millis(200),
-                        limit: 0,
-                    };
-                    return too_many(api, &over);
+        Ok((remaining, reset)) => match server.simulate(&model, &bytes).await {
+            Some(refusal) => refuse_simulated(api, refusal, &server),
+            None => {
+                server.served.fetch_add(1, Ordering::Relaxed);
+                let mut response = next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+                if let Some(limit) = server.settings.limits.requests_per_minute {
+                    limit_headers(&mut response, api, limit, remaining, reset);
                 }
-                if draw < m.rate_limit_rate + m.error_rate {
-                    server.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    return refuse_in(api, &Refusal::ServerError("simulated server error".into()));
-                }
+                response
             }
-            server.served.fetch_add(1, Ordering::Relaxed);
-            let mut response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-            if let Some(limit) = server.settings.limits.requests_per_minute {
-                limit_headers(&mut response, api, limit, remaining, reset);
-            }
-            response
-        }
+        },
     };
     server.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
