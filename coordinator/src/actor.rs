@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::clock::now_ms;
-use flotilla_shared::protocol::{Capabilities, Hello, HookReport, SpendRequest, ToWorker};
-use flotilla_shared::rate::{KeyDemand, KeyUse, RatePause};
-use flotilla_shared::run::RunResult;
+use flotilla_shared::protocol::{FromWorker, Hello, ToWorker};
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -20,7 +18,7 @@ use crate::outputs::Summary;
 use crate::state::events::{Event, EventKind};
 use crate::state::{Outbox, Persist, RunStatus, State, StopReason, Submission, Submitted};
 use crate::store::{Backlog, ExperimentRow, OnCommit, StoreHandle, Write};
-use crate::views::{self, StatusView};
+use crate::views::{self, MetricsView, StatusView};
 
 /// Messages to one worker's stream.
 pub type WorkerSender = mpsc::UnboundedSender<ToWorker>;
@@ -41,38 +39,17 @@ const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
 /// it reads every run back from the database, so less often than the summary.
 const RESULTS_INTERVAL: Duration = Duration::from_secs(3);
 
-pub enum WorkerEvent {
-    Results(Vec<RunResult>),
-    /// A heartbeat, with the worker's calls per shared key and its use of
-    /// limited keys when they changed.
-    Heartbeat {
-        demand: Vec<KeyDemand>,
-        usage: Vec<KeyUse>,
-    },
-    RateLimited(RatePause),
-    /// Runs the worker will not start: its setup failed.
-    Declined {
-        lease_ids: Vec<u64>,
-        reason: String,
-    },
-    HookDone(HookReport),
-    /// The worker drains: no more runs for it.
-    Draining,
-    Ready,
-    Capabilities(Capabilities),
-    SpendRequest(SpendRequest),
-}
-
 enum Msg {
     WorkerHello {
         hello: Box<Hello>,
         outbound: WorkerSender,
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// A worker's message after its Hello, as the wire decoded it.
     Worker {
         name: Arc<str>,
         session: u64,
-        event: WorkerEvent,
+        message: FromWorker,
     },
     WorkerGone {
         name: Arc<str>,
@@ -102,7 +79,7 @@ enum Msg {
         reply: oneshot::Sender<Result<u32>>,
     },
     Metrics {
-        reply: oneshot::Sender<String>,
+        reply: oneshot::Sender<MetricsView>,
     },
     /// An experiment's final files and state are durable, as of `finished_at_ms`.
     Finalized {
@@ -131,23 +108,28 @@ fn gone() -> Error {
 }
 
 impl CoordinatorHandle {
-    pub async fn worker_hello(&self, hello: Hello, outbound: WorkerSender) -> Result<u64> {
+    /// Sends the message `ask` makes with a reply channel, and awaits the reply.
+    async fn ask<T>(&self, ask: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::WorkerHello {
-                hello: Box::new(hello),
-                outbound,
-                reply,
-            })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.sender.send(ask(reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
     }
 
-    pub fn worker_event(&self, name: Arc<str>, session: u64, event: WorkerEvent) {
+    pub async fn worker_hello(&self, hello: Hello, outbound: WorkerSender) -> Result<u64> {
+        self.ask(|reply| Msg::WorkerHello {
+            hello: Box::new(hello),
+            outbound,
+            reply,
+        })
+        .await?
+    }
+
+    /// A message of a worker's stream after its Hello (which `worker_hello` takes).
+    pub fn worker_message(&self, name: Arc<str>, session: u64, message: FromWorker) {
         let _ = self.sender.send(Msg::Worker {
             name,
             session,
-            event,
+            message,
         });
     }
 
@@ -160,72 +142,47 @@ impl CoordinatorHandle {
         submission: Submission,
         workdir_bundle: Option<(String, Vec<u8>)>,
     ) -> Result<Submitted> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::Submit {
-                submission: Box::new(submission),
-                workdir_bundle,
-                reply,
-            })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Msg::Submit {
+            submission: Box::new(submission),
+            workdir_bundle,
+            reply,
+        })
+        .await?
     }
 
     pub async fn status(&self, name: Option<String>) -> Result<StatusView> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::Status { name, reply })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Msg::Status { name, reply }).await?
     }
 
     pub async fn cancel(&self, name: String, kill_running: bool) -> Result<u64> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::Cancel {
-                name,
-                kill_running,
-                reply,
-            })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Msg::Cancel {
+            name,
+            kill_running,
+            reply,
+        })
+        .await?
     }
 
     pub async fn resume(&self, name: String, retry_failed: bool) -> Result<Submitted> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::Resume {
-                name,
-                retry_failed,
-                reply,
-            })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Msg::Resume {
+            name,
+            retry_failed,
+            reply,
+        })
+        .await?
     }
 
-    /// `/metrics` as text.
-    pub async fn metrics(&self) -> Result<String> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::Metrics { reply })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
+    /// What `/metrics` shows, read from the state at one moment.
+    pub async fn metrics(&self) -> Result<MetricsView> {
+        self.ask(|reply| Msg::Metrics { reply }).await
     }
 
     pub async fn drain_worker(&self, worker: String) -> Result<u32> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::DrainWorker { worker, reply })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(|reply| Msg::DrainWorker { worker, reply }).await?
     }
 
     pub async fn worker_count(&self) -> Result<u32> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Msg::WorkerCount { reply })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
+        self.ask(|reply| Msg::WorkerCount { reply }).await
     }
 
     pub async fn load_workdir(&self, hash: String) -> Result<Option<Vec<u8>>> {
@@ -334,8 +291,8 @@ impl Actor {
             Msg::Worker {
                 name,
                 session,
-                event,
-            } => self.on_worker_event(name, session, event),
+                message,
+            } => self.on_worker_message(name, session, message),
             Msg::WorkerGone { name, session } => self.on_worker_gone(&name, session),
             Msg::Submit {
                 submission,
@@ -343,11 +300,7 @@ impl Actor {
                 reply,
             } => self.on_submit(*submission, workdir_bundle, reply),
             Msg::Status { name, reply } => {
-                let status = views::status(&self.state, name.as_deref()).map(|view| StatusView {
-                    store_problem: self.store.health().problem(),
-                    ..view
-                });
-                let _ = reply.send(status);
+                let _ = reply.send(self.on_status(name.as_deref()));
             }
             Msg::Cancel {
                 name,
@@ -357,63 +310,87 @@ impl Actor {
                 let _ = reply.send(self.on_cancel(&name, kill_running));
             }
             Msg::Metrics { reply } => {
-                let _ = reply.send(crate::http::metrics::render(
-                    &self.state,
-                    self.store.health(),
-                ));
+                let _ = reply.send(self.on_metrics());
             }
             Msg::DrainWorker { worker, reply } => {
-                let mut outbox = Outbox::at(now_ms());
-                let drained = self.state.drain_worker(&worker, &mut outbox);
-                self.carry_out(outbox, None);
-                let _ = reply.send(drained);
+                let _ = reply.send(self.on_drain_worker(&worker));
             }
             Msg::Resume {
                 name,
                 retry_failed,
                 reply,
-            } => {
-                let mut outbox = Outbox::at(now_ms());
-                match self
-                    .state
-                    .resume(&name, retry_failed, now_ms(), &mut outbox)
-                {
-                    Ok(resumed) => {
-                        let on_commit: OnCommit = Box::new(move |_| {
-                            let _ = reply.send(Ok(resumed));
-                        });
-                        self.carry_out(outbox, Some(on_commit));
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                }
-            }
+            } => self.on_resume(&name, retry_failed, reply),
             Msg::Finalized {
                 index,
                 finished_at_ms,
-            } => {
-                self.state.finalized(index, finished_at_ms);
-                let experiment = &self.state.experiments[index];
-                if self.state.events_wanted && experiment.state.is_final() {
-                    let event = Event {
-                        at_ms: finished_at_ms,
-                        experiment: experiment.config.name.clone(),
-                        kind: EventKind::StateChanged {
-                            state: experiment.state,
-                        },
-                    };
-                    let _ = self.events.send(Arc::new(vec![event]));
-                }
-                self.report(index);
-            }
+            } => self.on_finalized(index, finished_at_ms),
             Msg::WorkerCount { reply } => {
-                let _ =
-                    reply.send(self.state.workers.values().filter(|w| w.connected).count() as u32);
+                let _ = reply.send(self.on_worker_count());
             }
             Msg::ResultsDurable => {}
         }
         self.schedule();
+    }
+
+    fn on_status(&self, name: Option<&str>) -> Result<StatusView> {
+        views::status(&self.state, name).map(|view| StatusView {
+            store_problem: self.store.health().problem(),
+            ..view
+        })
+    }
+
+    fn on_metrics(&self) -> MetricsView {
+        crate::views::metrics(&self.state, self.store.health())
+    }
+
+    fn on_drain_worker(&mut self, worker: &str) -> Result<u32> {
+        let mut outbox = Outbox::at(now_ms());
+        let drained = self.state.drain_worker(worker, &mut outbox);
+        self.carry_out(outbox, None);
+        drained
+    }
+
+    /// The caller hears back once the resumed runs' rows are committed.
+    fn on_resume(
+        &mut self,
+        name: &str,
+        retry_failed: bool,
+        reply: oneshot::Sender<Result<Submitted>>,
+    ) {
+        let mut outbox = Outbox::at(now_ms());
+        match self.state.resume(name, retry_failed, now_ms(), &mut outbox) {
+            Ok(resumed) => {
+                let on_commit: OnCommit = Box::new(move |_| {
+                    let _ = reply.send(Ok(resumed));
+                });
+                self.carry_out(outbox, Some(on_commit));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    /// The final files are durable: the state turns final, watchers hear
+    /// it, and the report is written.
+    fn on_finalized(&mut self, index: usize, finished_at_ms: i64) {
+        self.state.finalized(index, finished_at_ms);
+        let experiment = &self.state.experiments[index];
+        if self.state.events_wanted && experiment.state.is_final() {
+            let event = Event {
+                at_ms: finished_at_ms,
+                experiment: experiment.config.name.clone(),
+                kind: EventKind::StateChanged {
+                    state: experiment.state,
+                },
+            };
+            let _ = self.events.send(Arc::new(vec![event]));
+        }
+        self.report(index);
+    }
+
+    fn on_worker_count(&self) -> u32 {
+        self.state.workers.values().filter(|w| w.connected).count() as u32
     }
 
     fn on_worker_hello(&mut self, hello: Hello, outbound: WorkerSender) -> Result<u64> {
@@ -438,7 +415,7 @@ impl Actor {
         Ok(session)
     }
 
-    fn on_worker_event(&mut self, name: Arc<str>, session: u64, event: WorkerEvent) {
+    fn on_worker_message(&mut self, name: Arc<str>, session: u64, message: FromWorker) {
         if !self.is_current(&name, session) {
             // Results are not acknowledged: the worker resends them on its current connection.
             debug!(worker = %name, "message from a replaced connection, ignored");
@@ -447,14 +424,14 @@ impl Actor {
         self.state.worker_seen(&name, session, Instant::now());
         let mut outbox = Outbox::at(now_ms());
         let mut on_commit = None;
-        match event {
-            WorkerEvent::Capabilities(capabilities) => {
+        match message {
+            FromWorker::Capabilities(capabilities) => {
                 self.state.worker_capabilities(&name, session, capabilities)
             }
-            WorkerEvent::SpendRequest(request) => {
+            FromWorker::SpendRequest(request) => {
                 self.state.spend_request(&name, request, &mut outbox)
             }
-            WorkerEvent::Heartbeat { demand, usage } => {
+            FromWorker::Heartbeat { demand, usage, .. } => {
                 if !usage.is_empty() {
                     self.state.rate_use.report(&name, usage);
                 }
@@ -462,19 +439,21 @@ impl Actor {
                     self.state.rate_demand(&name, demand, &mut outbox);
                 }
             }
-            WorkerEvent::RateLimited(pause) => self.state.rate_limited(&name, pause, &mut outbox),
-            WorkerEvent::Declined { lease_ids, reason } => {
+            FromWorker::RateLimited(pause) => self.state.rate_limited(&name, pause, &mut outbox),
+            FromWorker::Declined { lease_ids, reason } => {
                 self.state.declined(&name, lease_ids, &reason, &mut outbox)
             }
-            WorkerEvent::HookDone(report) => self.state.hook_done(&name, report, &mut outbox),
-            WorkerEvent::Results(results) => {
+            FromWorker::HookDone(report) => self.state.hook_done(&name, report, &mut outbox),
+            FromWorker::Finished(results) => {
                 let lease_ids: Vec<u64> = results.iter().map(|r| r.lease_id).collect();
                 self.state
-                    .apply_results(&name, results, now_ms(), &mut outbox);
+                    .apply_results(&name, results, outbox.now_ms, &mut outbox);
                 on_commit = Some(self.ack_after_commit(&name, lease_ids));
             }
-            WorkerEvent::Draining => self.state.worker_draining(&name),
-            WorkerEvent::Ready => {}
+            FromWorker::Draining => self.state.worker_draining(&name),
+            // Being heard is all a progress note or a Ready does (the worker
+            // was seen above); a second Hello is refused by the stream.
+            FromWorker::Progress { .. } | FromWorker::Ready { .. } | FromWorker::Hello(_) => {}
         }
         self.carry_out(outbox, on_commit);
     }

@@ -16,7 +16,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use crate::actor::{CoordinatorHandle, WorkerEvent};
+use crate::actor::CoordinatorHandle;
 use crate::state::{Counts, Submission, WorkdirRef};
 use crate::views::{ExperimentView, StatusView, VariationView, WorkerView};
 
@@ -88,9 +88,8 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
-                    Ok(Some(message)) => match decode_event(message) {
-                        Ok(Some(event)) => handle.worker_event(name.clone(), session, event),
-                        Ok(None) => {}
+                    Ok(Some(message)) => match decode_message(message) {
+                        Ok(message) => handle.worker_message(name.clone(), session, message),
                         Err(e) => {
                             warn!(worker = %name, error = %e, "malformed message from worker, ignored")
                         }
@@ -129,27 +128,12 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
     }
 }
 
-fn decode_event(message: proto::WorkerMessage) -> Result<Option<WorkerEvent>, Error> {
-    Ok(match FromWorker::try_from(message)? {
-        FromWorker::Finished(results) => Some(WorkerEvent::Results(results)),
-        FromWorker::Heartbeat { demand, usage, .. } => {
-            Some(WorkerEvent::Heartbeat { demand, usage })
-        }
-        FromWorker::Progress { .. } => Some(WorkerEvent::Heartbeat {
-            demand: Vec::new(),
-            usage: Vec::new(),
-        }),
-        FromWorker::Ready { .. } => Some(WorkerEvent::Ready),
-        FromWorker::Capabilities(capabilities) => Some(WorkerEvent::Capabilities(capabilities)),
-        FromWorker::SpendRequest(request) => Some(WorkerEvent::SpendRequest(request)),
-        FromWorker::RateLimited(pause) => Some(WorkerEvent::RateLimited(pause)),
-        FromWorker::Declined { lease_ids, reason } => {
-            Some(WorkerEvent::Declined { lease_ids, reason })
-        }
-        FromWorker::HookDone(report) => Some(WorkerEvent::HookDone(report)),
-        FromWorker::Draining => Some(WorkerEvent::Draining),
-        FromWorker::Hello(_) => return Err(Error::Protocol("Hello sent twice".into())),
-    })
+/// A worker's message after its Hello; a second Hello is a protocol error.
+fn decode_message(message: proto::WorkerMessage) -> Result<FromWorker, Error> {
+    match FromWorker::try_from(message)? {
+        FromWorker::Hello(_) => Err(Error::Protocol("Hello sent twice".into())),
+        message => Ok(message),
+    }
 }
 
 fn counts(counts: &Counts) -> proto::StateCounts {

@@ -128,11 +128,42 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
     let address = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
+    let (handle, opened) = restore_and_spawn(&config).await?;
+    let token: Arc<str> = config.token.as_str().into();
+    // Both sides' TLS is read before anything is served, so bad files stop the start.
+    let http_tls = match &config.tls {
+        Some(tls) => Some(http::tls_config(tls)?),
+        None => None,
+    };
+    let (health, shutdown, server) = serve_grpc(&config, &handle, &token, listener).await?;
+    Ok(Coordinator {
+        address,
+        handle,
+        token,
+        root: config.root.clone(),
+        http: None,
+        http_tls,
+        health,
+        shutdown: Some(shutdown),
+        server,
+        store_thread: Some(opened.thread),
+        _root_lock: opened.root_lock,
+    })
+}
+
+/// What `start` keeps of the opened store: its thread and the root's lock.
+struct OpenedRoot {
+    thread: std::thread::JoinHandle<()>,
+    root_lock: flotilla_shared::dir_lock::DirLock,
+}
+
+/// Opens the store, rebuilds the state from it (ARCHITECTURE.md, invariant 3)
+/// and starts the actor over it.
+async fn restore_and_spawn(config: &CoordinatorConfig) -> Result<(CoordinatorHandle, OpenedRoot)> {
     let root = config.root.clone();
     let opened = tokio::task::spawn_blocking(move || store::open(&root))
         .await
         .map_err(|e| Error::Internal(format!("store start failed: {e}")))??;
-    let (store, loaded, store_thread) = (opened.store, opened.loaded, opened.thread);
     let mut initial = state::Outbox::at(flotilla_shared::clock::now_ms());
     // Lease ids start at the current time in microseconds, above any id handed
     // out before a restart, so a late result can never match a newer lease.
@@ -142,18 +173,36 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         .unwrap_or(1);
     let state = restore::restore(
         config.root.clone(),
-        loaded,
+        opened.loaded,
         config.lease_timeout,
         first_lease_id,
         &mut initial,
     )?;
     let handle = actor::spawn(
         state,
-        store,
+        opened.store,
         initial,
         config.auto_report.then(|| config.root.clone()),
     );
-    let token: Arc<str> = config.token.as_str().into();
+    let kept = OpenedRoot {
+        thread: opened.thread,
+        root_lock: opened.root_lock,
+    };
+    Ok((handle, kept))
+}
+
+/// Serves the worker and control services, and grpc.health.v1, on `listener`
+/// until the returned sender fires.
+async fn serve_grpc(
+    config: &CoordinatorConfig,
+    handle: &CoordinatorHandle,
+    token: &Arc<str>,
+    listener: TcpListener,
+) -> Result<(
+    tonic_health::server::HealthReporter,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+)> {
     let worker_api = grpc::WorkerApi {
         handle: handle.clone(),
         token: token.clone(),
@@ -164,11 +213,6 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         handle: handle.clone(),
         snapshots: Default::default(),
         root: config.root.clone(),
-    };
-    // Both sides' TLS is read before anything is served, so bad files stop the start.
-    let http_tls = match &config.tls {
-        Some(tls) => Some(http::tls_config(tls)?),
-        None => None,
     };
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
@@ -207,17 +251,5 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
-    Ok(Coordinator {
-        address,
-        handle,
-        token,
-        root: config.root.clone(),
-        http: None,
-        http_tls,
-        health,
-        shutdown: Some(shutdown),
-        server,
-        store_thread: Some(store_thread),
-        _root_lock: opened.root_lock,
-    })
+    Ok((health, shutdown, server))
 }

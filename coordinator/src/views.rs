@@ -1,12 +1,14 @@
 //! Read-only projections of the coordinator's state for the control API, as
 //! domain types; the gRPC layer converts them to messages.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 
+use crate::state::telemetry::{Histogram, LlmTotals};
 use crate::state::{Counts, Experiment, KeyUseView, RunStatus, State};
+use crate::store::StoreHealth;
 
 /// One experiment's figures.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -286,4 +288,61 @@ pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
         store_problem: None,
         limits,
     })
+}
+
+/// What `/metrics` shows, read from the state and the store's health at one
+/// moment by the actor; the HTTP edge renders it (`http/metrics.rs`).
+#[derive(Debug, Clone)]
+pub struct MetricsView {
+    pub experiments: Vec<ExperimentMetrics>,
+    pub run_durations: Histogram,
+    /// By (provider, model).
+    pub llm: BTreeMap<(String, String), LlmTotals>,
+    pub limits: Vec<KeyUseView>,
+    pub workers_connected: usize,
+    pub slots_connected: u64,
+    pub commit_latency: Histogram,
+    pub uncommitted_results: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExperimentMetrics {
+    pub name: String,
+    pub counts: Counts,
+    pub running: bool,
+    pub spent_usd: f64,
+    /// Total and reserved, with a budget.
+    pub budget: Option<(f64, f64)>,
+}
+
+pub fn metrics(state: &State, store: &StoreHealth) -> MetricsView {
+    let connected = state.workers.values().filter(|w| w.connected);
+    MetricsView {
+        experiments: state
+            .experiments
+            .iter()
+            .map(|e| ExperimentMetrics {
+                name: e.config.name.clone(),
+                counts: e.counts,
+                running: !e.state.is_final(),
+                spent_usd: e
+                    .ledger
+                    .as_ref()
+                    .map_or(e.spent_usd, |ledger| ledger.spent().dollars()),
+                budget: e
+                    .ledger
+                    .as_ref()
+                    .map(|l| (l.total().dollars(), l.reserved().dollars())),
+            })
+            .collect(),
+        run_durations: state.telemetry.run_durations.clone(),
+        llm: state.telemetry.llm.clone(),
+        limits: state
+            .rate_use
+            .view(|worker| state.workers.get(worker).is_some_and(|w| w.connected)),
+        workers_connected: connected.clone().count(),
+        slots_connected: connected.map(|w| u64::from(w.slots)).sum(),
+        commit_latency: store.commit_latency(),
+        uncommitted_results: store.uncommitted_results(),
+    }
 }

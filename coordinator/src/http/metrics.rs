@@ -1,15 +1,44 @@
 //! `/metrics`: the coordinator's state in Prometheus text format, rendered
-//! by the actor from what it holds (ARCHITECTURE.md, "Observability").
+//! here from the [`MetricsView`] the actor reads at one moment.
 
-use crate::state::State;
-use crate::store::StoreHealth;
+use crate::state::telemetry::LlmTotals;
+use crate::state::KeyUseView;
+use crate::views::MetricsView;
 
 use super::exposition::Exposition;
 
-pub fn render(state: &State, store: &StoreHealth) -> String {
+pub fn render(view: &MetricsView) -> String {
     let mut out = Exposition::default();
+    experiments(&mut out, view);
+    llm_calls(&mut out, view);
+    limits(&mut out, &view.limits);
+    out.gauges(
+        "flotilla_workers_connected",
+        "Workers connected now.",
+        [(vec![], view.workers_connected as f64)],
+    );
+    out.gauges(
+        "flotilla_worker_slots",
+        "Slots of the connected workers.",
+        [(vec![], view.slots_connected as f64)],
+    );
+    out.histogram(
+        "flotilla_store_commit_seconds",
+        "How long each group commit to SQLite took.",
+        &view.commit_latency,
+    );
+    out.gauges(
+        "flotilla_store_uncommitted_results",
+        "Results received and not yet durable.",
+        [(vec![], view.uncommitted_results as f64)],
+    );
+    out.finish()
+}
+
+/// Runs by state, spend and budgets, per experiment, and run durations.
+fn experiments(out: &mut Exposition, view: &MetricsView) {
     let states = ["pending", "running", "succeeded", "failed", "cancelled"];
-    let runs: Vec<(Vec<(&str, &str)>, f64)> = state
+    let runs: Vec<(Vec<(&str, &str)>, f64)> = view
         .experiments
         .iter()
         .flat_map(|e| {
@@ -17,7 +46,7 @@ pub fn render(state: &State, store: &StoreHealth) -> String {
             let values = [c.pending, c.running, c.succeeded, c.failed, c.cancelled];
             states.iter().zip(values).map(move |(state, value)| {
                 (
-                    vec![("experiment", e.config.name.as_str()), ("state", *state)],
+                    vec![("experiment", e.name.as_str()), ("state", *state)],
                     value as f64,
                 )
             })
@@ -27,56 +56,50 @@ pub fn render(state: &State, store: &StoreHealth) -> String {
     out.gauges(
         "flotilla_experiment_running",
         "1 while the experiment is running, 0 once it ended.",
-        state.experiments.iter().map(|e| {
+        view.experiments.iter().map(|e| {
             (
-                vec![("experiment", e.config.name.as_str())],
-                f64::from(u8::from(!e.state.is_final())),
+                vec![("experiment", e.name.as_str())],
+                f64::from(u8::from(e.running)),
             )
         }),
     );
     out.histogram(
         "flotilla_run_duration_seconds",
         "How long attempts ran, as their workers measured.",
-        &state.telemetry.run_durations,
+        &view.run_durations,
     );
     out.gauges(
         "flotilla_spent_usd",
         "Dollars each experiment has spent.",
-        state.experiments.iter().map(|e| {
-            let spent = e
-                .ledger
-                .as_ref()
-                .map_or(e.spent_usd, |ledger| ledger.spent().dollars());
-            (vec![("experiment", e.config.name.as_str())], spent)
-        }),
+        view.experiments
+            .iter()
+            .map(|e| (vec![("experiment", e.name.as_str())], e.spent_usd)),
     );
-    let budgets: Vec<_> = state
+    let budgets: Vec<_> = view
         .experiments
         .iter()
-        .filter_map(|e| Some((e, e.ledger.as_ref()?)))
+        .filter_map(|e| Some((e.name.as_str(), e.budget?)))
         .collect();
     out.gauges(
         "flotilla_budget_usd",
         "Each experiment's budget.total_usd.",
-        budgets.iter().map(|(e, l)| {
-            (
-                vec![("experiment", e.config.name.as_str())],
-                l.total().dollars(),
-            )
-        }),
+        budgets
+            .iter()
+            .map(|(name, (total, _))| (vec![("experiment", *name)], *total)),
     );
     out.gauges(
         "flotilla_budget_reserved_usd",
         "Dollars reserved for running runs and not yet spent.",
-        budgets.iter().map(|(e, l)| {
-            (
-                vec![("experiment", e.config.name.as_str())],
-                l.reserved().dollars(),
-            )
-        }),
+        budgets
+            .iter()
+            .map(|(name, (_, reserved))| (vec![("experiment", *name)], *reserved)),
     );
-    let llm = &state.telemetry.llm;
-    let by_model = |value: fn(&crate::state::telemetry::LlmTotals) -> f64| {
+}
+
+/// LLM calls, errors, tokens and cost per provider model.
+fn llm_calls(out: &mut Exposition, view: &MetricsView) {
+    let llm = &view.llm;
+    let by_model = |value: fn(&LlmTotals) -> f64| {
         llm.iter()
             .map(move |((provider, model), totals)| {
                 (
@@ -111,10 +134,11 @@ pub fn render(state: &State, store: &StoreHealth) -> String {
         "Dollars LLM calls cost.",
         by_model(|t| t.cost_usd),
     );
-    let limits = state
-        .rate_use
-        .view(|worker| state.workers.get(worker).is_some_and(|w| w.connected));
-    let by_key = |value: fn(&crate::state::KeyUseView) -> f64| {
+}
+
+/// Each limited model's 429s, waits, last minute's calls, declared rate and calls waiting.
+fn limits(out: &mut Exposition, limits: &[KeyUseView]) {
+    let by_key = |value: fn(&KeyUseView) -> f64| {
         limits
             .iter()
             .map(move |l| {
@@ -153,26 +177,4 @@ pub fn render(state: &State, store: &StoreHealth) -> String {
         "Calls waiting for their turn now: the limit binds while above 0.",
         by_key(|l| f64::from(l.waiting)),
     );
-    let connected = state.workers.values().filter(|w| w.connected);
-    out.gauges(
-        "flotilla_workers_connected",
-        "Workers connected now.",
-        [(vec![], connected.clone().count() as f64)],
-    );
-    out.gauges(
-        "flotilla_worker_slots",
-        "Slots of the connected workers.",
-        [(vec![], connected.map(|w| f64::from(w.slots)).sum())],
-    );
-    out.histogram(
-        "flotilla_store_commit_seconds",
-        "How long each group commit to SQLite took.",
-        &store.commit_latency(),
-    );
-    out.gauges(
-        "flotilla_store_uncommitted_results",
-        "Results received and not yet durable.",
-        [(vec![], store.uncommitted_results() as f64)],
-    );
-    out.finish()
 }

@@ -160,7 +160,7 @@ impl IntoResponse for ApiError {
 }
 
 async fn metrics(State(http): State<Http>) -> std::result::Result<Response, ApiError> {
-    let text = http.handle.metrics().await.map_err(ApiError)?;
+    let text = metrics::render(&http.handle.metrics().await.map_err(ApiError)?);
     Ok((
         [(
             header::CONTENT_TYPE,
