@@ -16,8 +16,8 @@ use tracing::{debug, warn};
 
 use crate::outputs::Summary;
 use crate::state::events::{Event, EventKind};
-use crate::state::{Outbox, Persist, RunStatus, State, StopReason, Submission, Submitted};
-use crate::store::{Backlog, ExperimentRow, OnCommit, StoreHandle, Write};
+use crate::state::{Outbox, RunStatus, State, StopReason, Submission, Submitted};
+use crate::store::{Backlog, OnCommit, StoreHandle, Write};
 use crate::views::{self, MetricsView, StatusView};
 
 /// Messages to one worker's stream.
@@ -673,11 +673,7 @@ impl Actor {
             });
             Some(send_held)
         };
-        let mut writes: Vec<Write> = outbox
-            .persist
-            .into_iter()
-            .map(|p| self.to_write(p))
-            .collect();
+        let mut writes = outbox.writes;
         if !outbox.ledger.is_empty() {
             writes.push(Write::Ledger(outbox.ledger));
         }
@@ -713,56 +709,6 @@ impl Actor {
                 }
             }
             None => warn!(worker = %worker, "no connection to worker; its leases will expire"),
-        }
-    }
-
-    fn to_write(&self, persist: Persist) -> Write {
-        match persist {
-            Persist::Experiment { index } => {
-                let e = &self.state.experiments[index];
-                Write::Experiment(Box::new(ExperimentRow {
-                    id: e.db_id,
-                    name: e.config.name.clone(),
-                    config_yaml: e.config_yaml.clone(),
-                    config_json: e.config.canonical_json(),
-                    config_hash: e.hash.clone(),
-                    state: e.state,
-                    workdir_path: e
-                        .workdir
-                        .as_ref()
-                        .map(|w| w.path.to_string_lossy().into_owned()),
-                    workdir_hash: e.workdir.as_ref().map(|w| w.hash.clone()),
-                    started_at_ms: e.started_at_ms,
-                    finished_at_ms: e.finished_at_ms,
-                    spent_usd: e.spent_usd,
-                    dir: e.dir.clone(),
-                }))
-            }
-            Persist::Variations {
-                experiment_id,
-                variations,
-            } => Write::Variations {
-                experiment_id,
-                variations,
-            },
-            Persist::NewRuns {
-                experiment_id,
-                runs,
-            } => Write::Runs {
-                experiment_id,
-                runs,
-            },
-            Persist::Attempt(record) => Write::Attempt(record),
-            Persist::RunStatus {
-                experiment_id,
-                runs,
-                status,
-            } => Write::RunStatus {
-                experiment_id,
-                runs,
-                status,
-            },
-            Persist::HookLog { path, content } => Write::HookLog { path, content },
         }
     }
 }

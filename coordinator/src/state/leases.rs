@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::events::{EventKind, RunRef};
 
 use super::*;
+use crate::store::Write;
 
 impl State {
     /// Marks a pending run running under `lease_id` on `worker`.
@@ -129,7 +130,7 @@ impl State {
                 _ => EventKind::RunCancelled(run),
             },
         );
-        outbox.persist.push(Persist::Attempt(Box::new(record)));
+        outbox.writes.push(Write::Attempt(Box::new(record)));
         if run_status == RunStatus::Failed {
             self.stop_if_failure_ends(index, outbox);
         }

@@ -8,6 +8,7 @@ use tracing::info;
 use super::events::EventKind;
 
 use super::*;
+use crate::store::Write;
 
 impl State {
     /// Stops assigning an experiment's runs: pending runs are cancelled; running
@@ -35,7 +36,7 @@ impl State {
         }
         let mut count = cancelled.len() as u64;
         if !cancelled.is_empty() {
-            outbox.persist.push(Persist::RunStatus {
+            outbox.writes.push(Write::RunStatus {
                 experiment_id: experiment.db_id,
                 runs: cancelled,
                 status: RunStatus::Cancelled,

@@ -41,6 +41,8 @@ use flotilla_shared::run::{Assignment, RunResult};
 
 use events::{Event, EventKind};
 
+use crate::store::Write;
+
 /// A run handed to a worker; the lease id travels with the assignment and its result.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -150,34 +152,6 @@ impl AttemptRecord {
     }
 }
 
-/// Writes for the store, in the order they must be applied.
-#[derive(Debug, Clone)]
-pub enum Persist {
-    /// Insert or replace the experiment row.
-    Experiment {
-        index: usize,
-    },
-    Variations {
-        experiment_id: i64,
-        variations: Vec<VariationEntry>,
-    },
-    NewRuns {
-        experiment_id: i64,
-        runs: Vec<(u32, u32)>,
-    },
-    Attempt(Box<AttemptRecord>),
-    RunStatus {
-        experiment_id: i64,
-        runs: Vec<(u32, u32)>,
-        status: RunStatus,
-    },
-    /// A worker's setup.log or teardown.log under the experiment.
-    HookLog {
-        path: PathBuf,
-        content: Vec<u8>,
-    },
-}
-
 /// What the decisions want done, and the moment they are made: decisions
 /// read no clock, the actor hands them the time with the outbox
 /// ([`Outbox::at`]), so tests decide at whatever moment they like.
@@ -191,7 +165,8 @@ pub struct Outbox {
     /// Messages sent at once, not waiting for any write: rate shares and
     /// pauses (ARCHITECTURE.md, invariant 6), experiments ended (teardowns).
     pub notices: Vec<(Arc<str>, ToWorker)>,
-    pub persist: Vec<Persist>,
+    /// Writes for the store, in the order they must be applied.
+    pub writes: Vec<Write>,
     /// Budget ledger events, by experiment. While there are any, the
     /// outbox's assignments and grants wait for their commit: a worker never
     /// spends a reservation a restarted coordinator would not know of

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::events::{EventKind, RunRef};
 
 use super::*;
+use crate::store::Write;
 
 /// What an incoming result is to its run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,8 +393,8 @@ fn persist_attempt(
     let lease = (result.lease_id, result.attempt, worker.clone());
     let error = result.error.clone();
     outbox
-        .persist
-        .push(Persist::Attempt(Box::new(AttemptRecord::new(
+        .writes
+        .push(Write::Attempt(Box::new(AttemptRecord::new(
             experiment,
             slot,
             lease,

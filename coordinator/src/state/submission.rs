@@ -6,9 +6,10 @@ use flotilla_shared::grid::expand;
 use flotilla_shared::status::SubmitOutcome;
 use flotilla_shared::{Error, Result};
 
+use crate::store::{ExperimentRow, Write};
+
 use super::{
-    Experiment, ExperimentState, Outbox, Persist, RunEntry, RunStatus, State, VariationEntry,
-    WorkdirRef,
+    Experiment, ExperimentState, Outbox, RunEntry, RunStatus, State, VariationEntry, WorkdirRef,
 };
 
 #[derive(Debug, Clone)]
@@ -92,7 +93,7 @@ impl State {
             }
         }
         if !reopened.is_empty() {
-            outbox.persist.push(Persist::RunStatus {
+            outbox.writes.push(Write::RunStatus {
                 experiment_id: experiment.db_id,
                 runs: reopened,
                 status: RunStatus::Pending,
@@ -112,7 +113,9 @@ impl State {
             experiment.finalizing = None;
             experiment.finished_at_ms = None;
         }
-        outbox.persist.push(Persist::Experiment { index });
+        outbox
+            .writes
+            .push(Write::Experiment(Box::new(ExperimentRow::of(experiment))));
         Ok(Submitted {
             index,
             outcome,
@@ -150,12 +153,16 @@ impl State {
         }
         let total = runs.len() as u64;
         let index = self.insert_experiment(experiment);
-        outbox.persist.push(Persist::Experiment { index });
-        outbox.persist.push(Persist::Variations {
+        outbox
+            .writes
+            .push(Write::Experiment(Box::new(ExperimentRow::of(
+                &self.experiments[index],
+            ))));
+        outbox.writes.push(Write::Variations {
             experiment_id: db_id,
             variations,
         });
-        outbox.persist.push(Persist::NewRuns {
+        outbox.writes.push(Write::Runs {
             experiment_id: db_id,
             runs,
         });
@@ -208,12 +215,12 @@ impl State {
         experiment.hash = submission.config.hash();
         let db_id = experiment.db_id;
         if !new_variations.is_empty() {
-            outbox.persist.push(Persist::Variations {
+            outbox.writes.push(Write::Variations {
                 experiment_id: db_id,
                 variations: new_variations,
             });
         }
-        outbox.persist.push(Persist::NewRuns {
+        outbox.writes.push(Write::Runs {
             experiment_id: db_id,
             runs: new_runs,
         });

@@ -137,7 +137,7 @@ fn success_finishes_the_run_and_frees_the_slot() {
     );
     assert_eq!(counts(&state).succeeded, 1);
     assert!(
-        matches!(&outbox.persist[0], Persist::Attempt(r) if r.outcome == AttemptOutcome::Succeeded)
+        matches!(&outbox.writes[0], Write::Attempt(r) if r.outcome == AttemptOutcome::Succeeded)
     );
     assert_eq!(assign(&mut state)[0].1.len(), 1, "the slot is free again");
 }
@@ -229,14 +229,14 @@ fn expired_leases_requeue_runs_with_the_next_attempt() {
 
     let mut outbox = Outbox::default();
     state.expire_leases(start + LEASE_TIMEOUT / 2, &mut outbox);
-    assert!(outbox.persist.is_empty(), "not yet expired");
+    assert!(outbox.writes.is_empty(), "not yet expired");
 
     state.expire_leases(start + LEASE_TIMEOUT * 2, &mut outbox);
-    assert_eq!(outbox.persist.len(), 2);
+    assert_eq!(outbox.writes.len(), 2);
     assert!(outbox
-        .persist
+        .writes
         .iter()
-        .all(|p| matches!(p, Persist::Attempt(r) if r.outcome == AttemptOutcome::Lost)));
+        .all(|p| matches!(p, Write::Attempt(r) if r.outcome == AttemptOutcome::Lost)));
     assert_eq!(counts(&state).pending, 4);
     assert_eq!(counts(&state).running, 0);
 
@@ -255,7 +255,7 @@ fn heartbeats_keep_leases_alive() {
     state.worker_seen("w1", 1, start + LEASE_TIMEOUT);
     let mut outbox = Outbox::default();
     state.expire_leases(start + LEASE_TIMEOUT + LEASE_TIMEOUT / 2, &mut outbox);
-    assert!(outbox.persist.is_empty());
+    assert!(outbox.writes.is_empty());
 }
 
 #[test]
@@ -299,7 +299,7 @@ fn late_result_of_a_lost_attempt_settles_the_run_once() {
         6,
         &mut outbox,
     );
-    assert!(outbox.persist.is_empty());
+    assert!(outbox.writes.is_empty());
     assert_eq!(counts(&state).succeeded, 1);
 }
 
@@ -317,7 +317,7 @@ fn resent_results_are_not_counted_twice() {
     let mut outbox = Outbox::default();
     state.apply_results("w1", vec![result(&first, Outcome::Failed)], 2, &mut outbox);
     assert!(
-        outbox.persist.is_empty(),
+        outbox.writes.is_empty(),
         "a resent failure is recorded once"
     );
     assert_eq!(
@@ -342,7 +342,7 @@ fn restarted_worker_loses_the_runs_it_forgot() {
         .worker_connected("w1", 2, sim_worker(), Vec::new(), now, &mut outbox)
         .unwrap();
     assert_eq!(
-        outbox.persist.len(),
+        outbox.writes.len(),
         2,
         "both attempts recorded as lost at once"
     );
@@ -368,7 +368,7 @@ fn reconnecting_worker_keeps_its_running_leases() {
     state
         .worker_connected("w1", 2, sim_worker(), running, now, &mut outbox)
         .unwrap();
-    assert!(outbox.persist.is_empty() && outbox.cancels.is_empty());
+    assert!(outbox.writes.is_empty() && outbox.cancels.is_empty());
     assert_eq!(counts(&state).running, 2);
 }
 

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use super::events::{EventKind, RunRef};
 
 use super::*;
+use crate::store::Write;
 
 impl State {
     /// A worker said Hello. `running` lists the runs it is still executing from
@@ -206,7 +207,7 @@ impl State {
                 .setup_failed
                 .insert(name, format!("{error} (see {file})"));
         }
-        outbox.persist.push(Persist::HookLog {
+        outbox.writes.push(Write::HookLog {
             path: experiment.dir.join(file),
             content: report.log,
         });

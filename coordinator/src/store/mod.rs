@@ -67,6 +67,29 @@ pub struct ExperimentRow {
     pub dir: PathBuf,
 }
 
+impl ExperimentRow {
+    /// The row of `experiment` as it stands.
+    pub fn of(experiment: &crate::state::Experiment) -> Self {
+        ExperimentRow {
+            id: experiment.db_id,
+            name: experiment.config.name.clone(),
+            config_yaml: experiment.config_yaml.clone(),
+            config_json: experiment.config.canonical_json(),
+            config_hash: experiment.hash.clone(),
+            state: experiment.state,
+            workdir_path: experiment
+                .workdir
+                .as_ref()
+                .map(|w| w.path.to_string_lossy().into_owned()),
+            workdir_hash: experiment.workdir.as_ref().map(|w| w.hash.clone()),
+            started_at_ms: experiment.started_at_ms,
+            finished_at_ms: experiment.finished_at_ms,
+            spent_usd: experiment.spent_usd,
+            dir: experiment.dir.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadedRun {
     pub variation: u32,
