@@ -189,3 +189,44 @@ fn beyond_loopback_the_http_side_asks_for_the_token() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("# TYPE flotilla_workers_connected gauge"));
 }
+
+#[test]
+fn status_and_the_dashboard_api_report_one_pace_and_eta() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "pace-token");
+    let (coordinator, port) =
+        CoordinatorProcess::start_with_http(&dir.path().join("root"), &token, "127.0.0.1:0");
+    let http = format!("127.0.0.1:{port}");
+    // 40 runs of 0.2 s on one slot: about 8 s, long enough to read the pace mid-way.
+    let file = write_experiment(
+        dir.path(),
+        "paced.yaml",
+        "name: paced\nrun: {kind: command, command: [sh, -c, \"sleep 0.2; echo '{{\\\"x\\\": 1}}'\"]}\nvariations: [{param: i, values: [1, 2, 3, 4]}]\nruns_per_variation: 10\n",
+    );
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let _worker = coordinator.join_worker("w1", 1, &dir.path().join("w1"));
+    let mut cli = serde_json::Value::Null;
+    // A dozen runs ended first, so that one more moves the pace little.
+    wait_until("a pace while runs remain", || {
+        cli = coordinator.status_json("paced")["experiments"][0].clone();
+        cli["counts"]["succeeded"].as_u64().unwrap_or(0) >= 12
+            && cli["eta_seconds"].is_number()
+            && cli["state"] == "running"
+    });
+    let (status, body) = get(&http, "/api/v1/experiments/paced", None);
+    assert_eq!(status, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pace = &api["experiments"][0]["pace"];
+    if api["experiments"][0]["state"] == "running" {
+        // Read a moment apart from one pace the coordinator keeps: close.
+        let (terminal, dashboard) = (
+            cli["runs_per_minute"].as_f64().unwrap(),
+            pace["runs_per_minute"].as_f64().unwrap(),
+        );
+        assert!(
+            (terminal - dashboard).abs() <= 0.25 * terminal,
+            "status says {terminal} runs/min, the dashboard {dashboard}: {cli} {pace}"
+        );
+        assert!(pace["eta"].as_f64().unwrap() > 0.0, "{pace}");
+    }
+}

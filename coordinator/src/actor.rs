@@ -333,7 +333,7 @@ impl Actor {
     }
 
     fn on_status(&self, name: Option<&str>) -> Result<StatusView> {
-        views::status(&self.state, name).map(|view| StatusView {
+        views::status(&self.state, name, now_ms()).map(|view| StatusView {
             store_problem: self.store.health().problem(),
             ..view
         })
@@ -570,6 +570,7 @@ impl Actor {
 
     fn on_tick(&mut self) {
         let mut outbox = Outbox::at(now_ms());
+        self.state.observe_pace(outbox.now_ms);
         self.state.expire_leases(Instant::now(), &mut outbox);
         self.carry_out(outbox, None);
         // While writes fail, periodic files would only queue up behind them.

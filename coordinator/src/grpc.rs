@@ -168,6 +168,8 @@ fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
         waiting: view.waiting.unwrap_or_default(),
         end_reason: view.end_reason.unwrap_or_default(),
         setup_failures: view.setup_failures,
+        runs_per_minute: view.pace.runs_per_minute,
+        eta_seconds: view.pace.eta.map(|eta| eta.as_secs_f64()),
         budget: view.budget.map(|budget| proto::BudgetStatus {
             total_usd: budget.total_usd,
             spent_usd: budget.spent_usd,

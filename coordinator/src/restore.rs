@@ -2,6 +2,7 @@
 //! (ARCHITECTURE.md, invariant 3): runs that were running when the coordinator
 //! stopped are pending again unless their worker reports them as still running.
 
+use flotilla_shared::pace::Pace;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ pub fn restore(
             entry.worker = run.worker.map(Into::into);
             experiment.add_run(entry);
         }
+        // The pace starts over from the restart: the time it was down says nothing of it.
+        experiment.pace = Pace::new(outbox.now_ms, experiment.ended());
         let index = state.insert_experiment(experiment);
         // Crashed between the last result and the final files: finish now.
         state.check_finished(index, outbox);

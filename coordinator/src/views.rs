@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use flotilla_shared::pace::PaceEstimate;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 
@@ -23,6 +24,8 @@ pub struct ExperimentView {
     pub finished_at_ms: Option<i64>,
     pub directory: String,
     pub spent_usd: f64,
+    /// Runs per minute lately and the ETA (ARCHITECTURE.md, "Following an experiment").
+    pub pace: PaceEstimate,
     /// Why pending runs wait, when no connected worker serves their models.
     pub waiting: Option<String>,
     pub budget: Option<BudgetView>,
@@ -124,7 +127,12 @@ pub struct StatusView {
 }
 
 /// An experiment's figures; `detailed` adds per-variation counts.
-pub fn experiment(experiment: &Experiment, detailed: bool, state: &State) -> ExperimentView {
+pub fn experiment(
+    experiment: &Experiment,
+    detailed: bool,
+    state: &State,
+    now_ms: i64,
+) -> ExperimentView {
     let variations = if detailed {
         let mut per_variation: Vec<Counts> = vec![Counts::default(); experiment.variations.len()];
         for run in &experiment.runs {
@@ -154,6 +162,12 @@ pub fn experiment(experiment: &Experiment, detailed: bool, state: &State) -> Exp
         finished_at_ms: experiment.finished_at_ms,
         directory: experiment.dir.to_string_lossy().into_owned(),
         spent_usd: experiment.spent_usd,
+        pace: if experiment.state.is_final() {
+            PaceEstimate::default()
+        } else {
+            let c = experiment.counts;
+            experiment.pace.estimate(now_ms, c.pending + c.running)
+        },
         waiting: waiting(experiment, state),
         budget: budget(experiment),
         end_reason: end_reason(experiment, experiment.state),
@@ -214,18 +228,18 @@ fn serves(capabilities: &flotilla_shared::protocol::Capabilities) -> Vec<String>
 }
 
 /// Status of one experiment (with per-variation and per-worker figures) or of all.
-pub fn status(state: &State, name: Option<&str>) -> Result<StatusView> {
+pub fn status(state: &State, name: Option<&str>, now_ms: i64) -> Result<StatusView> {
     let experiments = match name {
         Some(name) => {
             let experiment = state
                 .experiment(name)
                 .ok_or_else(|| Error::NotFound(format!("no experiment named '{name}'")))?;
-            vec![self::experiment(experiment, true, state)]
+            vec![self::experiment(experiment, true, state, now_ms)]
         }
         None => state
             .experiments
             .iter()
-            .map(|e| self::experiment(e, false, state))
+            .map(|e| self::experiment(e, false, state, now_ms))
             .collect(),
     };
     let selected = name.and_then(|n| state.by_name.get(n).copied());

@@ -12,6 +12,7 @@ pub mod error;
 pub mod grid;
 pub mod money;
 pub mod naming;
+pub mod pace;
 pub mod pricing;
 pub mod protocol;
 pub mod rate;

@@ -86,14 +86,19 @@ impl Sum for Usd {
 }
 
 /// `$0.42`, `$50.00`; amounts under a cent show four decimals (`$0.0031`).
+/// Dollars as every screen shows them (the live display, `status`,
+/// `validate`, the dashboard): cents, or four decimals under a cent.
+pub fn dollars_words(amount: f64) -> String {
+    if amount != 0.0 && amount.abs() < 0.01 {
+        format!("${amount:.4}")
+    } else {
+        format!("${amount:.2}")
+    }
+}
+
 impl fmt::Display for Usd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dollars = self.dollars();
-        if dollars != 0.0 && dollars < 0.01 {
-            write!(f, "${dollars:.4}")
-        } else {
-            write!(f, "${dollars:.2}")
-        }
+        f.write_str(&dollars_words(self.dollars()))
     }
 }
 

@@ -2,6 +2,7 @@
 //! lines, the status table and the JSON documents. States arrive as protobuf
 //! numbers and are read as enums here; an unknown one is an error.
 
+use flotilla_shared::money::dollars_words;
 use flotilla_shared::proto;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::wire::experiment_state;
@@ -60,24 +61,15 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
 pub fn budget_words(budget: &proto::BudgetStatus) -> String {
     let projected = budget
         .projected_usd
-        .map(|p| format!(", projected {}", dollars(p)))
+        .map(|p| format!(", projected {}", dollars_words(p)))
         .unwrap_or_default();
     format!(
         "{} spent, {} reserved, {} left of {}{projected}",
-        dollars(budget.spent_usd),
-        dollars(budget.reserved_usd),
-        dollars(budget.left_usd),
-        dollars(budget.total_usd)
+        dollars_words(budget.spent_usd),
+        dollars_words(budget.reserved_usd),
+        dollars_words(budget.left_usd),
+        dollars_words(budget.total_usd)
     )
-}
-
-/// Cents, or four decimals under a cent.
-fn dollars(amount: f64) -> String {
-    if amount != 0.0 && amount.abs() < 0.01 {
-        format!("${amount:.4}")
-    } else {
-        format!("${amount:.2}")
-    }
 }
 
 /// Whether the experiment of a status message has ended.
@@ -136,10 +128,10 @@ fn spend_cell(e: &proto::ExperimentStatus) -> String {
     match &e.budget {
         Some(budget) => format!(
             "{} of {}",
-            dollars(budget.spent_usd),
-            dollars(budget.total_usd)
+            dollars_words(budget.spent_usd),
+            dollars_words(budget.total_usd)
         ),
-        None if e.spent_usd > 0.0 => dollars(e.spent_usd),
+        None if e.spent_usd > 0.0 => dollars_words(e.spent_usd),
         None => "-".to_string(),
     }
 }
@@ -307,6 +299,8 @@ pub fn experiment_json(e: &proto::ExperimentStatus) -> Result<serde_json::Value>
         })),
         "started_at": flotilla_shared::clock::rfc3339(e.started_at_ms),
         "finished_at": (e.finished_at_ms > 0).then(|| flotilla_shared::clock::rfc3339(e.finished_at_ms)),
+        "runs_per_minute": e.runs_per_minute,
+        "eta_seconds": e.eta_seconds,
         "variations": e.variations.iter().map(|v| json!({
             "index": v.index,
             "axis_values": serde_json::from_str::<serde_json::Value>(&v.params_json).unwrap_or_default(),

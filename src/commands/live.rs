@@ -1,105 +1,33 @@
 //! What the live display says about a running experiment, apart from how it
-//! is drawn: its pace and ETA from a moving average of recent completions,
-//! the variations worth a line, spend against the budget, provider limits
-//! (binding or not) and the workers. Pure functions of status messages and
-//! the time, so that they are tested without a terminal.
+//! is drawn: its pace and ETA (kept by the coordinator, `flotilla_shared::pace`,
+//! so the dashboard shows the same), the variations worth a line, spend
+//! against the budget, provider limits (binding or not) and the workers.
+//! Pure functions of status messages, so that they are tested without a terminal.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_shared::duration::duration_words;
 use flotilla_shared::naming::variation_name;
+use flotilla_shared::pace::PaceEstimate;
 use flotilla_shared::proto;
 
 use super::display;
-
-/// The pace of completions over a recent window: at least this long...
-const PACE_WINDOW: Duration = Duration::from_secs(120);
-/// ...and at least this many completions, when there were that many.
-const PACE_RUNS: u64 = 10;
-/// Samples kept; older ones only matter for sweeps far slower than the window.
-const PACE_SAMPLES: usize = 4096;
-
-/// Runs finished over time, for runs per minute and the ETA.
-#[derive(Debug)]
-pub struct Pace {
-    /// (when, runs ended by then), oldest first; the first is the start.
-    samples: VecDeque<(Instant, u64)>,
-}
-
-impl Pace {
-    pub fn new(start: Instant, done: u64) -> Self {
-        Pace {
-            samples: VecDeque::from([(start, done)]),
-        }
-    }
-
-    /// Notes the count of ended runs when a status arrives.
-    pub fn observe(&mut self, now: Instant, done: u64) {
-        if self.samples.back().is_some_and(|(_, last)| *last == done) {
-            return;
-        }
-        self.samples.push_back((now, done));
-        if self.samples.len() > PACE_SAMPLES {
-            self.samples.pop_front();
-        }
-    }
-
-    /// Runs per minute since a base sample: the latest one at least
-    /// `PACE_WINDOW` old with at least `PACE_RUNS` runs ended after it, or
-    /// the oldest. `None` until a run has ended.
-    pub fn runs_per_minute(&self, now: Instant) -> Option<f64> {
-        let &(_, done) = self.samples.back()?;
-        let base = self
-            .samples
-            .iter()
-            .rev()
-            .find(|(at, then)| {
-                now.saturating_duration_since(*at) >= PACE_WINDOW && done - then >= PACE_RUNS
-            })
-            .or(self.samples.front())?;
-        let runs = done - base.1;
-        let minutes = now.saturating_duration_since(base.0).as_secs_f64() / 60.0;
-        (runs > 0 && minutes > 0.0).then(|| runs as f64 / minutes)
-    }
-
-    /// Time left for `remaining` runs at the recent pace.
-    pub fn eta(&self, now: Instant, remaining: u64) -> Option<Duration> {
-        let per_minute = self.runs_per_minute(now)?;
-        Some(Duration::from_secs_f64(
-            remaining as f64 / per_minute * 60.0,
-        ))
-    }
-}
 
 /// Runs that ended in any way.
 pub fn ended(counts: &proto::StateCounts) -> u64 {
     counts.succeeded + counts.failed + counts.cancelled
 }
 
-/// `12.5 runs/min · ETA 3m10s`, or what is not known yet.
-pub fn pace_words(experiment: &proto::ExperimentStatus, pace: &Pace, now: Instant) -> String {
+/// The pace and ETA the coordinator reported for `experiment`.
+pub fn pace(experiment: &proto::ExperimentStatus) -> PaceEstimate {
     let counts = experiment.counts.unwrap_or_default();
-    let remaining = experiment.total_runs.saturating_sub(ended(&counts));
-    match (pace.runs_per_minute(now), pace.eta(now, remaining)) {
-        (Some(rate), Some(eta)) if remaining > 0 => {
-            format!(
-                "{} runs/min · ETA {}",
-                rate_words(rate),
-                duration_words(eta)
-            )
-        }
-        (Some(rate), _) => format!("{} runs/min", rate_words(rate)),
-        _ if remaining == 0 => String::new(),
-        _ => "ETA once runs finish".to_string(),
-    }
-}
-
-fn rate_words(rate: f64) -> String {
-    if rate >= 100.0 {
-        format!("{rate:.0}")
-    } else {
-        format!("{rate:.1}")
+    PaceEstimate {
+        runs_per_minute: experiment.runs_per_minute,
+        eta: experiment
+            .eta_seconds
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64),
+        remaining: experiment.total_runs.saturating_sub(ended(&counts)),
     }
 }
 
@@ -205,13 +133,11 @@ fn variation_line(variation: &proto::VariationStatus) -> String {
 pub fn detail_lines(
     reply: &proto::StatusReply,
     experiment: &proto::ExperimentStatus,
-    pace: &Pace,
-    now: Instant,
     variation_room: usize,
 ) -> Vec<String> {
     let counts = experiment.counts.unwrap_or_default();
     let mut lines = Vec::new();
-    let pace_words = pace_words(experiment, pace, now);
+    let pace_words = pace(experiment).words();
     lines.push(format!(
         "  {} succeeded · {} failed · {} running · {} pending · {} ok{}",
         counts.succeeded,
@@ -252,14 +178,9 @@ pub fn detail_lines(
 
 /// The plain line printed every few seconds when stderr is not a terminal:
 /// the status line, the pace, and each limit that binds.
-pub fn plain_line(
-    reply: &proto::StatusReply,
-    experiment: &proto::ExperimentStatus,
-    pace: &Pace,
-    now: Instant,
-) -> String {
+pub fn plain_line(reply: &proto::StatusReply, experiment: &proto::ExperimentStatus) -> String {
     let mut line = display::one_line(experiment);
-    let pace_words = pace_words(experiment, pace, now);
+    let pace_words = pace(experiment).words();
     if !pace_words.is_empty() {
         line.push_str(&format!(" · {pace_words}"));
     }
@@ -272,45 +193,6 @@ pub fn plain_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(start: Instant, seconds: u64) -> Instant {
-        start + Duration::from_secs(seconds)
-    }
-
-    #[test]
-    fn the_pace_is_a_moving_average_of_recent_completions() {
-        let start = Instant::now();
-        let mut pace = Pace::new(start, 0);
-        assert_eq!(pace.runs_per_minute(at(start, 10)), None);
-        // One run every 6 s for five minutes: 10 a minute.
-        for second in (6..=300).step_by(6) {
-            pace.observe(at(start, second), second / 6);
-        }
-        let rate = pace.runs_per_minute(at(start, 300)).unwrap();
-        assert!((rate - 10.0).abs() < 0.01, "{rate}");
-        // It slows to one run every 30 s: the window follows within a few minutes.
-        for (i, second) in (330..=600).step_by(30).enumerate() {
-            pace.observe(at(start, second), 50 + i as u64 + 1);
-        }
-        let rate = pace.runs_per_minute(at(start, 600)).unwrap();
-        assert!((rate - 2.0).abs() < 0.5, "{rate}");
-        // 20 runs left at 2 a minute: about 10 minutes.
-        let eta = pace.eta(at(start, 600), 20).unwrap();
-        assert!((eta.as_secs_f64() - 600.0).abs() < 150.0, "{eta:?}");
-        // Time without completions lowers the pace.
-        let later = pace.runs_per_minute(at(start, 900)).unwrap();
-        assert!(later < rate, "{later} < {rate}");
-    }
-
-    #[test]
-    fn runs_finishing_in_waves_give_an_eta_of_the_waves_left() {
-        let start = Instant::now();
-        let mut pace = Pace::new(start, 0);
-        // 8 slots, 24 runs of 30 s each: the first wave ends at 30 s.
-        pace.observe(at(start, 30), 8);
-        let eta = pace.eta(at(start, 30), 16).unwrap();
-        assert_eq!(eta.as_secs(), 60);
-    }
 
     fn limit(waiting: u32, throttled: u64, shared: bool) -> proto::LimitStatus {
         proto::LimitStatus {
@@ -348,10 +230,9 @@ mod tests {
 
     #[test]
     fn the_plain_line_adds_the_pace_and_the_limits_that_bind() {
-        let start = Instant::now();
-        let mut pace = Pace::new(start, 0);
-        pace.observe(at(start, 60), 6);
         let experiment = proto::ExperimentStatus {
+            runs_per_minute: Some(6.0),
+            eta_seconds: Some(180.0),
             name: "pd".into(),
             state: proto::ExperimentState::Running.into(),
             total_runs: 24,
@@ -367,7 +248,7 @@ mod tests {
             limits: vec![limit(3, 0, true), limit(0, 0, true)],
             ..Default::default()
         };
-        let line = plain_line(&reply, &experiment, &pace, at(start, 60));
+        let line = plain_line(&reply, &experiment);
         let lines: Vec<&str> = line.lines().collect();
         assert!(lines[0].ends_with("· 6.0 runs/min · ETA 3m00s"), "{line}");
         // Only the limit that binds gets a line.

@@ -92,7 +92,6 @@ pub async fn follow(
     let mut last_line = Instant::now() - PLAIN_INTERVAL;
     let mut interrupted = 0u32;
     let mut latest: Option<(proto::StatusReply, proto::ExperimentStatus)> = None;
-    let mut pace: Option<live::Pace> = None;
     let mut store_problem = String::new();
     let mut waiting = String::new();
     loop {
@@ -136,20 +135,16 @@ pub async fn follow(
                     }
                     waiting = experiment.waiting.clone();
                 }
-                let now = Instant::now();
-                let ended = live::ended(&experiment.counts.unwrap_or_default());
-                pace.get_or_insert_with(|| live::Pace::new(now, ended)).observe(now, ended);
                 let finished = display::is_final(&experiment)?;
                 latest = Some((reply, experiment));
                 let (reply, experiment) = latest.as_ref().expect("just set");
-                let pace = pace.as_ref().expect("just set");
                 match &bar {
-                    Some(bar) => draw(bar, reply, experiment, pace, &store_problem),
+                    Some(bar) => draw(bar, reply, experiment, &store_problem),
                     None if show == Show::Json => {}
                     None if last_line.elapsed() >= PLAIN_INTERVAL || finished => {
                         last_line = Instant::now();
                         let waiting = if store_problem.is_empty() { String::new() } else { format!("  [{store_problem}]") };
-                        eprintln!("{}{waiting}", live::plain_line(reply, experiment, pace, now));
+                        eprintln!("{}{waiting}", live::plain_line(reply, experiment));
                     }
                     None => {}
                 }
@@ -158,8 +153,8 @@ pub async fn follow(
                 }
             }
             _ = redraw.tick() => {
-                if let (Some(bar), Some((reply, experiment)), Some(pace)) = (&bar, &latest, &pace) {
-                    draw(bar, reply, experiment, pace, &store_problem);
+                if let (Some(bar), Some((reply, experiment))) = (&bar, &latest) {
+                    draw(bar, reply, experiment, &store_problem);
                 }
             }
             Some(()) = interrupt => {
@@ -200,7 +195,6 @@ fn draw(
     bar: &ProgressBar,
     reply: &proto::StatusReply,
     experiment: &proto::ExperimentStatus,
-    pace: &live::Pace,
     store_problem: &str,
 ) {
     bar.set_length(experiment.total_runs);
@@ -208,7 +202,7 @@ fn draw(
     let width = console::Term::stderr()
         .size_checked()
         .map_or(100, |(_, columns)| columns as usize);
-    let mut lines = live::detail_lines(reply, experiment, pace, Instant::now(), VARIATION_ROOM);
+    let mut lines = live::detail_lines(reply, experiment, VARIATION_ROOM);
     if !store_problem.is_empty() {
         lines.push(format!("  waiting for disk space: {store_problem}"));
     }

@@ -1,5 +1,6 @@
 //! `flotilla validate`: check a file and show the grid it expands to.
 
+use flotilla_shared::money::dollars_words;
 use std::path::Path;
 
 use flotilla_shared::config::RunConfig;
@@ -139,9 +140,9 @@ fn worst_case(config: &flotilla_shared::config::ExperimentConfig) -> String {
                 let worst = runs as f64 * per_run;
                 format!(
                     "cost: worst case {} ({runs} runs × {} per run); budget {}{}",
-                    dollars(worst),
-                    dollars(per_run),
-                    dollars(budget.total_usd),
+                    dollars_words(worst),
+                    dollars_words(per_run),
+                    dollars_words(budget.total_usd),
                     if worst > budget.total_usd {
                         " — the budget may stop it before every run has run"
                     } else {
@@ -151,7 +152,7 @@ fn worst_case(config: &flotilla_shared::config::ExperimentConfig) -> String {
             }
             None => format!(
                 "cost: no per-run cap (budget.per_run_usd): a run may spend up to the whole budget, {}",
-                dollars(budget.total_usd)
+                dollars_words(budget.total_usd)
             ),
         },
         None => "cost: no budget: nothing limits what the runs may spend (set budget.total_usd and budget.per_run_usd)".to_string(),
@@ -269,15 +270,21 @@ fn forecast_lines(config: &flotilla_shared::config::ExperimentConfig, seen: &See
     let f = forecast(observed, remaining, seen.spent_usd, left);
     let interval = f
         .interval_usd
-        .map(|[low, high]| format!(" (95% interval {}–{})", dollars(low), dollars(high)))
+        .map(|[low, high]| {
+            format!(
+                " (95% interval {}–{})",
+                dollars_words(low),
+                dollars_words(high)
+            )
+        })
         .unwrap_or_else(|| " (no interval: one observed cost, or only their total)".to_string());
     let mut lines = vec![format!(
         "forecast from {} finished runs at {} per run on average: the {remaining} remaining runs would cost {}{interval}; {} spent so far, {} expected in all",
         observed.runs,
-        dollars(observed.mean_usd),
-        dollars(f.expected_remaining_usd),
-        dollars(seen.spent_usd),
-        dollars(f.expected_final_usd)
+        dollars_words(observed.mean_usd),
+        dollars_words(f.expected_remaining_usd),
+        dollars_words(seen.spent_usd),
+        dollars_words(f.expected_final_usd)
     )];
     if let Some(budget) = &f.budget {
         let affordable = budget
@@ -293,17 +300,8 @@ fn forecast_lines(config: &flotilla_shared::config::ExperimentConfig, seen: &See
         };
         lines.push(format!(
             "budget: {} left, {outlook}{affordable}",
-            dollars(budget.left_usd)
+            dollars_words(budget.left_usd)
         ));
     }
     lines
-}
-
-/// Cents, or four decimals under a cent.
-fn dollars(amount: f64) -> String {
-    if amount != 0.0 && amount.abs() < 0.01 {
-        format!("${amount:.4}")
-    } else {
-        format!("${amount:.2}")
-    }
 }

@@ -181,7 +181,7 @@ pub async fn login(State(http): State<Http>, Form(login): Form<Login>) -> Respon
 
 pub async fn experiments(State(http): State<Http>) -> Result<Html<String>, PageError> {
     let status = http.handle.status(None).await.map_err(ApiError)?;
-    Ok(Html(pages::experiments(&status, now_ms())))
+    Ok(Html(pages::experiments(&status)))
 }
 
 pub async fn workers(State(http): State<Http>) -> Result<Html<String>, PageError> {

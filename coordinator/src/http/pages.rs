@@ -8,6 +8,7 @@ use std::time::Duration;
 use flotilla_report::analysis::{FailureMode, MetricInfo, VariationStatistics};
 use flotilla_shared::clock::moment_words;
 use flotilla_shared::duration::duration_words;
+use flotilla_shared::money::dollars_words;
 use flotilla_shared::naming::variation_name;
 
 use crate::state::KeyUseView;
@@ -103,27 +104,25 @@ pub fn spend_words(view: &ExperimentView) -> String {
         Some(b) => {
             let projected = b
                 .projected_usd
-                .map(|p| format!(", projected ${p:.2}"))
+                .map(|p| format!(", projected {}", dollars_words(p)))
                 .unwrap_or_default();
-            format!("${:.2} of ${:.2}{projected}", b.spent_usd, b.total_usd)
+            format!(
+                "{} of {}{projected}",
+                dollars_words(b.spent_usd),
+                dollars_words(b.total_usd)
+            )
         }
-        None if view.spent_usd > 0.0 => format!("${:.4}", view.spent_usd),
+        None if view.spent_usd > 0.0 => dollars_words(view.spent_usd),
         None => "-".into(),
     }
 }
 
-/// The remaining runs at the pace since the start; empty when it cannot be said.
-pub fn eta_words(view: &ExperimentView, now_ms: i64) -> String {
-    let (done, left) = (ended(view), view.counts.running + view.counts.pending);
-    let elapsed = (now_ms - view.started_at_ms) as f64 / 1000.0;
-    if view.state.is_final() || left == 0 {
+/// The ETA at the pace the coordinator keeps (the live display's too).
+pub fn eta_words(view: &ExperimentView) -> String {
+    if view.state.is_final() {
         return String::new();
     }
-    if done == 0 || elapsed <= 0.0 {
-        return "once runs finish".into();
-    }
-    let seconds = left as f64 * elapsed / done as f64;
-    duration_words(Duration::from_secs_f64(seconds))
+    view.pace.eta_words()
 }
 
 /// How long it ran, or has run so far.
@@ -134,7 +133,7 @@ fn elapsed_words(view: &ExperimentView, now_ms: i64) -> String {
     ))
 }
 
-pub fn experiments(status: &StatusView, now_ms: i64) -> String {
+pub fn experiments(status: &StatusView) -> String {
     let mut rows = String::new();
     for e in &status.experiments {
         let _ = write!(
@@ -153,7 +152,7 @@ pub fn experiments(status: &StatusView, now_ms: i64) -> String {
             e.counts.running,
             e.counts.pending,
             esc(&spend_words(e)),
-            esc(&eta_words(e, now_ms)),
+            esc(&eta_words(e)),
         );
     }
     let body = if status.experiments.is_empty() {
@@ -184,7 +183,7 @@ pub fn live_fields(view: &ExperimentView, now_ms: i64) -> Vec<(&'static str, Str
         ("spend", spend_words(view)),
         ("started", moment_words(view.started_at_ms)),
         ("elapsed", elapsed_words(view, now_ms)),
-        ("eta", eta_words(view, now_ms)),
+        ("eta", eta_words(view)),
     ]
 }
 

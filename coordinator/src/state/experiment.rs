@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::grid::Variation;
+use flotilla_shared::pace::Pace;
 use flotilla_shared::protocol::Capabilities;
 use flotilla_shared::status::{ExperimentState, RunStatus};
 
@@ -216,6 +217,8 @@ pub struct Experiment {
     pub refused_for_budget: u64,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// How fast its runs end: one pace for every screen (`flotilla_shared::pace`).
+    pub pace: Pace,
 }
 
 impl Experiment {
@@ -255,7 +258,13 @@ impl Experiment {
             workers_used: BTreeSet::new(),
             started_at_ms,
             finished_at_ms: None,
+            pace: Pace::new(started_at_ms, 0),
         }
+    }
+
+    /// Runs that ended in any way.
+    pub fn ended(&self) -> u64 {
+        self.counts.succeeded + self.counts.failed + self.counts.cancelled
     }
 
     pub fn name(&self) -> &str {

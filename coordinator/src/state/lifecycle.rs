@@ -11,6 +11,16 @@ use super::*;
 use crate::store::Write;
 
 impl State {
+    /// Notes how many runs of each running experiment ended by `now_ms`, for its pace.
+    pub fn observe_pace(&mut self, now_ms: i64) {
+        for experiment in &mut self.experiments {
+            if !experiment.state.is_final() {
+                let ended = experiment.ended();
+                experiment.pace.observe(now_ms, ended);
+            }
+        }
+    }
+
     /// Stops assigning an experiment's runs: pending runs are cancelled; running
     /// runs are told to stop when `kill_running`, otherwise they finish.
     /// Returns how many runs were cancelled or told to stop.
