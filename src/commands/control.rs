@@ -1,6 +1,6 @@
 //! The control subcommands that talk to a coordinator: submit, status, ls, cancel.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flotilla_shared::error::exit_code;
 use flotilla_shared::proto;
@@ -8,7 +8,143 @@ use flotilla_shared::status::SubmitOutcome;
 use flotilla_shared::{Error, Result};
 
 use super::client::{connect_target, Target};
+use clap::Args;
+
+use super::args::{CoordinatorArg, ShowArgs};
 use super::{display, progress};
+
+#[derive(Args)]
+pub struct WorkerDrainArgs {
+    /// The worker's name, as `flotilla status` lists it.
+    pub name: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArg,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The experiment file (YAML).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArg,
+    /// Wait until the experiment ends, showing progress; the exit code tells how it ended.
+    #[arg(long)]
+    pub wait: bool,
+    /// Also re-run runs that failed for good earlier.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// With --wait: how progress is shown.
+    #[command(flatten)]
+    pub show: ShowArgs,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Experiment name; without it, every experiment.
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// Experiment name.
+    pub name: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArg,
+    #[command(flatten)]
+    pub show: ShowArgs,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub coordinator: CoordinatorArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// Experiment name.
+    pub name: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArg,
+    /// Also re-run runs that failed for good.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Wait until the experiment ends, showing progress; the exit code tells how it ended.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: how progress is shown.
+    #[command(flatten)]
+    pub show: ShowArgs,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    /// Experiment name.
+    pub name: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorArg,
+    /// Also stop runs that are running now.
+    #[arg(long)]
+    pub kill: bool,
+}
+
+/// `flotilla submit`.
+pub async fn submit_command(args: SubmitArgs) -> anyhow::Result<i32> {
+    let wait = args.wait.then(|| args.show.show());
+    submit(
+        &args.coordinator.target(),
+        &args.file,
+        wait,
+        args.retry_failed,
+    )
+    .await
+}
+
+/// `flotilla status`.
+pub async fn status_command(args: StatusArgs) -> anyhow::Result<i32> {
+    status(&args.coordinator.target(), args.name, args.json).await
+}
+
+/// `flotilla watch`.
+pub async fn watch_command(args: WatchArgs) -> anyhow::Result<i32> {
+    let show = args.show.show();
+    watch(&args.coordinator.target(), &args.name, show).await
+}
+
+/// `flotilla ls`.
+pub async fn list_command(args: ListArgs) -> anyhow::Result<i32> {
+    list(&args.coordinator.target(), args.json).await
+}
+
+/// `flotilla cancel`.
+pub async fn cancel_command(args: CancelArgs) -> anyhow::Result<i32> {
+    cancel(&args.coordinator.target(), args.name, args.kill).await
+}
+
+/// `flotilla resume`.
+pub async fn resume_command(args: ResumeArgs) -> anyhow::Result<i32> {
+    let wait = args.wait.then(|| args.show.show());
+    resume(
+        &args.coordinator.target(),
+        &args.name,
+        args.retry_failed,
+        wait,
+    )
+    .await
+}
+
+/// `flotilla worker drain`.
+pub async fn drain_command(args: WorkerDrainArgs) -> anyhow::Result<i32> {
+    drain(&args.coordinator.target(), &args.name).await
+}
 
 pub async fn submit(
     target: &Target,

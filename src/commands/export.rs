@@ -6,7 +6,39 @@ use std::path::Path;
 use flotilla_coordinator::reports::{self, ExportFormat};
 use flotilla_shared::proto;
 
+use clap::Args;
+
+use super::args::{ClientTlsArgs, RootArg, TokenArg};
 use super::client::{connect_target, Target};
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Experiment name.
+    pub name: String,
+    /// csv (as results.csv) or jsonl (as results.jsonl: parameters and metrics as objects).
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: Format,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Ask this coordinator (HOST:PORT) instead of reading --root here.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub token: TokenArg,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// `flotilla export`.
+pub async fn main(args: ExportArgs) -> anyhow::Result<i32> {
+    let target = args.coordinator.map(|address| Target {
+        address,
+        token_file: args.token.token_file,
+        root: args.root.root.clone(),
+        tls: args.tls.settings(),
+    });
+    export(&args.name, args.format, &args.root.root, target.as_ref()).await
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -9,6 +9,36 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use clap::Args;
+
+use super::args::{duration_arg, ClientTlsArgs};
+
+#[derive(Args)]
+pub struct HealthArgs {
+    /// Coordinator address, HOST:PORT (or https://HOST:PORT).
+    #[arg(env = "FLOTILLA_COORDINATOR", default_value = "127.0.0.1:7700")]
+    pub address: String,
+    /// The service to ask about; empty (the default) means the coordinator as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up, and exit 1, after this long (e.g. 3s).
+    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// `flotilla health`.
+pub async fn main(args: HealthArgs) -> anyhow::Result<i32> {
+    health(
+        &args.address,
+        &args.service,
+        &args.tls.settings(),
+        args.timeout,
+    )
+    .await
+}
+
 /// Exit 0 when the coordinator answers SERVING; 1 for anything else
 /// (unreachable, refused TLS, not serving, no answer within `timeout`), with
 /// the reason on stderr.

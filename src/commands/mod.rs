@@ -1,5 +1,7 @@
-//! What each subcommand does; `main.rs` only parses and dispatches.
+//! What each subcommand does, with the arguments it takes (shared groups in
+//! `args`); `main.rs` only parses and dispatches.
 
+pub mod args;
 pub mod client;
 pub mod control;
 pub mod display;

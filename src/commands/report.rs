@@ -8,7 +8,79 @@ use flotilla_report::{Analysis, ReportOptions};
 use flotilla_shared::error::exit_code;
 use flotilla_shared::{proto, Error};
 
+use clap::Args;
+
+use super::args::{ClientTlsArgs, RootArg, TokenArg};
 use super::client::{connect_target, Target};
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Experiment name.
+    pub name: String,
+    #[command(flatten)]
+    pub options: AnalysisArgs,
+}
+
+/// What `report` and `compare` share.
+#[derive(Args)]
+pub struct AnalysisArgs {
+    #[command(flatten)]
+    pub root: RootArg,
+    /// What to print: the markdown report or every figure as JSON.
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: Format,
+    /// Also size runs to detect this difference, in standard deviations (e.g. 0.5).
+    #[arg(long)]
+    pub min_effect: Option<f64>,
+    /// Ask this coordinator (HOST:PORT) to write it on its root, instead of reading --root here.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub token: TokenArg,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Two or more experiment names.
+    #[arg(required = true, num_args = 2.., value_name = "EXPERIMENT")]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub options: AnalysisArgs,
+}
+
+/// `flotilla report NAME`.
+pub async fn report(args: ReportArgs) -> anyhow::Result<i32> {
+    main(vec![args.name], args.options).await
+}
+
+/// `flotilla compare A B …`.
+pub async fn compare(args: CompareArgs) -> anyhow::Result<i32> {
+    main(args.names, args.options).await
+}
+
+/// A report (one name) or comparison (several): written here from --root, or
+/// by the coordinator on its root.
+async fn main(names: Vec<String>, options: AnalysisArgs) -> anyhow::Result<i32> {
+    let request = Request {
+        names,
+        format: options.format,
+        min_effect: options.min_effect,
+    };
+    match options.coordinator {
+        Some(address) => {
+            let target = super::client::Target {
+                address,
+                token_file: options.token.token_file,
+                root: options.root.root,
+                tls: options.tls.settings(),
+            };
+            remote(&target, request).await
+        }
+        None => local(&options.root.root, request),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

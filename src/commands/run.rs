@@ -1,6 +1,7 @@
 //! `flotilla run`: an embedded coordinator and local workers on this machine,
 //! talking real gRPC over loopback, following the experiment to its end.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use flotilla_coordinator::{CoordinatorConfig, DEFAULT_LEASE_TIMEOUT};
@@ -9,33 +10,50 @@ use flotilla_shared::Error;
 use flotilla_worker::WorkerConfig;
 use tokio::sync::{mpsc, watch};
 
+use clap::Args;
+
+use super::args::{LlmArgs, RootArg, ShowArgs};
 use super::{client, progress, submission};
 
-pub struct Options {
+#[derive(Args)]
+pub struct RunArgs {
+    /// The experiment file (YAML).
     pub file: PathBuf,
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Local workers to start (each runs one run at a time); default: the number of cores.
+    #[arg(long)]
     pub workers: Option<u32>,
-    pub show: progress::Show,
-    /// Serve /metrics and the JSON API here while the experiment runs.
-    pub http: Option<std::net::SocketAddr>,
+    /// Runs each local worker runs at once.
+    #[arg(long, default_value_t = 1)]
     pub slots: u32,
+    /// Also re-run runs that failed for good in an earlier run of this file.
+    #[arg(long)]
     pub retry_failed: bool,
-    pub providers: Vec<flotilla_gateway::providers::Provider>,
-    pub ollama_url: String,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    #[command(flatten)]
+    pub show: ShowArgs,
+    /// Serve /metrics (Prometheus) and the JSON API under /api/v1/ here (HOST:PORT) while the
+    /// experiment runs.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
 }
 
-pub async fn run(options: Options) -> anyhow::Result<i32> {
-    if options.workers == Some(0) || options.slots == 0 {
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let providers = args.llm.providers()?;
+    let (root, show) = (args.root.root.clone(), args.show.show());
+    if args.workers == Some(0) || args.slots == 0 {
         return Err(Error::InvalidInput("--workers and --slots must be at least 1".into()).into());
     }
-    std::fs::create_dir_all(&options.root)
-        .map_err(|e| Error::io(format!("cannot create {}", options.root.display()), e))?;
+    std::fs::create_dir_all(&root)
+        .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
     // Validate (and bundle) before starting anything.
     let (config, request) = submission::prepare(
-        &options.file,
-        std::slice::from_ref(&options.root),
-        options.retry_failed,
-        &options.providers,
+        &args.file,
+        std::slice::from_ref(&root),
+        args.retry_failed,
+        &providers,
     )?;
 
     let token = super::random_token()?;
@@ -44,7 +62,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
         .map_err(|e| Error::io("cannot listen on 127.0.0.1", e))?;
     let mut coordinator = flotilla_coordinator::start(
         CoordinatorConfig {
-            root: options.root.clone(),
+            root: root.clone(),
             token: token.clone(),
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             // The report is written below, before the command returns.
@@ -55,7 +73,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     )
     .await?;
     let address = coordinator.address.to_string();
-    if let Some(http) = options.http {
+    if let Some(http) = args.http {
         let listener = tokio::net::TcpListener::bind(http)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {http} for HTTP"), e))?;
@@ -74,13 +92,13 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     // The workers start once the progress stream is open, so that `--json`
     // hears of every run from the first.
     let (watching, watch_opened) = tokio::sync::oneshot::channel::<()>();
-    let worker_count = options.workers.unwrap_or_else(super::serve::cores);
+    let worker_count = args.workers.unwrap_or_else(super::serve::cores);
     let (worker_address, worker_token) = (address.clone(), token.clone());
     let (worker_scratch, providers, ollama_url, slots) = (
         scratch.clone(),
-        options.providers.clone(),
-        options.ollama_url.clone(),
-        options.slots,
+        providers.clone(),
+        args.llm.ollama_url.clone(),
+        args.slots,
     );
     let workers_started = tokio::spawn(async move {
         let _ = watch_opened.await;
@@ -135,7 +153,7 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
         &mut control,
         &config.name,
         Some(interrupts),
-        options.show,
+        show,
         Some(watching),
     )
     .await;
@@ -149,17 +167,15 @@ pub async fn run(options: Options) -> anyhow::Result<i32> {
     let _ = std::fs::remove_dir_all(&scratch);
 
     let ending = ending?;
-    let report = match flotilla_coordinator::reports::write_report(
-        &options.root,
-        &config.name,
-        &Default::default(),
-    ) {
-        Ok((dir, _)) => Some(dir.join("analysis-report.md")),
-        Err(e) => {
-            eprintln!("warning: cannot write the report: {e}");
-            None
-        }
-    };
-    progress::print_final(&ending.status, options.show, report.as_deref());
+    let report =
+        match flotilla_coordinator::reports::write_report(&root, &config.name, &Default::default())
+        {
+            Ok((dir, _)) => Some(dir.join("analysis-report.md")),
+            Err(e) => {
+                eprintln!("warning: cannot write the report: {e}");
+                None
+            }
+        };
+    progress::print_final(&ending.status, show, report.as_deref());
     Ok(progress::exit_code_for(&ending))
 }

@@ -8,10 +8,13 @@ use flotilla_coordinator::CoordinatorConfig;
 use flotilla_shared::atomic_file::write_atomic;
 use flotilla_shared::auth::read_token_file;
 use flotilla_shared::error::exit_code;
-use flotilla_shared::tls::{ClientTls, ServerTls};
 use flotilla_shared::Error;
 use flotilla_worker::WorkerConfig;
 use tracing::{info, warn};
+
+use clap::Args;
+
+use super::args::{duration_arg, ClientTlsArgs, LlmArgs, RootArg, ServerTlsArgs, TokenArg};
 
 /// Resolves when the process receives Ctrl+C or SIGTERM.
 pub async fn stop_signal() {
@@ -23,24 +26,36 @@ pub async fn stop_signal() {
     }
 }
 
-pub struct CoordinatorOptions {
+#[derive(Args)]
+pub struct CoordinatorStartArgs {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one, printed at start).
+    #[arg(long, default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
-    pub root: PathBuf,
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub root: RootArg,
+    #[command(flatten)]
+    pub token: TokenArg,
+    /// A worker silent for this long loses its runs, which are requeued (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
     pub lease_timeout: Duration,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+    /// Also serve HTTP here (HOST:PORT): /metrics (Prometheus) and the JSON API under
+    /// /api/v1/. Beyond loopback every request needs the token (Authorization: Bearer TOKEN).
+    #[arg(long)]
     pub http: Option<SocketAddr>,
-    pub tls: Option<ServerTls>,
 }
 
-pub async fn coordinator(options: CoordinatorOptions) -> anyhow::Result<i32> {
-    let CoordinatorOptions {
+pub async fn coordinator(args: CoordinatorStartArgs) -> anyhow::Result<i32> {
+    let CoordinatorStartArgs {
         listen,
         root,
-        token_file,
+        token,
         lease_timeout,
-        http,
         tls,
-    } = options;
+        http,
+    } = args;
+    let (root, token_file, tls) = (root.root, token.token_file, tls.settings());
     let token = match token_file {
         Some(path) => read_token_file(&path)?,
         None => {
@@ -115,21 +130,39 @@ fn warn_if_in_the_clear(listen: SocketAddr, http: Option<SocketAddr>, tls: bool)
     }
 }
 
-pub struct WorkerOptions {
+#[derive(Args)]
+pub struct WorkerJoinArgs {
+    /// Coordinator address, HOST:PORT.
+    #[arg(env = "FLOTILLA_COORDINATOR")]
     pub coordinator: String,
+    /// Runs to run at once; default: the number of cores.
+    #[arg(long)]
     pub slots: Option<u32>,
+    /// Name unique among the coordinator's workers; default: HOSTNAME-PID.
+    #[arg(long)]
     pub name: Option<String>,
-    pub token_file: Option<PathBuf>,
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub token: TokenArg,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+    /// Scratch space for run directories and cached workdirs; default: a directory of this
+    /// process's own under the system temp dir, removed when the worker leaves.
+    #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    pub providers: Vec<flotilla_gateway::providers::Provider>,
-    pub ollama_url: String,
-    pub drain_timeout: std::time::Duration,
-    pub tls: ClientTls,
+    #[command(flatten)]
+    pub root: RootArg,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    /// When drained, how long running runs may take to finish before they are handed back
+    /// (e.g. 30s, 5m).
+    #[arg(long, default_value = "5m", value_parser = duration_arg)]
+    pub drain_timeout: Duration,
 }
 
-pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
-    let token = super::client_token(options.token_file.as_deref(), &options.root)?;
+pub async fn worker(args: WorkerJoinArgs) -> anyhow::Result<i32> {
+    let providers = args.llm.providers()?;
+    let options = args;
+    let token = super::client_token(options.token.token_file.as_deref(), &options.root.root)?;
     let name = options.name.unwrap_or_else(flotilla_worker::default_name);
     // By default a directory of this process's own: two workers of one name
     // (under different coordinators) on one machine must not share it. It
@@ -151,10 +184,10 @@ pub async fn worker(options: WorkerOptions) -> anyhow::Result<i32> {
         name,
         slots: options.slots.unwrap_or_else(cores),
         work_dir,
-        providers: options.providers,
-        ollama_url: options.ollama_url,
+        providers,
+        ollama_url: options.llm.ollama_url,
         drain_timeout: options.drain_timeout,
-        tls: options.tls,
+        tls: options.tls.settings(),
     };
     // The first SIGTERM or Ctrl+C drains the worker; a second stops it now.
     let (stop, stops) = tokio::sync::mpsc::unbounded_channel();

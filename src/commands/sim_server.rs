@@ -7,6 +7,51 @@ use flotilla_shared::error::exit_code;
 use flotilla_shared::Error;
 use tracing::info;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::args::duration_arg;
+
+#[derive(Args)]
+pub struct SimServerArgs {
+    /// Address to listen on; port 0 picks a free port (the log line says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Requests per minute per model; over it, 429.
+    #[arg(long)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute per model (a token per four bytes of request); over it, 429.
+    #[arg(long)]
+    pub tpm: Option<u64>,
+    /// Calls answered at once; more get 429.
+    #[arg(long)]
+    pub concurrency: Option<u64>,
+    /// Time each answer takes, e.g. 20ms.
+    #[arg(long, value_parser = duration_arg, default_value = "0s")]
+    pub latency: Duration,
+    /// Models served under names of their own, as a provider or an Ollama host would
+    /// (YAML: models: [{name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms,
+    /// error_rate: 0.01, rate_limit_rate: 0.02, bytes_per_token: 4}]).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `flotilla sim-server`.
+pub async fn main(args: SimServerArgs) -> anyhow::Result<i32> {
+    let settings = SimServerSettings {
+        limits: flotilla_gateway::limits::Limits {
+            requests_per_minute: args.rpm,
+            tokens_per_minute: args.tpm,
+            concurrency: args.concurrency,
+        },
+        latency: args.latency,
+        models: Vec::new(),
+    };
+    serve(args.listen, args.config.as_deref(), settings).await
+}
+
 pub async fn serve(
     listen: SocketAddr,
     config: Option<&std::path::Path>,

@@ -1,7 +1,7 @@
 //! `flotilla validate`: check a file and show the grid it expands to.
 
 use flotilla_shared::money::dollars_words;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flotilla_shared::config::RunConfig;
 use flotilla_shared::duration::format_duration;
@@ -9,7 +9,44 @@ use flotilla_shared::grid::{expand, value_as_argument};
 use flotilla_shared::naming::run_id;
 use serde_json::json;
 
+use clap::Args;
+
+use super::args::{ClientTlsArgs, TokenArg};
 use super::submission::load_config;
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The experiment file (YAML).
+    pub file: PathBuf,
+    /// Print the grid as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Forecast the rest of the experiment from its finished runs under this root.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Forecast the rest of the experiment from the finished runs this coordinator (HOST:PORT) knows.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    #[command(flatten)]
+    pub token: TokenArg,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// `flotilla validate`.
+pub async fn main(args: ValidateArgs) -> anyhow::Result<i32> {
+    let observed = match (args.root, args.coordinator) {
+        (Some(root), _) => Observed::Root(root),
+        (None, Some(address)) => Observed::Coordinator(super::client::Target {
+            address,
+            token_file: args.token.token_file,
+            root: std::path::PathBuf::from("./experiments"),
+            tls: args.tls.settings(),
+        }),
+        (None, None) => Observed::Nothing,
+    };
+    validate(&args.file, args.json, observed).await
+}
 
 /// Where finished runs' costs come from, for a forecast.
 pub enum Observed {
