@@ -437,12 +437,8 @@ impl proto::control_service_server::ControlService for ControlApi {
                 )))
             }
         };
-        let root = self.root.clone();
-        let content = tokio::task::spawn_blocking(move || {
-            crate::reports::export(&root, &request.name, format)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("export failed: {e}")))??;
+        let content =
+            crate::reports::export_blocking(self.root.clone(), request.name, format).await?;
         Ok(Response::new(proto::ExportReply { content }))
     }
 
@@ -454,26 +450,13 @@ impl proto::control_service_server::ControlService for ControlApi {
         let options = flotilla_report::ReportOptions {
             min_effect: (request.min_effect > 0.0).then_some(request.min_effect),
         };
-        let root = self.root.clone();
-        let (dir, analysis) = tokio::task::spawn_blocking(move || {
-            if request.compare_with.is_empty() {
-                crate::reports::write_report(&root, &request.name, &options)
-            } else {
-                let mut names = vec![request.name];
-                names.extend(request.compare_with);
-                crate::reports::write_comparison(&root, &names, &options)
-            }
-        })
-        .await
-        .map_err(|e| Status::internal(format!("report failed: {e}")))??;
-        let markdown = std::fs::read_to_string(dir.join("analysis-report.md"))
-            .map_err(|e| Status::internal(format!("cannot read the report: {e}")))?;
-        let json =
-            serde_json::to_string_pretty(&analysis).map_err(|e| Status::internal(e.to_string()))?;
+        let mut names = vec![request.name];
+        names.extend(request.compare_with);
+        let written = crate::reports::write_and_read(self.root.clone(), names, options).await?;
         Ok(Response::new(proto::ReportReply {
-            markdown,
-            json,
-            directory: dir.to_string_lossy().into_owned(),
+            markdown: written.markdown,
+            json: written.json,
+            directory: written.directory.to_string_lossy().into_owned(),
         }))
     }
 }

@@ -48,3 +48,48 @@ pub fn write_comparison(
     let experiments = read_experiments(root, names)?;
     flotilla_report::write_comparison(root, experiments, options)
 }
+
+/// A report as the control service answers it: where it was written, its
+/// markdown and every figure as JSON.
+pub struct WrittenReport {
+    pub directory: PathBuf,
+    pub markdown: String,
+    pub json: String,
+}
+
+/// Writes the report of `names[0]` (a comparison with more names) under
+/// `root` and reads it back, on a blocking thread: the gRPC handler only
+/// decodes and answers (ARCHITECTURE.md, "Actors").
+pub async fn write_and_read(
+    root: PathBuf,
+    names: Vec<String>,
+    options: ReportOptions,
+) -> Result<WrittenReport> {
+    let blocking = tokio::task::spawn_blocking(move || {
+        let (directory, analysis) = match names.as_slice() {
+            [name] => write_report(&root, name, &options)?,
+            names => write_comparison(&root, names, &options)?,
+        };
+        let path = directory.join("analysis-report.md");
+        let markdown = std::fs::read_to_string(&path).map_err(|e| {
+            flotilla_shared::Error::io(format!("cannot read {}", path.display()), e)
+        })?;
+        let json = serde_json::to_string_pretty(&analysis)
+            .map_err(|e| flotilla_shared::Error::Internal(e.to_string()))?;
+        Ok(WrittenReport {
+            directory,
+            markdown,
+            json,
+        })
+    });
+    blocking
+        .await
+        .map_err(|e| flotilla_shared::Error::Internal(format!("report failed: {e}")))?
+}
+
+/// [`export`] on a blocking thread, for the control service.
+pub async fn export_blocking(root: PathBuf, name: String, format: ExportFormat) -> Result<String> {
+    tokio::task::spawn_blocking(move || export(&root, &name, format))
+        .await
+        .map_err(|e| flotilla_shared::Error::Internal(format!("export failed: {e}")))?
+}
