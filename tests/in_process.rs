@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use flotilla_coordinator::CoordinatorConfig;
 use flotilla_shared::auth::TOKEN_METADATA_KEY;
-use flotilla_shared::proto;
-use flotilla_shared::proto::control_service_client::ControlServiceClient;
+use flotilla_wire::proto;
+use flotilla_wire::proto::control_service_client::ControlServiceClient;
 use flotilla_worker::WorkerConfig;
 use tokio::sync::watch;
 

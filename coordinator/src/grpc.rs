@@ -1,15 +1,16 @@
 //! Thin gRPC handlers: decode, call the coordinator handle, map errors.
 
+use flotilla_wire::status::{status_of, OrStatus};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_shared::auth::{tokens_match, TOKEN_METADATA_KEY};
 use flotilla_shared::config::parse_experiment_with;
-use flotilla_shared::proto;
 use flotilla_shared::protocol::{FromWorker, ToWorker, Welcome};
 use flotilla_shared::workdir::{bundle_hash, BundleFile};
 use flotilla_shared::Error;
+use flotilla_wire::proto;
 use prost::Message;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -81,7 +82,7 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
             .handle
             .worker_hello(hello, outbound)
             .await
-            .map_err(Status::from)?;
+            .map_err(status_of)?;
         info!(worker = name, slots, peer, "worker joined");
         let name: Arc<str> = name.into();
         let handle = self.handle.clone();
@@ -120,7 +121,8 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
         let bytes = self
             .handle
             .load_workdir(request.hash.clone())
-            .await?
+            .await
+            .or_status()?
             .ok_or_else(|| Status::not_found(format!("no workdir with hash {}", request.hash)))?;
         let bundle = proto::WorkdirBundle::decode(bytes.as_slice())
             .map_err(|e| Status::internal(format!("stored workdir is corrupt: {e}")))?;
@@ -230,7 +232,7 @@ impl ControlApi {
         name: String,
         outcome: crate::state::Submitted,
     ) -> Result<Response<proto::SubmitReply>, Status> {
-        let status = self.handle.status(Some(name.clone())).await?;
+        let status = self.handle.status(Some(name.clone())).await.or_status()?;
         let directory = status
             .experiments
             .first()
@@ -283,7 +285,7 @@ impl proto::control_service_server::ControlService for ControlApi {
         &self,
         _request: Request<proto::HealthRequest>,
     ) -> Result<Response<proto::HealthReply>, Status> {
-        let workers = self.handle.worker_count().await?;
+        let workers = self.handle.worker_count().await.or_status()?;
         Ok(Response::new(proto::HealthReply {
             version: flotilla_shared::VERSION.to_string(),
             workers,
@@ -308,7 +310,7 @@ impl proto::control_service_server::ControlService for ControlApi {
                 })
             };
         let config = parse_experiment_with(&request.config_yaml, path, &case_files)
-            .map_err(|e| Status::from(Error::from(e)))?;
+            .map_err(|e| status_of(Error::from(e)))?;
         let (workdir, bundle) = match request.workdir {
             Some(bundle) => {
                 let files: Vec<BundleFile> = bundle.files.iter().cloned().map(Into::into).collect();
@@ -336,7 +338,7 @@ impl proto::control_service_server::ControlService for ControlApi {
             workdir,
             retry_failed: request.retry_failed,
         };
-        let outcome = self.handle.submit(submission, bundle).await?;
+        let outcome = self.handle.submit(submission, bundle).await.or_status()?;
         self.submit_reply(name, outcome).await
     }
 
@@ -347,7 +349,8 @@ impl proto::control_service_server::ControlService for ControlApi {
         let running = self
             .handle
             .drain_worker(request.into_inner().worker)
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(proto::DrainReply { running }))
     }
 
@@ -359,7 +362,8 @@ impl proto::control_service_server::ControlService for ControlApi {
         let outcome = self
             .handle
             .resume(request.name.clone(), request.retry_failed)
-            .await?;
+            .await
+            .or_status()?;
         self.submit_reply(request.name, outcome).await
     }
 
@@ -369,14 +373,16 @@ impl proto::control_service_server::ControlService for ControlApi {
     ) -> Result<Response<proto::StatusReply>, Status> {
         let name = request.into_inner().name;
         let name = (!name.is_empty()).then_some(name);
-        Ok(Response::new(status_reply(self.handle.status(name).await?)))
+        Ok(Response::new(status_reply(
+            self.handle.status(name).await.or_status()?,
+        )))
     }
 
     async fn list(
         &self,
         _request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListReply>, Status> {
-        let status = self.handle.status(None).await?;
+        let status = self.handle.status(None).await.or_status()?;
         Ok(Response::new(proto::ListReply {
             experiments: status
                 .experiments
@@ -395,7 +401,10 @@ impl proto::control_service_server::ControlService for ControlApi {
             return Err(Status::invalid_argument("watch needs an experiment name"));
         }
         // Fails early for an unknown name.
-        self.handle.status(Some(request.name.clone())).await?;
+        self.handle
+            .status(Some(request.name.clone()))
+            .await
+            .or_status()?;
         // Subscribed now: whatever happens once the watcher has its answer reaches it.
         let events = request.events.then(|| self.handle.subscribe_events());
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -418,7 +427,8 @@ impl proto::control_service_server::ControlService for ControlApi {
         let cancelled = self
             .handle
             .cancel(request.name, request.kill_running)
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(proto::CancelReply { cancelled }))
     }
 
@@ -437,8 +447,9 @@ impl proto::control_service_server::ControlService for ControlApi {
                 )))
             }
         };
-        let content =
-            crate::reports::export_blocking(self.root.clone(), request.name, format).await?;
+        let content = crate::reports::export_blocking(self.root.clone(), request.name, format)
+            .await
+            .or_status()?;
         Ok(Response::new(proto::ExportReply { content }))
     }
 
@@ -452,7 +463,9 @@ impl proto::control_service_server::ControlService for ControlApi {
         };
         let mut names = vec![request.name];
         names.extend(request.compare_with);
-        let written = crate::reports::write_and_read(self.root.clone(), names, options).await?;
+        let written = crate::reports::write_and_read(self.root.clone(), names, options)
+            .await
+            .or_status()?;
         Ok(Response::new(proto::ReportReply {
             markdown: written.markdown,
             json: written.json,

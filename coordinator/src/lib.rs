@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_shared::proto::control_service_server::ControlServiceServer;
-use flotilla_shared::proto::worker_service_server::WorkerServiceServer;
-use flotilla_shared::wire::MAX_MESSAGE_BYTES;
 use flotilla_shared::{Error, Result};
+use flotilla_wire::proto::control_service_server::ControlServiceServer;
+use flotilla_wire::proto::worker_service_server::WorkerServiceServer;
+use flotilla_wire::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,7 +41,7 @@ pub struct CoordinatorConfig {
     /// Write each experiment's report (analysis/) when it ends.
     pub auto_report: bool,
     /// Serve gRPC and HTTP over TLS (ARCHITECTURE.md, "TLS and health").
-    pub tls: Option<flotilla_shared::tls::ServerTls>,
+    pub tls: Option<flotilla_wire::tls::ServerTls>,
 }
 
 impl CoordinatorConfig {

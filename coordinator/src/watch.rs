@@ -4,12 +4,13 @@
 //! of its experiment since the previous message. Watchers of one experiment
 //! share snapshots, so many watchers cost the actor one status a interval.
 
+use flotilla_wire::status::status_of;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_shared::proto;
 use flotilla_shared::Result;
+use flotilla_wire::proto;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -113,7 +114,7 @@ pub async fn stream(
         let snapshot = match snapshots.get(&handle, &name, version).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                let _ = sender.send(Err(Status::from(e))).await;
+                let _ = sender.send(Err(status_of(e))).await;
                 return;
             }
         };

@@ -1,5 +1,6 @@
-//! Everything both Flotilla roles need: the experiment file, variation grids,
-//! run types, states and their wire form, authentication and errors.
+//! The domain every Flotilla role shares: the experiment file, variation
+//! grids, run and protocol types, states, money, pace, authentication and
+//! errors. Its wire form (protobuf, gRPC, TLS) is `flotilla-wire`.
 
 pub mod atomic_file;
 pub mod auth;
@@ -18,15 +19,7 @@ pub mod protocol;
 pub mod rate;
 pub mod run;
 pub mod status;
-pub mod tls;
-pub mod wire;
 pub mod workdir;
-
-/// Generated protobuf and gRPC code (proto/flotilla/v1/flotilla.proto).
-#[allow(clippy::all, clippy::pedantic)]
-pub mod proto {
-    tonic::include_proto!("flotilla.v1");
-}
 
 pub use error::{Error, Result};
 

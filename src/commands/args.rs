@@ -53,13 +53,13 @@ pub struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
-    pub fn settings(self) -> flotilla_shared::tls::ClientTls {
-        flotilla_shared::tls::ClientTls {
+    pub fn settings(self) -> flotilla_wire::tls::ClientTls {
+        flotilla_wire::tls::ClientTls {
             ca: self.tls_ca,
             identity: self
                 .tls_client_cert
                 .zip(self.tls_client_key)
-                .map(|(cert, key)| flotilla_shared::tls::CertAndKey { cert, key }),
+                .map(|(cert, key)| flotilla_wire::tls::CertAndKey { cert, key }),
         }
     }
 }
@@ -96,12 +96,12 @@ pub struct ServerTlsArgs {
 }
 
 impl ServerTlsArgs {
-    pub fn settings(self) -> Option<flotilla_shared::tls::ServerTls> {
+    pub fn settings(self) -> Option<flotilla_wire::tls::ServerTls> {
         let identity = self
             .tls_cert
             .zip(self.tls_key)
-            .map(|(cert, key)| flotilla_shared::tls::CertAndKey { cert, key })?;
-        Some(flotilla_shared::tls::ServerTls {
+            .map(|(cert, key)| flotilla_wire::tls::CertAndKey { cert, key })?;
+        Some(flotilla_wire::tls::ServerTls {
             identity,
             client_ca: self.tls_client_ca,
         })

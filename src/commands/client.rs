@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_shared::auth::TOKEN_METADATA_KEY;
-use flotilla_shared::proto::control_service_client::ControlServiceClient;
-use flotilla_shared::tls::ClientTls;
-use flotilla_shared::wire::MAX_MESSAGE_BYTES;
 use flotilla_shared::{Error, Result};
+use flotilla_wire::proto::control_service_client::ControlServiceClient;
+use flotilla_wire::tls::ClientTls;
+use flotilla_wire::MAX_MESSAGE_BYTES;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;

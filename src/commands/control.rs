@@ -1,11 +1,12 @@
 //! The control subcommands that talk to a coordinator: submit, status, ls, cancel.
 
+use flotilla_wire::status::error_of;
 use std::path::{Path, PathBuf};
 
 use flotilla_shared::error::exit_code;
-use flotilla_shared::proto;
 use flotilla_shared::status::SubmitOutcome;
-use flotilla_shared::{Error, Result};
+use flotilla_shared::Result;
+use flotilla_wire::proto;
 
 use super::client::{connect_target, Target};
 use clap::Args;
@@ -156,11 +157,7 @@ pub async fn submit(
     // known from the experiment file or Flotilla's table.
     let (_, request) = super::submission::prepare(file, &[], retry_failed, &[])?;
     let mut client = connect_target(target).await?;
-    let reply = client
-        .submit(request)
-        .await
-        .map_err(Error::from)?
-        .into_inner();
+    let reply = client.submit(request).await.map_err(error_of)?.into_inner();
     let outcome = SubmitOutcome::try_from(reply.outcome())?;
     println!(
         "{}: {outcome} ({} runs, {} to run) in {}",
@@ -188,7 +185,7 @@ pub async fn resume(
             retry_failed,
         })
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     let outcome = SubmitOutcome::try_from(reply.outcome())?;
     if outcome == SubmitOutcome::Unchanged {
@@ -223,7 +220,7 @@ pub async fn drain(target: &Target, worker: &str) -> anyhow::Result<i32> {
             worker: worker.to_string(),
         })
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     println!(
         "{worker}: draining; {} runs running finish within its drain timeout or are handed back",
@@ -248,7 +245,7 @@ pub async fn status(target: &Target, name: Option<String>, as_json: bool) -> any
             events: false,
         })
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     if as_json {
         println!(
@@ -266,7 +263,7 @@ pub async fn list(target: &Target, as_json: bool) -> anyhow::Result<i32> {
     let reply = client
         .list(proto::ListRequest {})
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     if as_json {
         let experiments: Vec<_> = reply
@@ -294,7 +291,7 @@ pub async fn cancel(target: &Target, name: String, kill: bool) -> anyhow::Result
             kill_running: kill,
         })
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     println!(
         "{name}: cancelled {} run(s){}",

@@ -3,10 +3,10 @@
 //! numbers and are read as enums here; an unknown one is an error.
 
 use flotilla_shared::money::dollars_words;
-use flotilla_shared::proto;
 use flotilla_shared::status::ExperimentState;
-use flotilla_shared::wire::experiment_state;
 use flotilla_shared::Result;
+use flotilla_wire::experiment_state;
+use flotilla_wire::proto;
 use serde_json::json;
 
 /// One line per experiment: state, counts, time and spending.

@@ -1,10 +1,11 @@
 //! `flotilla export`: an experiment's runs on stdout, as results.csv or
 //! results.jsonl hold them, from a root here or from a coordinator.
 
+use flotilla_wire::status::error_of;
 use std::path::Path;
 
 use flotilla_coordinator::reports::{self, ExportFormat};
-use flotilla_shared::proto;
+use flotilla_wire::proto;
 
 use clap::Args;
 
@@ -73,7 +74,7 @@ pub async fn export(
                     format: format.into(),
                 })
                 .await
-                .map_err(flotilla_shared::Error::from)?
+                .map_err(error_of)?
                 .into_inner()
                 .content
         }

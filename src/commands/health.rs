@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flotilla_shared::error::exit_code;
-use flotilla_shared::tls::ClientTls;
+use flotilla_wire::tls::ClientTls;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;

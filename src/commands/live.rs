@@ -9,7 +9,7 @@ use std::time::Duration;
 use flotilla_shared::duration::duration_words;
 use flotilla_shared::naming::variation_name;
 use flotilla_shared::pace::PaceEstimate;
-use flotilla_shared::proto;
+use flotilla_wire::proto;
 
 use super::display;
 

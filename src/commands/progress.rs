@@ -2,15 +2,16 @@
 //! (`live.rs` says what it shows), a line every few seconds otherwise, and
 //! Ctrl+C handling for `flotilla run`.
 
+use flotilla_wire::status::error_of;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::error::exit_code;
-use flotilla_shared::proto;
 use flotilla_shared::status::ExperimentState;
-use flotilla_shared::wire::experiment_state;
 use flotilla_shared::Error;
+use flotilla_wire::experiment_state;
+use flotilla_wire::proto;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
@@ -70,7 +71,7 @@ pub async fn follow(
             events: show == Show::Json,
         })
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     if let Some(opened) = opened {
         let _ = opened.send(());
@@ -103,7 +104,7 @@ pub async fn follow(
         };
         tokio::select! {
             message = stream.message() => {
-                let Some(mut reply) = message.map_err(Error::from)? else { break };
+                let Some(mut reply) = message.map_err(error_of)? else { break };
                 // The store's trouble is said once when it starts, changes or ends.
                 if reply.store_problem != store_problem {
                     let line = if reply.store_problem.is_empty() {
@@ -166,7 +167,7 @@ pub async fn follow(
                     "interrupted: no new runs start; running runs finish (Ctrl+C again to stop them)"
                 };
                 say(&bar, message);
-                client.cancel(proto::CancelRequest { name: name.to_string(), kill_running: kill }).await.map_err(Error::from)?;
+                client.cancel(proto::CancelRequest { name: name.to_string(), kill_running: kill }).await.map_err(error_of)?;
             }
         }
     }

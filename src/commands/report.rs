@@ -1,12 +1,14 @@
 //! `flotilla report`: write an experiment's analysis/ and print it, from the
 //! root on this machine or through a coordinator.
 
+use flotilla_wire::status::error_of;
 use std::path::Path;
 
 use flotilla_coordinator::reports::{write_comparison, write_report};
 use flotilla_report::{Analysis, ReportOptions};
 use flotilla_shared::error::exit_code;
-use flotilla_shared::{proto, Error};
+use flotilla_shared::Error;
+use flotilla_wire::proto;
 
 use clap::Args;
 
@@ -145,7 +147,7 @@ pub async fn remote(target: &Target, request: Request) -> anyhow::Result<i32> {
             min_effect: request.min_effect.unwrap_or(0.0),
         })
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     match request.format {
         Format::Md => print!("{}", reply.markdown),

@@ -1,6 +1,7 @@
 //! `flotilla run`: an embedded coordinator and local workers on this machine,
 //! talking real gRPC over loopback, following the experiment to its end.
 
+use flotilla_wire::status::error_of;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -131,7 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let reply = control
         .submit(request)
         .await
-        .map_err(Error::from)?
+        .map_err(error_of)?
         .into_inner();
     let outcome = SubmitOutcome::try_from(reply.outcome())?;
     if outcome != SubmitOutcome::Created {

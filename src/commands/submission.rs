@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use flotilla_shared::config::{parse_experiment, ExperimentConfig, RunConfig};
-use flotilla_shared::proto;
 use flotilla_shared::workdir::read_bundle;
 use flotilla_shared::{Error, Result};
+use flotilla_wire::proto;
 
 /// A hosted model with no known price could run up any bill: refused before
 /// anything runs, naming the model and where its price can go.

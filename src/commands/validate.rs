@@ -1,6 +1,7 @@
 //! `flotilla validate`: check a file and show the grid it expands to.
 
 use flotilla_shared::money::dollars_words;
+use flotilla_wire::status::error_of;
 use std::path::{Path, PathBuf};
 
 use flotilla_shared::config::RunConfig;
@@ -245,7 +246,7 @@ async fn from_coordinator(
 ) -> anyhow::Result<Option<Seen>> {
     let mut client = super::client::connect_target(target).await?;
     let reply = match client
-        .status(flotilla_shared::proto::StatusRequest {
+        .status(flotilla_wire::proto::StatusRequest {
             name: config.name.clone(),
             events: false,
         })
@@ -259,7 +260,7 @@ async fn from_coordinator(
             );
             return Ok(None);
         }
-        Err(status) => return Err(flotilla_shared::Error::from(status).into()),
+        Err(status) => return Err(error_of(status).into()),
     };
     let Some(experiment) = reply.experiments.into_iter().next() else {
         return Ok(None);

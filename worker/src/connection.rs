@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_shared::proto::worker_service_client::WorkerServiceClient;
-use flotilla_shared::tls::ClientTls;
-use flotilla_shared::wire::MAX_MESSAGE_BYTES;
 use flotilla_shared::{Error, Result};
+use flotilla_wire::proto::worker_service_client::WorkerServiceClient;
+use flotilla_wire::tls::ClientTls;
+use flotilla_wire::MAX_MESSAGE_BYTES;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Clone)]

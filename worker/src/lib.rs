@@ -35,7 +35,7 @@ pub struct WorkerConfig {
     /// they are handed back to the coordinator.
     pub drain_timeout: std::time::Duration,
     /// How the coordinator is reached over TLS (ARCHITECTURE.md, "TLS and health").
-    pub tls: flotilla_shared::tls::ClientTls,
+    pub tls: flotilla_wire::tls::ClientTls,
 }
 
 /// What the worker is asked to do from outside its coordinator.

@@ -2,13 +2,14 @@
 //! when this worker sees the same content at the same path, otherwise a copy
 //! fetched once from the coordinator and cached by content hash.
 
+use flotilla_wire::status::error_of;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flotilla_shared::proto;
 use flotilla_shared::workdir::{bundle_hash, read_bundle, unpack_bundle, BundleFile};
 use flotilla_shared::{Error, Result};
+use flotilla_wire::proto;
 use tokio::sync::Mutex;
 use tracing::info;
 
@@ -66,7 +67,7 @@ impl WorkdirCache {
                 token: self.link.token().to_string(),
             })
             .await
-            .map_err(Error::from)?
+            .map_err(error_of)?
             .into_inner();
         let files: Vec<BundleFile> = bundle.files.into_iter().map(Into::into).collect();
         if bundle_hash(&files) != hash {

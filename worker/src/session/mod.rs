@@ -2,14 +2,15 @@
 //! assigned run, batches results, and keeps every result until the
 //! coordinator acknowledges it — across reconnects (ARCHITECTURE.md, invariant 2).
 
+use flotilla_wire::status::error_of;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_shared::proto;
 use flotilla_shared::protocol::{Capabilities, FromWorker, Hello, RunningLease, ToWorker};
 use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult};
 use flotilla_shared::{Error, Result};
+use flotilla_wire::proto;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
@@ -219,9 +220,9 @@ impl Session {
         let mut inbound = client
             .connect(messages)
             .await
-            .map_err(Error::from)?
+            .map_err(error_of)?
             .into_inner();
-        let first = inbound.message().await.map_err(Error::from)?;
+        let first = inbound.message().await.map_err(error_of)?;
         match first.map(ToWorker::try_from) {
             Some(Ok(ToWorker::Welcome(welcome))) => {
                 info!(

@@ -6,10 +6,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_shared::proto;
-use flotilla_shared::proto::worker_service_server::{WorkerService, WorkerServiceServer};
 use flotilla_shared::protocol::{FromWorker, Hello, ToWorker, Welcome};
 use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult, RunSpec};
+use flotilla_wire::proto;
+use flotilla_wire::proto::worker_service_server::{WorkerService, WorkerServiceServer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};

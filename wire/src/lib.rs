@@ -1,22 +1,36 @@
-//! Conversions between protobuf messages and domain types. Protobuf types stay
-//! at the edge: the actors only see the domain types (ARCHITECTURE.md, "Wire
-//! protocol"). An enum value a message does not define is an error.
+//! The wire: the gRPC services compiled from `proto/` (`proto`), conversions
+//! between their messages and the domain types of `flotilla-shared` (here
+//! and in `spending`), TLS settings (`tls`) and errors as gRPC statuses
+//! (`status`). Protobuf types stay at the edge: the actors only see domain
+//! types (ARCHITECTURE.md, "Wire protocol"). An enum value a message does not
+//! define is an error. Only the roles that speak gRPC (coordinator, worker,
+//! the command line) depend on this crate; the report and the gateway do not
+//! compile it.
+
+pub mod status;
+pub mod tls;
+
+/// Generated protobuf and gRPC code (proto/flotilla/v1/flotilla.proto).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("flotilla.v1");
+}
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::calls::{Api, CallRecord, CallStatus};
-use crate::error::Error;
-use crate::proto;
+use flotilla_shared::calls::{Api, CallRecord, CallStatus};
+use flotilla_shared::error::Error;
+
 use crate::proto::coordinator_message::Kind as ToWorkerKind;
 use crate::proto::worker_message::Kind as FromWorkerKind;
-use crate::protocol::{
+use flotilla_shared::protocol::{
     Capabilities, FromWorker, Hello, HookKind, HookReport, RunningLease, ToWorker, Welcome,
 };
-use crate::rate::{KeyDemand, KeyUse, RatePause, RateShare};
-use crate::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, ShippedFile};
-use crate::status::{ExperimentState, SubmitOutcome};
-use crate::workdir::BundleFile;
+use flotilla_shared::rate::{KeyDemand, KeyUse, RatePause, RateShare};
+use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, ShippedFile};
+use flotilla_shared::status::{ExperimentState, SubmitOutcome};
+use flotilla_shared::workdir::BundleFile;
 
 mod spending;
 
@@ -48,15 +62,15 @@ impl TryFrom<proto::RunKey> for RunKey {
     }
 }
 
-fn hook_to_proto(hook: crate::config::Hook) -> proto::Hook {
+fn hook_to_proto(hook: flotilla_shared::config::Hook) -> proto::Hook {
     proto::Hook {
         command: hook.command,
         timeout_ms: hook.timeout_ms,
     }
 }
 
-fn hook_from_proto(hook: proto::Hook) -> crate::config::Hook {
-    crate::config::Hook {
+fn hook_from_proto(hook: proto::Hook) -> flotilla_shared::config::Hook {
+    flotilla_shared::config::Hook {
         command: hook.command,
         timeout_ms: hook.timeout_ms,
     }
@@ -144,7 +158,11 @@ impl TryFrom<proto::RunAssignment> for Assignment {
                 .map(|price| {
                     (
                         price.model,
-                        crate::pricing::Prices::new(price.input, price.output, price.cached_input),
+                        flotilla_shared::pricing::Prices::new(
+                            price.input,
+                            price.output,
+                            price.cached_input,
+                        ),
                     )
                 })
                 .collect(),
@@ -680,7 +698,7 @@ mod tests {
                 argv: vec!["echo".into()],
                 workdir_path: "/w".into(),
                 workdir_hash: "h".into(),
-                setup: Some(crate::config::Hook {
+                setup: Some(flotilla_shared::config::Hook {
                     command: vec!["sh".into(), "prepare.sh".into()],
                     timeout_ms: 30_000,
                 }),
@@ -689,13 +707,13 @@ mod tests {
             timeout: Duration::from_secs(5),
             prices: [(
                 "remote/m".to_string(),
-                crate::pricing::Prices::new(1.0, 2.0, 0.5),
+                flotilla_shared::pricing::Prices::new(1.0, 2.0, 0.5),
             )]
             .into_iter()
             .collect(),
-            budget: Some(crate::run::AssignedBudget {
-                reserved: crate::money::Usd::charge(0.25),
-                per_run_cap: crate::money::Usd::charge(2.0),
+            budget: Some(flotilla_shared::run::AssignedBudget {
+                reserved: flotilla_shared::money::Usd::charge(0.25),
+                per_run_cap: flotilla_shared::money::Usd::charge(2.0),
                 per_run_declared: true,
             }),
         };

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use super::missing;
-use crate::error::Error;
-use crate::money::Usd;
 use crate::proto;
-use crate::protocol::{SpendAnswer, SpendGrant, SpendRequest};
-use crate::rate::{KeyDemand, KeyUse, Limits, RateKey, RatePause, RateShare};
-use crate::run::{AssignedBudget, BudgetStop};
+use flotilla_shared::error::Error;
+use flotilla_shared::money::Usd;
+use flotilla_shared::protocol::{SpendAnswer, SpendGrant, SpendRequest};
+use flotilla_shared::rate::{KeyDemand, KeyUse, Limits, RateKey, RatePause, RateShare};
+use flotilla_shared::run::{AssignedBudget, BudgetStop};
 
 impl From<AssignedBudget> for proto::AssignedBudget {
     fn from(budget: AssignedBudget) -> Self {
@@ -131,18 +131,16 @@ impl From<RateKey> for proto::RateKey {
     }
 }
 
-impl TryFrom<Option<proto::RateKey>> for RateKey {
-    type Error = Error;
-    fn try_from(key: Option<proto::RateKey>) -> Result<Self, Error> {
-        let key = key.ok_or_else(|| missing("a rate key"))?;
-        if key.provider.is_empty() {
-            return Err(missing("RateKey.provider"));
-        }
-        Ok(RateKey {
-            provider: key.provider,
-            model: key.model,
-        })
+/// A message's rate key, which every message that has one must carry.
+fn rate_key(key: Option<proto::RateKey>) -> Result<RateKey, Error> {
+    let key = key.ok_or_else(|| missing("a rate key"))?;
+    if key.provider.is_empty() {
+        return Err(missing("RateKey.provider"));
     }
+    Ok(RateKey {
+        provider: key.provider,
+        model: key.model,
+    })
 }
 
 impl From<RateShare> for proto::RateShare {
@@ -158,7 +156,7 @@ impl TryFrom<proto::RateShare> for RateShare {
     type Error = Error;
     fn try_from(share: proto::RateShare) -> Result<Self, Error> {
         Ok(RateShare {
-            key: share.key.try_into()?,
+            key: rate_key(share.key)?,
             limits: share.limits.map(Into::into).unwrap_or_default(),
         })
     }
@@ -177,7 +175,7 @@ impl TryFrom<proto::RatePause> for RatePause {
     type Error = Error;
     fn try_from(pause: proto::RatePause) -> Result<Self, Error> {
         Ok(RatePause {
-            key: pause.key.try_into()?,
+            key: rate_key(pause.key)?,
             pause: Duration::from_millis(pause.pause_ms),
         })
     }
@@ -196,7 +194,7 @@ impl TryFrom<proto::KeyDemand> for KeyDemand {
     type Error = Error;
     fn try_from(demand: proto::KeyDemand) -> Result<Self, Error> {
         Ok(KeyDemand {
-            key: demand.key.try_into()?,
+            key: rate_key(demand.key)?,
             calls: demand.calls,
         })
     }
@@ -222,7 +220,7 @@ impl TryFrom<proto::KeyUse> for KeyUse {
     type Error = Error;
     fn try_from(usage: proto::KeyUse) -> Result<Self, Error> {
         Ok(KeyUse {
-            key: usage.key.try_into()?,
+            key: rate_key(usage.key)?,
             declared: usage.declared.map(Into::into).unwrap_or_default(),
             shared: usage.shared,
             calls: usage.calls,
