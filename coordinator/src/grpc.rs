@@ -18,8 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::actor::CoordinatorHandle;
-use crate::state::{Counts, Submission, WorkdirRef};
-use crate::views::{ExperimentView, StatusView, VariationView, WorkerView};
+use crate::state::{Submission, WorkdirRef};
 
 /// How long a new connection may take to say Hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
@@ -135,94 +134,6 @@ fn decode_message(message: proto::WorkerMessage) -> Result<FromWorker, Error> {
     match FromWorker::try_from(message)? {
         FromWorker::Hello(_) => Err(Error::Protocol("Hello sent twice".into())),
         message => Ok(message),
-    }
-}
-
-fn counts(counts: &Counts) -> proto::StateCounts {
-    proto::StateCounts {
-        pending: counts.pending,
-        running: counts.running,
-        succeeded: counts.succeeded,
-        failed: counts.failed,
-        cancelled: counts.cancelled,
-    }
-}
-
-fn experiment_status(view: ExperimentView) -> proto::ExperimentStatus {
-    proto::ExperimentStatus {
-        name: view.name,
-        state: proto::ExperimentState::from(view.state).into(),
-        counts: Some(counts(&view.counts)),
-        total_runs: view.counts.total(),
-        variations: view
-            .variations
-            .into_iter()
-            .map(|v: VariationView| proto::VariationStatus {
-                index: v.index,
-                params_json: v.axis_json,
-                counts: Some(counts(&v.counts)),
-            })
-            .collect(),
-        started_at_ms: view.started_at_ms,
-        finished_at_ms: view.finished_at_ms.unwrap_or(0),
-        directory: view.directory,
-        spent_usd: view.spent_usd,
-        waiting: view.waiting.unwrap_or_default(),
-        end_reason: view.end_reason.unwrap_or_default(),
-        setup_failures: view.setup_failures,
-        runs_per_minute: view.pace.runs_per_minute,
-        eta_seconds: view.pace.eta.map(|eta| eta.as_secs_f64()),
-        budget: view.budget.map(|budget| proto::BudgetStatus {
-            total_usd: budget.total_usd,
-            spent_usd: budget.spent_usd,
-            reserved_usd: budget.reserved_usd,
-            left_usd: budget.left_usd,
-            projected_usd: budget.projected_usd,
-            observed_attempts: budget.observed_attempts,
-            mean_cost_usd: budget.mean_cost_usd,
-            cost_sd_usd: budget.cost_sd_usd,
-        }),
-    }
-}
-
-pub(crate) fn status_reply(view: StatusView) -> proto::StatusReply {
-    proto::StatusReply {
-        experiments: view
-            .experiments
-            .into_iter()
-            .map(experiment_status)
-            .collect(),
-        workers: view
-            .workers
-            .into_iter()
-            .map(|w: WorkerView| proto::WorkerStatus {
-                name: w.name,
-                connected: w.connected,
-                slots: w.slots,
-                running: w.running,
-                finished: w.finished,
-                serves: w.serves,
-            })
-            .collect(),
-        store_problem: view.store_problem.unwrap_or_default(),
-        limits: view
-            .limits
-            .into_iter()
-            .map(|limit| proto::LimitStatus {
-                key: Some(limit.key.into()),
-                declared: Some(limit.declared.into()),
-                shared: limit.shared,
-                workers: limit.workers,
-                calls: limit.calls,
-                calls_last_minute: limit.calls_last_minute,
-                tokens_last_minute: limit.tokens_last_minute,
-                waiting: limit.waiting,
-                throttled: limit.throttled,
-                waited_ms: limit.waited_ms,
-            })
-            .collect(),
-        events: Vec::new(),
-        events_missed: 0,
     }
 }
 
@@ -373,7 +284,7 @@ impl proto::control_service_server::ControlService for ControlApi {
     ) -> Result<Response<proto::StatusReply>, Status> {
         let name = request.into_inner().name;
         let name = (!name.is_empty()).then_some(name);
-        Ok(Response::new(status_reply(
+        Ok(Response::new(proto::StatusReply::from(
             self.handle.status(name).await.or_status()?,
         )))
     }
@@ -387,7 +298,7 @@ impl proto::control_service_server::ControlService for ControlApi {
             experiments: status
                 .experiments
                 .into_iter()
-                .map(experiment_status)
+                .map(proto::ExperimentStatus::from)
                 .collect(),
         }))
     }

@@ -1,5 +1,6 @@
-//! Read-only projections of the coordinator's state for the control API, as
-//! domain types; the gRPC layer converts them to messages.
+//! Read-only projections of the coordinator's state: the status every screen
+//! reads (types in `flotilla_shared::view`, converted to messages by
+//! `flotilla-wire`) and what `/metrics` shows.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,48 +9,13 @@ use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 
 use crate::state::telemetry::{Histogram, LlmTotals};
-use crate::state::{Counts, Experiment, KeyUseView, RunStatus, State};
+pub use flotilla_shared::view::{
+    BudgetView, Counts, ExperimentView, KeyUseView, ShareView, StatusView, VariationView,
+    WorkerView,
+};
+
+use crate::state::{Experiment, RunStatus, State};
 use crate::store::StoreHealth;
-
-/// One experiment's figures.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ExperimentView {
-    pub name: String,
-    /// The experiment file's `description`, or empty.
-    pub description: String,
-    pub state: ExperimentState,
-    pub counts: Counts,
-    pub variations: Vec<VariationView>,
-    pub started_at_ms: i64,
-    pub finished_at_ms: Option<i64>,
-    pub directory: String,
-    pub spent_usd: f64,
-    /// Runs per minute lately and the ETA (ARCHITECTURE.md, "Following an experiment").
-    pub pace: PaceEstimate,
-    /// Why pending runs wait, when no connected worker serves their models.
-    pub waiting: Option<String>,
-    pub budget: Option<BudgetView>,
-    /// Why it ended, when its state alone does not say.
-    pub end_reason: Option<String>,
-    /// `w2: exited with code 1 (see workers/w2/setup.log)`: workers that take none of its runs.
-    pub setup_failures: Vec<String>,
-}
-
-/// The budget ledger's figures (ARCHITECTURE.md, invariant 1), in dollars.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct BudgetView {
-    pub total_usd: f64,
-    pub spent_usd: f64,
-    pub reserved_usd: f64,
-    pub left_usd: f64,
-    /// Spent plus the mean observed cost of every run not finished; `None`
-    /// before any attempt finished.
-    pub projected_usd: Option<f64>,
-    /// Attempts settled so far, and the mean and spread of their costs.
-    pub observed_attempts: u64,
-    pub mean_cost_usd: f64,
-    pub cost_sd_usd: Option<f64>,
-}
 
 /// Why an experiment ended, when its state alone does not say it: for a
 /// budget that ran out, how much was spent and how many runs did not start.
@@ -84,46 +50,6 @@ pub fn budget(experiment: &Experiment) -> Option<BudgetView> {
         left_usd: ledger.left().dollars(),
         projected_usd: ledger.projected(unfinished),
     })
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct VariationView {
-    pub index: u32,
-    pub axis_json: String,
-    pub counts: Counts,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WorkerView {
-    pub name: String,
-    pub connected: bool,
-    pub slots: u32,
-    pub running: u32,
-    pub finished: u64,
-    /// `sim/*`, `ollama/llama3.2`, `openrouter/*`.
-    pub serves: Vec<String>,
-    /// Its shares of shared provider limits and its use of each.
-    pub shares: Vec<ShareView>,
-}
-
-/// A worker's share of a shared limit, and its calls in the last minute.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ShareView {
-    pub key: flotilla_shared::rate::RateKey,
-    pub share: flotilla_shared::rate::Limits,
-    pub calls_last_minute: u32,
-    pub waiting: u32,
-}
-
-/// What `status` answers: experiments, workers, and what keeps results from disk.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StatusView {
-    pub experiments: Vec<ExperimentView>,
-    pub workers: Vec<WorkerView>,
-    /// Set while results cannot be written (ARCHITECTURE.md, invariant 4).
-    pub store_problem: Option<String>,
-    /// Each limited provider model and how the cluster uses it.
-    pub limits: Vec<KeyUseView>,
 }
 
 /// An experiment's figures; `detailed` adds per-variation counts.

@@ -56,7 +56,7 @@ impl Snapshots {
         let snapshot = Arc::new(Snapshot {
             version,
             at: Instant::now(),
-            reply: Arc::new(crate::grpc::status_reply(view)),
+            reply: Arc::new(proto::StatusReply::from(view)),
         });
         let mut by_name = self.by_name.lock().expect("not poisoned");
         let keep = by_name.get(name).is_none_or(|c| c.version <= version);

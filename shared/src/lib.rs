@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod rate;
 pub mod run;
 pub mod status;
+pub mod view;
 pub mod workdir;
 
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_shared::error::exit_code;
 use flotilla_shared::status::SubmitOutcome;
+use flotilla_shared::view::{ExperimentView, StatusView};
 use flotilla_shared::Result;
 use flotilla_wire::proto;
 
@@ -247,14 +248,15 @@ pub async fn status(target: &Target, name: Option<String>, as_json: bool) -> any
         .await
         .map_err(error_of)?
         .into_inner();
+    let status = StatusView::try_from(&reply)?;
     if as_json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&display::status_json(&reply)?)?
+            serde_json::to_string_pretty(&display::status_json(&status))?
         );
         return Ok(exit_code::OK);
     }
-    display::print_status(&reply);
+    display::print_status(&status);
     Ok(exit_code::OK)
 }
 
@@ -265,19 +267,20 @@ pub async fn list(target: &Target, as_json: bool) -> anyhow::Result<i32> {
         .await
         .map_err(error_of)?
         .into_inner();
+    let experiments = reply
+        .experiments
+        .into_iter()
+        .map(ExperimentView::try_from)
+        .collect::<Result<Vec<_>>>()?;
     if as_json {
-        let experiments: Vec<_> = reply
-            .experiments
-            .iter()
-            .map(display::experiment_json)
-            .collect::<Result<_>>()?;
+        let experiments: Vec<_> = experiments.iter().map(display::experiment_json).collect();
         println!("{}", serde_json::to_string_pretty(&experiments)?);
         return Ok(exit_code::OK);
     }
-    if reply.experiments.is_empty() {
+    if experiments.is_empty() {
         println!("no experiments");
     }
-    for experiment in &reply.experiments {
+    for experiment in &experiments {
         println!("{}", display::one_line(experiment));
     }
     Ok(exit_code::OK)

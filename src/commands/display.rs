@@ -1,53 +1,43 @@
 //! How experiments and workers read on a terminal and in `--json`: status
-//! lines, the status table and the JSON documents. States arrive as protobuf
-//! numbers and are read as enums here; an unknown one is an error.
+//! lines, the status table and the JSON documents, from the domain status
+//! (`flotilla_shared::view`) the dashboard reads too.
 
 use flotilla_shared::money::dollars_words;
 use flotilla_shared::status::ExperimentState;
-use flotilla_shared::Result;
-use flotilla_wire::experiment_state;
+use flotilla_shared::view::{BudgetView, Counts, ExperimentView, StatusView, WorkerView};
 use flotilla_wire::proto;
 use serde_json::json;
 
 /// One line per experiment: state, counts, time and spending.
-pub fn one_line(e: &proto::ExperimentStatus) -> String {
-    let state = experiment_state(e)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|error| error.to_string());
-    let c = e.counts.unwrap_or_default();
-    let end = if e.finished_at_ms > 0 {
-        e.finished_at_ms
-    } else {
-        flotilla_shared::clock::now_ms()
-    };
+pub fn one_line(e: &ExperimentView) -> String {
+    let c = e.counts;
+    let end = e
+        .finished_at_ms
+        .unwrap_or_else(flotilla_shared::clock::now_ms);
     let spent = if let Some(budget) = &e.budget {
         format!(", {}", budget_words(budget))
     } else if e.spent_usd > 0.0 {
-        let dollars = format!("{:.4}", e.spent_usd);
-        format!(
-            ", ${} spent",
-            dollars.trim_end_matches('0').trim_end_matches('.')
-        )
+        format!(", {} spent", dollars_words(e.spent_usd))
     } else {
         String::new()
     };
-    let waiting = if e.waiting.is_empty() {
-        String::new()
-    } else {
-        format!("  [{}]", e.waiting)
-    };
-    let waiting = if e.end_reason.is_empty() {
-        waiting
-    } else {
-        format!("{waiting}\n  {}", e.end_reason)
-    };
-    let waiting = e.setup_failures.iter().fold(waiting, |line, failure| {
-        format!("{line}\n  setup failed on {failure}; that worker takes no runs of it")
-    });
+    let mut notes = String::new();
+    if let Some(waiting) = &e.waiting {
+        notes.push_str(&format!("  [{waiting}]"));
+    }
+    if let Some(reason) = &e.end_reason {
+        notes.push_str(&format!("\n  {reason}"));
+    }
+    for failure in &e.setup_failures {
+        notes.push_str(&format!(
+            "\n  setup failed on {failure}; that worker takes no runs of it"
+        ));
+    }
     format!(
-        "{}  {state}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent}){waiting}",
+        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent}){notes}",
         e.name,
-        e.total_runs,
+        e.state,
+        c.total(),
         c.succeeded,
         c.failed,
         c.cancelled,
@@ -58,7 +48,7 @@ pub fn one_line(e: &proto::ExperimentStatus) -> String {
 }
 
 /// `$1.20 spent, $0.40 reserved, $3.40 left of $5.00, projected $4.10`.
-pub fn budget_words(budget: &proto::BudgetStatus) -> String {
+pub fn budget_words(budget: &BudgetView) -> String {
     let projected = budget
         .projected_usd
         .map(|p| format!(", projected {}", dollars_words(p)))
@@ -70,11 +60,6 @@ pub fn budget_words(budget: &proto::BudgetStatus) -> String {
         dollars_words(budget.left_usd),
         dollars_words(budget.total_usd)
     )
-}
-
-/// Whether the experiment of a status message has ended.
-pub fn is_final(e: &proto::ExperimentStatus) -> Result<bool> {
-    Ok(experiment_state(e)? != ExperimentState::Running)
 }
 
 /// Columns padded to their widest cell; numbers right-aligned, the last column left free.
@@ -124,7 +109,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Spent, and the budget when there is one: `$1.20 of $5.00`.
-fn spend_cell(e: &proto::ExperimentStatus) -> String {
+fn spend_cell(e: &ExperimentView) -> String {
     match &e.budget {
         Some(budget) => format!(
             "{} of {}",
@@ -138,157 +123,159 @@ fn spend_cell(e: &proto::ExperimentStatus) -> String {
 
 /// `flotilla status`: a table of experiments (with one's variations when
 /// named), a table of workers, provider limits, and what keeps results from disk.
-pub fn print_status(reply: &proto::StatusReply) {
-    if reply.experiments.is_empty() {
+pub fn print_status(status: &StatusView) {
+    if status.experiments.is_empty() {
         println!("no experiments");
     } else {
-        let rows: Vec<Vec<String>> = reply
-            .experiments
-            .iter()
-            .map(|e| {
-                let c = e.counts.unwrap_or_default();
-                let state = experiment_state(e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|error| error.to_string());
-                vec![
-                    e.name.clone(),
-                    state,
-                    e.total_runs.to_string(),
-                    c.succeeded.to_string(),
-                    c.failed.to_string(),
-                    c.cancelled.to_string(),
-                    c.running.to_string(),
-                    c.pending.to_string(),
-                    spend_cell(e),
-                    e.directory.clone(),
-                ]
-            })
-            .collect();
-        println!(
-            "experiments:\n{}",
-            table(
-                &[
-                    "name",
-                    "state",
-                    "runs",
-                    "succeeded",
-                    "failed",
-                    "cancelled",
-                    "running",
-                    "pending",
-                    "spent",
-                    "directory"
-                ],
-                &rows
-            )
-        );
+        println!("experiments:\n{}", experiments_table(&status.experiments));
     }
-    for experiment in &reply.experiments {
-        let notes: Vec<&String> = [&experiment.waiting, &experiment.end_reason]
-            .into_iter()
-            .filter(|note| !note.is_empty())
-            .collect();
-        for note in notes {
-            println!("  {}: {note}", experiment.name);
-        }
-        for failure in &experiment.setup_failures {
-            println!(
-                "  {}: setup failed on {failure}; that worker takes no runs of it",
-                experiment.name
-            );
-        }
-        if let Some(budget) = &experiment.budget {
-            println!("  {}: budget {}", experiment.name, budget_words(budget));
-        }
-        if !experiment.variations.is_empty() {
-            let rows: Vec<Vec<String>> = experiment
-                .variations
-                .iter()
-                .map(|variation| {
-                    let c = variation.counts.unwrap_or_default();
-                    vec![
-                        flotilla_shared::naming::variation_name(variation.index),
-                        c.succeeded.to_string(),
-                        c.failed.to_string(),
-                        c.cancelled.to_string(),
-                        c.running.to_string(),
-                        c.pending.to_string(),
-                        variation.params_json.clone(),
-                    ]
-                })
-                .collect();
-            println!(
-                "variations of {}:\n{}",
-                experiment.name,
-                table(
-                    &[
-                        "variation",
-                        "succeeded",
-                        "failed",
-                        "cancelled",
-                        "running",
-                        "pending",
-                        "parameters"
-                    ],
-                    &rows
-                )
-            );
-        }
+    for experiment in &status.experiments {
+        print_experiment_details(experiment);
     }
-    if !reply.workers.is_empty() {
-        let rows: Vec<Vec<String>> = reply
-            .workers
-            .iter()
-            .map(|worker| {
-                vec![
-                    worker.name.clone(),
-                    if worker.connected {
-                        "connected"
-                    } else {
-                        "disconnected"
-                    }
-                    .to_string(),
-                    worker.slots.to_string(),
-                    worker.running.to_string(),
-                    worker.finished.to_string(),
-                    worker.serves.join(", "),
-                ]
-            })
-            .collect();
-        println!(
-            "workers:\n{}",
-            table(
-                &["name", "state", "slots", "running", "finished", "serves"],
-                &rows
-            )
-        );
+    if !status.workers.is_empty() {
+        println!("workers:\n{}", workers_table(&status.workers));
     }
-    if !reply.limits.is_empty() {
+    if !status.limits.is_empty() {
         println!("provider limits:");
-        for limit in &reply.limits {
+        for limit in &status.limits {
             println!("  {}", super::live::limit_words(limit));
         }
     }
-    if !reply.store_problem.is_empty() {
-        println!("{}", reply.store_problem);
+    if let Some(problem) = &status.store_problem {
+        println!("{problem}");
     }
 }
 
-fn counts_json(counts: Option<proto::StateCounts>) -> serde_json::Value {
-    let c = counts.unwrap_or_default();
+fn experiments_table(experiments: &[ExperimentView]) -> String {
+    let rows: Vec<Vec<String>> = experiments
+        .iter()
+        .map(|e| {
+            let c = e.counts;
+            vec![
+                e.name.clone(),
+                e.state.to_string(),
+                c.total().to_string(),
+                c.succeeded.to_string(),
+                c.failed.to_string(),
+                c.cancelled.to_string(),
+                c.running.to_string(),
+                c.pending.to_string(),
+                spend_cell(e),
+                e.directory.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "name",
+            "state",
+            "runs",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "running",
+            "pending",
+            "spent",
+            "directory",
+        ],
+        &rows,
+    )
+}
+
+/// Notes, the budget and the variations of one experiment.
+fn print_experiment_details(experiment: &ExperimentView) {
+    for note in [&experiment.waiting, &experiment.end_reason]
+        .into_iter()
+        .flatten()
+    {
+        println!("  {}: {note}", experiment.name);
+    }
+    for failure in &experiment.setup_failures {
+        println!(
+            "  {}: setup failed on {failure}; that worker takes no runs of it",
+            experiment.name
+        );
+    }
+    if let Some(budget) = &experiment.budget {
+        println!("  {}: budget {}", experiment.name, budget_words(budget));
+    }
+    if experiment.variations.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = experiment
+        .variations
+        .iter()
+        .map(|variation| {
+            let c = variation.counts;
+            vec![
+                flotilla_shared::naming::variation_name(variation.index),
+                c.succeeded.to_string(),
+                c.failed.to_string(),
+                c.cancelled.to_string(),
+                c.running.to_string(),
+                c.pending.to_string(),
+                variation.axis_json.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "variations of {}:\n{}",
+        experiment.name,
+        table(
+            &[
+                "variation",
+                "succeeded",
+                "failed",
+                "cancelled",
+                "running",
+                "pending",
+                "parameters"
+            ],
+            &rows
+        )
+    );
+}
+
+fn workers_table(workers: &[WorkerView]) -> String {
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|worker| {
+            vec![
+                worker.name.clone(),
+                if worker.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+                .to_string(),
+                worker.slots.to_string(),
+                worker.running.to_string(),
+                worker.finished.to_string(),
+                worker.serves.join(", "),
+            ]
+        })
+        .collect();
+    table(
+        &["name", "state", "slots", "running", "finished", "serves"],
+        &rows,
+    )
+}
+
+fn counts_json(c: Counts) -> serde_json::Value {
     json!({"pending": c.pending, "running": c.running, "succeeded": c.succeeded, "failed": c.failed, "cancelled": c.cancelled})
 }
 
-pub fn experiment_json(e: &proto::ExperimentStatus) -> Result<serde_json::Value> {
-    Ok(json!({
+pub fn experiment_json(e: &ExperimentView) -> serde_json::Value {
+    json!({
         "name": e.name,
-        "state": experiment_state(e)?,
-        "total_runs": e.total_runs,
+        "description": (!e.description.is_empty()).then_some(&e.description),
+        "state": e.state,
+        "total_runs": e.counts.total(),
         "counts": counts_json(e.counts),
         "directory": e.directory,
         "cost_usd": e.spent_usd,
-        "waiting": (!e.waiting.is_empty()).then_some(&e.waiting),
-        "end_reason": (!e.end_reason.is_empty()).then_some(&e.end_reason),
+        "waiting": e.waiting,
+        "end_reason": e.end_reason,
         "setup_failures": e.setup_failures,
         "budget": e.budget.as_ref().map(|b| json!({
             "total_usd": b.total_usd,
@@ -298,46 +285,42 @@ pub fn experiment_json(e: &proto::ExperimentStatus) -> Result<serde_json::Value>
             "projected_usd": b.projected_usd,
         })),
         "started_at": flotilla_shared::clock::rfc3339(e.started_at_ms),
-        "finished_at": (e.finished_at_ms > 0).then(|| flotilla_shared::clock::rfc3339(e.finished_at_ms)),
-        "runs_per_minute": e.runs_per_minute,
-        "eta_seconds": e.eta_seconds,
+        "finished_at": e.finished_at_ms.map(flotilla_shared::clock::rfc3339),
+        "runs_per_minute": e.pace.runs_per_minute,
+        "eta_seconds": e.pace.eta.map(|eta| eta.as_secs_f64()),
         "variations": e.variations.iter().map(|v| json!({
             "index": v.index,
-            "axis_values": serde_json::from_str::<serde_json::Value>(&v.params_json).unwrap_or_default(),
+            "axis_values": serde_json::from_str::<serde_json::Value>(&v.axis_json).unwrap_or_default(),
             "counts": counts_json(v.counts),
         })).collect::<Vec<_>>(),
-    }))
+    })
 }
 
-pub fn status_json(reply: &proto::StatusReply) -> Result<serde_json::Value> {
-    Ok(json!({
-        "experiments": reply.experiments.iter().map(experiment_json).collect::<Result<Vec<_>>>()?,
-        "workers": reply.workers.iter().map(|w| json!({
+pub fn status_json(status: &StatusView) -> serde_json::Value {
+    json!({
+        "experiments": status.experiments.iter().map(experiment_json).collect::<Vec<_>>(),
+        "workers": status.workers.iter().map(|w| json!({
             "name": w.name, "connected": w.connected, "slots": w.slots, "running": w.running, "finished": w.finished,
             "serves": w.serves,
         })).collect::<Vec<_>>(),
-        "store_problem": (!reply.store_problem.is_empty()).then_some(&reply.store_problem),
-        "limits": reply.limits.iter().map(|l| {
-            let key = l.key.clone().unwrap_or_default();
-            let declared = l.declared.unwrap_or_default();
-            json!({
-                "provider": key.provider,
-                "model": key.model,
-                "requests_per_minute": declared.requests_per_minute,
-                "tokens_per_minute": declared.tokens_per_minute,
-                "concurrency": declared.concurrency,
-                "shared": l.shared,
-                "workers": l.workers,
-                "calls": l.calls,
-                "calls_last_minute": l.calls_last_minute,
-                "tokens_last_minute": l.tokens_last_minute,
-                "waiting": l.waiting,
-                "binding": super::live::is_binding(l),
-                "throttled": l.throttled,
-                "waited_ms": l.waited_ms,
-            })
-        }).collect::<Vec<_>>(),
-    }))
+        "store_problem": status.store_problem,
+        "limits": status.limits.iter().map(|l| json!({
+            "provider": l.key.provider,
+            "model": l.key.model,
+            "requests_per_minute": l.declared.requests_per_minute,
+            "tokens_per_minute": l.declared.tokens_per_minute,
+            "concurrency": l.declared.concurrency,
+            "shared": l.shared,
+            "workers": l.workers,
+            "calls": l.calls,
+            "calls_last_minute": l.calls_last_minute,
+            "tokens_last_minute": l.tokens_last_minute,
+            "waiting": l.waiting,
+            "binding": super::live::is_binding(l),
+            "throttled": l.throttled,
+            "waited_ms": l.waited_ms,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// One event of `--json` following: `{"event": "run_failed", "at": …, …}`.

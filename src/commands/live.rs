@@ -2,38 +2,19 @@
 //! is drawn: its pace and ETA (kept by the coordinator, `flotilla_shared::pace`,
 //! so the dashboard shows the same), the variations worth a line, spend
 //! against the budget, provider limits (binding or not) and the workers.
-//! Pure functions of status messages, so that they are tested without a terminal.
+//! Pure functions of the domain status, so that they are tested without a terminal.
 
 use std::time::Duration;
 
 use flotilla_shared::duration::duration_words;
 use flotilla_shared::naming::variation_name;
-use flotilla_shared::pace::PaceEstimate;
-use flotilla_wire::proto;
+use flotilla_shared::view::{Counts, ExperimentView, KeyUseView, StatusView, VariationView};
 
 use super::display;
 
-/// Runs that ended in any way.
-pub fn ended(counts: &proto::StateCounts) -> u64 {
-    counts.succeeded + counts.failed + counts.cancelled
-}
-
-/// The pace and ETA the coordinator reported for `experiment`.
-pub fn pace(experiment: &proto::ExperimentStatus) -> PaceEstimate {
-    let counts = experiment.counts.unwrap_or_default();
-    PaceEstimate {
-        runs_per_minute: experiment.runs_per_minute,
-        eta: experiment
-            .eta_seconds
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64),
-        remaining: experiment.total_runs.saturating_sub(ended(&counts)),
-    }
-}
-
 /// Success rate among ended runs, `97%`.
-fn success_words(counts: &proto::StateCounts) -> String {
-    let ended = ended(counts);
+fn success_words(counts: &Counts) -> String {
+    let ended = counts.ended();
     if ended == 0 {
         "-".to_string()
     } else {
@@ -42,19 +23,15 @@ fn success_words(counts: &proto::StateCounts) -> String {
 }
 
 /// A limit is binding when calls wait for their turn under it.
-pub fn is_binding(limit: &proto::LimitStatus) -> bool {
+pub fn is_binding(limit: &KeyUseView) -> bool {
     limit.waiting > 0
 }
 
 /// `freetier/sim/random: 59/60 rpm in the last minute, 6 calls waiting (the
 /// limit binds); 2 answered 429`.
-pub fn limit_words(limit: &proto::LimitStatus) -> String {
-    let key = limit
-        .key
-        .as_ref()
-        .map(|k| format!("{}/{}", k.provider, k.model))
-        .unwrap_or_default();
-    let declared = limit.declared.unwrap_or_default();
+pub fn limit_words(limit: &KeyUseView) -> String {
+    let key = format!("{}/{}", limit.key.provider, limit.key.model);
+    let declared = limit.declared;
     let per = if limit.shared { "" } else { " per worker" };
     let mut parts = Vec::new();
     if let Some(rpm) = declared.requests_per_minute {
@@ -95,17 +72,14 @@ pub fn limit_words(limit: &proto::LimitStatus) -> String {
 
 /// The variations worth a line: all of them when few, else the most
 /// failing and then the least advanced, at most `room`.
-pub fn variations_to_show(
-    variations: &[proto::VariationStatus],
-    room: usize,
-) -> Vec<&proto::VariationStatus> {
-    let mut shown: Vec<&proto::VariationStatus> = variations.iter().collect();
+pub fn variations_to_show(variations: &[VariationView], room: usize) -> Vec<&VariationView> {
+    let mut shown: Vec<&VariationView> = variations.iter().collect();
     if shown.len() > room {
         shown.sort_by(|a, b| {
-            let (a, b) = (a.counts.unwrap_or_default(), b.counts.unwrap_or_default());
+            let (a, b) = (a.counts, b.counts);
             b.failed
                 .cmp(&a.failed)
-                .then_with(|| (ended(&a) + a.running).cmp(&(ended(&b) + b.running)))
+                .then_with(|| (a.ended() + a.running).cmp(&(b.ended() + b.running)))
         });
         shown.truncate(room);
         shown.sort_by_key(|v| v.index);
@@ -114,30 +88,30 @@ pub fn variations_to_show(
 }
 
 /// A variation's line: `var-003  4/10 ended, 1 failed, 75% ok  {"model": …}`.
-fn variation_line(variation: &proto::VariationStatus) -> String {
-    let c = variation.counts.unwrap_or_default();
-    let total = ended(&c) + c.running + c.pending;
+fn variation_line(variation: &VariationView) -> String {
+    let c = variation.counts;
+    let total = c.total();
     format!(
         "  {}  {:>4}/{:<4} ended  {:>3} running  {:>3} failed  {:>4} ok  {}",
         variation_name(variation.index),
-        ended(&c),
+        c.ended(),
         total,
         c.running,
         c.failed,
         success_words(&c),
-        variation.params_json
+        variation.axis_json
     )
 }
 
 /// Lines under the bar: pace, budget, limits, workers, variations.
 pub fn detail_lines(
-    reply: &proto::StatusReply,
-    experiment: &proto::ExperimentStatus,
+    status: &StatusView,
+    experiment: &ExperimentView,
     variation_room: usize,
 ) -> Vec<String> {
-    let counts = experiment.counts.unwrap_or_default();
+    let counts = experiment.counts;
     let mut lines = Vec::new();
-    let pace_words = pace(experiment).words();
+    let pace_words = experiment.pace.words();
     lines.push(format!(
         "  {} succeeded · {} failed · {} running · {} pending · {} ok{}",
         counts.succeeded,
@@ -154,11 +128,11 @@ pub fn detail_lines(
     if let Some(budget) = &experiment.budget {
         lines.push(format!("  budget: {}", display::budget_words(budget)));
     }
-    for limit in &reply.limits {
+    for limit in &status.limits {
         lines.push(format!("  limit {}", limit_words(limit)));
     }
-    let connected = reply.workers.iter().filter(|w| w.connected).count();
-    let slots: u32 = reply
+    let connected = status.workers.iter().filter(|w| w.connected).count();
+    let slots: u32 = status
         .workers
         .iter()
         .filter(|w| w.connected)
@@ -178,13 +152,13 @@ pub fn detail_lines(
 
 /// The plain line printed every few seconds when stderr is not a terminal:
 /// the status line, the pace, and each limit that binds.
-pub fn plain_line(reply: &proto::StatusReply, experiment: &proto::ExperimentStatus) -> String {
+pub fn plain_line(status: &StatusView, experiment: &ExperimentView) -> String {
     let mut line = display::one_line(experiment);
-    let pace_words = pace(experiment).words();
+    let pace_words = experiment.pace.words();
     if !pace_words.is_empty() {
         line.push_str(&format!(" · {pace_words}"));
     }
-    for limit in reply.limits.iter().filter(|l| is_binding(l)) {
+    for limit in status.limits.iter().filter(|l| is_binding(l)) {
         line.push_str(&format!("\n  limit {}", limit_words(limit)));
     }
     line
@@ -192,19 +166,25 @@ pub fn plain_line(reply: &proto::StatusReply, experiment: &proto::ExperimentStat
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use flotilla_shared::pace::PaceEstimate;
+    use flotilla_shared::rate::{Limits, RateKey};
+    use flotilla_shared::status::ExperimentState;
+
     use super::*;
 
-    fn limit(waiting: u32, throttled: u64, shared: bool) -> proto::LimitStatus {
-        proto::LimitStatus {
-            key: Some(proto::RateKey {
+    fn limit(waiting: u32, throttled: u64, shared: bool) -> KeyUseView {
+        KeyUseView {
+            key: RateKey {
                 provider: "freetier".into(),
                 model: "sim/random".into(),
-            }),
-            declared: Some(proto::RateLimits {
+            },
+            declared: Limits {
                 requests_per_minute: Some(60),
                 tokens_per_minute: None,
                 concurrency: None,
-            }),
+            },
             shared,
             workers: 2,
             calls: 300,
@@ -230,25 +210,39 @@ mod tests {
 
     #[test]
     fn the_plain_line_adds_the_pace_and_the_limits_that_bind() {
-        let experiment = proto::ExperimentStatus {
-            runs_per_minute: Some(6.0),
-            eta_seconds: Some(180.0),
+        let counts = Counts {
+            succeeded: 6,
+            running: 8,
+            pending: 10,
+            ..Default::default()
+        };
+        let experiment = ExperimentView {
             name: "pd".into(),
-            state: proto::ExperimentState::Running.into(),
-            total_runs: 24,
-            counts: Some(proto::StateCounts {
-                succeeded: 6,
-                running: 8,
-                pending: 10,
-                ..Default::default()
-            }),
-            ..Default::default()
+            description: String::new(),
+            state: ExperimentState::Running,
+            counts,
+            variations: Vec::new(),
+            started_at_ms: 0,
+            finished_at_ms: None,
+            directory: "experiments/pd".into(),
+            spent_usd: 0.0,
+            pace: PaceEstimate {
+                runs_per_minute: Some(6.0),
+                eta: Some(Duration::from_secs(180)),
+                remaining: 18,
+            },
+            waiting: None,
+            budget: None,
+            end_reason: None,
+            setup_failures: Vec::new(),
         };
-        let reply = proto::StatusReply {
+        let status = StatusView {
+            experiments: Vec::new(),
+            workers: Vec::new(),
+            store_problem: None,
             limits: vec![limit(3, 0, true), limit(0, 0, true)],
-            ..Default::default()
         };
-        let line = plain_line(&reply, &experiment);
+        let line = plain_line(&status, &experiment);
         let lines: Vec<&str> = line.lines().collect();
         assert!(lines[0].ends_with("· 6.0 runs/min · ETA 3m00s"), "{line}");
         // Only the limit that binds gets a line.
@@ -256,16 +250,16 @@ mod tests {
         assert!(lines[1].contains("3 calls waiting (the limit binds)"));
     }
 
-    fn variation(index: u32, ended: u64, failed: u64) -> proto::VariationStatus {
-        proto::VariationStatus {
+    fn variation(index: u32, ended: u64, failed: u64) -> VariationView {
+        VariationView {
             index,
-            params_json: "{}".into(),
-            counts: Some(proto::StateCounts {
+            axis_json: "{}".into(),
+            counts: Counts {
                 succeeded: ended - failed,
                 failed,
                 pending: 10 - ended,
                 ..Default::default()
-            }),
+            },
         }
     }
 

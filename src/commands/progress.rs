@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_shared::error::exit_code;
 use flotilla_shared::status::ExperimentState;
+use flotilla_shared::view::{ExperimentView, StatusView};
 use flotilla_shared::Error;
-use flotilla_wire::experiment_state;
 use flotilla_wire::proto;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ impl Show {
 
 /// How a followed experiment ended.
 pub struct Ending {
-    pub status: proto::ExperimentStatus,
+    pub status: ExperimentView,
     pub interrupted: bool,
 }
 
@@ -92,9 +92,9 @@ pub async fn follow(
     let mut redraw = tokio::time::interval(REDRAW_INTERVAL);
     let mut last_line = Instant::now() - PLAIN_INTERVAL;
     let mut interrupted = 0u32;
-    let mut latest: Option<(proto::StatusReply, proto::ExperimentStatus)> = None;
+    let mut latest: Option<(StatusView, ExperimentView)> = None;
     let mut store_problem = String::new();
-    let mut waiting = String::new();
+    let mut waiting: Option<String> = None;
     loop {
         let interrupt = async {
             match interrupts.as_mut() {
@@ -104,7 +104,7 @@ pub async fn follow(
         };
         tokio::select! {
             message = stream.message() => {
-                let Some(mut reply) = message.map_err(error_of)? else { break };
+                let Some(reply) = message.map_err(error_of)? else { break };
                 // The store's trouble is said once when it starts, changes or ends.
                 if reply.store_problem != store_problem {
                     let line = if reply.store_problem.is_empty() {
@@ -123,29 +123,30 @@ pub async fn follow(
                         println!("{}", serde_json::json!({"event": "events_missed", "count": reply.events_missed}));
                     }
                 }
-                let Some(experiment) = reply.experiments.pop() else { continue };
+                let mut status = StatusView::try_from(&reply)?;
+                let Some(experiment) = status.experiments.pop() else { continue };
                 // Scripts learn the state they start from, and that they are subscribed.
                 if show == Show::Json && latest.is_none() {
-                    let status = display::experiment_json(&experiment)?;
+                    let status = display::experiment_json(&experiment);
                     println!("{}", serde_json::json!({"event": "watching", "experiment": status}));
                 }
                 // Why runs wait for a worker is said once each time it changes.
                 if experiment.waiting != waiting {
-                    if !experiment.waiting.is_empty() {
-                        say(&bar, &experiment.waiting);
+                    if let Some(why) = &experiment.waiting {
+                        say(&bar, why);
                     }
                     waiting = experiment.waiting.clone();
                 }
-                let finished = display::is_final(&experiment)?;
-                latest = Some((reply, experiment));
-                let (reply, experiment) = latest.as_ref().expect("just set");
+                let finished = experiment.state.is_final();
+                latest = Some((status, experiment));
+                let (status, experiment) = latest.as_ref().expect("just set");
                 match &bar {
-                    Some(bar) => draw(bar, reply, experiment, &store_problem),
+                    Some(bar) => draw(bar, status, experiment, &store_problem),
                     None if show == Show::Json => {}
                     None if last_line.elapsed() >= PLAIN_INTERVAL || finished => {
                         last_line = Instant::now();
                         let waiting = if store_problem.is_empty() { String::new() } else { format!("  [{store_problem}]") };
-                        eprintln!("{}{waiting}", live::plain_line(reply, experiment));
+                        eprintln!("{}{waiting}", live::plain_line(status, experiment));
                     }
                     None => {}
                 }
@@ -154,8 +155,8 @@ pub async fn follow(
                 }
             }
             _ = redraw.tick() => {
-                if let (Some(bar), Some((reply, experiment))) = (&bar, &latest) {
-                    draw(bar, reply, experiment, &store_problem);
+                if let (Some(bar), Some((status, experiment))) = (&bar, &latest) {
+                    draw(bar, status, experiment, &store_problem);
                 }
             }
             Some(()) = interrupt => {
@@ -192,18 +193,13 @@ fn say(bar: &Option<ProgressBar>, line: &str) {
 
 /// The terminal display: the bar, then pace, budget, limits, workers and
 /// variations, each line cut to the terminal's width so that redraws stay in place.
-fn draw(
-    bar: &ProgressBar,
-    reply: &proto::StatusReply,
-    experiment: &proto::ExperimentStatus,
-    store_problem: &str,
-) {
-    bar.set_length(experiment.total_runs);
-    bar.set_position(live::ended(&experiment.counts.unwrap_or_default()));
+fn draw(bar: &ProgressBar, status: &StatusView, experiment: &ExperimentView, store_problem: &str) {
+    bar.set_length(experiment.counts.total());
+    bar.set_position(experiment.counts.ended());
     let width = console::Term::stderr()
         .size_checked()
         .map_or(100, |(_, columns)| columns as usize);
-    let mut lines = live::detail_lines(reply, experiment, VARIATION_ROOM);
+    let mut lines = live::detail_lines(status, experiment, VARIATION_ROOM);
     if !store_problem.is_empty() {
         lines.push(format!("  waiting for disk space: {store_problem}"));
     }
@@ -226,11 +222,10 @@ fn cut(line: &str, width: usize) -> String {
 /// The last words: the status line, where results are and, when one was
 /// written, the report; or with `--json` an `ended` event with the same —
 /// always the last line.
-pub fn print_final(status: &proto::ExperimentStatus, show: Show, report: Option<&Path>) {
+pub fn print_final(status: &ExperimentView, show: Show, report: Option<&Path>) {
     let results = format!("{}/results.csv", status.directory);
     if show == Show::Json {
-        let experiment = display::experiment_json(status)
-            .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}));
+        let experiment = display::experiment_json(status);
         let mut ended =
             serde_json::json!({"event": "ended", "experiment": experiment, "results": results});
         if let Some(report) = report {
@@ -250,9 +245,9 @@ pub fn exit_code_for(ending: &Ending) -> i32 {
     if ending.interrupted {
         return exit_code::INTERRUPTED;
     }
-    match experiment_state(&ending.status) {
-        Ok(ExperimentState::Completed) => exit_code::OK,
-        Ok(ExperimentState::BudgetExhausted) => exit_code::BUDGET_EXHAUSTED,
+    match ending.status.state {
+        ExperimentState::Completed => exit_code::OK,
+        ExperimentState::BudgetExhausted => exit_code::BUDGET_EXHAUSTED,
         _ => exit_code::EXPERIMENT_FAILED,
     }
 }

@@ -8,6 +8,7 @@
 //! compile it.
 
 pub mod status;
+mod status_view;
 pub mod tls;
 
 /// Generated protobuf and gRPC code (proto/flotilla/v1/flotilla.proto).

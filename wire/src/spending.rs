@@ -132,7 +132,7 @@ impl From<RateKey> for proto::RateKey {
 }
 
 /// A message's rate key, which every message that has one must carry.
-fn rate_key(key: Option<proto::RateKey>) -> Result<RateKey, Error> {
+pub(crate) fn rate_key(key: Option<proto::RateKey>) -> Result<RateKey, Error> {
     let key = key.ok_or_else(|| missing("a rate key"))?;
     if key.provider.is_empty() {
         return Err(missing("RateKey.provider"));

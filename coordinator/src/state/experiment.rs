@@ -12,6 +12,7 @@ use flotilla_shared::protocol::Capabilities;
 use flotilla_shared::status::{ExperimentState, RunStatus};
 
 use super::budget::Ledger;
+use super::Counts;
 use super::WorkdirRef;
 
 /// Why an experiment takes no new assignments any more.
@@ -21,35 +22,6 @@ pub enum StopReason {
     RunFailed,
     /// No pending run's estimate fits in what the budget has left.
     BudgetExhausted,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
-    pub pending: u64,
-    pub running: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-}
-
-impl Counts {
-    fn slot(&mut self, status: RunStatus) -> &mut u64 {
-        match status {
-            RunStatus::Pending => &mut self.pending,
-            RunStatus::Running => &mut self.running,
-            RunStatus::Succeeded => &mut self.succeeded,
-            RunStatus::Failed => &mut self.failed,
-            RunStatus::Cancelled => &mut self.cancelled,
-        }
-    }
-
-    pub fn add(&mut self, status: RunStatus) {
-        *self.slot(status) += 1;
-    }
-
-    pub fn total(&self) -> u64 {
-        self.pending + self.running + self.succeeded + self.failed + self.cancelled
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -309,7 +281,7 @@ impl Experiment {
         if old == status {
             return;
         }
-        *self.counts.slot(old) -= 1;
+        self.counts.remove(old);
         self.counts.add(status);
         self.runs[slot].status = status;
         if status == RunStatus::Pending {

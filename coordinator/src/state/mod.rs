@@ -22,10 +22,11 @@ mod tests;
 mod workers;
 
 pub use budget::{Ledger, LedgerEvent, TopUpRefusal};
-pub use experiment::{Counts, Experiment, RunEntry, StopReason, VariationEntry};
+pub use experiment::{Experiment, RunEntry, StopReason, VariationEntry};
 pub use flotilla_shared::status::{AttemptOutcome, ExperimentState, RunStatus};
+pub use flotilla_shared::view::{Counts, KeyUseView};
 pub use rate_shares::RateShares;
-pub use rate_use::{KeyUseView, RateUse};
+pub use rate_use::RateUse;
 pub use submission::{Submission, Submitted};
 
 use std::collections::{BTreeMap, HashMap, HashSet};

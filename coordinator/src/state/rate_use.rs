@@ -2,6 +2,7 @@
 //! heartbeats: what `status` and the live display show as a limit binding
 //! (calls waiting while the last minute's calls reach the limit) or not.
 
+use flotilla_shared::view::KeyUseView;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,22 +14,6 @@ pub struct RateUse {
     latest: BTreeMap<RateKey, BTreeMap<Arc<str>, KeyUse>>,
     /// Totals of worker processes that have since restarted (their counts began again).
     retired: BTreeMap<RateKey, (u64, u64, u64)>,
-}
-
-/// One key's use, summed over workers.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct KeyUseView {
-    pub key: RateKey,
-    pub declared: Limits,
-    pub shared: bool,
-    /// Connected workers that called it.
-    pub workers: u32,
-    pub calls: u64,
-    pub calls_last_minute: u32,
-    pub tokens_last_minute: u64,
-    pub waiting: u32,
-    pub throttled: u64,
-    pub waited_ms: u64,
 }
 
 impl RateUse {
