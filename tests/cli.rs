@@ -1194,3 +1194,16 @@ fn help_lists_every_exit_code_the_readme_lists() {
         );
     }
 }
+
+#[test]
+fn a_test_that_needs_a_missing_tool_skips_unless_ci_is_set() {
+    assert_eq!(tool_decision(true, true, "tmux", "tmux"), Ok(true));
+    assert_eq!(tool_decision(true, false, "tmux", "tmux"), Ok(true));
+    assert_eq!(tool_decision(false, false, "tmux", "tmux"), Ok(false));
+    let failure = tool_decision(false, true, "chromium", "chromium").unwrap_err();
+    assert!(failure.contains(".ci/run installs it"), "{failure}");
+    // And the probe itself: a tool that is nowhere is not found.
+    assert!(std::process::Command::new("flotilla-no-such-tool-0")
+        .status()
+        .is_err());
+}

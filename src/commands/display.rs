@@ -2,6 +2,9 @@
 //! lines, the status table and the JSON documents, from the domain status
 //! (`flotilla_shared::view`) the dashboard reads too.
 
+use std::time::Duration;
+
+use flotilla_shared::duration::duration_words;
 use flotilla_shared::money::dollars_words;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::view::{BudgetView, Counts, ExperimentView, StatusView, WorkerView};
@@ -34,7 +37,7 @@ pub fn one_line(e: &ExperimentView) -> String {
         ));
     }
     format!(
-        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({:.1}s{spent}){notes}",
+        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({}{spent}){notes}",
         e.name,
         e.state,
         c.total(),
@@ -43,7 +46,7 @@ pub fn one_line(e: &ExperimentView) -> String {
         c.cancelled,
         c.running,
         c.pending,
-        (end - e.started_at_ms).max(0) as f64 / 1000.0
+        duration_words(Duration::from_millis((end - e.started_at_ms).max(0) as u64))
     )
 }
 

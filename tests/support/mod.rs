@@ -310,14 +310,25 @@ pub fn system_tool(tool: &str, probe_args: &[&str], package: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "{tool} is not installed; .ci/run installs it (Debian's {package})"
-    );
-    if !found {
-        eprintln!("skipped: {tool} is not installed (Debian's {package}; .ci/run installs it)");
+    match tool_decision(found, std::env::var_os("CI").is_some(), tool, package) {
+        Ok(run) => run,
+        Err(failure) => panic!("{failure}"),
     }
-    found
+}
+
+/// The rule of [`system_tool`]: run when the tool is here; else skip with a
+/// printed reason, or fail under CI.
+pub fn tool_decision(found: bool, ci: bool, tool: &str, package: &str) -> Result<bool, String> {
+    match (found, ci) {
+        (true, _) => Ok(true),
+        (false, true) => Err(format!(
+            "{tool} is not installed; .ci/run installs it (Debian's {package})"
+        )),
+        (false, false) => {
+            eprintln!("skipped: {tool} is not installed (Debian's {package}; .ci/run installs it)");
+            Ok(false)
+        }
+    }
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
