@@ -181,3 +181,14 @@ impl CoordinatorArg {
         }
     }
 }
+
+/// The coordinator at `address`, reached with these token and TLS arguments
+/// (for commands that read a root here unless given a coordinator).
+pub fn remote(address: String, token: TokenArg, tls: ClientTlsArgs, root: PathBuf) -> Target {
+    Target {
+        address,
+        token_file: token.token_file,
+        root,
+        tls: tls.settings(),
+    }
+}

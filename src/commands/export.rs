@@ -9,7 +9,7 @@ use flotilla_wire::proto;
 
 use clap::Args;
 
-use super::args::{ClientTlsArgs, RootArg, TokenArg};
+use super::args::{remote, ClientTlsArgs, RootArg, TokenArg};
 use super::client::{connect_target, Target};
 
 #[derive(Args)]
@@ -32,13 +32,11 @@ pub struct ExportArgs {
 
 /// `flotilla export`.
 pub async fn main(args: ExportArgs) -> anyhow::Result<i32> {
-    let target = args.coordinator.map(|address| Target {
-        address,
-        token_file: args.token.token_file,
-        root: args.root.root.clone(),
-        tls: args.tls.settings(),
-    });
-    export(&args.name, args.format, &args.root.root, target.as_ref()).await
+    let root = args.root.root;
+    let target = args
+        .coordinator
+        .map(|address| remote(address, args.token, args.tls, root.clone()));
+    export(&args.name, args.format, &root, target.as_ref()).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -12,7 +12,7 @@ use flotilla_wire::proto;
 
 use clap::Args;
 
-use super::args::{ClientTlsArgs, RootArg, TokenArg};
+use super::args::{self, ClientTlsArgs, RootArg, TokenArg};
 use super::client::{connect_target, Target};
 
 #[derive(Args)]
@@ -54,17 +54,17 @@ pub struct CompareArgs {
 
 /// `flotilla report NAME`.
 pub async fn report(args: ReportArgs) -> anyhow::Result<i32> {
-    main(vec![args.name], args.options).await
+    analyse(vec![args.name], args.options).await
 }
 
 /// `flotilla compare A B …`.
 pub async fn compare(args: CompareArgs) -> anyhow::Result<i32> {
-    main(args.names, args.options).await
+    analyse(args.names, args.options).await
 }
 
 /// A report (one name) or comparison (several): written here from --root, or
 /// by the coordinator on its root.
-async fn main(names: Vec<String>, options: AnalysisArgs) -> anyhow::Result<i32> {
+async fn analyse(names: Vec<String>, options: AnalysisArgs) -> anyhow::Result<i32> {
     let request = Request {
         names,
         format: options.format,
@@ -72,12 +72,7 @@ async fn main(names: Vec<String>, options: AnalysisArgs) -> anyhow::Result<i32> 
     };
     match options.coordinator {
         Some(address) => {
-            let target = super::client::Target {
-                address,
-                token_file: options.token.token_file,
-                root: options.root.root,
-                tls: options.tls.settings(),
-            };
+            let target = args::remote(address, options.token, options.tls, options.root.root);
             remote(&target, request).await
         }
         None => local(&options.root.root, request),

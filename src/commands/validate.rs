@@ -12,7 +12,7 @@ use serde_json::json;
 
 use clap::Args;
 
-use super::args::{ClientTlsArgs, TokenArg};
+use super::args::{remote, ClientTlsArgs, TokenArg};
 use super::submission::load_config;
 
 #[derive(Args)]
@@ -38,12 +38,12 @@ pub struct ValidateArgs {
 pub async fn main(args: ValidateArgs) -> anyhow::Result<i32> {
     let observed = match (args.root, args.coordinator) {
         (Some(root), _) => Observed::Root(root),
-        (None, Some(address)) => Observed::Coordinator(super::client::Target {
+        (None, Some(address)) => Observed::Coordinator(remote(
             address,
-            token_file: args.token.token_file,
-            root: std::path::PathBuf::from("./experiments"),
-            tls: args.tls.settings(),
-        }),
+            args.token,
+            args.tls,
+            PathBuf::from("./experiments"),
+        )),
         (None, None) => Observed::Nothing,
     };
     validate(&args.file, args.json, observed).await
