@@ -72,7 +72,7 @@ pub fn restore(
             experiment.add_run(entry);
         }
         // The pace starts over from the restart: the time it was down says nothing of it.
-        experiment.pace = Pace::new(outbox.now_ms, experiment.ended());
+        experiment.pace = Pace::new(outbox.now_ms, experiment.counts.ended());
         let index = state.insert_experiment(experiment);
         // Crashed between the last result and the final files: finish now.
         state.check_finished(index, outbox);

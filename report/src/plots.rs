@@ -242,6 +242,27 @@ fn header(out: &mut String, height: f64, title: &str) {
     );
 }
 
+/// "no values" in a plot row.
+fn no_values(out: &mut String, y: f64) {
+    let _ = writeln!(
+        out,
+        r##"<text x="{LEFT}" y="{}" font-size="11" fill="#888">no values</text>"##,
+        y + 4.0
+    );
+}
+
+/// A 95% interval as a horizontal bar in a plot row.
+fn interval_bar(out: &mut String, scale: &Scale, y: f64, interval: Option<[f64; 2]>) {
+    if let Some([low, high]) = interval {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="#4a78b5" stroke-width="2"/>"##,
+            scale.x(low),
+            scale.x(high)
+        );
+    }
+}
+
 /// Each variation's rate of a boolean metric with its Wilson interval, on [0, 1]:
 /// a box plot of 0s and 1s says nothing.
 pub fn rates_by_variation(analysis: &Analysis, metric: &str, goal: &str) -> Option<String> {
@@ -272,21 +293,10 @@ pub fn rates_by_variation(analysis: &Analysis, metric: &str, goal: &str) -> Opti
             &format!("{} {}", variation.name, variation.label),
         );
         let Some((rate, figures)) = figures.and_then(|f| Some((f.rate?, f))) else {
-            let _ = writeln!(
-                out,
-                r##"<text x="{LEFT}" y="{}" font-size="11" fill="#888">no values</text>"##,
-                y + 4.0
-            );
+            no_values(&mut out, y);
             continue;
         };
-        if let Some([low, high]) = figures.rate_ci95_wilson {
-            let _ = writeln!(
-                out,
-                r##"<line x1="{:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="#4a78b5" stroke-width="2"/>"##,
-                scale.x(low),
-                scale.x(high)
-            );
-        }
+        interval_bar(&mut out, &scale, y, figures.rate_ci95_wilson);
         let _ = writeln!(
             out,
             r##"<circle cx="{:.1}" cy="{y}" r="4" fill="#1f3f6e"><title>{} of {}</title></circle>"##,
@@ -328,11 +338,7 @@ pub fn by_variation(
         let label = format!("{} {}", variation.name, variation.label);
         row_label(&mut out, y, &label);
         if sorted.is_empty() {
-            let _ = writeln!(
-                out,
-                r##"<text x="{LEFT}" y="{}" font-size="11" fill="#888">no values</text>"##,
-                y + 4.0
-            );
+            no_values(&mut out, y);
             continue;
         }
         let (q1, median, q3) = (
@@ -422,14 +428,7 @@ pub fn main_effect(effect: &MainEffect, goal: &str) -> Option<String> {
             if best { " (best)" } else { "" }
         );
         row_label(&mut out, y, &label);
-        if let Some([l, h]) = level.ci95 {
-            let _ = writeln!(
-                out,
-                r##"<line x1="{:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="#4a78b5" stroke-width="2"/>"##,
-                scale.x(l),
-                scale.x(h)
-            );
-        }
+        interval_bar(&mut out, &scale, y, level.ci95);
         let _ = writeln!(
             out,
             r##"<circle cx="{:.1}" cy="{y}" r="4" fill="{}"/>"##,

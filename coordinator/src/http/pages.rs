@@ -81,19 +81,12 @@ pub fn login(failed: bool) -> String {
     )
 }
 
-fn ended(view: &ExperimentView) -> u64 {
-    view.counts.succeeded + view.counts.failed + view.counts.cancelled
-}
-
-fn total(view: &ExperimentView) -> u64 {
-    ended(view) + view.counts.running + view.counts.pending
-}
-
 fn progress_bar(view: &ExperimentView) -> String {
-    let share = if total(view) == 0 {
+    let (ended, total) = (view.counts.ended(), view.counts.total());
+    let share = if total == 0 {
         0.0
     } else {
-        100.0 * ended(view) as f64 / total(view) as f64
+        100.0 * ended as f64 / total as f64
     };
     format!("<span class=\"bar\"><span style=\"width:{share:.1}%\"></span></span>")
 }
@@ -145,8 +138,8 @@ pub fn experiments(status: &StatusView) -> String {
             esc(&e.name),
             e.state,
             progress_bar(e),
-            ended(e),
-            total(e),
+            e.counts.ended(),
+            e.counts.total(),
             e.counts.succeeded,
             e.counts.failed,
             e.counts.running,
@@ -179,7 +172,10 @@ pub fn live_fields(view: &ExperimentView, now_ms: i64) -> Vec<(&'static str, Str
         ("cancelled", view.counts.cancelled.to_string()),
         ("running", view.counts.running.to_string()),
         ("pending", view.counts.pending.to_string()),
-        ("ended", format!("{}/{}", ended(view), total(view))),
+        (
+            "ended",
+            format!("{}/{}", view.counts.ended(), view.counts.total()),
+        ),
         ("spend", spend_words(view)),
         ("started", moment_words(view.started_at_ms)),
         ("elapsed", elapsed_words(view, now_ms)),

@@ -234,11 +234,6 @@ impl Experiment {
         }
     }
 
-    /// Runs that ended in any way.
-    pub fn ended(&self) -> u64 {
-        self.counts.succeeded + self.counts.failed + self.counts.cancelled
-    }
-
     pub fn name(&self) -> &str {
         &self.config.name
     }

@@ -15,7 +15,7 @@ impl State {
     pub fn observe_pace(&mut self, now_ms: i64) {
         for experiment in &mut self.experiments {
             if !experiment.state.is_final() {
-                let ended = experiment.ended();
+                let ended = experiment.counts.ended();
                 experiment.pace.observe(now_ms, ended);
             }
         }
