@@ -85,6 +85,15 @@ enum Command {
     /// duration, cost, error, parameters and metrics. Read from --root here, or asked of a
     /// coordinator with --coordinator.
     Export(commands::export::ExportArgs),
+    /// The response cache of a root: what it holds and saved (`stats`), and removing answers
+    /// (`prune`).
+    ///
+    /// Every LLM call's answer is recorded under the call as its provider sees it plus the
+    /// run's seed and the call's occurrence; a later identical call — in any experiment, on any
+    /// worker — is answered from it for nothing. Experiments choose with `cache:` (read_write,
+    /// off, read_only, replay; max_age).
+    #[command(subcommand)]
+    Cache(commands::cache::CacheCommand),
 }
 
 #[derive(Subcommand)]
@@ -177,6 +186,7 @@ async fn dispatch(cli: Cli) -> i32 {
     let outcome = match cli.command {
         Command::Run(args) => commands::run::run(args).await,
         Command::Validate(args) => commands::validate::main(args).await,
+        Command::Cache(command) => commands::cache::main(command),
         Command::SimServer(args) => commands::sim_server::main(args).await,
         Command::Coordinator(CoordinatorCommand::Start(args)) => {
             commands::serve::coordinator(args).await

@@ -156,7 +156,9 @@ fn experiment(dir: &Path, python: &Path) -> std::path::PathBuf {
         &format!(
             "name: game\nrun:\n  kind: command\n  command: [{python:?}, scenario.py, \"{{model}}\", \"{{stream}}\"]\n\
              variations:\n  - param: model\n    values: [sim/tit-for-tat, sim/always-defect]\n  - param: stream\n    values: [false, true]\n\
-             runs_per_variation: 2\nmetrics:\n  - {{name: cooperation, goal: maximize}}\n",
+             runs_per_variation: 2\nmetrics:\n  - {{name: cooperation, goal: maximize}}\n\
+             # Every call metered upstream: streamed and unstreamed calls would share answers.\n\
+             cache: off\n",
             python = python.display().to_string()
         ),
     )
@@ -187,9 +189,10 @@ fn openai_client_calls_are_answered_metered_and_recorded_per_run() {
         let run_dir = root.join("game/runs").join(&row["run_id"]);
         let calls = calls_of(&run_dir);
         assert_eq!(calls.len(), 3, "one record per call");
-        assert!(calls
-            .iter()
-            .all(|c| c["provider"] == "sim" && c["api"] == "openai" && c["status"] == "succeeded"));
+        assert!(calls.iter().all(|c| c["provider"] == "sim"
+            && c["api"] == "openai"
+            && c["status"] == "succeeded"
+            && c["cache"] == "off"));
         assert!(calls
             .iter()
             .all(|c| c["streamed"] == (row["stream"] == "true")));

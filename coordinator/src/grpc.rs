@@ -28,6 +28,8 @@ pub struct WorkerApi {
     pub token: Arc<str>,
     pub heartbeat_interval: Duration,
     pub lease_timeout: Duration,
+    /// A worker's claims on the response cache end with its session.
+    pub cache: Arc<crate::cache::ResponseCache>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -85,6 +87,7 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
         info!(worker = name, slots, peer, "worker joined");
         let name: Arc<str> = name.into();
         let handle = self.handle.clone();
+        let cache = self.cache.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
@@ -102,6 +105,7 @@ impl proto::worker_service_server::WorkerService for WorkerApi {
                 }
             }
             info!(worker = %name, "worker disconnected");
+            cache.release_worker(&name);
             handle.worker_gone(name, session);
         });
         let messages = UnboundedReceiverStream::new(outbound_stream)

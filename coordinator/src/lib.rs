@@ -3,6 +3,7 @@
 //! line talk to. [`start`] is the one entry point, used by the binary and tests.
 
 mod actor;
+pub mod cache;
 mod grpc;
 pub mod http;
 mod outputs;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_shared::{Error, Result};
+use flotilla_wire::proto::cache_service_server::CacheServiceServer;
 use flotilla_wire::proto::control_service_server::ControlServiceServer;
 use flotilla_wire::proto::worker_service_server::WorkerServiceServer;
 use flotilla_wire::MAX_MESSAGE_BYTES;
@@ -135,7 +137,8 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
         Some(tls) => Some(http::tls_config(tls)?),
         None => None,
     };
-    let (health, shutdown, server) = serve_grpc(&config, &handle, &token, listener).await?;
+    let (health, shutdown, server) =
+        serve_grpc(&config, &handle, &opened.cache, &token, listener).await?;
     Ok(Coordinator {
         address,
         handle,
@@ -155,15 +158,21 @@ pub async fn start(config: CoordinatorConfig, listener: TcpListener) -> Result<C
 struct OpenedRoot {
     thread: std::thread::JoinHandle<()>,
     root_lock: flotilla_shared::dir_lock::DirLock,
+    cache: Arc<cache::ResponseCache>,
 }
 
 /// Opens the store, rebuilds the state from it (ARCHITECTURE.md, invariant 3)
 /// and starts the actor over it.
 async fn restore_and_spawn(config: &CoordinatorConfig) -> Result<(CoordinatorHandle, OpenedRoot)> {
     let root = config.root.clone();
-    let opened = tokio::task::spawn_blocking(move || store::open(&root))
-        .await
-        .map_err(|e| Error::Internal(format!("store start failed: {e}")))??;
+    let (opened, cache) = tokio::task::spawn_blocking(move || {
+        let opened = store::open(&root)?;
+        // Under the root's lock, beside the results (ARCHITECTURE.md, "Response cache").
+        let cache = cache::ResponseCache::open(&root)?;
+        Ok::<_, Error>((opened, cache))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("store start failed: {e}")))??;
     let mut initial = state::Outbox::at(flotilla_shared::clock::now_ms());
     // Lease ids start at the current time in microseconds, above any id handed
     // out before a restart, so a late result can never match a newer lease.
@@ -187,6 +196,7 @@ async fn restore_and_spawn(config: &CoordinatorConfig) -> Result<(CoordinatorHan
     let kept = OpenedRoot {
         thread: opened.thread,
         root_lock: opened.root_lock,
+        cache,
     };
     Ok((handle, kept))
 }
@@ -196,6 +206,7 @@ async fn restore_and_spawn(config: &CoordinatorConfig) -> Result<(CoordinatorHan
 async fn serve_grpc(
     config: &CoordinatorConfig,
     handle: &CoordinatorHandle,
+    cache: &Arc<cache::ResponseCache>,
     token: &Arc<str>,
     listener: TcpListener,
 ) -> Result<(
@@ -208,6 +219,10 @@ async fn serve_grpc(
         token: token.clone(),
         heartbeat_interval: config.lease_timeout / 3,
         lease_timeout: config.lease_timeout,
+        cache: cache.clone(),
+    };
+    let cache_api = cache::service::CacheApi {
+        cache: cache.clone(),
     };
     let control_api = grpc::ControlApi {
         handle: handle.clone(),
@@ -238,6 +253,14 @@ async fn serve_grpc(
         )
         .add_service(tonic::service::interceptor::InterceptedService::new(
             ControlServiceServer::new(control_api)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            grpc::TokenCheck {
+                token: token.clone(),
+            },
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            CacheServiceServer::new(cache_api)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             grpc::TokenCheck {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path};
 
 use flotilla_shared::atomic_file::write_atomic;
+use flotilla_shared::calls::CacheSavings;
 use flotilla_shared::clock::rfc3339;
 use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::naming::{run_id, variation_name};
@@ -342,11 +343,15 @@ pub struct CallCost {
     pub cost_usd: f64,
     /// Calls priced at their worst case because their usage could not be read.
     pub worst_case_calls: u64,
+    /// Calls answered from the response cache, and what they would have cost.
+    pub cache_hits: u64,
+    pub saved_usd: f64,
 }
 
 /// batch-costs.json: dollars spent in total, by variation, by run (runs with
-/// no cost are left out), and the metered LLM calls by model and by provider.
-pub fn costs_json(rows: &[ResultRow], calls: &[CallCost]) -> String {
+/// no cost are left out), the metered LLM calls by model and by provider, and
+/// what the response cache saved.
+pub fn costs_json(rows: &[ResultRow], calls: &[CallCost], cache: &CacheSavings) -> String {
     let mut by_variation: BTreeMap<u32, (f64, u64, u64)> = BTreeMap::new(); // (usd, runs with cost, succeeded)
     let mut per_run = Map::new();
     for row in rows {
@@ -380,6 +385,7 @@ pub fn costs_json(rows: &[ResultRow], calls: &[CallCost]) -> String {
                 "provider": c.provider, "model": c.model, "calls": c.calls,
                 "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
                 "cost_usd": c.cost_usd, "worst_case_calls": c.worst_case_calls,
+                "cache_hits": c.cache_hits, "saved_usd": c.saved_usd,
             })
         })
         .collect();
@@ -403,6 +409,11 @@ pub fn costs_json(rows: &[ResultRow], calls: &[CallCost]) -> String {
         "by_variation": variations,
         "by_model": by_model,
         "by_provider": by_provider,
+        "cache": {
+            "calls": cache.calls, "hits": cache.hits, "saved_usd": cache.saved_usd,
+            "recorded_from": cache.recorded_from_ms.map(flotilla_shared::clock::rfc3339),
+            "recorded_to": cache.recorded_to_ms.map(flotilla_shared::clock::rfc3339),
+        },
         "per_run": per_run,
     }))
 }

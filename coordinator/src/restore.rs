@@ -47,6 +47,7 @@ pub fn restore(
         );
         experiment.state = row.state;
         experiment.spent_usd = row.spent_usd;
+        experiment.cache = row.cache;
         experiment.finished_at_ms = row.finished_at_ms;
         // The ledger as it was written (ARCHITECTURE.md, invariant 1):
         // reservations of runs no worker reports again stay charged.

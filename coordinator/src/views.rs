@@ -88,6 +88,7 @@ pub fn experiment(
         finished_at_ms: experiment.finished_at_ms,
         directory: experiment.dir.to_string_lossy().into_owned(),
         spent_usd: experiment.spent_usd,
+        cache: experiment.cache,
         pace: if experiment.state.is_final() {
             PaceEstimate::default()
         } else {

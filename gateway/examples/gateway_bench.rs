@@ -36,11 +36,17 @@ async fn gateway_to(sim: &str, limits: &str) -> (Gateway, String) {
         |_| None,
     )
     .unwrap();
-    let gateway = Gateway::start(providers).await.unwrap();
+    let gateway = Gateway::start(providers, None).await.unwrap();
     let token = gateway
         .state
         .runs
-        .open("bench".into(), 1, SpendGate::Unbounded, Default::default())
+        .open(
+            "bench".into(),
+            1,
+            SpendGate::Unbounded,
+            Default::default(),
+            Default::default(),
+        )
         .unwrap();
     (gateway, token)
 }
@@ -185,7 +191,13 @@ async fn main() {
     let token = gateway
         .state
         .runs
-        .open("cost".into(), 1, SpendGate::Unbounded, Default::default())
+        .open(
+            "cost".into(),
+            1,
+            SpendGate::Unbounded,
+            Default::default(),
+            Default::default(),
+        )
         .unwrap();
     let client = reqwest::Client::new();
     for stream in [false, true] {

@@ -182,6 +182,8 @@ pub enum Refusal {
     RateLimited(String),
     /// A server error the sim-server simulates.
     ServerError(String),
+    /// `cache: replay` and the cache has no answer for the call.
+    NotRecorded(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -197,7 +199,8 @@ impl std::fmt::Display for Refusal {
             | Refusal::Unservable(why)
             | Refusal::Unreachable(why)
             | Refusal::RateLimited(why)
-            | Refusal::ServerError(why) => write!(f, "{why}"),
+            | Refusal::ServerError(why)
+            | Refusal::NotRecorded(why) => write!(f, "{why}"),
         }
     }
 }

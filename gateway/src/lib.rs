@@ -13,6 +13,7 @@
 //! (the sim models, answering with them, and `flotilla sim-server`).
 
 mod apis;
+pub mod cache;
 pub mod call;
 mod caller;
 pub mod metering;
@@ -50,10 +51,13 @@ pub struct Gateway {
 impl Gateway {
     /// Serves on 127.0.0.1 at an ephemeral port: only programs on this
     /// machine can reach it (ARCHITECTURE.md, invariant 5).
-    pub async fn start(providers: Vec<providers::Provider>) -> std::io::Result<Gateway> {
+    pub async fn start(
+        providers: Vec<providers::Provider>,
+        cache: Option<Arc<dyn cache::AnswerStore>>,
+    ) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let state = Arc::new(GatewayState::new(providers, None));
+        let state = Arc::new(GatewayState::new(providers, None, cache));
         let app = api_routes().with_state(state.clone());
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(without_nagle(listener), app).await {
@@ -129,14 +133,24 @@ pub fn sim_app(settings: sim::server::SimServerSettings) -> (Router, Arc<Gateway
         })
         .collect();
     let server = Arc::new(sim::server::SimServer::new(settings));
-    let mut state = GatewayState::new(Vec::new(), Some(server.clone()));
+    let mut state = GatewayState::new(Vec::new(), Some(server.clone()), None);
     state.routing = providers::routing::Routing::sim_server(own_names);
     let state = Arc::new(state);
+    let counters = server.clone();
     let app = api_routes()
         .layer(axum::middleware::from_fn_with_state(
             server,
             sim::server::enforce,
         ))
+        // What it served and refused, for tests and benchmarks that count
+        // the calls that reached a provider.
+        .route(
+            "/stats",
+            get(move || {
+                let counters = counters.clone();
+                async move { axum::Json(counters.stats()) }
+            }),
+        )
         .with_state(state.clone());
     (app, state)
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
+use crate::cache::{AnswerStore, RunCache};
 use crate::metering::runs::{RunLedger, RunRegistry};
 use crate::metering::spend::SpendGate;
 use crate::providers::limits::RateLimitManager;
@@ -20,10 +21,16 @@ pub struct GatewayState {
     pub http: reqwest::Client,
     /// Set when serving as `flotilla sim-server`: anyone may call, within its limits.
     pub sim_server: Option<Arc<SimServer>>,
+    /// The cluster's recorded answers; `None` where the cache is off.
+    pub cache: Option<Arc<dyn AnswerStore>>,
 }
 
 impl GatewayState {
-    pub fn new(providers: Vec<Provider>, sim_server: Option<Arc<SimServer>>) -> Self {
+    pub fn new(
+        providers: Vec<Provider>,
+        sim_server: Option<Arc<SimServer>>,
+        cache: Option<Arc<dyn AnswerStore>>,
+    ) -> Self {
         GatewayState {
             runs: RunRegistry::default(),
             routing: Routing::new(providers),
@@ -34,6 +41,7 @@ impl GatewayState {
                 .build()
                 .expect("an HTTP client builds"),
             sim_server,
+            cache,
         }
     }
 
@@ -52,6 +60,7 @@ impl GatewayState {
                 seed,
                 SpendGate::Unbounded,
                 Default::default(),
+                RunCache::default(),
             )));
         }
         let bearer = headers

@@ -78,6 +78,20 @@ pub fn combine(experiments: Vec<ExperimentData>) -> Result<(ExperimentData, Vec<
             .min()
             .unwrap_or(0),
         finished_at_ms: None,
+        cache: experiments.iter().fold(Default::default(), |mut all, e| {
+            all.calls += e.cache.calls;
+            all.hits += e.cache.hits;
+            all.saved_usd += e.cache.saved_usd;
+            all.recorded_from_ms = [all.recorded_from_ms, e.cache.recorded_from_ms]
+                .into_iter()
+                .flatten()
+                .min();
+            all.recorded_to_ms = [all.recorded_to_ms, e.cache.recorded_to_ms]
+                .into_iter()
+                .flatten()
+                .max();
+            all
+        }),
         variations,
         runs,
         metric_names,

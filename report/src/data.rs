@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use flotilla_shared::calls::CacheSavings;
 use flotilla_shared::config::{Axis, ExperimentConfig, MetricSpec};
 use flotilla_shared::naming::{run_id, variation_name};
 use flotilla_shared::status::{ExperimentState, RunStatus};
@@ -123,6 +124,8 @@ pub struct ExperimentData {
     pub runs: Vec<RunData>,
     /// Every metric name seen, indexed by `RunData::metrics`.
     pub metric_names: Vec<String>,
+    /// How its calls used the response cache: a replay is not fresh samples.
+    pub cache: CacheSavings,
 }
 
 impl ExperimentData {
@@ -176,6 +179,7 @@ impl ExperimentDataBuilder {
                 variations: Vec::new(),
                 runs: Vec::new(),
                 metric_names: Vec::new(),
+                cache: CacheSavings::default(),
             },
             metric_ids: HashMap::new(),
         }
@@ -204,6 +208,10 @@ impl ExperimentDataBuilder {
             duration_s: record.duration_s,
             cost_usd: record.cost_usd,
         });
+    }
+
+    pub fn cache(&mut self, cache: CacheSavings) {
+        self.data.cache = cache;
     }
 
     pub fn finish(self) -> ExperimentData {

@@ -49,6 +49,12 @@ fn title(out: &mut String, analysis: &Analysis) {
             analysis.state
         );
     }
+    if let Some(sentence) = analysis.cache.sentence() {
+        let _ = writeln!(
+            out,
+            "> **{sentence}.** Those answers were recorded by earlier calls with the same request and seed and served again, not sampled anew.\n"
+        );
+    }
 }
 
 fn summary(out: &mut String, analysis: &Analysis) {
@@ -429,6 +435,16 @@ fn failure_modes(out: &mut String, analysis: &Analysis) {
 
 fn cost_efficiency(out: &mut String, analysis: &Analysis) {
     let _ = writeln!(out, "## Cost efficiency\n");
+    let cache = &analysis.cache;
+    if cache.hits > 0 {
+        let _ = writeln!(
+            out,
+            "The response cache answered {} of {} LLM calls for nothing; upstream they cost {} when they were recorded.\n",
+            cache.hits,
+            cache.calls,
+            money(cache.saved_usd)
+        );
+    }
     if !analysis.has_cost {
         let _ = writeln!(
             out,

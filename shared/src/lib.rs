@@ -4,6 +4,7 @@
 
 pub mod atomic_file;
 pub mod auth;
+pub mod cache;
 pub mod calls;
 pub mod clock;
 pub mod config;

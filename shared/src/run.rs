@@ -61,6 +61,8 @@ pub struct Assignment {
     pub prices: std::collections::BTreeMap<String, crate::pricing::Prices>,
     /// What the run may spend, when its experiment has a budget.
     pub budget: Option<AssignedBudget>,
+    /// How its calls use the response cache (`cache:` of its experiment).
+    pub cache: crate::cache::CachePolicy,
 }
 
 /// A run's part of its experiment's budget (ARCHITECTURE.md, invariant 1).

@@ -71,6 +71,8 @@ pub struct ExperimentView {
     pub end_reason: Option<String>,
     /// `w2: exited with code 1 (see workers/w2/setup.log)`: workers that take none of its runs.
     pub setup_failures: Vec<String>,
+    /// How its calls used the response cache, and what that saved.
+    pub cache: crate::calls::CacheSavings,
 }
 
 /// The budget ledger's figures (ARCHITECTURE.md, invariant 1), in dollars.

@@ -24,6 +24,12 @@ pub struct AddToken {
     token: MetadataValue<tonic::metadata::Ascii>,
 }
 
+impl AddToken {
+    pub fn new(token: MetadataValue<tonic::metadata::Ascii>) -> Self {
+        AddToken { token }
+    }
+}
+
 impl tonic::service::Interceptor for AddToken {
     fn call(
         &mut self,

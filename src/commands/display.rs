@@ -24,6 +24,10 @@ pub fn one_line(e: &ExperimentView) -> String {
     } else {
         String::new()
     };
+    let spent = match cache_words(e) {
+        Some(cache) => format!("{spent}, {cache}"),
+        None => spent,
+    };
     let mut notes = String::new();
     if let Some(waiting) = &e.waiting {
         notes.push_str(&format!("  [{waiting}]"));
@@ -48,6 +52,19 @@ pub fn one_line(e: &ExperimentView) -> String {
         c.pending,
         duration_words(Duration::from_millis((end - e.started_at_ms).max(0) as u64))
     )
+}
+
+/// `412 of 480 calls from the cache, $1.20 saved`, once a call was answered from it.
+pub fn cache_words(e: &ExperimentView) -> Option<String> {
+    let cache = &e.cache;
+    (cache.hits > 0).then(|| {
+        format!(
+            "{} of {} calls from the cache, {} saved",
+            cache.hits,
+            cache.calls,
+            dollars_words(cache.saved_usd)
+        )
+    })
 }
 
 /// `$1.20 spent, $0.40 reserved, $3.40 left of $5.00, projected $4.10`.
@@ -202,6 +219,9 @@ fn print_experiment_details(experiment: &ExperimentView) {
     if let Some(budget) = &experiment.budget {
         println!("  {}: budget {}", experiment.name, budget_words(budget));
     }
+    if let Some(cache) = cache_words(experiment) {
+        println!("  {}: {cache}", experiment.name);
+    }
     if experiment.variations.is_empty() {
         return;
     }
@@ -287,6 +307,13 @@ pub fn experiment_json(e: &ExperimentView) -> serde_json::Value {
             "left_usd": b.left_usd,
             "projected_usd": b.projected_usd,
         })),
+        "cache": {
+            "calls": e.cache.calls,
+            "hits": e.cache.hits,
+            "saved_usd": e.cache.saved_usd,
+            "recorded_from": e.cache.recorded_from_ms.map(flotilla_shared::clock::rfc3339),
+            "recorded_to": e.cache.recorded_to_ms.map(flotilla_shared::clock::rfc3339),
+        },
         "started_at": flotilla_shared::clock::rfc3339(e.started_at_ms),
         "finished_at": e.finished_at_ms.map(flotilla_shared::clock::rfc3339),
         "runs_per_minute": e.pace.runs_per_minute,

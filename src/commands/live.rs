@@ -128,6 +128,9 @@ pub fn detail_lines(
     if let Some(budget) = &experiment.budget {
         lines.push(format!("  budget: {}", display::budget_words(budget)));
     }
+    if let Some(cache) = display::cache_words(experiment) {
+        lines.push(format!("  cache: {cache}"));
+    }
     for limit in &status.limits {
         lines.push(format!("  limit {}", limit_words(limit)));
     }
@@ -235,6 +238,7 @@ mod tests {
             budget: None,
             end_reason: None,
             setup_failures: Vec::new(),
+            cache: Default::default(),
         };
         let status = StatusView {
             experiments: Vec::new(),

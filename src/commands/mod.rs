@@ -2,6 +2,7 @@
 //! `args`); `main.rs` only parses and dispatches.
 
 pub mod args;
+pub mod cache;
 pub mod client;
 pub mod control;
 pub mod display;

@@ -4,9 +4,9 @@ use flotilla_shared::money::dollars_words;
 use flotilla_wire::status::error_of;
 use std::path::{Path, PathBuf};
 
-use flotilla_shared::config::RunConfig;
+use flotilla_shared::config::{substitute, ExperimentConfig, RunConfig};
 use flotilla_shared::duration::format_duration;
-use flotilla_shared::grid::{expand, value_as_argument};
+use flotilla_shared::grid::{expand, run_seed, value_as_argument};
 use flotilla_shared::naming::run_id;
 use serde_json::json;
 
@@ -156,6 +156,9 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
         );
     }
     println!("{}", worst_case(&config));
+    for line in cache_lines(&config, &observed).await? {
+        println!("{line}");
+    }
     let seen = match observed {
         Observed::Nothing => None,
         Observed::Root(root) => from_root(&root, &config)?,
@@ -167,6 +170,142 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
         }
     }
     Ok(0)
+}
+
+/// What the response cache holds of the planned calls (ARCHITECTURE.md,
+/// "Response cache"): for chat runs, exactly which first calls are
+/// recorded; for any run, the answers recorded under its seeds by earlier
+/// experiments (programs that make the same calls get them for nothing).
+async fn cache_lines(
+    config: &ExperimentConfig,
+    observed: &Observed,
+) -> anyhow::Result<Vec<String>> {
+    use flotilla_shared::cache::CacheMode;
+    let mode = config.cache.mode;
+    if mode == CacheMode::Off {
+        return Ok(vec![
+            "cache: off; every call goes upstream and nothing is recorded".into(),
+        ]);
+    }
+    let keys = planned_first_calls(config);
+    let seeds: Vec<u64> = (1..=config.runs_per_variation)
+        .map(|repetition| run_seed(config.seed, repetition))
+        .collect();
+    let oldest_ms = config
+        .cache
+        .oldest_usable_ms(flotilla_shared::clock::now_ms())
+        .unwrap_or(0);
+    let (recorded, under_seeds, seeds_with_answers) = match observed {
+        Observed::Nothing => return Ok(Vec::new()),
+        Observed::Root(root) => {
+            if !flotilla_coordinator::cache::db::path(root).exists() {
+                return Ok(vec![format!(
+                    "cache: nothing recorded under {} yet",
+                    root.display()
+                )]);
+            }
+            let cache = flotilla_coordinator::cache::db::open_read_only(root)?;
+            let recorded = flotilla_coordinator::cache::db::count(&cache, &keys, oldest_ms)?;
+            let (answers, with) =
+                flotilla_coordinator::cache::db::under_seeds(&cache, &seeds, oldest_ms)?;
+            (recorded, answers, with)
+        }
+        Observed::Coordinator(target) => {
+            let token = super::client_token(target.token_file.as_deref(), &target.root)?;
+            let channel = super::client::channel(&target.address, &target.tls).await?;
+            let token = tonic::metadata::MetadataValue::try_from(token.as_str())
+                .map_err(|_| anyhow::anyhow!("the token must be printable ASCII"))?;
+            let mut client =
+                flotilla_wire::proto::cache_service_client::CacheServiceClient::with_interceptor(
+                    channel,
+                    super::client::AddToken::new(token),
+                );
+            let reply = client
+                .count(flotilla_wire::proto::CacheCount {
+                    keys: keys.iter().map(|key| key.to_vec()).collect(),
+                    oldest_ms,
+                    seeds: seeds.clone(),
+                })
+                .await
+                .map_err(error_of)?
+                .into_inner();
+            (reply.recorded, reply.under_seeds, reply.seeds_with_answers)
+        }
+    };
+    let mut lines = Vec::new();
+    if let RunConfig::Chat { chat, .. } = &config.run {
+        let single_call = chat.turns.is_empty()
+            && !chat
+                .score
+                .iter()
+                .any(|rule| matches!(rule.rule, flotilla_shared::config::Rule::Judge { .. }));
+        lines.push(if single_call {
+            format!(
+                "cache: {recorded} of the {} planned calls are recorded and would be answered for nothing",
+                keys.len()
+            )
+        } else {
+            format!(
+                "cache: the first calls of {recorded} of {} runs are recorded and would be answered for nothing; later turns and judges follow their answers",
+                keys.len()
+            )
+        });
+    }
+    lines.push(format!(
+        "cache: {under_seeds} answers recorded under the seeds of {seeds_with_answers} of the {} repetitions; calls identical to them are answered for nothing",
+        seeds.len()
+    ));
+    if mode == CacheMode::Replay && (recorded as usize) < keys.len() {
+        lines.push("cache: replay; calls with no recorded answer will fail".into());
+    }
+    Ok(lines)
+}
+
+/// The keys of the first call of every run of a chat experiment, as its
+/// gateway will compute them; none for other kinds.
+fn planned_first_calls(config: &ExperimentConfig) -> Vec<[u8; 32]> {
+    use flotilla_gateway::cache::key::{cache_key, canonical_request, request_digest, Addressee};
+    let RunConfig::Chat { chat, .. } = &config.run else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for (index, variation) in expand(config).iter().enumerate() {
+        let variation_index = index as u32 + 1;
+        for repetition in 1..=config.runs_per_variation {
+            let seed = run_seed(config.seed, repetition);
+            let render = |template: &str| {
+                substitute(template, |name| {
+                    variation
+                        .params
+                        .get(name)
+                        .map(value_as_argument)
+                        .or_else(|| match name {
+                            "seed" => Some(seed.to_string()),
+                            "run_id" => Some(run_id(variation_index, repetition)),
+                            "variation" => Some(variation_index.to_string()),
+                            "repetition" => Some(repetition.to_string()),
+                            "attempt" => Some("1".to_string()),
+                            _ => None,
+                        })
+                })
+            };
+            let Ok((model, messages)) = chat.opening(render) else {
+                continue;
+            };
+            // Bare names go to the workers' default provider, unknown here.
+            let Some((provider, name)) = model.split_once('/') else {
+                continue;
+            };
+            let body = chat.request_body(&model, &messages);
+            let to = Addressee {
+                operation: flotilla_gateway::call::Operation::OpenAiChat,
+                provider,
+                model: name,
+            };
+            keys.push(cache_key(to, &request_digest(&canonical_request(&body)), seed, 0).0);
+        }
+    }
+    keys
 }
 
 /// The most the experiment can cost: every run at its per-run cap.

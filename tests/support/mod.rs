@@ -513,3 +513,23 @@ impl TestCerts {
 pub fn kubectl() -> PathBuf {
     python_with_clients().with_file_name("kubectl")
 }
+
+/// How many calls the sim-server at `address` has served (its `/stats`).
+pub fn sim_server_served(address: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET /stats HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    let stats: serde_json::Value = serde_json::from_str(body.trim())
+        .unwrap_or_else(|e| panic!("/stats answered {response:?}: {e}"));
+    stats["served"].as_u64().unwrap()
+}

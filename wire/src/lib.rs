@@ -33,6 +33,7 @@ use flotilla_shared::run::{Assignment, Outcome, RunKey, RunResult, RunSpec, Ship
 use flotilla_shared::status::{ExperimentState, SubmitOutcome};
 use flotilla_shared::workdir::BundleFile;
 
+pub mod cache;
 mod spending;
 
 fn missing(field: &str) -> Error {
@@ -119,6 +120,8 @@ impl From<Assignment> for proto::RunAssignment {
                 timeout_ms: assignment.timeout.as_millis() as u64,
             }),
             budget: assignment.budget.map(Into::into),
+            cache_mode: cache::mode_to_proto(assignment.cache.mode).into(),
+            cache_max_age_ms: assignment.cache.max_age_ms.unwrap_or(0),
         }
     }
 }
@@ -126,6 +129,10 @@ impl From<Assignment> for proto::RunAssignment {
 impl TryFrom<proto::RunAssignment> for Assignment {
     type Error = Error;
     fn try_from(message: proto::RunAssignment) -> Result<Self, Error> {
+        let cache = flotilla_shared::cache::CachePolicy {
+            mode: cache::mode_from_proto(message.cache_mode())?,
+            max_age_ms: (message.cache_max_age_ms > 0).then_some(message.cache_max_age_ms),
+        };
         let spec = message.spec.ok_or_else(|| missing("RunAssignment.spec"))?;
         let kind = match spec.kind.ok_or_else(|| missing("RunSpec.kind"))? {
             proto::run_spec::Kind::Command(command) => RunSpec::Command {
@@ -142,6 +149,7 @@ impl TryFrom<proto::RunAssignment> for Assignment {
             ),
         };
         Ok(Assignment {
+            cache,
             lease_id: message.lease_id,
             run: message
                 .run
@@ -320,6 +328,9 @@ impl From<CallRecord> for proto::LlmCall {
             }
             .into(),
             error: call.error.unwrap_or_default(),
+            cache: cache::use_to_proto(call.cache).into(),
+            would_cost_usd: call.would_cost_usd,
+            cached_from: call.cached_from.map(cache::from_to_proto),
         }
     }
 }
@@ -344,7 +355,9 @@ impl TryFrom<proto::LlmCall> for CallRecord {
                 call.cost_usd
             )));
         }
+        let cache = cache::use_from_proto(call.cache())?;
         Ok(CallRecord {
+            cache,
             started_at_ms: call.started_at_ms,
             provider: call.provider,
             model: call.model,
@@ -359,6 +372,8 @@ impl TryFrom<proto::LlmCall> for CallRecord {
             time_to_first_token_ms: call.time_to_first_token_ms,
             retries: call.retries,
             status,
+            would_cost_usd: call.would_cost_usd,
+            cached_from: call.cached_from.map(cache::from_from_proto),
             error: (!call.error.is_empty()).then_some(call.error),
         })
     }
@@ -717,6 +732,10 @@ mod tests {
                 per_run_cap: flotilla_shared::money::Usd::charge(2.0),
                 per_run_declared: true,
             }),
+            cache: flotilla_shared::cache::CachePolicy {
+                mode: flotilla_shared::cache::CacheMode::Replay,
+                max_age_ms: Some(86_400_000),
+            },
         };
         let message: proto::RunAssignment = assignment.clone().into();
         assert_eq!(Assignment::try_from(message).unwrap(), assignment);
@@ -742,6 +761,7 @@ mod tests {
                     timeout: Duration::from_secs(1),
                     prices: Default::default(),
                     budget: None,
+                    cache: Default::default(),
                 },
                 String::new(),
                 0,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use flotilla_shared::calls::CacheSavings;
 use flotilla_shared::error::Error;
 use flotilla_shared::pace::PaceEstimate;
 use flotilla_shared::status::ExperimentState;
@@ -94,6 +95,13 @@ impl From<ExperimentView> for proto::ExperimentStatus {
             runs_per_minute: view.pace.runs_per_minute,
             eta_seconds: view.pace.eta.map(|eta| eta.as_secs_f64()),
             budget: view.budget.map(Into::into),
+            cache: Some(proto::CacheSavings {
+                calls: view.cache.calls,
+                hits: view.cache.hits,
+                saved_usd: view.cache.saved_usd,
+                recorded_from_ms: view.cache.recorded_from_ms.unwrap_or(0),
+                recorded_to_ms: view.cache.recorded_to_ms.unwrap_or(0),
+            }),
         }
     }
 }
@@ -138,6 +146,17 @@ impl TryFrom<proto::ExperimentStatus> for ExperimentView {
             budget: status.budget.map(Into::into),
             end_reason: (!status.end_reason.is_empty()).then_some(status.end_reason),
             setup_failures: status.setup_failures,
+            cache: status
+                .cache
+                .map(|cache| CacheSavings {
+                    calls: cache.calls,
+                    hits: cache.hits,
+                    saved_usd: cache.saved_usd,
+                    recorded_from_ms: (cache.recorded_from_ms > 0)
+                        .then_some(cache.recorded_from_ms),
+                    recorded_to_ms: (cache.recorded_to_ms > 0).then_some(cache.recorded_to_ms),
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -54,6 +54,12 @@ impl CoordinatorLink {
         })
     }
 
+    /// A channel that connects when first used and reconnects after a
+    /// break: for calls made while the session may be reconnecting.
+    pub fn lazy_channel(&self) -> Channel {
+        self.endpoint.connect_lazy()
+    }
+
     pub async fn worker_client(&self) -> Result<WorkerServiceClient<Channel>> {
         Ok(WorkerServiceClient::new(self.channel().await?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

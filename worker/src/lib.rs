@@ -2,6 +2,7 @@
 //! ships their results back. [`run`] is the one entry point, used by the
 //! binary and tests.
 
+pub mod answer_cache;
 mod capabilities;
 mod connection;
 mod run_kinds;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use flotilla_shared::{Error, Result};
 
-pub use connection::connect_error;
+pub use connection::{connect_error, CoordinatorLink};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -119,7 +120,8 @@ pub async fn run_until(
         &config.ollama_url,
         ollama_parallel(),
     ));
-    let gateway = flotilla_gateway::Gateway::start(providers)
+    let cache = answer_cache::CoordinatorCache::new(&link, config.name.clone());
+    let gateway = flotilla_gateway::Gateway::start(providers, Some(Arc::new(cache)))
         .await
         .map_err(|e| Error::io("cannot start the LLM gateway on 127.0.0.1", e))?;
     tracing::info!(address = %gateway.address, "gateway listening");

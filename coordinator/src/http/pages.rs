@@ -110,6 +110,20 @@ pub fn spend_words(view: &ExperimentView) -> String {
     }
 }
 
+/// `412 of 480 calls, $1.20 saved`: what the response cache answered.
+pub fn cache_words(view: &ExperimentView) -> String {
+    let cache = &view.cache;
+    if cache.hits == 0 {
+        return format!("0 of {} calls", cache.calls);
+    }
+    format!(
+        "{} of {} calls, {} saved",
+        cache.hits,
+        cache.calls,
+        dollars_words(cache.saved_usd)
+    )
+}
+
 /// The ETA at the pace the coordinator keeps (the live display's too).
 pub fn eta_words(view: &ExperimentView) -> String {
     if view.state.is_final() {
@@ -177,6 +191,7 @@ pub fn live_fields(view: &ExperimentView, now_ms: i64) -> Vec<(&'static str, Str
             format!("{}/{}", view.counts.ended(), view.counts.total()),
         ),
         ("spend", spend_words(view)),
+        ("cache", cache_words(view)),
         ("started", moment_words(view.started_at_ms)),
         ("elapsed", elapsed_words(view, now_ms)),
         ("eta", eta_words(view)),

@@ -178,6 +178,8 @@ pub struct Experiment {
     pub counts: Counts,
     /// Dollars spent by every recorded attempt.
     pub spent_usd: f64,
+    /// How its calls used the response cache (ARCHITECTURE.md, "Response cache").
+    pub cache: flotilla_shared::calls::CacheSavings,
     /// The budget ledger, when the config has a budget (ARCHITECTURE.md, invariant 1).
     pub ledger: Option<Ledger>,
     /// Workers whose `run.setup` failed, and why: they get no runs of it.
@@ -224,6 +226,7 @@ impl Experiment {
             class_of_variation: Vec::new(),
             counts: Counts::default(),
             spent_usd: 0.0,
+            cache: Default::default(),
             ledger,
             refused_for_budget: 0,
             setup_failed: Default::default(),

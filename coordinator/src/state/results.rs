@@ -336,6 +336,9 @@ fn update_run(
     if experiment.ledger.is_none() {
         experiment.spent_usd += result.cost_usd.unwrap_or(0.0);
     }
+    for call in &result.calls {
+        experiment.cache.add(call);
+    }
     keeps_running
 }
 

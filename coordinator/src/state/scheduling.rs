@@ -112,6 +112,7 @@ impl State {
                 timeout: experiment.config.run.timeout(),
                 prices: experiment.config.prices.clone(),
                 budget,
+                cache: experiment.config.cache,
             };
             outbox.event(self.events_wanted, &assignment.run.experiment, || {
                 EventKind::RunStarted(RunRef {

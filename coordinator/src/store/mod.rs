@@ -64,6 +64,8 @@ pub struct ExperimentRow {
     pub finished_at_ms: Option<i64>,
     /// Dollars spent by the experiment's recorded attempts (read, never written).
     pub spent_usd: f64,
+    /// How its recorded calls used the response cache (read, never written).
+    pub cache: flotilla_shared::calls::CacheSavings,
     pub dir: PathBuf,
 }
 
@@ -85,6 +87,7 @@ impl ExperimentRow {
             started_at_ms: experiment.started_at_ms,
             finished_at_ms: experiment.finished_at_ms,
             spent_usd: experiment.spent_usd,
+            cache: experiment.cache,
             dir: experiment.dir.clone(),
         }
     }
@@ -305,11 +308,14 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
                 started_at_ms: row.get(8)?,
                 finished_at_ms: row.get(9)?,
                 spent_usd: row.get(10)?,
+                cache: Default::default(),
             })
         })
         .map_err(|e| sql("cannot read experiments", e))?;
     for row in rows {
-        let row = row.map_err(|e| sql("cannot read an experiment", e))?;
+        let mut row = row.map_err(|e| sql("cannot read an experiment", e))?;
+        row.cache = writes::cache_savings(connection, row.id)
+            .map_err(|e| sql("cannot read the calls' use of the cache", e))?;
         let mut variations_query = connection
             .prepare("SELECT variation, params_json, axis_json FROM variations WHERE experiment_id = ? ORDER BY variation")
             .map_err(|e| sql("cannot read variations", e))?;

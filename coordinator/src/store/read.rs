@@ -146,6 +146,9 @@ fn read_with(connection: &Connection, root: &Path, name: &str) -> Result<Experim
     let mut builder = ExperimentDataBuilder::new(&config, state, started_at_ms, finished_at_ms);
     read_variations(connection, id, &mut builder)?;
     read_runs(connection, id, config.seed, &mut builder)?;
+    // A root no coordinator of this version opened has no cache columns: its
+    // calls never used the cache.
+    builder.cache(super::writes::cache_savings(connection, id).unwrap_or_default());
     Ok(builder.finish())
 }
 

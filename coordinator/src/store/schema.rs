@@ -28,10 +28,15 @@ const MIGRATIONS: &[Migration] = &[
         what: "ledger: every budget reservation, top-up, settlement and release",
         apply: version_3,
     },
+    Migration {
+        version: 4,
+        what: "calls say how they used the response cache",
+        apply: version_4,
+    },
 ];
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: u32 = 3;
+pub const LATEST_VERSION: u32 = 4;
 
 /// The tables as of version 1. Roots made before versions were recorded
 /// (user_version 0) may have them without the cost columns.
@@ -158,6 +163,19 @@ fn version_3(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
             at_ms INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS ledger_by_experiment ON ledger (experiment_id, id);",
+    )
+}
+
+fn version_4(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
+    transaction.execute_batch(
+        "-- hit | miss | off; calls made before the cache existed were off.
+        ALTER TABLE calls ADD COLUMN cache TEXT NOT NULL DEFAULT 'off';
+        -- What the call would have cost upstream (a hit: what the recorded call cost).
+        ALTER TABLE calls ADD COLUMN would_cost_usd REAL;
+        -- A hit's source: the run that recorded the answer, and when.
+        ALTER TABLE calls ADD COLUMN cached_from_experiment TEXT;
+        ALTER TABLE calls ADD COLUMN cached_from_run TEXT;
+        ALTER TABLE calls ADD COLUMN cached_recorded_at_ms INTEGER;",
     )
 }
 

@@ -26,6 +26,7 @@ fn experiment_row(root: &Path) -> Write {
         started_at_ms: 0,
         finished_at_ms: None,
         spent_usd: 0.0,
+        cache: Default::default(),
         dir: root.join("e"),
     }))
 }

@@ -200,7 +200,11 @@ fn running_results(
     outputs::write_results(dir, config, &rows)?;
     outputs::write_costs(
         dir,
-        &outputs::costs_json(&rows, &call_costs(transaction, experiment_id)?),
+        &outputs::costs_json(
+            &rows,
+            &call_costs(transaction, experiment_id)?,
+            &cache_savings(transaction, experiment_id)?,
+        ),
     )?;
     Ok(())
 }
@@ -224,7 +228,11 @@ fn finalize(
     outputs::write_results(dir, config, &rows)?;
     outputs::write_costs(
         dir,
-        &outputs::costs_json(&rows, &call_costs(transaction, experiment_id)?),
+        &outputs::costs_json(
+            &rows,
+            &call_costs(transaction, experiment_id)?,
+            &cache_savings(transaction, experiment_id)?,
+        ),
     )?;
     outputs::write_summary(dir, &summary)?;
     transaction
@@ -305,8 +313,9 @@ fn insert_calls(transaction: &Transaction<'_>, record: &AttemptRecord) -> Applie
     let mut insert = transaction.prepare_cached(
         "INSERT OR REPLACE INTO calls (experiment_id, variation, repetition, attempt, call, started_at_ms, provider, \
          model, api, streamed, input_tokens, output_tokens, cached_input_tokens, cost_usd, cost_is_worst_case, \
-         latency_ms, time_to_first_token_ms, retries, status, error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         latency_ms, time_to_first_token_ms, retries, status, error, cache, would_cost_usd, \
+         cached_from_experiment, cached_from_run, cached_recorded_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for (number, call) in result.calls.iter().enumerate() {
         insert.execute(params![
@@ -333,9 +342,38 @@ fn insert_calls(transaction: &Transaction<'_>, record: &AttemptRecord) -> Applie
                 flotilla_shared::calls::CallStatus::Failed => "failed",
             },
             call.error,
+            call.cache.as_str(),
+            call.would_cost_usd,
+            call.cached_from.as_ref().map(|from| &from.experiment),
+            call.cached_from.as_ref().map(|from| &from.run),
+            call.cached_from.as_ref().map(|from| from.recorded_at_ms),
         ])?;
     }
     Ok(())
+}
+
+/// How an experiment's calls used the response cache.
+pub(crate) fn cache_savings(
+    connection: &rusqlite::Connection,
+    experiment_id: i64,
+) -> rusqlite::Result<flotilla_shared::calls::CacheSavings> {
+    connection.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(cache = 'hit'), 0), \
+         COALESCE(SUM(CASE WHEN cache = 'hit' THEN COALESCE(would_cost_usd, 0) END), 0), \
+         MIN(CASE WHEN cache = 'hit' THEN cached_recorded_at_ms END), \
+         MAX(CASE WHEN cache = 'hit' THEN cached_recorded_at_ms END) \
+         FROM calls WHERE experiment_id = ?",
+        [experiment_id],
+        |row| {
+            Ok(flotilla_shared::calls::CacheSavings {
+                calls: row.get::<_, i64>(0)? as u64,
+                hits: row.get::<_, i64>(1)? as u64,
+                saved_usd: row.get(2)?,
+                recorded_from_ms: row.get(3)?,
+                recorded_to_ms: row.get(4)?,
+            })
+        },
+    )
 }
 
 /// What an experiment's calls cost by provider and model.
@@ -345,7 +383,9 @@ fn call_costs(
 ) -> rusqlite::Result<Vec<outputs::CallCost>> {
     let mut query = transaction.prepare_cached(
         "SELECT provider, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), \
-         SUM(cost_is_worst_case) FROM calls WHERE experiment_id = ? GROUP BY provider, model ORDER BY provider, model",
+         SUM(cost_is_worst_case), COALESCE(SUM(cache = 'hit'), 0), \
+         COALESCE(SUM(CASE WHEN cache = 'hit' THEN COALESCE(would_cost_usd, 0) END), 0) \
+         FROM calls WHERE experiment_id = ? GROUP BY provider, model ORDER BY provider, model",
     )?;
     let rows = query.query_map([experiment_id], |row| {
         Ok(outputs::CallCost {
@@ -356,6 +396,8 @@ fn call_costs(
             output_tokens: row.get::<_, i64>(4)? as u64,
             cost_usd: row.get(5)?,
             worst_case_calls: row.get::<_, i64>(6)? as u64,
+            cache_hits: row.get::<_, i64>(7)? as u64,
+            saved_usd: row.get(8)?,
         })
     })?;
     rows.collect()

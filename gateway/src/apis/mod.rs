@@ -34,15 +34,43 @@ pub trait Endpoint: Send + Sync + 'static {
     const OPERATION: Operation;
     /// Reads the request (a JSON object with a `model`) into what it asks.
     fn read(body: &Value) -> Result<(Input, Self::Options), String>;
-    /// The answer in the API's shape: whole, or streamed when `call.streamed`.
-    fn render(call: &Call, options: &Self::Options, answer: &Answer) -> Response;
+    /// A sim model's answer as the API's whole (unstreamed) answer.
+    fn whole(call: &Call, options: &Self::Options, answer: &Answer) -> Value;
+    /// A whole answer — a sim's, or one from the response cache — as the
+    /// stream the API sends when a call asks for one.
+    fn stream(_call: &Call, whole: &Value) -> Response {
+        Json(whole).into_response()
+    }
+    /// A provider's streamed answer (each event's or line's JSON, in order)
+    /// put together as the whole answer, for the response cache; `None`
+    /// when it cannot be.
+    fn assemble(_events: &[Value]) -> Option<Value> {
+        None
+    }
+}
+
+/// A whole answer in the shape `call` asked for: the JSON as it is, or
+/// streamed by endpoint `E`.
+pub fn deliver<E: Endpoint>(call: &Call, whole: axum::body::Bytes) -> Response {
+    if call.streamed {
+        if let Ok(whole) = serde_json::from_slice::<Value>(&whole) {
+            return E::stream(call, &whole);
+        }
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        whole,
+    )
+        .into_response()
 }
 
 /// The status a refusal is answered with.
 pub fn status_of(refusal: &Refusal) -> StatusCode {
     match refusal {
         Refusal::Unauthorized => StatusCode::UNAUTHORIZED,
-        Refusal::BadRequest(_) | Refusal::Unservable(_) => StatusCode::BAD_REQUEST,
+        Refusal::BadRequest(_) | Refusal::Unservable(_) | Refusal::NotRecorded(_) => {
+            StatusCode::BAD_REQUEST
+        }
         Refusal::UnknownModel(_) => StatusCode::NOT_FOUND,
         Refusal::OverBudget(_) => StatusCode::PAYMENT_REQUIRED,
         Refusal::Unreachable(_) => StatusCode::BAD_GATEWAY,
@@ -51,8 +79,8 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
     }
 }
 
-/// `refusal` in API `A`'s error shape. A refused key or an exhausted budget
-/// must not be retried: the official clients honour `x-should-retry: false`
+/// `refusal` in API `A`'s error shape. A refused key, an exhausted budget or
+/// a replay with no recorded answer must not be retried: the official clients honour `x-should-retry: false`
 /// over the status.
 pub fn refuse<A: ApiShape>(refusal: &Refusal) -> Response {
     let message = match refusal {
@@ -61,7 +89,10 @@ pub fn refuse<A: ApiShape>(refusal: &Refusal) -> Response {
     };
     let status = status_of(refusal);
     let mut response = (status, Json(A::error_body(refusal, &message))).into_response();
-    if matches!(refusal, Refusal::Unauthorized | Refusal::OverBudget(_)) {
+    if matches!(
+        refusal,
+        Refusal::Unauthorized | Refusal::OverBudget(_) | Refusal::NotRecorded(_)
+    ) {
         response
             .headers_mut()
             .insert("x-should-retry", HeaderValue::from_static("false"));

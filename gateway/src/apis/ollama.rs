@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{conversation_of, pieces, refuse, text_of, texts_of, ApiShape, Endpoint};
+use super::{conversation_of, pieces, text_of, texts_of, ApiShape, Endpoint};
 use crate::call::{Answer, Api, Call, Input, Operation, Refusal};
 use crate::caller::Caller;
 use crate::state::GatewayState;
@@ -48,34 +48,134 @@ fn final_fields(call: &Call, answer: &Answer) -> Value {
     })
 }
 
-/// One response object, or NDJSON lines ending with the final object.
-fn generated(call: &Call, answer: &Answer, chat: bool) -> Response {
-    let piece_object = |text: &str| {
-        if chat {
-            json!({"model": call.model, "created_at": created_at(), "message": {"role": "assistant", "content": text}})
-        } else {
-            json!({"model": call.model, "created_at": created_at(), "response": text})
-        }
-    };
-    let merge = |mut object: Value, extra: Value| {
-        if let (Some(object), Value::Object(extra)) = (object.as_object_mut(), extra) {
-            object.extend(extra);
-        }
-        object
-    };
+/// One whole response object: the answer's text, then the final fields.
+fn generated(call: &Call, answer: &Answer, chat: bool) -> Value {
     let (text, _) = text_of(answer);
-    if !call.streamed {
-        return Json(merge(piece_object(text), final_fields(call, answer))).into_response();
+    let mut whole = if chat {
+        json!({"model": call.model, "created_at": created_at(), "message": {"role": "assistant", "content": text}})
+    } else {
+        json!({"model": call.model, "created_at": created_at(), "response": text})
+    };
+    merge(&mut whole, final_fields(call, answer));
+    whole
+}
+
+fn merge(object: &mut Value, extra: Value) {
+    if let (Some(object), Value::Object(extra)) = (object.as_object_mut(), extra) {
+        object.extend(extra);
     }
+}
+
+/// Where the text is in an answer: `message.content` (chat) or `response`.
+fn text_pointer(chat: bool) -> &'static str {
+    if chat {
+        "/message/content"
+    } else {
+        "/response"
+    }
+}
+
+/// A whole answer as NDJSON lines: the text in pieces (a chat's thinking and
+/// tool calls each on a line of their own), then the final object with the
+/// metrics and an empty text.
+fn streamed(whole: &Value, chat: bool) -> Response {
+    let line = |text: &str| {
+        let mut line =
+            json!({"model": whole["model"], "created_at": whole["created_at"], "done": false});
+        if chat {
+            line["message"] = json!({"role": "assistant", "content": text});
+        } else {
+            line["response"] = json!(text);
+        }
+        line
+    };
+    let mut lines = Vec::new();
+    if let Some(thinking) = whole
+        .pointer("/message/thinking")
+        .or_else(|| whole.get("thinking"))
+    {
+        let mut thought = line("");
+        if chat {
+            thought["message"]["thinking"] = thinking.clone();
+        } else {
+            thought["thinking"] = thinking.clone();
+        }
+        lines.push(thought);
+    }
+    let text = whole
+        .pointer(text_pointer(chat))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    lines.extend(pieces(text).map(line));
+    if let Some(tool_calls) = whole.pointer("/message/tool_calls") {
+        let mut called = line("");
+        called["message"]["tool_calls"] = tool_calls.clone();
+        lines.push(called);
+    }
+    let mut last = whole.clone();
+    if chat {
+        last["message"] = json!({"role": "assistant", "content": ""});
+    } else {
+        last["response"] = json!("");
+        if let Some(object) = last.as_object_mut() {
+            object.remove("thinking");
+        }
+    }
+    lines.push(last);
     // Every line is one JSON object: ollama-python parses each, so no blank lines.
-    let mut lines: Vec<String> = pieces(text)
-        .map(|piece| merge(piece_object(piece), json!({"done": false})).to_string() + "\n")
-        .collect();
-    lines.push(merge(piece_object(""), final_fields(call, answer)).to_string() + "\n");
     let body = Body::from_stream(tokio_stream::iter(
-        lines.into_iter().map(Ok::<_, std::convert::Infallible>),
+        lines
+            .into_iter()
+            .map(|line| Ok::<_, std::convert::Infallible>(line.to_string() + "\n")),
     ));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+/// NDJSON lines put together: the final line's fields with the text (and a
+/// chat's thinking and tool calls) of every line.
+fn assembled(lines: &[Value], chat: bool) -> Option<Value> {
+    let mut whole = lines
+        .iter()
+        .rev()
+        .find(|line| line["done"] == true)?
+        .clone();
+    let pointer = text_pointer(chat);
+    let text: String = lines
+        .iter()
+        .filter_map(|line| line.pointer(pointer).and_then(Value::as_str))
+        .collect();
+    let thinking: String = lines
+        .iter()
+        .filter_map(|line| {
+            line.pointer("/message/thinking")
+                .or_else(|| line.get("thinking"))
+                .and_then(Value::as_str)
+        })
+        .collect();
+    let tool_calls: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| {
+            line.pointer("/message/tool_calls")
+                .and_then(Value::as_array)
+        })
+        .flatten()
+        .cloned()
+        .collect();
+    if chat {
+        whole["message"] = json!({"role": "assistant", "content": text});
+        if !thinking.is_empty() {
+            whole["message"]["thinking"] = json!(thinking);
+        }
+        if !tool_calls.is_empty() {
+            whole["message"]["tool_calls"] = Value::Array(tool_calls);
+        }
+    } else {
+        whole["response"] = json!(text);
+        if !thinking.is_empty() {
+            whole["thinking"] = json!(thinking);
+        }
+    }
+    Some(whole)
 }
 
 /// `/api/chat`.
@@ -95,8 +195,16 @@ impl Endpoint for Chat {
         Ok((Input::Conversation(conversation_of(&messages)), ()))
     }
 
-    fn render(call: &Call, _: &(), answer: &Answer) -> Response {
+    fn whole(call: &Call, _: &(), answer: &Answer) -> Value {
         generated(call, answer, true)
+    }
+
+    fn stream(_: &Call, whole: &Value) -> Response {
+        streamed(whole, true)
+    }
+
+    fn assemble(lines: &[Value]) -> Option<Value> {
+        assembled(lines, true)
     }
 }
 
@@ -121,8 +229,16 @@ impl Endpoint for Generate {
         Ok((Input::Conversation(conversation), ()))
     }
 
-    fn render(call: &Call, _: &(), answer: &Answer) -> Response {
+    fn whole(call: &Call, _: &(), answer: &Answer) -> Value {
         generated(call, answer, false)
+    }
+
+    fn stream(_: &Call, whole: &Value) -> Response {
+        streamed(whole, false)
+    }
+
+    fn assemble(lines: &[Value]) -> Option<Value> {
+        assembled(lines, false)
     }
 }
 
@@ -140,16 +256,16 @@ impl Endpoint for Embed {
         Ok((Input::Texts(texts), ()))
     }
 
-    fn render(call: &Call, _: &(), answer: &Answer) -> Response {
-        let Answer::Vectors { vectors, usage } = answer else {
-            return refuse::<Ollama>(&Refusal::ServerError("no vectors were made".into()));
+    fn whole(call: &Call, _: &(), answer: &Answer) -> Value {
+        let (vectors, usage) = match answer {
+            Answer::Vectors { vectors, usage } => (vectors.as_slice(), usage),
+            Answer::Text { usage, .. } => (&[][..], usage),
         };
-        Json(json!({
+        json!({
             "model": call.model, "embeddings": vectors,
             "total_duration": call.started.elapsed().as_nanos() as u64, "load_duration": 0,
             "prompt_eval_count": usage.input_tokens,
-        }))
-        .into_response()
+        })
     }
 }
 

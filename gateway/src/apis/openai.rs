@@ -36,6 +36,7 @@ impl ApiShape for OpenAi {
             Refusal::Unreachable(_) => ("api_error", "upstream_unreachable"),
             Refusal::RateLimited(_) => ("requests", "rate_limit_exceeded"),
             Refusal::ServerError(_) => ("api_error", "server_error"),
+            Refusal::NotRecorded(_) => ("invalid_request_error", "not_recorded"),
         };
         json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     }
@@ -74,51 +75,170 @@ impl Endpoint for ChatCompletions {
         Ok((Input::Conversation(conversation_of(messages)), ()))
     }
 
-    fn render(call: &Call, _: &(), answer: &Answer) -> Response {
+    fn whole(call: &Call, _: &(), answer: &Answer) -> Value {
         let (text, usage) = text_of(answer);
         let id = format!(
             "chatcmpl-{}",
             RESPONSE_NUMBER.fetch_add(1, Ordering::Relaxed)
         );
-        let (created, model) = (call.started_at_ms / 1000, &call.model);
-        if !call.streamed {
-            return Json(json!({
-                "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": null},
-                    "logprobs": null,
-                    "finish_reason": "stop",
-                }],
-                "usage": usage_json(usage),
-            }))
-            .into_response();
-        }
-        // The role, the words, the finish, and — only when the client asked
-        // for it — the usage chunk, then `[DONE]`.
-        let chunk = |delta: Value, finish: Value| {
-            json!({
-                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            })
+        json!({
+            "id": id, "object": "chat.completion", "created": call.started_at_ms / 1000,
+            "model": call.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": "stop",
+            }],
+            "usage": usage_json(usage),
+        })
+    }
+
+    /// Per choice: the role, the words, each tool call, the finish; then —
+    /// only when the client asked for it — the usage chunk, then `[DONE]`.
+    fn stream(call: &Call, whole: &Value) -> Response {
+        let chunk = |index: &Value, delta: Value, finish: &Value| {
+            let mut chunk = json!({
+                "id": whole["id"], "object": "chat.completion.chunk", "created": whole["created"],
+                "model": whole["model"],
+                "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            });
+            if let Some(fingerprint) = whole.get("system_fingerprint") {
+                chunk["system_fingerprint"] = fingerprint.clone();
+            }
+            chunk
         };
-        let mut chunks = vec![chunk(
-            json!({"role": "assistant", "content": ""}),
-            Value::Null,
-        )];
-        chunks.extend(pieces(text).map(|piece| chunk(json!({"content": piece}), Value::Null)));
-        chunks.push(chunk(json!({}), json!("stop")));
+        let mut chunks = Vec::new();
+        for choice in whole["choices"].as_array().into_iter().flatten() {
+            let (index, message) = (&choice["index"], &choice["message"]);
+            chunks.push(chunk(
+                index,
+                json!({"role": "assistant", "content": ""}),
+                &Value::Null,
+            ));
+            let text = message["content"].as_str().unwrap_or_default();
+            chunks.extend(
+                pieces(text).map(|piece| chunk(index, json!({"content": piece}), &Value::Null)),
+            );
+            if let Some(refusal) = message["refusal"].as_str() {
+                chunks.push(chunk(index, json!({"refusal": refusal}), &Value::Null));
+            }
+            for (position, tool_call) in message["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let mut tool_call = tool_call.clone();
+                tool_call["index"] = json!(position);
+                chunks.push(chunk(
+                    index,
+                    json!({"tool_calls": [tool_call]}),
+                    &Value::Null,
+                ));
+            }
+            chunks.push(chunk(index, json!({}), &choice["finish_reason"]));
+        }
         if call.wants_stream_usage {
             for chunk in &mut chunks {
                 chunk["usage"] = Value::Null;
             }
-            chunks.push(json!({
-                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [], "usage": usage_json(usage),
-            }));
+            let mut last = chunk(&json!(0), json!({}), &Value::Null);
+            last["choices"] = json!([]);
+            last["usage"] = whole["usage"].clone();
+            chunks.push(last);
         }
         chunk_stream(chunks)
     }
+
+    /// Content, refusals and tool calls' arguments put together per choice.
+    fn assemble(chunks: &[Value]) -> Option<Value> {
+        let first = chunks.iter().find(|chunk| chunk.get("id").is_some())?;
+        let mut choices: std::collections::BTreeMap<u64, Value> = Default::default();
+        let mut usage = Value::Null;
+        for chunk in chunks {
+            if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+                usage = chunk["usage"].clone();
+            }
+            for delta_choice in chunk["choices"].as_array().into_iter().flatten() {
+                let index = delta_choice["index"].as_u64().unwrap_or(0);
+                let choice = choices.entry(index).or_insert_with(|| {
+                    json!({
+                        "index": index,
+                        "message": {"role": "assistant", "content": null, "refusal": null},
+                        "logprobs": null, "finish_reason": null,
+                    })
+                });
+                let delta = &delta_choice["delta"];
+                append_text(&mut choice["message"]["content"], &delta["content"]);
+                append_text(&mut choice["message"]["refusal"], &delta["refusal"]);
+                for part in delta["tool_calls"].as_array().into_iter().flatten() {
+                    merge_tool_call(&mut choice["message"], part);
+                }
+                if let Some(log) = delta_choice
+                    .pointer("/logprobs/content")
+                    .and_then(Value::as_array)
+                {
+                    let logprobs = &mut choice["logprobs"];
+                    if logprobs.is_null() {
+                        *logprobs = json!({"content": []});
+                    }
+                    if let Some(content) = logprobs["content"].as_array_mut() {
+                        content.extend(log.iter().cloned());
+                    }
+                }
+                if !delta_choice["finish_reason"].is_null() {
+                    choice["finish_reason"] = delta_choice["finish_reason"].clone();
+                }
+            }
+        }
+        let mut whole = json!({
+            "id": first["id"], "object": "chat.completion", "created": first["created"],
+            "model": first["model"], "choices": choices.into_values().collect::<Vec<_>>(),
+            "usage": usage,
+        });
+        if let Some(fingerprint) = first.get("system_fingerprint") {
+            whole["system_fingerprint"] = fingerprint.clone();
+        }
+        Some(whole)
+    }
+}
+
+/// Appends a delta's text to a field that may still be null.
+fn append_text(field: &mut Value, piece: &Value) {
+    let Some(piece) = piece.as_str() else { return };
+    match field {
+        Value::String(text) => text.push_str(piece),
+        _ => *field = Value::from(piece),
+    }
+}
+
+/// A streamed tool call's part: its id, type and name come once, its
+/// arguments in pieces, all under the call's `index`.
+fn merge_tool_call(message: &mut Value, part: &Value) {
+    let index = part["index"].as_u64().unwrap_or(0) as usize;
+    if !message["tool_calls"].is_array() {
+        message["tool_calls"] = json!([]);
+    }
+    let calls = message["tool_calls"].as_array_mut().expect("made a list");
+    while calls.len() <= index {
+        calls.push(
+            json!({"id": null, "type": "function", "function": {"name": null, "arguments": ""}}),
+        );
+    }
+    let call = &mut calls[index];
+    for field in ["id", "type"] {
+        if part.get(field).is_some_and(|v| !v.is_null()) {
+            call[field] = part[field].clone();
+        }
+    }
+    if let Some(name) = part.pointer("/function/name").filter(|v| !v.is_null()) {
+        call["function"]["name"] = name.clone();
+    }
+    append_text(
+        &mut call["function"]["arguments"],
+        &part["function"]["arguments"],
+    );
 }
 
 /// `/v1/completions`: the legacy text completion of one prompt.
@@ -140,27 +260,60 @@ impl Endpoint for Completions {
         Ok((Input::Conversation(vec![("user".into(), prompt)]), ()))
     }
 
-    fn render(call: &Call, _: &(), answer: &Answer) -> Response {
+    fn whole(call: &Call, _: &(), answer: &Answer) -> Value {
         let (text, usage) = text_of(answer);
         let id = format!("cmpl-{}", RESPONSE_NUMBER.fetch_add(1, Ordering::Relaxed));
-        let created = call.started_at_ms / 1000;
-        let object = |choices: Value| json!({"id": id, "object": "text_completion", "created": created, "model": call.model, "choices": choices});
-        let choice = |text: &str, finish: Value| json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]);
-        if !call.streamed {
-            let mut response = object(choice(text, json!("stop")));
-            response["usage"] = usage_json(usage);
-            return Json(response).into_response();
+        json!({
+            "id": id, "object": "text_completion", "created": call.started_at_ms / 1000,
+            "model": call.model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage_json(usage),
+        })
+    }
+
+    fn stream(call: &Call, whole: &Value) -> Response {
+        let object = |choices: Value| json!({"id": whole["id"], "object": "text_completion", "created": whole["created"], "model": whole["model"], "choices": choices});
+        let mut chunks = Vec::new();
+        for choice in whole["choices"].as_array().into_iter().flatten() {
+            let index = &choice["index"];
+            let text = choice["text"].as_str().unwrap_or_default();
+            chunks.extend(pieces(text).map(|piece| {
+                object(json!([{"text": piece, "index": index, "logprobs": null, "finish_reason": null}]))
+            }));
+            chunks.push(object(json!([{"text": "", "index": index, "logprobs": null, "finish_reason": choice["finish_reason"]}])));
         }
-        let mut chunks: Vec<Value> = pieces(text)
-            .map(|piece| object(choice(piece, Value::Null)))
-            .collect();
-        chunks.push(object(choice("", json!("stop"))));
         if call.wants_stream_usage {
             let mut last = object(json!([]));
-            last["usage"] = usage_json(usage);
+            last["usage"] = whole["usage"].clone();
             chunks.push(last);
         }
         chunk_stream(chunks)
+    }
+
+    fn assemble(chunks: &[Value]) -> Option<Value> {
+        let first = chunks.iter().find(|chunk| chunk.get("id").is_some())?;
+        let mut choices: std::collections::BTreeMap<u64, Value> = Default::default();
+        let mut usage = Value::Null;
+        for chunk in chunks {
+            if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+                usage = chunk["usage"].clone();
+            }
+            for part in chunk["choices"].as_array().into_iter().flatten() {
+                let index = part["index"].as_u64().unwrap_or(0);
+                let choice = choices.entry(index).or_insert_with(
+                    || json!({"text": "", "index": index, "logprobs": null, "finish_reason": null}),
+                );
+                append_text(&mut choice["text"], &part["text"]);
+                if !part["finish_reason"].is_null() {
+                    choice["finish_reason"] = part["finish_reason"].clone();
+                }
+            }
+        }
+        Some(json!({
+            "id": first["id"], "object": "text_completion", "created": first["created"],
+            "model": first["model"], "choices": choices.into_values().collect::<Vec<_>>(),
+            "usage": usage,
+        }))
     }
 }
 
@@ -189,9 +342,10 @@ impl Endpoint for Embeddings {
         Ok((Input::Texts(texts), base64))
     }
 
-    fn render(call: &Call, base64: &bool, answer: &Answer) -> Response {
-        let Answer::Vectors { vectors, usage } = answer else {
-            return refuse::<OpenAi>(&Refusal::ServerError("no vectors were made".into()));
+    fn whole(call: &Call, base64: &bool, answer: &Answer) -> Value {
+        let (vectors, usage) = match answer {
+            Answer::Vectors { vectors, usage } => (vectors.as_slice(), usage),
+            Answer::Text { usage, .. } => (&[][..], usage),
         };
         let data: Vec<Value> = vectors
             .iter()
@@ -206,11 +360,10 @@ impl Endpoint for Embeddings {
                 json!({"object": "embedding", "index": index, "embedding": embedding})
             })
             .collect();
-        Json(json!({
+        json!({
             "object": "list", "data": data, "model": call.model,
             "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens},
-        }))
-        .into_response()
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::calls::CallRecord;
 use super::spend::SpendGate;
+use crate::cache::RunCache;
 use crate::pricing::Prices;
 
 /// One live run: who it is, its seed (sim models answer from it) and its calls.
@@ -20,6 +21,8 @@ pub struct RunLedger {
     /// The experiment's own prices by model as programs name it: they come
     /// before the providers file's and the dated table's.
     pub prices: BTreeMap<String, Prices>,
+    /// How its calls use the response cache.
+    pub cache: RunCache,
     calls: Mutex<Vec<CallRecord>>,
 }
 
@@ -29,12 +32,14 @@ impl RunLedger {
         seed: u64,
         spend: SpendGate,
         prices: BTreeMap<String, Prices>,
+        cache: RunCache,
     ) -> Self {
         RunLedger {
             label,
             seed,
             spend,
             prices,
+            cache,
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -58,9 +63,10 @@ impl RunRegistry {
         seed: u64,
         spend: SpendGate,
         prices: BTreeMap<String, Prices>,
+        cache: RunCache,
     ) -> std::io::Result<String> {
         let token = new_token()?;
-        let ledger = Arc::new(RunLedger::new(label, seed, spend, prices));
+        let ledger = Arc::new(RunLedger::new(label, seed, spend, prices, cache));
         self.runs
             .lock()
             .expect("not poisoned")

@@ -17,6 +17,7 @@ use super::respond::{respond_streaming, respond_whole, Metering};
 use super::retry::send;
 use super::Provider;
 use crate::apis::refuse_in;
+use crate::cache::Ticket;
 use crate::call::{Api, Call, Operation, Refusal, Usage, OUTPUT_BOUND};
 use crate::metering::runs::RunLedger;
 use crate::metering::spend::SpendHold;
@@ -38,13 +39,17 @@ pub struct Prepared {
 }
 
 /// Sends `call` to `provider` for `model`, pacing, retrying and metering; the
-/// answer (or the provider's last error, unchanged) goes back to the program.
+/// answer (or the provider's last error, unchanged) goes back to the program,
+/// and, with a `ticket` (the cache missed), a success is recorded in the
+/// cache (a stream put together by `assemble`).
 pub async fn relay(
     gateway: &Arc<GatewayState>,
     ledger: &Arc<RunLedger>,
     provider: Arc<Provider>,
     model: String,
     call: Call,
+    ticket: Option<Box<Ticket>>,
+    assemble: fn(&[Value]) -> Option<Value>,
 ) -> Result<Response, Refusal> {
     let prepared = prepare(ledger, provider, model, &call).await?;
     let sent = send(gateway, &prepared, ledger.seed).await;
@@ -66,7 +71,8 @@ pub async fn relay(
         worst_case,
         sent.retries,
         hold,
-    );
+    )
+    .with_ticket(ticket, assemble);
     Ok(match sent.response {
         Err(error) => {
             let message = format!("cannot reach provider '{}': {error}", provider.name);

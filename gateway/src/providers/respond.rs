@@ -11,7 +11,10 @@ use axum::response::Response;
 use serde_json::Value;
 use tokio_stream::StreamExt;
 
+use flotilla_shared::calls::CacheUse;
+
 use super::limits::Permit;
+use crate::cache::{cache_use, Ticket};
 use crate::call::{Api, Call, Usage};
 use crate::metering::calls::{CallRecord, CallStatus};
 use crate::metering::runs::RunLedger;
@@ -114,6 +117,10 @@ pub struct Metering {
     streamed: bool,
     /// The call's worst case, held in the run's budget until it is metered.
     hold: std::sync::Mutex<Option<SpendHold>>,
+    /// The cache missed: a successful answer is recorded with this.
+    ticket: std::sync::Mutex<Option<Box<Ticket>>>,
+    /// How the endpoint puts a streamed answer together for the cache.
+    assemble: fn(&[Value]) -> Option<Value>,
 }
 
 /// What a call whose usage cannot be read is charged.
@@ -150,7 +157,29 @@ impl Metering {
             retries,
             streamed: call.streamed,
             hold: std::sync::Mutex::new(Some(hold)),
+            ticket: std::sync::Mutex::new(None),
+            assemble: |_| None,
         }
+    }
+
+    /// A call the cache missed: its answer, whole or put together by
+    /// `assemble` from its stream, is recorded if it succeeds.
+    pub fn with_ticket(
+        mut self,
+        ticket: Option<Box<Ticket>>,
+        assemble: fn(&[Value]) -> Option<Value>,
+    ) -> Self {
+        self.ticket = std::sync::Mutex::new(ticket);
+        self.assemble = assemble;
+        self
+    }
+
+    fn cache_use(&self) -> CacheUse {
+        cache_use(&self.ticket.lock().expect("not poisoned"))
+    }
+
+    fn wants_answer(&self) -> bool {
+        self.ticket.lock().expect("not poisoned").is_some()
     }
 
     /// Records the call: priced from `usage`; without usage, free if the
@@ -162,15 +191,18 @@ impl Metering {
         } else {
             Unmetered::WorstCase
         };
-        self.record_as(usage, error, time_to_first_token_ms, unmetered);
+        self.record_as(usage, error, time_to_first_token_ms, unmetered, None);
     }
 
+    /// Records the call as [`Metering::record`] does; a call that succeeded
+    /// with its usage read records `whole`, its answer, in the cache.
     fn record_as(
         &self,
         usage: Option<Usage>,
         error: Option<String>,
         time_to_first_token_ms: f64,
         unmetered: Unmetered,
+        whole: Option<Bytes>,
     ) {
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let failed = error.is_some();
@@ -181,6 +213,12 @@ impl Metering {
         };
         if let Some(hold) = self.hold.lock().expect("not poisoned").take() {
             hold.settle(cost_usd);
+        }
+        let cache = self.cache_use();
+        let ticket = self.ticket.lock().expect("not poisoned").take();
+        if let (Some(ticket), Some(whole), false, false) = (ticket, whole, failed, worst) {
+            // Only whole, metered successes are recorded (ARCHITECTURE.md, "Response cache").
+            ticket.answered(whole, usage, cost_usd);
         }
         self.ledger.record(CallRecord {
             started_at_ms: self.started_at_ms,
@@ -205,6 +243,9 @@ impl Metering {
             } else {
                 CallStatus::Succeeded
             },
+            cache,
+            would_cost_usd: cost_usd,
+            cached_from: None,
             error,
         });
     }
@@ -220,7 +261,13 @@ pub async fn respond_whole(upstream: reqwest::Response, api: Api, metering: Mete
         if let Ok(object) = serde_json::from_slice::<Value>(&bytes) {
             meter.read(api, &object);
         }
-        metering.record(meter.usage, None, 0.0);
+        metering.record_as(
+            meter.usage,
+            None,
+            0.0,
+            Unmetered::WorstCase,
+            Some(bytes.clone()),
+        );
     } else {
         let message = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned();
         metering.record(
@@ -254,6 +301,8 @@ pub fn respond_streaming(
         let mut pending: Vec<u8> = Vec::new();
         let mut chunks = upstream.bytes_stream();
         let mut failure = None;
+        // Kept for the cache only when it missed.
+        let mut events: Option<Vec<Value>> = metering.wants_answer().then(Vec::new);
         while let Some(chunk) = chunks.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -270,6 +319,9 @@ pub fn respond_streaming(
                     continue;
                 };
                 meter.read(api, &object);
+                if let Some(events) = &mut events {
+                    events.push(object.clone());
+                }
                 let usage_only = api == Api::Openai
                     && object.get("usage").is_some_and(|u| !u.is_null())
                     && object
@@ -292,12 +344,19 @@ pub fn respond_streaming(
             let _ = sender.send(Ok(Bytes::from(pending))).await;
         }
         // A stream cut short is priced from what it reported, else at its
-        // worst case: the provider may have generated up to the cap.
+        // worst case: the provider may have generated up to the cap. Only a
+        // whole stream is put together for the cache.
+        let whole = events
+            .filter(|_| failure.is_none())
+            .and_then(|events| (metering.assemble)(&events))
+            .map(|whole| Bytes::from(serde_json::to_vec(&whole).expect("JSON serialises")));
+        let failed = failure.is_some();
         metering.record_as(
             meter.usage,
             failure.filter(|_| meter.usage.is_none()),
             first_token_ms,
             Unmetered::WorstCase,
+            whole.filter(|_| !failed),
         );
     });
     let mut response = Response::new(Body::from_stream(

@@ -4,19 +4,23 @@
 //! seed and the conversation and cut to the cap, as a provider's would be,
 //! then priced and recorded in the run's ledger.
 
+use flotilla_shared::calls::CacheUse;
+
 use crate::call::{Answer, Call, Input, Refusal, Usage};
 use crate::metering::calls::{CallRecord, CallStatus};
 use crate::metering::runs::RunLedger;
 use crate::pricing::Prices;
 use crate::sim::{embedding, Sim, SIM_PRICES};
 
-/// Answers `call` with `sim` (`model` is its name) for the run of `ledger`.
+/// Answers `call` with `sim` (`model` is its name) for the run of `ledger`;
+/// the answer and what it cost.
 pub async fn answer(
     ledger: &RunLedger,
     call: &Call,
     sim: Sim,
     model: String,
-) -> Result<Answer, Refusal> {
+    cache: CacheUse,
+) -> Result<(Answer, f64), Refusal> {
     let prices = sim_prices(ledger, call);
     let (answer, hold) = match &call.input {
         Input::Conversation(conversation) => {
@@ -45,8 +49,8 @@ pub async fn answer(
     };
     let cost_usd = prices.cost(answer.usage());
     hold.settle(cost_usd);
-    record(ledger, call, model, answer.usage(), cost_usd);
-    Ok(answer)
+    record(ledger, call, model, answer.usage(), cost_usd, cache);
+    Ok((answer, cost_usd))
 }
 
 /// The sim's prices, unless the experiment gives the model its own.
@@ -78,7 +82,14 @@ async fn hold_worst_case(
 }
 
 /// Records a sim call in the run's ledger.
-fn record(ledger: &RunLedger, call: &Call, model: String, usage: &Usage, cost_usd: f64) {
+fn record(
+    ledger: &RunLedger,
+    call: &Call,
+    model: String,
+    usage: &Usage,
+    cost_usd: f64,
+    cache: CacheUse,
+) {
     let latency_ms = call.started.elapsed().as_secs_f64() * 1000.0;
     ledger.record(CallRecord {
         started_at_ms: call.started_at_ms,
@@ -95,6 +106,9 @@ fn record(ledger: &RunLedger, call: &Call, model: String, usage: &Usage, cost_us
         time_to_first_token_ms: latency_ms,
         retries: 0,
         status: CallStatus::Succeeded,
+        cache,
+        would_cost_usd: cost_usd,
+        cached_from: None,
         error: None,
     });
 }

@@ -1,6 +1,10 @@
 //! The sim provider: models that answer deterministically from (model, run
 //! seed, conversation), so that experiments, tests and benchmarks need no
-//! API key and no network (ARCHITECTURE.md, "Gateway").
+//! API key and no network (ARCHITECTURE.md, "Gateway") — all but `sample`,
+//! which answers anew every time, as a provider sampling at a temperature
+//! does, so that a fresh answer can be told from a recorded one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod answers;
 pub mod server;
@@ -25,16 +29,23 @@ pub enum SimModel {
     Echo,
     /// A score from 0 to 10 for the answer being judged, from the seed and the conversation.
     Judge,
+    /// `sample N`: N counts the answers this process's `sample` gave, so no
+    /// two answers are alike.
+    Sample,
 }
 
+/// Answers `sample` gave in this process.
+static SAMPLES: AtomicU64 = AtomicU64::new(0);
+
 impl SimModel {
-    pub const ALL: [(&'static str, SimModel); 6] = [
+    pub const ALL: [(&'static str, SimModel); 7] = [
         ("always-cooperate", SimModel::AlwaysCooperate),
         ("always-defect", SimModel::AlwaysDefect),
         ("tit-for-tat", SimModel::TitForTat),
         ("random", SimModel::Random),
         ("echo", SimModel::Echo),
         ("judge", SimModel::Judge),
+        ("sample", SimModel::Sample),
     ];
 
     pub fn named(name: &str) -> Option<SimModel> {
@@ -68,6 +79,7 @@ impl SimModel {
                 .map(|(_, text)| text.clone())
                 .unwrap_or_default(),
             SimModel::Judge => (draw(seed, conversation) % 11).to_string(),
+            SimModel::Sample => format!("sample {}", SAMPLES.fetch_add(1, Ordering::Relaxed) + 1),
         }
     }
 }

@@ -177,6 +177,14 @@ impl SimServer {
         }
     }
 
+    /// `{"served": N, "refused": M}`: calls answered, and refused with 429.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "served": self.served.load(Ordering::Relaxed),
+            "refused": self.refused.load(Ordering::Relaxed),
+        })
+    }
+
     /// Takes a request and its tokens from the model's limits, or says which limit it exceeds.
     fn admit(&self, model: &str, tokens: u64, now: Instant) -> Result<(u64, Duration), OverLimit> {
         let limits = self.settings.limits;

@@ -41,6 +41,8 @@ pub struct Analysis {
     pub failure_modes: Vec<FailureMode>,
     /// Set when some run reported a cost.
     pub has_cost: bool,
+    /// How the calls used the response cache.
+    pub cache: flotilla_shared::calls::CacheSavings,
     pub cost_frontiers: Vec<CostFrontier>,
     /// `flotilla compare`: each pair of experiments on each metric, pooled
     /// over the matched variations (paired by variation and seed).
@@ -97,6 +99,7 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         main_effects,
         failure_modes: failures::failure_modes(data),
         has_cost: variations.iter().any(|v| v.cost.is_some()),
+        cache: data.cache,
         cost_frontiers: cost::cost_frontiers(&metrics, &variations),
         metrics,
         skipped_metrics,

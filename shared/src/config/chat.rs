@@ -30,6 +30,38 @@ pub struct ChatRun {
     pub score: Vec<ScoreRule>,
 }
 
+impl ChatRun {
+    /// The model and the opening messages (system first), rendered with
+    /// `render` (a template and, for judges, the answer judged).
+    pub fn opening(
+        &self,
+        render: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<(String, Vec<Value>), String> {
+        let model = render(&self.model)?;
+        let mut messages = Vec::new();
+        if let Some(system) = &self.system {
+            messages.push(serde_json::json!({"role": "system", "content": render(system)?}));
+        }
+        for message in &self.messages {
+            messages.push(
+                serde_json::json!({"role": message.role, "content": render(&message.content)?}),
+            );
+        }
+        Ok((model, messages))
+    }
+
+    /// The body a chat run posts to its gateway's `/v1/chat/completions`:
+    /// the same for every run of the same conversation, so that the response
+    /// cache knows it again (and `flotilla validate` can look it up).
+    pub fn request_body(&self, model: &str, messages: &[Value]) -> Value {
+        let mut body = serde_json::json!({"model": model, "messages": messages, "max_tokens": self.max_tokens});
+        if let Some(temperature) = self.temperature {
+            body["temperature"] = serde_json::json!(temperature);
+        }
+        body
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,

@@ -16,6 +16,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheMode, CachePolicy};
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
@@ -195,6 +197,10 @@ pub struct ExperimentConfig {
     /// providers file's and the dated table's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, Prices>,
+    /// How the runs' calls use the response cache (`cache:`); the default
+    /// is left out of the canonical form, so older experiments hash alike.
+    #[serde(default, skip_serializing_if = "CachePolicy::is_default")]
+    pub cache: CachePolicy,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -343,6 +349,10 @@ struct RawExperiment {
     metrics: Vec<Spanned<RawMetric>>,
     #[serde(default)]
     prices: Option<Spanned<BTreeMap<String, RawPrices>>>,
+    /// `read_write` (the default), `off`, `read_only`, `replay`, or
+    /// `{mode: …, max_age: 30d}`.
+    #[serde(default)]
+    cache: Option<Spanned<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -565,6 +575,12 @@ fn validate(
         None => BTreeMap::new(),
         Some(prices) => validate_prices(prices.value, &prices.referenced, at)?,
     };
+    let cache = match &raw.cache {
+        None => CachePolicy::default(),
+        Some(cache) => {
+            validate_cache(&cache.value).map_err(|m| at.at(&cache.referenced, "cache", m))?
+        }
+    };
     Ok(ExperimentConfig {
         name: raw.name.value,
         description: raw.description.unwrap_or_default(),
@@ -581,7 +597,71 @@ fn validate(
         metrics,
         models,
         prices,
+        cache,
     })
+}
+
+/// `cache:`: a mode, or `{mode, max_age}`.
+fn validate_cache(raw: &Value) -> Result<CachePolicy, String> {
+    // YAML reads a bare `off` as false.
+    let mode = |text: &Value| match text.as_str().and_then(CacheMode::parse) {
+        Some(mode) => Ok(mode),
+        None if *text == Value::Bool(false) => Ok(CacheMode::Off),
+        None => Err(format!(
+            "'{}' is not a cache mode; valid: {}",
+            text.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| text.to_string()),
+            CacheMode::SPELLINGS
+        )),
+    };
+    match raw {
+        Value::String(_) | Value::Bool(false) => Ok(CachePolicy {
+            mode: mode(raw)?,
+            max_age_ms: None,
+        }),
+        Value::Object(fields) => {
+            if let Some(unknown) = fields
+                .keys()
+                .find(|k| !["mode", "max_age"].contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "unknown field '{unknown}'; valid fields are mode, max_age"
+                ));
+            }
+            let mode = fields
+                .get("mode")
+                .map(mode)
+                .transpose()?
+                .unwrap_or_default();
+            let max_age_ms = match fields.get("max_age") {
+                None => None,
+                Some(Value::String(text)) => {
+                    let age = parse_duration(text).map_err(|m| format!("max_age: {m}"))?;
+                    if age.is_zero() {
+                        return Err("max_age must be longer than 0s (or left out: any age)".into());
+                    }
+                    Some(age.as_millis() as u64)
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "max_age must be a duration such as 30d or 12h, got {other}"
+                    ))
+                }
+            };
+            if max_age_ms.is_some() && !mode.reads() {
+                return Err(
+                    "max_age needs a mode that reads the cache (read_write, read_only or replay)"
+                        .into(),
+                );
+            }
+            Ok(CachePolicy { mode, max_age_ms })
+        }
+        other => Err(format!(
+            "expected a mode ({}) or {{mode: …, max_age: 30d}}, got {other}",
+            CacheMode::SPELLINGS
+        )),
+    }
 }
 
 /// `prices`: dollars per million tokens by `provider/model`.

@@ -288,3 +288,45 @@ fn setup_and_teardown_are_a_command_or_a_command_with_a_timeout() {
     let empty = error_of("name: e\nrun:\n  kind: command\n  command: [sh]\n  teardown: []\n");
     assert!(empty.message.contains("must name a program"), "{empty}");
 }
+
+#[test]
+fn the_cache_is_a_mode_or_a_mode_with_a_maximum_age() {
+    use crate::cache::{CacheMode, CachePolicy};
+    let cache_of = |line: &str| {
+        parse_experiment(&format!("name: e\nrun: {{kind: noop}}\n{line}"), "e.yaml")
+            .unwrap()
+            .cache
+    };
+    let default = parse_experiment("name: e\nrun: {kind: noop}\n", "e.yaml").unwrap();
+    assert_eq!(default.cache, CachePolicy::default());
+    assert!(
+        !default.canonical_json().contains("cache"),
+        "the default leaves the hash of older experiments alone"
+    );
+    assert_eq!(cache_of("cache: off\n").mode, CacheMode::Off);
+    assert_eq!(cache_of("cache: replay\n").mode, CacheMode::Replay);
+    assert_eq!(
+        cache_of("cache: {mode: read_only, max_age: 30d}\n"),
+        CachePolicy {
+            mode: CacheMode::ReadOnly,
+            max_age_ms: Some(30 * 86_400_000)
+        }
+    );
+    assert_eq!(
+        cache_of("cache: {max_age: 12h}\n").mode,
+        CacheMode::ReadWrite
+    );
+    let wrong = error_of("name: e\nrun: {kind: noop}\ncache: sometimes\n");
+    assert_eq!((wrong.field.as_str(), wrong.line), ("cache", 3));
+    assert!(
+        wrong.message.contains("read_write, off, read_only, replay"),
+        "{wrong}"
+    );
+    let age = error_of("name: e\nrun: {kind: noop}\ncache: {mode: off, max_age: 1d}\n");
+    assert!(age.message.contains("needs a mode that reads"), "{age}");
+    let unknown = error_of("name: e\nrun: {kind: noop}\ncache: {mode: off, ttl: 1d}\n");
+    assert!(
+        unknown.message.contains("valid fields are mode, max_age"),
+        "{unknown}"
+    );
+}

@@ -114,15 +114,9 @@ async fn converse(
         })
     };
     let no_files = |error: String| (error, Vec::new());
-    let model = render(&chat.model, None).map_err(no_files)?;
-    let mut messages: Vec<Value> = Vec::new();
-    if let Some(system) = &chat.system {
-        messages
-            .push(json!({"role": "system", "content": render(system, None).map_err(no_files)?}));
-    }
-    for message in &chat.messages {
-        messages.push(json!({"role": message.role, "content": render(&message.content, None).map_err(no_files)?}));
-    }
+    let (model, mut messages) = chat
+        .opening(|template| render(template, None))
+        .map_err(no_files)?;
     let (mut input_tokens, mut output_tokens, mut latency_ms) = (0u64, 0u64, 0f64);
     let mut answer = String::new();
     let follow_ups = std::iter::once(None).chain(chat.turns.iter().map(Some));
@@ -191,10 +185,7 @@ async fn ask(
     messages: &[Value],
     chat: &ChatRun,
 ) -> Result<Reply, String> {
-    let mut body = json!({"model": model, "messages": messages, "max_tokens": chat.max_tokens});
-    if let Some(temperature) = chat.temperature {
-        body["temperature"] = json!(temperature);
-    }
+    let body = chat.request_body(model, messages);
     let started = Instant::now();
     let response = context
         .gateway

@@ -124,6 +124,11 @@ fn open_gateway_run(assignment: &Assignment, context: &RunContext) -> Result<Str
             assignment.seed,
             spend,
             assignment.prices.clone(),
+            flotilla_gateway::cache::RunCache::new(
+                assignment.cache,
+                assignment.run.experiment.clone(),
+                assignment.run.run_id(),
+            ),
         )
         .map_err(|e| format!("cannot make the run's gateway token: {e}"))
 }

@@ -181,6 +181,7 @@ fn assignment(lease_id: u64, repetition: u32, spec: RunSpec) -> Assignment {
         timeout: Duration::from_secs(120),
         prices: Default::default(),
         budget: None,
+        cache: Default::default(),
     }
 }
 
