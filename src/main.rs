@@ -64,7 +64,8 @@ enum Command {
     /// provider-style limits.
     ///
     /// A stand-in for an LLM provider in tests, demos and benchmarks: answers are deterministic
-    /// (from the model, the `x-flotilla-seed` header and the conversation), calls over a limit
+    /// (from the model, the `x-flotilla-seed` header and the conversation; `sim/sample` alone
+    /// answers anew every time), `GET /stats` counts the calls served, calls over a limit
     /// get 429 with Retry-After and rate-limit headers. Point a providers file at it
     /// (`base_url: http://ADDR/v1` for the OpenAI API).
     SimServer(commands::sim_server::SimServerArgs),

@@ -429,3 +429,103 @@ fn answers_outlive_a_coordinator_killed_between_record_and_reuse() {
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(stats["entries"], 0, "{stats}");
 }
+
+/// The same question through three more endpoints, streamed or not.
+const SHAPES: &str = r#"
+import json, sys
+import anthropic, ollama
+from openai import OpenAI
+
+stream = sys.argv[1] == "stream"
+question = [{"role": "user", "content": "Name a colour."}]
+claude = anthropic.Anthropic(max_retries=0)
+if stream:
+    with claude.messages.stream(model="claude/sim/sample", max_tokens=20, messages=question) as events:
+        text = "".join(events.text_stream)
+        message = events.get_final_message()
+else:
+    message = claude.messages.create(model="claude/sim/sample", max_tokens=20, messages=question)
+    text = message.content[0].text
+assert text == message.content[0].text, (text, message)
+farm = ollama.Client()
+if stream:
+    said = "".join(part["message"]["content"] for part in farm.chat(model="farm/sim/sample", messages=question, stream=True))
+else:
+    said = farm.chat(model="farm/sim/sample", messages=question)["message"]["content"]
+openai = OpenAI(max_retries=0)
+if stream:
+    completed = "".join(c.choices[0].text for c in openai.completions.create(
+        model="remote/sim/sample", prompt="Name a colour.", max_tokens=20, stream=True) if c.choices)
+else:
+    completed = openai.completions.create(model="remote/sim/sample", prompt="Name a colour.", max_tokens=20).choices[0].text
+print(json.dumps({"anthropic": text, "anthropic_tokens": message.usage.output_tokens,
+                  "ollama": said, "completion": completed}))
+"#;
+
+#[test]
+fn cached_answers_come_back_in_the_shape_each_official_client_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let (_server, address) = sim_server(&["--latency", "100ms"]);
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(
+        &providers,
+        format!(
+            "providers:\n\
+             - {{name: remote, api: openai, base_url: 'http://{address}/v1', api_key_env: REMOTE_KEY, prices: {{'sim/sample': {{input: 2, output: 4}}}}}}\n\
+             - {{name: claude, api: anthropic, base_url: 'http://{address}', api_key_env: REMOTE_KEY, prices: {{'sim/sample': {{input: 3, output: 15}}}}}}\n\
+             - {{name: farm, api: ollama, base_url: 'http://{address}', prices: {{'sim/sample': {{input: 0, output: 0}}}}}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("shapes.py"), SHAPES).unwrap();
+    let python = python_with_clients();
+    let file = |name: &str| {
+        write_experiment(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nrun:\n  kind: command\n  command: [{python:?}, shapes.py, \"{{mode}}\"]\n\
+                 variations:\n  - param: mode\n    values: [stream, plain]\nruns_per_variation: 2\nretries: {{max_attempts: 1}}\n",
+                python = python.display().to_string()
+            ),
+        )
+    };
+    let rows_of = |name: &str| {
+        let mut rows = read_csv(&root.join(name).join("results.csv"));
+        for row in &mut rows {
+            assert_eq!(row["status"], "succeeded", "{row:?}");
+            row.retain(|k, _| {
+                [
+                    "run_id",
+                    "anthropic",
+                    "anthropic_tokens",
+                    "ollama",
+                    "completion",
+                ]
+                .contains(&k.as_str())
+            });
+        }
+        rows
+    };
+    run_with(&root, &file("first"), &providers);
+    let served = sim_server_served(&address);
+    assert_eq!(served, 2 * 3, "three calls per seed, shared by both shapes");
+    let first = rows_of("first");
+    // Paired by seed, the streamed and the whole run got the same answers.
+    for repetition in ["run-001", "run-002"] {
+        let pair: Vec<_> = first
+            .iter()
+            .filter(|r| r["run_id"].ends_with(repetition))
+            .collect();
+        let strip = |row: &std::collections::BTreeMap<String, String>| {
+            let mut row = row.clone();
+            row.remove("run_id");
+            row
+        };
+        assert_eq!(strip(pair[0]), strip(pair[1]), "{pair:?}");
+    }
+    run_with(&root, &file("again"), &providers);
+    assert_eq!(sim_server_served(&address), served, "nothing upstream");
+    assert_eq!(rows_of("again"), first);
+}

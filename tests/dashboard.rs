@@ -294,3 +294,39 @@ fn the_open_experiment_page_shows_a_failure_at_the_very_end_and_when_it_started(
     assert_eq!(browser.text("failed"), "1");
     browser.shot("experiment-ended-with-a-failure");
 }
+
+#[test]
+fn the_experiment_page_says_what_the_response_cache_saved() {
+    if !system_tool("chromium", &["--version"], "chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, port) = coordinator_with_http(dir.path(), "127.0.0.1:0");
+    let _worker = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
+    for name in ["asked", "answered-again"] {
+        let file = write_experiment(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nrun:\n  kind: chat\n  model: sim/echo\n  prompt: \"Say {{word}}.\"\n\
+                 variations:\n  - param: word\n    values: [alpha, beta]\nruns_per_variation: 2\n"
+            ),
+        );
+        run_ok(
+            coordinator
+                .cli(&["submit", "--wait", "--no-progress"])
+                .arg(&file),
+        );
+    }
+    let mut browser = Browser::start();
+    let base = format!("http://127.0.0.1:{port}");
+    browser.goto(&format!("{base}/experiments/asked"));
+    assert_eq!(browser.text("cache"), "0 of 4 calls");
+    browser.goto(&format!("{base}/experiments/answered-again"));
+    let cache = browser.text("cache");
+    assert!(
+        cache.starts_with("4 of 4 calls, $") && cache.ends_with(" saved"),
+        "{cache}"
+    );
+    browser.shot("experiment-cache");
+}

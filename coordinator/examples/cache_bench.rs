@@ -24,7 +24,7 @@ use flotilla_coordinator::cache::ResponseCache;
 use flotilla_gateway::cache::RunCache;
 use flotilla_gateway::providers::parse_providers;
 use flotilla_gateway::sim::server::SimServerSettings;
-use flotilla_gateway::{Gateway, SpendGate};
+use flotilla_gateway::{Gateway, GatewayState, SpendGate};
 use flotilla_shared::cache::{CacheMode, CachePolicy};
 use flotilla_shared::calls::CacheUse;
 use flotilla_wire::proto::cache_service_server::CacheServiceServer;
@@ -62,7 +62,6 @@ fn fill(root: &std::path::Path, count: u64) {
                 AnswerRow {
                     key,
                     endpoint: "/chat/completions".into(),
-                    api: "openai".into(),
                     provider: "up".into(),
                     model: "sim/echo".into(),
                     seed: i % 10,
@@ -112,9 +111,8 @@ async fn sim_server() -> String {
     address
 }
 
-fn open_run(gateway: &Gateway, mode: CacheMode, name: &str) -> String {
+fn open_run(gateway: &GatewayState, mode: CacheMode, name: &str) -> String {
     gateway
-        .state
         .runs
         .open(
             name.into(),
@@ -156,7 +154,7 @@ async fn one_at_a_time(
 ) -> (Vec<Duration>, Vec<CacheUse>) {
     let client = reqwest::Client::new();
     let url = format!("http://{}/v1/chat/completions", gateway.address);
-    let token = open_run(gateway, mode, name);
+    let token = open_run(&gateway.state, mode, name);
     let mut latencies = Vec::with_capacity(DISTINCT);
     for n in 0..DISTINCT {
         latencies.push(call(&client, &url, &token, body(n)).await);
@@ -182,7 +180,7 @@ async fn flat_out(
         let (client, url) = (client.clone(), url.clone());
         let state = gateway.state.clone();
         let name = format!("caller-{caller}");
-        let token = open_run(gateway, mode, &name);
+        let token = open_run(&gateway.state, mode, &name);
         tasks.push(tokio::spawn(async move {
             let mut answered = 0usize;
             let mut token = token;

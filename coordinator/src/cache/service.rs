@@ -30,14 +30,9 @@ fn hit_to_proto(hit: Hit) -> proto::CachedAnswer {
 
 fn row_from_proto(record: proto::CacheRecord) -> Result<AnswerRow, Error> {
     let key = key_from_proto(&record.key)?;
-    let api = match record.api() {
-        proto::LlmApi::Openai => "openai",
-        proto::LlmApi::Anthropic => "anthropic",
-        proto::LlmApi::Ollama => "ollama",
-        proto::LlmApi::Unspecified => {
-            return Err(Error::Protocol("CacheRecord lacks its api".into()))
-        }
-    };
+    if record.api() == proto::LlmApi::Unspecified {
+        return Err(Error::Protocol("CacheRecord lacks its api".into()));
+    }
     let answer = record
         .answer
         .ok_or_else(|| Error::Protocol("CacheRecord lacks its answer".into()))?;
@@ -47,7 +42,6 @@ fn row_from_proto(record: proto::CacheRecord) -> Result<AnswerRow, Error> {
     Ok(AnswerRow {
         key,
         endpoint: record.endpoint,
-        api: api.to_string(),
         provider: record.provider,
         model: record.model,
         seed: record.seed,

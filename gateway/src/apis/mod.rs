@@ -8,6 +8,8 @@
 pub mod anthropic;
 pub mod ollama;
 pub mod openai;
+#[cfg(test)]
+mod round_trips;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};

@@ -111,9 +111,15 @@ impl Endpoint for ChatCompletions {
         let mut chunks = Vec::new();
         for choice in whole["choices"].as_array().into_iter().flatten() {
             let (index, message) = (&choice["index"], &choice["message"]);
+            // A choice of tool calls or a refusal has no content: null, not "".
+            let content = if message["content"].is_null() {
+                Value::Null
+            } else {
+                json!("")
+            };
             chunks.push(chunk(
                 index,
-                json!({"role": "assistant", "content": ""}),
+                json!({"role": "assistant", "content": content}),
                 &Value::Null,
             ));
             let text = message["content"].as_str().unwrap_or_default();
@@ -153,55 +159,66 @@ impl Endpoint for ChatCompletions {
 
     /// Content, refusals and tool calls' arguments put together per choice.
     fn assemble(chunks: &[Value]) -> Option<Value> {
-        let first = chunks.iter().find(|chunk| chunk.get("id").is_some())?;
-        let mut choices: std::collections::BTreeMap<u64, Value> = Default::default();
-        let mut usage = Value::Null;
-        for chunk in chunks {
-            if chunk.get("usage").is_some_and(|u| !u.is_null()) {
-                usage = chunk["usage"].clone();
+        let new_choice = |index: u64| {
+            json!({
+                "index": index,
+                "message": {"role": "assistant", "content": null, "refusal": null},
+                "logprobs": null, "finish_reason": null,
+            })
+        };
+        gather(chunks, "chat.completion", new_choice, |choice, part| {
+            let delta = &part["delta"];
+            append_text(&mut choice["message"]["content"], &delta["content"]);
+            append_text(&mut choice["message"]["refusal"], &delta["refusal"]);
+            for tool_call in delta["tool_calls"].as_array().into_iter().flatten() {
+                merge_tool_call(&mut choice["message"], tool_call);
             }
-            for delta_choice in chunk["choices"].as_array().into_iter().flatten() {
-                let index = delta_choice["index"].as_u64().unwrap_or(0);
-                let choice = choices.entry(index).or_insert_with(|| {
-                    json!({
-                        "index": index,
-                        "message": {"role": "assistant", "content": null, "refusal": null},
-                        "logprobs": null, "finish_reason": null,
-                    })
-                });
-                let delta = &delta_choice["delta"];
-                append_text(&mut choice["message"]["content"], &delta["content"]);
-                append_text(&mut choice["message"]["refusal"], &delta["refusal"]);
-                for part in delta["tool_calls"].as_array().into_iter().flatten() {
-                    merge_tool_call(&mut choice["message"], part);
+            if let Some(log) = part.pointer("/logprobs/content").and_then(Value::as_array) {
+                if choice["logprobs"].is_null() {
+                    choice["logprobs"] = json!({"content": []});
                 }
-                if let Some(log) = delta_choice
-                    .pointer("/logprobs/content")
-                    .and_then(Value::as_array)
-                {
-                    let logprobs = &mut choice["logprobs"];
-                    if logprobs.is_null() {
-                        *logprobs = json!({"content": []});
-                    }
-                    if let Some(content) = logprobs["content"].as_array_mut() {
-                        content.extend(log.iter().cloned());
-                    }
-                }
-                if !delta_choice["finish_reason"].is_null() {
-                    choice["finish_reason"] = delta_choice["finish_reason"].clone();
+                if let Some(content) = choice["logprobs"]["content"].as_array_mut() {
+                    content.extend(log.iter().cloned());
                 }
             }
-        }
-        let mut whole = json!({
-            "id": first["id"], "object": "chat.completion", "created": first["created"],
-            "model": first["model"], "choices": choices.into_values().collect::<Vec<_>>(),
-            "usage": usage,
-        });
-        if let Some(fingerprint) = first.get("system_fingerprint") {
-            whole["system_fingerprint"] = fingerprint.clone();
-        }
-        Some(whole)
+        })
     }
+}
+
+/// A stream's chunks as the whole answer (`object`): the first chunk's id,
+/// time, model and fingerprint, each choice begun by `new_choice` and
+/// grown by `apply` with each of its parts, its finish reason, the usage.
+fn gather(
+    chunks: &[Value],
+    object: &str,
+    new_choice: impl Fn(u64) -> Value,
+    apply: impl Fn(&mut Value, &Value),
+) -> Option<Value> {
+    let first = chunks.iter().find(|chunk| chunk.get("id").is_some())?;
+    let mut choices: std::collections::BTreeMap<u64, Value> = Default::default();
+    let mut usage = Value::Null;
+    for chunk in chunks {
+        if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+            usage = chunk["usage"].clone();
+        }
+        for part in chunk["choices"].as_array().into_iter().flatten() {
+            let index = part["index"].as_u64().unwrap_or(0);
+            let choice = choices.entry(index).or_insert_with(|| new_choice(index));
+            apply(choice, part);
+            if !part["finish_reason"].is_null() {
+                choice["finish_reason"] = part["finish_reason"].clone();
+            }
+        }
+    }
+    let mut whole = json!({
+        "id": first["id"], "object": object, "created": first["created"],
+        "model": first["model"], "choices": choices.into_values().collect::<Vec<_>>(),
+        "usage": usage,
+    });
+    if let Some(fingerprint) = first.get("system_fingerprint") {
+        whole["system_fingerprint"] = fingerprint.clone();
+    }
+    Some(whole)
 }
 
 /// Appends a delta's text to a field that may still be null.
@@ -291,29 +308,10 @@ impl Endpoint for Completions {
     }
 
     fn assemble(chunks: &[Value]) -> Option<Value> {
-        let first = chunks.iter().find(|chunk| chunk.get("id").is_some())?;
-        let mut choices: std::collections::BTreeMap<u64, Value> = Default::default();
-        let mut usage = Value::Null;
-        for chunk in chunks {
-            if chunk.get("usage").is_some_and(|u| !u.is_null()) {
-                usage = chunk["usage"].clone();
-            }
-            for part in chunk["choices"].as_array().into_iter().flatten() {
-                let index = part["index"].as_u64().unwrap_or(0);
-                let choice = choices.entry(index).or_insert_with(
-                    || json!({"text": "", "index": index, "logprobs": null, "finish_reason": null}),
-                );
-                append_text(&mut choice["text"], &part["text"]);
-                if !part["finish_reason"].is_null() {
-                    choice["finish_reason"] = part["finish_reason"].clone();
-                }
-            }
-        }
-        Some(json!({
-            "id": first["id"], "object": "text_completion", "created": first["created"],
-            "model": first["model"], "choices": choices.into_values().collect::<Vec<_>>(),
-            "usage": usage,
-        }))
+        let new_choice = |index: u64| json!({"text": "", "index": index, "logprobs": null, "finish_reason": null});
+        gather(chunks, "text_completion", new_choice, |choice, part| {
+            append_text(&mut choice["text"], &part["text"]);
+        })
     }
 }
 
