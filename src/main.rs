@@ -95,6 +95,9 @@ enum Command {
     /// off, read_only, replay; max_age).
     #[command(subcommand)]
     Cache(commands::cache::CacheCommand),
+    /// An experiment's budget ledger: per run attempt, what was reserved, topped up, settled
+    /// and released, and when — why a budget ended where it did. Read from --root.
+    Ledger(commands::ledger::LedgerArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +132,8 @@ fn main() {
             | Command::Validate(_)
             | Command::Report(_)
             | Command::Compare(_)
+            | Command::Cache(_)
+            | Command::Ledger(_)
     ) {
         end_quietly_when_stdout_closes();
     }
@@ -188,6 +193,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run(args) => commands::run::run(args).await,
         Command::Validate(args) => commands::validate::main(args).await,
         Command::Cache(command) => commands::cache::main(command),
+        Command::Ledger(args) => commands::ledger::main(args),
         Command::SimServer(args) => commands::sim_server::main(args).await,
         Command::Coordinator(CoordinatorCommand::Start(args)) => {
             commands::serve::coordinator(args).await

@@ -300,6 +300,75 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
     let forecast = text(&forecast.stdout);
     assert!(forecast.contains("forecast from "), "{forecast}");
     assert!(forecast.contains("budget: $"), "{forecast}");
+    // `flotilla ledger` accounts for every dollar: what was settled is what
+    // was spent, what the lost worker held was released at the end.
+    let ledger = run_ok(flotilla(&["ledger", "faults", "--json", "--root"]).arg(&root));
+    let ledger: serde_json::Value = serde_json::from_slice(&ledger.stdout).unwrap();
+    let spent = budget["spent_usd"].as_f64().unwrap();
+    assert!(
+        (ledger["settled_usd"].as_f64().unwrap() - spent).abs() < 1e-6,
+        "{ledger}"
+    );
+    assert_eq!(ledger["outstanding_usd"], 0.0, "{ledger}");
+    let (reserved, topped, released) = (
+        ledger["reserved_usd"].as_f64().unwrap(),
+        ledger["topped_up_usd"].as_f64().unwrap(),
+        ledger["released_usd"].as_f64().unwrap(),
+    );
+    assert!(
+        released > 0.0,
+        "the killed worker's reservations were released: {ledger}"
+    );
+    for lease in ledger["leases"].as_array().unwrap() {
+        let kinds: Vec<&str> = lease["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds[0], "reserved", "{lease}");
+        let ends = kinds
+            .iter()
+            .filter(|k| ["settled", "released"].contains(k))
+            .count();
+        assert_eq!(ends, 1, "settled or released once: {lease}");
+    }
+    // Every dollar reserved or topped up was settled (spent or given back
+    // unspent) or released.
+    let settled_reservations: f64 = ledger["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "settled")
+        })
+        .flat_map(|l| {
+            l["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "reserved" || e["kind"] == "topped_up")
+        })
+        .map(|e| e["amount_usd"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (reserved + topped - released - settled_reservations).abs() < 1e-6,
+        "{ledger}"
+    );
+    let printed = run_ok(flotilla(&["ledger", "faults", "--root"]).arg(&root));
+    let printed = text(&printed.stdout);
+    assert!(
+        printed.starts_with("faults: budget $3.000000; reserved $"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(" attempt 1 on ") && printed.contains("  released "),
+        "{printed}"
+    );
 }
 
 #[test]

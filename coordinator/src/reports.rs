@@ -8,6 +8,7 @@ use flotilla_report::{Analysis, ReportOptions};
 use flotilla_shared::Result;
 
 pub use crate::store::read_experiment;
+pub use crate::store::{ledger_audit, LeaseLedger, LedgerAudit, LedgerEntry};
 
 /// How `flotilla export` writes an experiment's runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod control;
 pub mod display;
 pub mod export;
 pub mod health;
+pub mod ledger;
 pub mod live;
 pub mod progress;
 pub mod report;

@@ -8,6 +8,7 @@
 //! is retried with backoff until it can; meanwhile [`StoreHealth`] says why,
 //! the coordinator assigns no new runs, and workers keep their results.
 
+mod audit;
 mod columns;
 mod health;
 mod read;
@@ -30,6 +31,7 @@ use crate::outputs::Summary;
 use crate::state::{AttemptRecord, ExperimentState, RunStatus, VariationEntry};
 use columns::parse_column;
 
+pub use audit::{ledger_audit, LeaseLedger, LedgerAudit, LedgerEntry};
 pub use health::{Backlog, StoreHealth};
 pub use read::{read_attempts, read_experiment, read_experiments, read_results, AttemptRow};
 pub use writes::WriteError;

@@ -102,7 +102,7 @@ pub fn read_attempts(
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
 }
 
-fn open_read_only(root: &Path) -> Result<Connection> {
+pub(super) fn open_read_only(root: &Path) -> Result<Connection> {
     let path = root.join(DATABASE_FILE);
     if !path.exists() {
         return Err(Error::NotFound(format!(
