@@ -259,3 +259,30 @@ pub fn cache_use(ticket: &Option<Box<Ticket>>) -> CacheUse {
         None => CacheUse::Off,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RunCache;
+
+    #[test]
+    fn a_failed_call_gives_its_occurrence_back_unless_a_later_one_took_the_next() {
+        let cache = RunCache::default();
+        let (asked, other) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(cache.take_occurrence(asked), 0);
+        assert_eq!(cache.take_occurrence(other), 0, "each request counts alone");
+        assert_eq!(cache.take_occurrence(asked), 1);
+        cache.give_back(asked, 1);
+        assert_eq!(
+            cache.take_occurrence(asked),
+            1,
+            "a retry is the same call again"
+        );
+        assert_eq!(cache.take_occurrence(asked), 2);
+        cache.give_back(asked, 1);
+        assert_eq!(
+            cache.take_occurrence(asked),
+            3,
+            "the second call's slot stays taken: a later call has the third"
+        );
+    }
+}
