@@ -407,3 +407,47 @@ fn a_budget_sweep_whose_next_run_does_not_fit_runs_those_that_do_and_ends() {
     assert_eq!(open_reservations(&root), 0);
     assert_eq!(runs_over_their_grant(&root), 0);
 }
+
+#[test]
+fn running_runs_report_what_they_have_spent_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let token_file = write_token(dir.path(), "live-spend-token");
+    let coordinator = CoordinatorProcess::start(&root, &token_file, "127.0.0.1:0", "3s");
+    let _worker = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
+    // Each run makes its one call at once, then waits 8 s before it ends.
+    let file = spender(
+        dir.path(),
+        "live",
+        2,
+        1,
+        8.0,
+        "{total_usd: 5.00, per_run_usd: 1.00}",
+    );
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let live = || coordinator.status_json("live")["experiments"][0].clone();
+    wait_until("the running runs' spend in status", || {
+        let experiment = live();
+        experiment["counts"]["running"] == 2
+            && experiment["running_spend_usd"].as_f64().unwrap_or(0.0) > 0.0
+    });
+    // Heartbeats every second: a little later both runs' calls are in.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let experiment = live();
+    assert_eq!(experiment["counts"]["running"], 2, "{experiment}");
+    assert_eq!(
+        experiment["budget"]["spent_usd"], 0.0,
+        "nothing settled yet: {experiment}"
+    );
+    let seen = experiment["running_spend_usd"].as_f64().unwrap();
+    wait_until("the experiment to complete", || {
+        live()["state"] == "completed"
+    });
+    let experiment = live();
+    assert_eq!(experiment["running_spend_usd"], 0.0, "{experiment}");
+    let spent = experiment["budget"]["spent_usd"].as_f64().unwrap();
+    assert!(
+        (spent - seen).abs() < 1e-6,
+        "what the runs reported while running ({seen}) is what they spent ({spent})"
+    );
+}

@@ -431,7 +431,15 @@ impl Actor {
             FromWorker::SpendRequest(request) => {
                 self.state.spend_request(&name, request, &mut outbox)
             }
-            FromWorker::Heartbeat { demand, usage, .. } => {
+            FromWorker::Heartbeat {
+                demand,
+                usage,
+                spend,
+                ..
+            } => {
+                if !spend.is_empty() {
+                    self.state.running_spend(&name, spend);
+                }
                 if !usage.is_empty() {
                     self.state.rate_use.report(&name, usage);
                 }

@@ -38,7 +38,7 @@ pub fn budget(experiment: &Experiment) -> Option<BudgetView> {
         .runs
         .iter()
         .filter(|run| !run.status.is_final())
-        .map(|run| run.variation);
+        .map(|run| (run.variation, run.live_spend));
     let (observed, mean, sd) = ledger.cost_spread();
     Some(BudgetView {
         observed_attempts: observed,
@@ -50,6 +50,20 @@ pub fn budget(experiment: &Experiment) -> Option<BudgetView> {
         left_usd: ledger.left().dollars(),
         projected_usd: ledger.projected(unfinished),
     })
+}
+
+/// What its running runs have spent so far, as their workers' heartbeats say
+/// (ARCHITECTURE.md, "Worker session").
+fn running_spend(experiment: &Experiment) -> flotilla_shared::money::Usd {
+    if experiment.state.is_final() {
+        return flotilla_shared::money::Usd::ZERO;
+    }
+    experiment
+        .runs
+        .iter()
+        .filter(|run| run.status == flotilla_shared::status::RunStatus::Running)
+        .map(|run| run.live_spend)
+        .sum()
 }
 
 /// An experiment's figures; `detailed` adds per-variation counts.
@@ -88,6 +102,7 @@ pub fn experiment(
         finished_at_ms: experiment.finished_at_ms,
         directory: experiment.dir.to_string_lossy().into_owned(),
         spent_usd: experiment.spent_usd,
+        running_spend_usd: running_spend(experiment).dollars(),
         cache: experiment.cache,
         pace: if experiment.state.is_final() {
             PaceEstimate::default()
@@ -252,6 +267,8 @@ pub struct ExperimentMetrics {
     pub counts: Counts,
     pub running: bool,
     pub spent_usd: f64,
+    /// What its running runs have spent so far, beyond `spent_usd`.
+    pub running_spend_usd: f64,
     /// Total and reserved, with a budget.
     pub budget: Option<(f64, f64)>,
 }
@@ -270,6 +287,7 @@ pub fn metrics(state: &State, store: &StoreHealth) -> MetricsView {
                     .ledger
                     .as_ref()
                     .map_or(e.spent_usd, |ledger| ledger.spent().dollars()),
+                running_spend_usd: running_spend(e).dollars(),
                 budget: e
                     .ledger
                     .as_ref()

@@ -85,6 +85,8 @@ pub enum FromWorker {
         demand: Vec<KeyDemand>,
         /// How the worker used its limited keys, when that changed.
         usage: Vec<KeyUse>,
+        /// What each running run has spent so far (regular heartbeats only).
+        spend: Vec<RunSpend>,
     },
     /// What the worker serves changed.
     Capabilities(Capabilities),
@@ -173,4 +175,13 @@ pub enum ToWorker {
     RatePause(RatePause),
     /// The experiment has no more runs for this worker: run its teardown.
     ExperimentEnded(String),
+}
+
+/// What a running run has spent so far, as its worker's gateway knows it:
+/// its ended calls' cost, and the worst cases of its calls in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSpend {
+    pub lease_id: u64,
+    pub spent: crate::money::Usd,
+    pub in_flight: crate::money::Usd,
 }

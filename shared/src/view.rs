@@ -62,6 +62,9 @@ pub struct ExperimentView {
     pub finished_at_ms: Option<i64>,
     pub directory: String,
     pub spent_usd: f64,
+    /// What its running runs have spent so far, beyond `spent_usd`: ended
+    /// calls and the worst cases of calls in flight, from heartbeats.
+    pub running_spend_usd: f64,
     /// Runs per minute lately and the ETA (ARCHITECTURE.md, "Following an experiment").
     pub pace: PaceEstimate,
     /// Why pending runs wait, when no connected worker serves their models.
@@ -82,7 +85,8 @@ pub struct BudgetView {
     pub spent_usd: f64,
     pub reserved_usd: f64,
     pub left_usd: f64,
-    /// Spent plus the mean observed cost of every run not finished; `None`
+    /// Spent plus the mean observed cost of every run not finished (of a
+    /// running run, what it has spent so far when that is more); `None`
     /// before any attempt finished.
     pub projected_usd: Option<f64>,
     /// Attempts settled so far, and the mean and spread of their costs.

@@ -24,6 +24,14 @@ pub fn one_line(e: &ExperimentView) -> String {
     } else {
         String::new()
     };
+    let spent = if e.running_spend_usd > 0.0 {
+        format!(
+            "{spent}, {} so far in running runs",
+            dollars_words(e.running_spend_usd)
+        )
+    } else {
+        spent
+    };
     let spent = match cache_words(e) {
         Some(cache) => format!("{spent}, {cache}"),
         None => spent,
@@ -297,6 +305,7 @@ pub fn experiment_json(e: &ExperimentView) -> serde_json::Value {
         "counts": counts_json(e.counts),
         "directory": e.directory,
         "cost_usd": e.spent_usd,
+        "running_spend_usd": e.running_spend_usd,
         "waiting": e.waiting,
         "end_reason": e.end_reason,
         "setup_failures": e.setup_failures,

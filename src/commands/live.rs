@@ -128,6 +128,12 @@ pub fn detail_lines(
     if let Some(budget) = &experiment.budget {
         lines.push(format!("  budget: {}", display::budget_words(budget)));
     }
+    if experiment.running_spend_usd > 0.0 {
+        lines.push(format!(
+            "  running runs have spent {} so far",
+            flotilla_shared::money::dollars_words(experiment.running_spend_usd)
+        ));
+    }
     if let Some(cache) = display::cache_words(experiment) {
         lines.push(format!("  cache: {cache}"));
     }
@@ -239,6 +245,7 @@ mod tests {
             end_reason: None,
             setup_failures: Vec::new(),
             cache: Default::default(),
+            running_spend_usd: 0.0,
         };
         let status = StatusView {
             experiments: Vec::new(),

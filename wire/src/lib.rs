@@ -520,10 +520,19 @@ impl From<FromWorker> for proto::WorkerMessage {
                 running,
                 demand,
                 usage,
+                spend,
             } => FromWorkerKind::Heartbeat(proto::Heartbeat {
                 running,
                 demand: demand.into_iter().map(Into::into).collect(),
                 usage: usage.into_iter().map(Into::into).collect(),
+                spend: spend
+                    .into_iter()
+                    .map(|run| proto::RunSpend {
+                        lease_id: run.lease_id,
+                        spent_nanos: run.spent.nanos(),
+                        in_flight_nanos: run.in_flight.nanos(),
+                    })
+                    .collect(),
             }),
             FromWorker::Capabilities(capabilities) => {
                 FromWorkerKind::Capabilities(capabilities.into())
@@ -593,6 +602,15 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                         .into_iter()
                         .map(KeyUse::try_from)
                         .collect::<Result<_, _>>()?,
+                    spend: heartbeat
+                        .spend
+                        .into_iter()
+                        .map(|run| flotilla_shared::protocol::RunSpend {
+                            lease_id: run.lease_id,
+                            spent: flotilla_shared::money::Usd::from_nanos(run.spent_nanos),
+                            in_flight: flotilla_shared::money::Usd::from_nanos(run.in_flight_nanos),
+                        })
+                        .collect(),
                 },
                 FromWorkerKind::Capabilities(capabilities) => {
                     FromWorker::Capabilities(capabilities.into())

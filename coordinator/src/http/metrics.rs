@@ -75,6 +75,13 @@ fn experiments(out: &mut Exposition, view: &MetricsView) {
             .iter()
             .map(|e| (vec![("experiment", e.name.as_str())], e.spent_usd)),
     );
+    out.gauges(
+        "flotilla_running_spend_usd",
+        "Dollars each experiment's running runs have spent so far (ended calls and calls in flight), beyond flotilla_spent_usd.",
+        view.experiments
+            .iter()
+            .map(|e| (vec![("experiment", e.name.as_str())], e.running_spend_usd)),
+    );
     let budgets: Vec<_> = view
         .experiments
         .iter()

@@ -93,7 +93,7 @@ fn progress_bar(view: &ExperimentView) -> String {
 
 /// `$1.20 of $5.00, projected $4.10`, or what was spent.
 pub fn spend_words(view: &ExperimentView) -> String {
-    match &view.budget {
+    let spent = match &view.budget {
         Some(b) => {
             let projected = b
                 .projected_usd
@@ -106,7 +106,16 @@ pub fn spend_words(view: &ExperimentView) -> String {
             )
         }
         None if view.spent_usd > 0.0 => dollars_words(view.spent_usd),
+        None if view.running_spend_usd > 0.0 => "$0.00".into(),
         None => "-".into(),
+    };
+    if view.running_spend_usd > 0.0 {
+        format!(
+            "{spent} (+{} in running runs)",
+            dollars_words(view.running_spend_usd)
+        )
+    } else {
+        spent
     }
 }
 

@@ -294,10 +294,13 @@ impl Ledger {
 
     /// Spent so far plus the mean observed cost of every unfinished run;
     /// `None` before any attempt finished.
-    pub fn projected(&self, unfinished: impl Iterator<Item = u32>) -> Option<f64> {
+    /// Spent plus, for each unfinished run (its variation, and what it has
+    /// spent so far while it runs), the larger of that and its variation's
+    /// mean cost.
+    pub fn projected(&self, unfinished: impl Iterator<Item = (u32, Usd)>) -> Option<f64> {
         let mut total = self.spent.dollars();
-        for variation in unfinished {
-            total += self.mean_cost(variation)?;
+        for (variation, so_far) in unfinished {
+            total += self.mean_cost(variation)?.max(so_far.dollars());
         }
         Some(total)
     }

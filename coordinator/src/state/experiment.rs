@@ -86,6 +86,9 @@ pub struct RunEntry {
     pub handed_back: u32,
     pub lease: Option<u64>,
     pub worker: Option<Arc<str>>,
+    /// While it runs: what its attempt has spent so far, ended calls and
+    /// calls in flight, as its worker's heartbeats say.
+    pub live_spend: flotilla_shared::money::Usd,
 }
 
 impl RunEntry {
@@ -99,6 +102,7 @@ impl RunEntry {
             handed_back: 0,
             lease: None,
             worker: None,
+            live_spend: flotilla_shared::money::Usd::ZERO,
         }
     }
 

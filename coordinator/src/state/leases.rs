@@ -26,6 +26,7 @@ impl State {
         let run = &mut experiment.runs[slot];
         run.lease = Some(lease_id);
         run.worker = Some(worker.clone());
+        run.live_spend = flotilla_shared::money::Usd::ZERO;
         self.leases.insert(
             lease_id,
             Lease {
@@ -38,6 +39,23 @@ impl State {
         );
         if let Some(entry) = self.workers.get_mut(worker) {
             entry.leases.insert(lease_id);
+        }
+    }
+
+    /// Notes what `worker`'s running runs have spent so far (its heartbeat):
+    /// live spend in status and the projected final spend.
+    pub fn running_spend(&mut self, worker: &str, spend: Vec<flotilla_shared::protocol::RunSpend>) {
+        for run in spend {
+            let Some(lease) = self.leases.get(&run.lease_id) else {
+                continue;
+            };
+            if &*lease.worker != worker || lease.superseded {
+                continue;
+            }
+            let entry = &mut self.experiments[lease.experiment].runs[lease.run];
+            if entry.lease == Some(run.lease_id) {
+                entry.live_spend = run.spent + run.in_flight;
+            }
         }
     }
 

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
+use flotilla_shared::money::Usd;
+
 use super::calls::CallRecord;
 use super::spend::SpendGate;
 use crate::cache::RunCache;
@@ -72,6 +74,27 @@ impl RunRegistry {
             .expect("not poisoned")
             .insert(token.clone(), ledger);
         Ok(token)
+    }
+
+    /// What each live run has spent so far, by its label: its ended calls'
+    /// cost and the worst cases of its calls in flight.
+    pub fn live_spend(&self) -> HashMap<String, (Usd, Usd)> {
+        let runs = self.runs.lock().expect("not poisoned");
+        runs.values()
+            .map(|ledger| {
+                let spent: f64 = ledger
+                    .calls
+                    .lock()
+                    .expect("not poisoned")
+                    .iter()
+                    .map(|call| call.cost_usd)
+                    .sum();
+                (
+                    ledger.label.clone(),
+                    (Usd::charge(spent), ledger.spend.in_flight()),
+                )
+            })
+            .collect()
     }
 
     pub fn lookup(&self, token: &str) -> Option<Arc<RunLedger>> {

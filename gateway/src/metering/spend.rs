@@ -207,6 +207,11 @@ impl RunBudget {
     pub fn spent(&self) -> Usd {
         self.spending.lock().expect("not poisoned").spent
     }
+
+    /// The worst cases of the run's calls in flight.
+    pub fn in_flight(&self) -> Usd {
+        self.spending.lock().expect("not poisoned").held
+    }
 }
 
 /// Whether and how a run's calls are held to a budget.
@@ -235,6 +240,14 @@ impl SpendGate {
         match self {
             SpendGate::Unbounded => None,
             SpendGate::Budget(budget) => budget.stop_reason(),
+        }
+    }
+
+    /// The worst cases of the calls in flight; unknown (zero) without a budget.
+    pub fn in_flight(&self) -> Usd {
+        match self {
+            SpendGate::Unbounded => Usd::ZERO,
+            SpendGate::Budget(budget) => budget.in_flight(),
         }
     }
 }

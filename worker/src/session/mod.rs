@@ -374,6 +374,7 @@ impl Session {
                         running: self.running.len() as u32,
                         demand: Vec::new(),
                         usage: self.usage_report(),
+                        spend: self.spend_report(),
                     };
                     if outbound.send(message).is_err() {
                         return Disconnect::Lost("stream closed".into());
@@ -477,7 +478,24 @@ impl Session {
             running: self.running.len() as u32,
             demand,
             usage: Vec::new(),
+            spend: Vec::new(),
         })
+    }
+
+    /// What each running run has spent so far, as the gateway knows it.
+    fn spend_report(&self) -> Vec<flotilla_shared::protocol::RunSpend> {
+        let live = self.context.gateway.state.runs.live_spend();
+        self.running
+            .iter()
+            .filter_map(|(lease_id, run)| {
+                let (spent, in_flight) = *live.get(&run.key.to_string())?;
+                Some(flotilla_shared::protocol::RunSpend {
+                    lease_id: *lease_id,
+                    spent,
+                    in_flight,
+                })
+            })
+            .collect()
     }
 
     /// How limited keys were used, when that changed since the last heartbeat.

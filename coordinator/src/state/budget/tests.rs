@@ -95,14 +95,27 @@ fn a_result_sent_twice_settles_once_and_release_frees_the_rest() {
 #[test]
 fn projected_spend_adds_mean_costs_of_unfinished_runs() {
     let mut ledger = Ledger::new(&budget(100.0, Some(5.0)));
-    assert_eq!(ledger.projected([1, 2].into_iter()), None);
+    let unfinished = |runs: &[(u32, f64)]| {
+        runs.iter()
+            .map(|&(variation, so_far)| (variation, usd(so_far)))
+            .collect::<Vec<_>>()
+            .into_iter()
+    };
+    assert_eq!(ledger.projected(unfinished(&[(1, 0.0), (2, 0.0)])), None);
     ledger.reserve(1, 1).unwrap();
     ledger.settle(1, 1, usd(1.0));
     ledger.reserve(2, 2).unwrap();
     ledger.settle(2, 2, usd(3.0));
     // Two more of variation 1 ($1 each), one of variation 3 (unseen: the overall mean, $2).
-    let projected = ledger.projected([1, 1, 3].into_iter()).unwrap();
+    let projected = ledger
+        .projected(unfinished(&[(1, 0.0), (1, 0.0), (3, 0.0)]))
+        .unwrap();
     assert!((projected - 8.0).abs() < 1e-9, "{projected}");
+    // A running run that has spent more than its variation's mean counts at what it spent.
+    let projected = ledger
+        .projected(unfinished(&[(1, 2.5), (1, 0.25), (3, 0.0)]))
+        .unwrap();
+    assert!((projected - 9.5).abs() < 1e-9, "{projected}");
 }
 
 /// One step of a sweep, as the coordinator and the workers can interleave them.
