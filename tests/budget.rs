@@ -35,7 +35,8 @@ print(json.dumps({"calls": calls}))
 "#;
 
 /// An experiment of `runs` runs of SPENDER, sim/echo at $100 per million
-/// tokens (a 2,000-byte prompt costs $0.05), under `budget`.
+/// tokens (a 2,000-byte prompt costs $0.05), under `budget`, every call paid
+/// (`cache: off`).
 fn spender(
     dir: &Path,
     name: &str,
@@ -52,7 +53,9 @@ fn spender(
         &format!(
             "name: {name}\nrun:\n  kind: command\n  command: [{python:?}, spender.py, \"{calls}\", \"{pause}\"]\n\
              runs_per_variation: {runs}\nretries: {{max_attempts: 3}}\n\
-             prices:\n  sim/echo: {{input: 100, output: 100}}\nbudget: {budget}\n",
+             prices:\n  sim/echo: {{input: 100, output: 100}}\nbudget: {budget}\n\
+             # Every call paid: runs of one seed in other variations would share answers.\n\
+             cache: off\n",
             python = python.display().to_string()
         ),
     )
