@@ -529,3 +529,63 @@ fn cached_answers_come_back_in_the_shape_each_official_client_asked_for() {
     assert_eq!(sim_server_served(&address), served, "nothing upstream");
     assert_eq!(rows_of("again"), first);
 }
+
+#[test]
+fn only_successful_answers_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("experiments");
+    let config = dir.path().join("sim.yaml");
+    std::fs::write(
+        &config,
+        "models: [{name: broken, answers: echo, error_rate: 1.0}]\n",
+    )
+    .unwrap();
+    let (_server, address) = sim_server(&["--config", config.to_str().unwrap()]);
+    let providers = dir.path().join("providers.yaml");
+    std::fs::write(
+        &providers,
+        format!(
+            "providers:\n  - {{name: remote, api: openai, base_url: 'http://{address}/v1', prices: {{'broken': {{input: 1, output: 1}}}}}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("fail.py"),
+        "import json\nimport openai\nclient = openai.OpenAI(max_retries=0)\ntry:\n    client.chat.completions.create(model='remote/broken', messages=[{'role': 'user', 'content': 'hi'}])\n    status = 200\nexcept openai.APIStatusError as error:\n    status = error.status_code\nprint(json.dumps({'answered_with': status}))\n",
+    )
+    .unwrap();
+    let python = python_with_clients();
+    let file = write_experiment(
+        dir.path(),
+        "failing.yaml",
+        &format!(
+            "name: failing\nrun:\n  kind: command\n  command: [{:?}, fail.py]\n",
+            python.display().to_string()
+        ),
+    );
+    run_ok(
+        flotilla(&["run", "--no-progress"])
+            .arg(&file)
+            .arg("--root")
+            .arg(&root)
+            .arg("--providers")
+            .arg(&providers),
+    );
+    let row = &read_csv(&root.join("failing/results.csv"))[0];
+    assert_eq!(row["status"], "succeeded", "{row:?}");
+    assert_eq!(
+        row["answered_with"], "500",
+        "the provider's error reached the program: {row:?}"
+    );
+    let calls = calls_of(&root.join("failing/runs/var-001-run-001"));
+    assert_eq!(
+        (calls[0]["status"].as_str(), calls[0]["cache"].as_str()),
+        (Some("failed"), Some("miss"))
+    );
+    let stats = run_ok(flotilla(&["cache", "stats", "--json", "--root"]).arg(&root));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(
+        stats["entries"], 0,
+        "an error is never an answer to replay: {stats}"
+    );
+}
