@@ -196,23 +196,7 @@ async fn flat_out(
                 // A new run of the same seed asks the same calls again.
                 let (calls, _) = state.runs.close(&token);
                 uses.extend(calls.iter().map(|c| c.cache));
-                token = state
-                    .runs
-                    .open(
-                        name.clone(),
-                        7,
-                        SpendGate::Unbounded,
-                        Default::default(),
-                        RunCache::new(
-                            CachePolicy {
-                                mode,
-                                max_age_ms: None,
-                            },
-                            "bench".into(),
-                            name.clone(),
-                        ),
-                    )
-                    .unwrap();
+                token = open_run(&state, mode, &name);
             }
             let (calls, _) = state.runs.close(&token);
             uses.extend(calls.iter().map(|c| c.cache));

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::money::Usd;
 use flotilla_shared::naming::run_id;
 use flotilla_shared::{Error, Result};
@@ -51,21 +50,7 @@ pub struct LedgerAudit {
 pub fn ledger_audit(root: &Path, name: &str) -> Result<LedgerAudit> {
     let connection = super::read::open_read_only(root)?;
     let sql = |e: rusqlite::Error| Error::Internal(format!("cannot read the ledger: {e}"));
-    let (id, config_json): (i64, String) = connection
-        .query_row(
-            "SELECT id, config_json FROM experiments WHERE name = ?",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Error::NotFound(format!(
-                "no experiment named '{name}' under {}",
-                root.display()
-            )),
-            other => sql(other),
-        })?;
-    let config = ExperimentConfig::from_canonical_json(&config_json)
-        .map_err(|e| Error::Internal(format!("stored config of '{name}' cannot be read: {e}")))?;
+    let (id, config) = super::read::stored_config(&connection, root, name)?;
     let mut query = connection
         .prepare(
             "SELECT l.lease_id, l.kind, l.amount_nanos, l.at_ms, a.variation, a.repetition, a.attempt, a.worker \

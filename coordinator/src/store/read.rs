@@ -40,6 +40,17 @@ pub fn read_results(
     name: &str,
 ) -> Result<(ExperimentConfig, Vec<crate::outputs::ResultRow>)> {
     let connection = open_read_only(root)?;
+    let (id, config) = stored_config(&connection, root, name)?;
+    let rows = super::writes::result_rows(&connection, id).map_err(sql)?;
+    Ok((config, rows))
+}
+
+/// Experiment `name`'s row id and its stored config.
+pub(super) fn stored_config(
+    connection: &Connection,
+    root: &Path,
+    name: &str,
+) -> Result<(i64, ExperimentConfig)> {
     let (id, config_json) = connection
         .query_row(
             "SELECT id, config_json FROM experiments WHERE name = ?",
@@ -55,8 +66,7 @@ pub fn read_results(
         })?;
     let config = ExperimentConfig::from_canonical_json(&config_json)
         .map_err(|e| Error::Internal(format!("stored config of '{name}' cannot be read: {e}")))?;
-    let rows = super::writes::result_rows(&connection, id).map_err(sql)?;
-    Ok((config, rows))
+    Ok((id, config))
 }
 
 /// One attempt of a run, for the dashboard's run page.
