@@ -12,8 +12,21 @@ budget used (target >= 97%), and how many runs ran.
 same run (coordinator -> 2 workers -> durable result, from bench/throughput.py);
 target: a budget does not cut it below 50,000 runs/s.
 
-Usage: python3 bench/budget.py [--noop-runs 100000]
+(d) The whole budget through faults: a $2.00 budget (per_run_usd 0.50) over
+three workers x 2 slots (`flotilla coordinator start --lease-timeout 3s` and
+three `flotilla worker join`), 80 runs of four calls of about $0.01 each
+through the official `openai` client to a provider (a `flotilla sim-server`,
+300 ms a call). Without faults (the baseline), with one worker killed -9 at a
+third of the budget, and with that worker and then the coordinator killed -9
+(the coordinator restarted on the same address). Reported: the share of the
+budget used (settled in the ledger; target >= 95%) and what the provider
+billed (every call it began, at one call's price; must be <= $2.00).
+
+Usage: python3 bench/budget.py [--noop-runs 100000] [--only faults]
 """
+import json
+import socket
+import time
 import argparse
 import os
 import shutil
@@ -21,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,14 +87,141 @@ def binding_budget(work):
     return done.returncode, spent, runs
 
 
+FAULT_CALLER = r'''
+import json, sys
+from openai import OpenAI
+client = OpenAI(max_retries=0)
+for _ in range(4):
+    client.chat.completions.create(model="remote/sim/echo", max_tokens=1,
+                                   messages=[{"role": "user", "content": "x" * 4000}])
+print(json.dumps({"calls": 4}))
+'''
+
+
+def spawn(args, log_path, env=None):
+    return subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL,
+                            stderr=open(log_path, "w"), env=env)
+
+
+def wait_for(path, needle, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = Path(path).read_text() if Path(path).exists() else ""
+        for line in text.splitlines():
+            if needle in line:
+                return line
+        time.sleep(0.05)
+    raise RuntimeError(f"no '{needle}' in {path}")
+
+
+def address_in(line):
+    return next(w.split("=", 1)[1] for w in line.split() if w.startswith("address="))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def faults_sweep(work, scenario):
+    """One (d) sweep; `scenario` is none, worker or worker+coordinator."""
+    python = ROOT / "target" / "python-clients" / "bin" / "python"
+    base = work / f"faults-{scenario.replace('+', '-')}"
+    base.mkdir()
+    (base / "caller.py").write_text(FAULT_CALLER)
+    (base / "token").write_text("bench-token\n")
+    os.chmod(base / "token", 0o600)
+    sim = spawn([BIN, "sim-server", "--listen", "127.0.0.1:0", "--latency", "300ms"], base / "sim.log")
+    provider = address_in(wait_for(base / "sim.log", "sim-server listening"))
+    (base / "providers.yaml").write_text(
+        "providers:\n- {name: remote, api: openai, base_url: 'http://%s/v1', api_key_env: REMOTE_KEY,\n"
+        "   prices: {'sim/echo': {input: 10, output: 10}}}\n" % provider)
+    (base / "faults.yaml").write_text(
+        f"name: faults\nrun:\n  kind: command\n  command: [{str(python)!r}, caller.py]\n"
+        "runs_per_variation: 80\nretries: {max_attempts: 3}\ncache: off\n"
+        "budget: {total_usd: 2.00, per_run_usd: 0.50}\n")
+    listen = f"127.0.0.1:{free_port()}"
+    root = base / "root"
+    coordinator_args = [BIN, "coordinator", "start", "--listen", listen, "--lease-timeout", "3s",
+                        "--root", root, "--token-file", base / "token"]
+    coordinator = spawn(coordinator_args, base / "coordinator.log")
+    wait_for(base / "coordinator.log", "coordinator listening")
+    env = dict(os.environ, REMOTE_KEY="k")
+    workers = {}
+    for name in ["w1", "w2", "w3"]:
+        workers[name] = spawn([BIN, "worker", "join", listen, "--name", name, "--slots", "2",
+                               "--token-file", base / "token", "--work-dir", base / name,
+                               "--providers", base / "providers.yaml"], base / f"{name}.log", env)
+        wait_for(base / f"{name}.log", "joined")
+
+    def status():
+        done = subprocess.run([BIN, "status", "faults", "--json", "--coordinator", listen,
+                               "--token-file", base / "token"], capture_output=True, text=True)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    def spent(s):
+        return (s or {}).get("experiments", [{}])[0].get("budget", {}).get("spent_usd", 0.0)
+
+    subprocess.run([BIN, "submit", base / "faults.yaml", "--coordinator", listen,
+                    "--token-file", base / "token"], check=True, capture_output=True)
+    started = time.time()
+    if scenario != "none":
+        while spent(status()) < 2.00 / 3:
+            time.sleep(0.1)
+        workers["w2"].kill()
+        workers["w2"].wait()
+    if scenario == "worker+coordinator":
+        while spent(status()) < 2.00 / 2:
+            time.sleep(0.1)
+        coordinator.kill()
+        coordinator.wait()
+        coordinator = spawn(coordinator_args, base / "coordinator-2.log")
+        wait_for(base / "coordinator-2.log", "coordinator listening")
+    while True:
+        s = status()
+        if s and s["experiments"][0]["state"] != "running":
+            break
+        time.sleep(0.2)
+    elapsed = time.time() - started
+    state = s["experiments"][0]["state"]
+    used = spent(s)
+    db = sqlite3.connect(root / "flotilla.db")
+    unit = db.execute("SELECT MAX(cost_usd) FROM calls WHERE status = 'succeeded' AND cost_is_worst_case = 0").fetchone()[0]
+    fenced = db.execute("SELECT COALESCE(SUM(amount_nanos), 0) FROM ledger WHERE kind = 'fenced'").fetchone()[0] / 1e9
+    db.close()
+    with urllib.request.urlopen(f"http://{provider}/stats") as answer:
+        billed = json.loads(answer.read())["billed"] * unit
+    for process in list(workers.values()) + [coordinator, sim]:
+        process.kill()
+        process.wait()
+    return state, used, billed, fenced, elapsed
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--noop-runs", type=int, default=100000)
+    parser.add_argument("--only", choices=["faults"], help="run only (d), the sweeps through faults")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     work = Path(tempfile.mkdtemp(prefix="flotilla-budget-", dir=os.environ.get("BENCH_DIR", ROOT / "target")))
     rows = []
     try:
+        baseline = None
+        for scenario in ["none", "worker", "worker+coordinator"]:
+            state, used, billed, fenced, elapsed = faults_sweep(work, scenario)
+            baseline = baseline or used
+            rows.append((
+                f"(d) $2.00 over 3 workers, faults: {scenario}",
+                f"{used / 2.0:.1%} of the budget used (${used:.4f}); provider billed ${billed:.4f}",
+                f"{state}; {elapsed:.1f} s; freed from lost leases ${fenced:.4f}; "
+                f"{used / baseline:.3f} x the sweep without faults; targets: billed <= $2.00 "
+                f"{'met' if billed <= 2.0 + 1e-9 else 'NOT met'}, >= 95% used "
+                f"{'met' if used >= 1.90 else 'NOT met'}",
+            ))
+            log(rows[-1])
+        if args.only == "faults":
+            raise SystemExit(print_rows(rows))
         code, spent, runs = binding_budget(work)
         rows.append((
             "(b) 200 runs of $0.01-$0.10, per-run cap $0.25, budget $5.00",
@@ -104,6 +245,10 @@ def main():
         log(rows[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print_rows(rows)
+
+
+def print_rows(rows):
     print("| measurement | figure | notes |")
     print("| --- | --- | --- |")
     for row in rows:

@@ -313,9 +313,10 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
         "{ledger}"
     );
     assert_eq!(ledger["outstanding_usd"], 0.0, "{ledger}");
-    let (reserved, topped, released) = (
+    let (reserved, topped, fenced, released) = (
         ledger["reserved_usd"].as_f64().unwrap(),
         ledger["topped_up_usd"].as_f64().unwrap(),
+        ledger["fenced_usd"].as_f64().unwrap(),
         ledger["released_usd"].as_f64().unwrap(),
     );
     assert!(
@@ -337,7 +338,7 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
         assert_eq!(ends, 1, "settled or released once: {lease}");
     }
     // Every dollar reserved or topped up was settled (spent or given back
-    // unspent) or released.
+    // unspent), freed when its lease was lost, or released.
     let settled_reservations: f64 = ledger["leases"]
         .as_array()
         .unwrap()
@@ -350,16 +351,21 @@ fn the_budget_holds_through_a_killed_worker_and_a_killed_coordinator() {
                 .any(|e| e["kind"] == "settled")
         })
         .flat_map(|l| {
-            l["entries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["kind"] == "reserved" || e["kind"] == "topped_up")
+            l["entries"].as_array().unwrap().iter().filter(|e| {
+                ["reserved", "topped_up", "fenced"].contains(&e["kind"].as_str().unwrap())
+            })
         })
-        .map(|e| e["amount_usd"].as_f64().unwrap())
+        .map(|e| {
+            let amount = e["amount_usd"].as_f64().unwrap();
+            if e["kind"] == "fenced" {
+                -amount
+            } else {
+                amount
+            }
+        })
         .sum();
     assert!(
-        (reserved + topped - released - settled_reservations).abs() < 1e-6,
+        (reserved + topped - fenced - released - settled_reservations).abs() < 1e-6,
         "{ledger}"
     );
     let printed = run_ok(flotilla(&["ledger", "faults", "--root"]).arg(&root));

@@ -435,10 +435,16 @@ impl Actor {
                 demand,
                 usage,
                 spend,
+                number,
                 ..
             } => {
+                if number != 0 {
+                    // Heard: the worker's spend lease runs on from when it
+                    // sent this (ARCHITECTURE.md, invariant 8).
+                    self.send_to(&name, ToWorker::Renewed(number));
+                }
                 if !spend.is_empty() {
-                    self.state.running_spend(&name, spend);
+                    self.state.running_spend(&name, spend, &mut outbox);
                 }
                 if !usage.is_empty() {
                     self.state.rate_use.report(&name, usage);

@@ -184,6 +184,8 @@ pub enum Refusal {
     ServerError(String),
     /// `cache: replay` and the cache has no answer for the call.
     NotRecorded(String),
+    /// The worker's spend lease ran out (ARCHITECTURE.md, invariant 8).
+    Fenced(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -200,7 +202,8 @@ impl std::fmt::Display for Refusal {
             | Refusal::Unreachable(why)
             | Refusal::RateLimited(why)
             | Refusal::ServerError(why)
-            | Refusal::NotRecorded(why) => write!(f, "{why}"),
+            | Refusal::NotRecorded(why)
+            | Refusal::Fenced(why) => write!(f, "{why}"),
         }
     }
 }

@@ -22,6 +22,7 @@ mod pipeline;
 pub use flotilla_shared::pricing;
 pub mod providers;
 pub mod sim;
+pub mod spend_lease;
 mod state;
 
 use std::net::SocketAddr;

@@ -43,6 +43,8 @@ async fn call<E: Endpoint>(
     body: &[u8],
 ) -> Result<Response, Refusal> {
     debug_assert_eq!(E::OPERATION.api(), <E::Shape as ApiShape>::API);
+    // A worker out of touch with its coordinator starts no call (ARCHITECTURE.md, invariant 8).
+    gateway.spend_lease.check().map_err(Refusal::Fenced)?;
     let (body, model) = read_body(body).map_err(Refusal::BadRequest)?;
     let (input, options) = E::read(&body).map_err(Refusal::BadRequest)?;
     let call = Call::new(E::OPERATION, model, input, body);

@@ -11,6 +11,7 @@ use crate::providers::limits::RateLimitManager;
 use crate::providers::routing::Routing;
 use crate::providers::Provider;
 use crate::sim::server::SimServer;
+use crate::spend_lease::SpendLease;
 
 pub struct GatewayState {
     pub runs: RunRegistry,
@@ -23,6 +24,8 @@ pub struct GatewayState {
     pub sim_server: Option<Arc<SimServer>>,
     /// The cluster's recorded answers; `None` where the cache is off.
     pub cache: Option<Arc<dyn AnswerStore>>,
+    /// The worker's right to spend, renewed by its coordinator (ARCHITECTURE.md, invariant 8).
+    pub spend_lease: SpendLease,
 }
 
 impl GatewayState {
@@ -42,6 +45,7 @@ impl GatewayState {
                 .expect("an HTTP client builds"),
             sim_server,
             cache,
+            spend_lease: SpendLease::default(),
         }
     }
 

@@ -87,6 +87,9 @@ pub enum FromWorker {
         usage: Vec<KeyUse>,
         /// What each running run has spent so far (regular heartbeats only).
         spend: Vec<RunSpend>,
+        /// Numbers a regular heartbeat, which the coordinator answers with
+        /// `Renewed` (ARCHITECTURE.md, invariant 8); 0 asks for no renewal.
+        number: u64,
     },
     /// What the worker serves changed.
     Capabilities(Capabilities),
@@ -149,8 +152,9 @@ pub struct SpendGrant {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SpendAnswer {
-    /// The run's reservation grew by the amount asked.
-    Granted,
+    /// The run may spend `amount` more: at least what it asked for, more
+    /// when the coordinator grants a whole slice of the run's reservation.
+    Granted { amount: crate::money::Usd },
     /// The experiment's ledger has no room: `left` of `total` is neither
     /// spent nor reserved.
     Refused { left: Usd, total: Usd },
@@ -175,6 +179,9 @@ pub enum ToWorker {
     RatePause(RatePause),
     /// The experiment has no more runs for this worker: run its teardown.
     ExperimentEnded(String),
+    /// The coordinator heard heartbeat number `.0`: the worker's spend lease
+    /// runs from the moment it sent it (ARCHITECTURE.md, invariant 8).
+    Renewed(u64),
 }
 
 /// What a running run has spent so far, as its worker's gateway knows it:

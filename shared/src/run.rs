@@ -68,8 +68,9 @@ pub struct Assignment {
 /// A run's part of its experiment's budget (ARCHITECTURE.md, invariant 1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssignedBudget {
-    /// Reserved for the run in the coordinator's ledger.
-    pub reserved: crate::money::Usd,
+    /// What the run may spend before it asks for more: the first slice of
+    /// its reservation in the coordinator's ledger (ARCHITECTURE.md, invariant 8).
+    pub granted: crate::money::Usd,
     /// No run may spend more (`budget.per_run_usd`, else the total).
     pub per_run_cap: crate::money::Usd,
     /// `budget.per_run_usd` was set: reaching the cap fails the run.

@@ -35,7 +35,7 @@ pub fn main(args: LedgerArgs) -> anyhow::Result<i32> {
 
 fn ledger_text(audit: &LedgerAudit) -> String {
     let mut out = format!(
-        "{}: budget {}; reserved {}, topped up {}, settled (spent) {}, released {}, outstanding {}\n",
+        "{}: budget {}; reserved {}, topped up {}, settled (spent) {}, freed from lost leases {}, released {}, outstanding {}\n",
         audit.experiment,
         audit
             .budget_usd
@@ -44,6 +44,7 @@ fn ledger_text(audit: &LedgerAudit) -> String {
         exact(audit.reserved_usd),
         exact(audit.topped_up_usd),
         exact(audit.settled_usd),
+        exact(audit.fenced_usd),
         exact(audit.released_usd),
         exact(audit.outstanding_usd),
     );

@@ -516,6 +516,11 @@ pub fn kubectl() -> PathBuf {
 
 /// How many calls the sim-server at `address` has served (its `/stats`).
 pub fn sim_server_served(address: &str) -> u64 {
+    sim_server_stats(address)["served"].as_u64().unwrap()
+}
+
+/// The sim-server's `/stats`: calls served, refused and billed.
+pub fn sim_server_stats(address: &str) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
@@ -529,7 +534,6 @@ pub fn sim_server_served(address: &str) -> u64 {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or("");
-    let stats: serde_json::Value = serde_json::from_str(body.trim())
-        .unwrap_or_else(|e| panic!("/stats answered {response:?}: {e}"));
-    stats["served"].as_u64().unwrap()
+    serde_json::from_str(body.trim())
+        .unwrap_or_else(|e| panic!("/stats answered {response:?}: {e}"))
 }

@@ -521,8 +521,10 @@ impl From<FromWorker> for proto::WorkerMessage {
                 demand,
                 usage,
                 spend,
+                number,
             } => FromWorkerKind::Heartbeat(proto::Heartbeat {
                 running,
+                number,
                 demand: demand.into_iter().map(Into::into).collect(),
                 usage: usage.into_iter().map(Into::into).collect(),
                 spend: spend
@@ -592,6 +594,7 @@ impl TryFrom<proto::WorkerMessage> for FromWorker {
                 ),
                 FromWorkerKind::Heartbeat(heartbeat) => FromWorker::Heartbeat {
                     running: heartbeat.running,
+                    number: heartbeat.number,
                     demand: heartbeat
                         .demand
                         .into_iter()
@@ -666,6 +669,7 @@ impl From<ToWorker> for proto::CoordinatorMessage {
             ToWorker::ExperimentEnded(experiment) => {
                 ToWorkerKind::ExperimentEnded(proto::ExperimentEnded { experiment })
             }
+            ToWorker::Renewed(heartbeat) => ToWorkerKind::Renewed(proto::Renewed { heartbeat }),
         };
         proto::CoordinatorMessage { kind: Some(kind) }
     }
@@ -704,6 +708,7 @@ impl TryFrom<proto::CoordinatorMessage> for ToWorker {
                 ),
                 ToWorkerKind::RatePause(pause) => ToWorker::RatePause(pause.try_into()?),
                 ToWorkerKind::ExperimentEnded(ended) => ToWorker::ExperimentEnded(ended.experiment),
+                ToWorkerKind::Renewed(renewed) => ToWorker::Renewed(renewed.heartbeat),
             },
         )
     }
@@ -746,7 +751,7 @@ mod tests {
             .into_iter()
             .collect(),
             budget: Some(flotilla_shared::run::AssignedBudget {
-                reserved: flotilla_shared::money::Usd::charge(0.25),
+                granted: flotilla_shared::money::Usd::charge(0.25),
                 per_run_cap: flotilla_shared::money::Usd::charge(2.0),
                 per_run_declared: true,
             }),

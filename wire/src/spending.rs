@@ -14,7 +14,7 @@ use flotilla_shared::run::{AssignedBudget, BudgetStop};
 impl From<AssignedBudget> for proto::AssignedBudget {
     fn from(budget: AssignedBudget) -> Self {
         proto::AssignedBudget {
-            reserved_nanos: budget.reserved.nanos(),
+            reserved_nanos: budget.granted.nanos(),
             per_run_cap_nanos: budget.per_run_cap.nanos(),
             per_run_declared: budget.per_run_declared,
         }
@@ -24,7 +24,7 @@ impl From<AssignedBudget> for proto::AssignedBudget {
 impl From<proto::AssignedBudget> for AssignedBudget {
     fn from(budget: proto::AssignedBudget) -> Self {
         AssignedBudget {
-            reserved: Usd::from_nanos(budget.reserved_nanos),
+            granted: Usd::from_nanos(budget.reserved_nanos),
             per_run_cap: Usd::from_nanos(budget.per_run_cap_nanos),
             per_run_declared: budget.per_run_declared,
         }
@@ -71,14 +71,15 @@ impl From<proto::SpendRequest> for SpendRequest {
 
 impl From<SpendGrant> for proto::SpendGrant {
     fn from(grant: SpendGrant) -> Self {
-        let (granted, left, total) = match grant.answer {
-            SpendAnswer::Granted => (true, Usd::ZERO, Usd::ZERO),
-            SpendAnswer::Refused { left, total } => (false, left, total),
+        let (granted, amount, left, total) = match grant.answer {
+            SpendAnswer::Granted { amount } => (true, amount, Usd::ZERO, Usd::ZERO),
+            SpendAnswer::Refused { left, total } => (false, Usd::ZERO, left, total),
         };
         proto::SpendGrant {
             request_id: grant.request_id,
             lease_id: grant.lease_id,
             granted,
+            granted_nanos: amount.nanos(),
             left_nanos: left.nanos(),
             total_nanos: total.nanos(),
         }
@@ -91,7 +92,9 @@ impl From<proto::SpendGrant> for SpendGrant {
             request_id: grant.request_id,
             lease_id: grant.lease_id,
             answer: if grant.granted {
-                SpendAnswer::Granted
+                SpendAnswer::Granted {
+                    amount: Usd::from_nanos(grant.granted_nanos),
+                }
             } else {
                 SpendAnswer::Refused {
                     left: Usd::from_nanos(grant.left_nanos),

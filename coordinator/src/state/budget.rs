@@ -1,10 +1,14 @@
 //! The budget ledger of one experiment (ARCHITECTURE.md, invariant 1).
 //!
 //! The coordinator reserves a run's estimate before assigning it, only while
-//! `spent + reserved + estimate ≤ total`; a run that needs more asks for a
-//! top-up, granted within the same rule and within the per-run cap; a result
-//! settles its lease's reservation to what the attempt cost. A lost worker's
-//! reservation stays charged until its result arrives or the experiment ends.
+//! `spent + reserved + estimate ≤ total`, and lets the worker spend it a
+//! slice at a time (an eighth of it, or what a call needs); a run that needs
+//! more than its reservation asks for a top-up, granted within the same rule
+//! and within the per-run cap; a result settles its lease's reservation to
+//! what the attempt cost. A lost lease is fenced: what was never let out is
+//! freed at once (only the coordinator can let it out, and it no longer
+//! will), what was stays charged until the attempt's result arrives or the
+//! experiment ends (ARCHITECTURE.md, invariant 8).
 //!
 //! Every change is a [`LedgerEvent`] applied by [`Ledger::apply`]: the
 //! decisions produce events, the store persists them with the writes they
@@ -18,6 +22,10 @@ use flotilla_shared::money::Usd;
 
 /// With only a total, a run is first reserved this share of it.
 pub const DEFAULT_ESTIMATE_SHARE: f64 = 0.01;
+/// A reservation is let out to its worker in this many slices: a lost
+/// worker's unreported spending is bounded by what it was let out, about a
+/// slice more than it spent.
+pub const GRANT_SLICES: u64 = 8;
 /// Once a variation has this many finished attempts, its estimate is a high
 /// quantile of their costs.
 const OBSERVED_BEFORE_ESTIMATING: usize = 3;
@@ -31,8 +39,13 @@ pub enum LedgerEvent {
         variation: u32,
         amount: Usd,
     },
-    /// The run asked for more and got it.
+    /// The run asked to spend more of its reservation and was let out `amount`.
+    Granted { lease_id: u64, amount: Usd },
+    /// The run asked for more than its reservation and got it (all of it let out).
     ToppedUp { lease_id: u64, amount: Usd },
+    /// The lease was lost: the part of its reservation never let out, `freed`,
+    /// is freed; what was let out stays charged.
+    Fenced { lease_id: u64, freed: Usd },
     /// The attempt reported: its reservation ends and what it cost is spent.
     Settled {
         lease_id: u64,
@@ -63,6 +76,18 @@ struct Observed {
     estimate: Option<Usd>,
 }
 
+/// What one lease holds in the ledger, and how much of it its worker may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hold {
+    reserved: Usd,
+    granted: Usd,
+}
+
+/// The first slice of a reservation, and the least a later grant lets out.
+pub fn slice_of(reserved: Usd) -> Usd {
+    Usd::from_nanos(reserved.nanos().div_ceil(GRANT_SLICES))
+}
+
 #[derive(Debug, Clone)]
 pub struct Ledger {
     total: Usd,
@@ -71,7 +96,7 @@ pub struct Ledger {
     spent: Usd,
     reserved: Usd,
     /// What each lease holds.
-    reservations: HashMap<u64, Usd>,
+    reservations: HashMap<u64, Hold>,
     /// Leases already settled: a result sent again settles nothing twice.
     settled: HashSet<u64>,
     observed: HashMap<u32, Observed>,
@@ -132,7 +157,18 @@ impl Ledger {
         self.per_run_declared
     }
     pub fn reservation(&self, lease_id: u64) -> Option<Usd> {
-        self.reservations.get(&lease_id).copied()
+        self.reservations.get(&lease_id).map(|hold| hold.reserved)
+    }
+    /// What `lease_id`'s worker has been let spend of its reservation.
+    pub fn granted(&self, lease_id: u64) -> Option<Usd> {
+        self.reservations.get(&lease_id).map(|hold| hold.granted)
+    }
+    /// Leases holding more than they were let out: the ones a loss would free room in.
+    pub fn unfenced(&self) -> impl Iterator<Item = u64> + '_ {
+        self.reservations
+            .iter()
+            .filter(|(_, hold)| hold.reserved > hold.granted)
+            .map(|(lease_id, _)| *lease_id)
     }
     pub fn open_reservations(&self) -> usize {
         self.reservations.len()
@@ -178,12 +214,44 @@ impl Ledger {
         Some(event)
     }
 
-    /// Grows `lease_id`'s reservation by `amount`, within the ledger and the per-run cap.
-    pub fn top_up(&mut self, lease_id: u64, amount: Usd) -> Result<LedgerEvent, TopUpRefusal> {
-        let held = *self
+    /// Lets `lease_id`'s run spend `need` more: from its reservation (a
+    /// whole slice at least, so that a run asks about eight times), else by
+    /// a top-up past it. Returns the event and what the run may spend more.
+    pub fn grant(&mut self, lease_id: u64, need: Usd) -> Result<(LedgerEvent, Usd), TopUpRefusal> {
+        let hold = *self
             .reservations
             .get(&lease_id)
             .ok_or(TopUpRefusal::NotReserved)?;
+        let ungranted = hold.reserved - hold.granted;
+        if need <= ungranted {
+            let amount = need.max(slice_of(hold.reserved)).min(ungranted);
+            let event = LedgerEvent::Granted { lease_id, amount };
+            self.apply(&event);
+            return Ok((event, amount));
+        }
+        let event = self.top_up(lease_id, need - ungranted)?;
+        Ok((event, need))
+    }
+
+    /// The lease was lost: what it was never let out is freed.
+    pub fn fence(&mut self, lease_id: u64) -> Option<LedgerEvent> {
+        let hold = self.reservations.get(&lease_id)?;
+        let freed = hold.reserved - hold.granted;
+        if freed == Usd::ZERO {
+            return None;
+        }
+        let event = LedgerEvent::Fenced { lease_id, freed };
+        self.apply(&event);
+        Some(event)
+    }
+
+    /// Grows `lease_id`'s reservation by `amount`, within the ledger and the per-run cap.
+    pub fn top_up(&mut self, lease_id: u64, amount: Usd) -> Result<LedgerEvent, TopUpRefusal> {
+        let held = self
+            .reservations
+            .get(&lease_id)
+            .ok_or(TopUpRefusal::NotReserved)?
+            .reserved;
         if held + amount > self.per_run_cap {
             return Err(TopUpRefusal::PerRunCap(self.per_run_cap));
         }
@@ -234,14 +302,31 @@ impl Ledger {
                 lease_id, amount, ..
             } => {
                 self.reserved += amount;
-                if let Some(old) = self.reservations.insert(lease_id, amount) {
-                    self.reserved = self.reserved - old;
+                let hold = Hold {
+                    reserved: amount,
+                    granted: slice_of(amount),
+                };
+                if let Some(old) = self.reservations.insert(lease_id, hold) {
+                    self.reserved = self.reserved - old.reserved;
+                }
+            }
+            LedgerEvent::Granted { lease_id, amount } => {
+                if let Some(hold) = self.reservations.get_mut(&lease_id) {
+                    hold.granted = (hold.granted + amount).min(hold.reserved);
                 }
             }
             LedgerEvent::ToppedUp { lease_id, amount } => {
-                if let Some(held) = self.reservations.get_mut(&lease_id) {
-                    *held += amount;
+                if let Some(hold) = self.reservations.get_mut(&lease_id) {
+                    hold.reserved += amount;
+                    hold.granted = hold.reserved;
                     self.reserved += amount;
+                }
+            }
+            LedgerEvent::Fenced { lease_id, .. } => {
+                if let Some(hold) = self.reservations.get_mut(&lease_id) {
+                    self.reserved = self.reserved - (hold.reserved - hold.granted);
+                    hold.reserved = hold.granted;
+                    self.room_version += 1;
                 }
             }
             LedgerEvent::Settled {
@@ -249,8 +334,8 @@ impl Ledger {
                 variation,
                 cost,
             } => {
-                if let Some(held) = self.reservations.remove(&lease_id) {
-                    self.reserved = self.reserved - held;
+                if let Some(hold) = self.reservations.remove(&lease_id) {
+                    self.reserved = self.reserved - hold.reserved;
                 }
                 self.settled.insert(lease_id);
                 self.spent += cost;
@@ -258,8 +343,8 @@ impl Ledger {
                 self.room_version += 1;
             }
             LedgerEvent::Released { lease_id } => {
-                if let Some(held) = self.reservations.remove(&lease_id) {
-                    self.reserved = self.reserved - held;
+                if let Some(hold) = self.reservations.remove(&lease_id) {
+                    self.reserved = self.reserved - hold.reserved;
                 }
                 self.room_version += 1;
             }

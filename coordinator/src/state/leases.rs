@@ -43,13 +43,25 @@ impl State {
     }
 
     /// Notes what `worker`'s running runs have spent so far (its heartbeat):
-    /// live spend in status and the projected final spend.
-    pub fn running_spend(&mut self, worker: &str, spend: Vec<flotilla_shared::protocol::RunSpend>) {
+    /// live spend in status and the projected final spend. A run under a
+    /// lease that is no longer the worker's (it expired while the worker was
+    /// out of touch) is cancelled: another attempt has it.
+    pub fn running_spend(
+        &mut self,
+        worker: &Arc<str>,
+        spend: Vec<flotilla_shared::protocol::RunSpend>,
+        outbox: &mut Outbox,
+    ) {
         for run in spend {
             let Some(lease) = self.leases.get(&run.lease_id) else {
+                outbox.cancel(worker, run.lease_id);
                 continue;
             };
-            if &*lease.worker != worker || lease.superseded {
+            if lease.worker != *worker {
+                outbox.cancel(worker, run.lease_id);
+                continue;
+            }
+            if lease.superseded {
                 continue;
             }
             let entry = &mut self.experiments[lease.experiment].runs[lease.run];
@@ -68,17 +80,57 @@ impl State {
         Some(lease)
     }
 
-    /// Requeues the runs of workers silent for longer than the lease timeout (ARCHITECTURE.md, invariant 2).
+    /// Requeues the runs of workers silent for longer than the lease timeout
+    /// (ARCHITECTURE.md, invariant 2), then fences what lost leases held.
     pub fn expire_leases(&mut self, now: Instant, outbox: &mut Outbox) {
+        self.expire_silent_workers(now, outbox);
+        self.fence_lost_reservations(now, outbox);
+    }
+
+    /// A lease no longer live — expired, forgotten by a restarted worker, or
+    /// restored from before a coordinator restart and not reported by its
+    /// worker within a lease timeout — keeps charged only what its worker was
+    /// let out; the rest of its reservation is freed (ARCHITECTURE.md,
+    /// invariant 8). Nobody can spend that rest: only this coordinator lets
+    /// slices out, and it lets none out to a lease it does not hold.
+    fn fence_lost_reservations(&mut self, now: Instant, outbox: &mut Outbox) {
+        let first = *self.first_lease_check.get_or_insert(now);
+        if now.duration_since(first) < self.lease_timeout {
+            return;
+        }
+        for experiment in &mut self.experiments {
+            let Some(ledger) = experiment.ledger.as_mut() else {
+                continue;
+            };
+            let lost: Vec<u64> = ledger
+                .unfenced()
+                .filter(|lease_id| !self.leases.contains_key(lease_id))
+                .collect();
+            for lease_id in lost {
+                if let Some(event) = ledger.fence(lease_id) {
+                    info!(experiment = experiment.config.name, lease_id, freed = %match &event {
+                        LedgerEvent::Fenced { freed, .. } => *freed,
+                        _ => flotilla_shared::money::Usd::ZERO,
+                    }, "a lost lease keeps charged only what its worker was let spend");
+                    outbox.ledger.push((experiment.db_id, event));
+                }
+            }
+        }
+    }
+
+    fn expire_silent_workers(&mut self, now: Instant, outbox: &mut Outbox) {
         let silent: Vec<Arc<str>> = self
             .workers
             .iter()
-            .filter(|(_, w)| {
-                !w.leases.is_empty() && now.duration_since(w.last_seen) > self.lease_timeout
-            })
+            .filter(|(_, w)| !w.silent && now.duration_since(w.last_seen) > self.lease_timeout)
             .map(|(name, _)| name.clone())
             .collect();
         for worker in silent {
+            // Fenced by now: no runs go to it until it speaks again.
+            self.workers.get_mut(&worker).expect("listed above").silent = true;
+            if self.workers[&worker].leases.is_empty() {
+                continue;
+            }
             let leases: Vec<u64> = self.workers[&worker].leases.iter().copied().collect();
             warn!(worker = %worker, runs = leases.len(), "worker missed its heartbeats past the lease timeout, requeueing its runs");
             for lease_id in leases {

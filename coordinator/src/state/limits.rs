@@ -136,6 +136,7 @@ impl State {
         if let Some(entry) = self.workers.get_mut(name) {
             if entry.session == session {
                 entry.last_seen = now;
+                entry.silent = false;
             }
         }
     }

@@ -69,11 +69,14 @@ pub struct WorkerEntry {
     pub capabilities: Capabilities,
     /// Draining: it takes no more runs, and leaves when its runs ended or were handed back.
     pub draining: bool,
+    /// Silent past the lease timeout: it has fenced itself (ARCHITECTURE.md,
+    /// invariant 8), so it gets no runs until it is heard from again.
+    pub silent: bool,
 }
 
 impl WorkerEntry {
     fn free_slots(&self) -> usize {
-        if self.draining {
+        if self.draining || self.silent {
             return 0;
         }
         (self.slots as usize).saturating_sub(self.leases.len())
@@ -226,6 +229,9 @@ pub struct State {
     pub events_wanted: bool,
     /// Run durations and LLM calls, for `/metrics`.
     pub telemetry: telemetry::Telemetry,
+    /// The first lease check: until a lease timeout after it, reservations
+    /// restored from before a restart wait for their workers to report.
+    first_lease_check: Option<Instant>,
 }
 
 impl State {
@@ -246,6 +252,7 @@ impl State {
             rate_use: RateUse::default(),
             events_wanted: false,
             telemetry: telemetry::Telemetry::default(),
+            first_lease_check: None,
         }
     }
 

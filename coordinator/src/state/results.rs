@@ -125,11 +125,13 @@ impl State {
         let (index, worker) = (lease.experiment, lease.worker.clone());
         let experiment = &mut self.experiments[index];
         let answer = match experiment.ledger.as_mut() {
-            None => SpendAnswer::Granted,
-            Some(ledger) => match ledger.top_up(request.lease_id, request.amount) {
-                Ok(event) => {
+            None => SpendAnswer::Granted {
+                amount: request.amount,
+            },
+            Some(ledger) => match ledger.grant(request.lease_id, request.amount) {
+                Ok((event, amount)) => {
                     outbox.ledger.push((experiment.db_id, event));
-                    SpendAnswer::Granted
+                    SpendAnswer::Granted { amount }
                 }
                 Err(TopUpRefusal::NoRoom { left, total }) => {
                     outbox.event(self.events_wanted, &experiment.config.name, || {

@@ -90,7 +90,8 @@ impl State {
                 };
                 outbox.ledger.push((experiment.db_id, event));
                 AssignedBudget {
-                    reserved: amount,
+                    // The worker is let out the first slice (ARCHITECTURE.md, invariant 8).
+                    granted: super::budget::slice_of(amount),
                     per_run_cap: ledger.per_run_cap(),
                     per_run_declared: ledger.per_run_declared(),
                 }

@@ -557,7 +557,8 @@ fn runs_are_assigned_only_while_their_reservation_fits() {
     assert_eq!(assigned.len(), 2);
     assert_eq!(outbox.ledger.len(), 2, "each reservation is persisted");
     let budget = assigned[0].budget.as_ref().unwrap();
-    assert_eq!(budget.reserved, Usd::charge(0.4));
+    // The worker is let out the first of eight slices of its $0.40.
+    assert_eq!(budget.granted, Usd::charge(0.05));
     assert_eq!(budget.per_run_cap, Usd::charge(0.4));
     let ledger = state.experiments[0].ledger.as_ref().unwrap();
     assert_eq!(ledger.reserved(), Usd::charge(0.8));
@@ -604,8 +605,17 @@ fn a_top_up_is_granted_within_the_cap_and_the_ledger() {
         );
         (outbox.grants.remove(0).1.answer, outbox.ledger.len())
     };
-    // Reserved $0.60 (the cap): nothing more may be added.
+    // Reserved $0.60 (the cap), $0.075 let out: a small need gets a whole slice.
     let (answer, events) = ask(&mut state, 0.01);
+    assert_eq!(
+        answer,
+        SpendAnswer::Granted {
+            amount: Usd::charge(0.075)
+        }
+    );
+    assert_eq!(events, 1, "each slice let out is persisted");
+    // $0.45 not let out yet: more than that would pass the cap.
+    let (answer, events) = ask(&mut state, 0.46);
     assert_eq!(
         answer,
         SpendAnswer::Refused {
@@ -614,55 +624,105 @@ fn a_top_up_is_granted_within_the_cap_and_the_ledger() {
         }
     );
     assert_eq!(events, 0);
+    let (answer, _) = ask(&mut state, 0.45);
+    assert_eq!(
+        answer,
+        SpendAnswer::Granted {
+            amount: Usd::charge(0.45)
+        }
+    );
 }
 
 #[test]
-fn a_lost_workers_reservation_stays_charged_until_the_experiment_ends() {
+fn a_lost_lease_keeps_charged_only_what_its_worker_was_let_spend() {
     let mut state = state_with(
         "name: e\nrun: {kind: noop}\nruns_per_variation: 4\nbudget: {total_usd: 1.2, per_run_usd: 0.4}\ncontinue_on_error: true\n",
     );
     let start = Instant::now();
+    state.expire_leases(start, &mut Outbox::default());
     connect(&mut state, "w", 2, start);
     let lost = assign(&mut state).remove(0).1;
     connect(&mut state, "v", 1, start);
     let kept = assign(&mut state).remove(0).1;
-    // w goes silent; v keeps its lease.
+    // w's first run was let out a second slice of its $0.40 ($0.05 each).
+    let mut outbox = Outbox::default();
+    let request = SpendRequest {
+        request_id: 1,
+        lease_id: lost[0].lease_id,
+        amount: Usd::charge(0.01),
+    };
+    state.spend_request("w", request, &mut outbox);
+    let reserved = |state: &State| state.experiments[0].ledger.as_ref().unwrap().reserved();
+    assert_eq!(reserved(&state), Usd::charge(1.2));
+    // w goes silent; v keeps its lease. w's leases are lost and fenced:
+    // $0.10 and $0.05 stay charged, the $0.65 never let out is freed.
     let later = start + LEASE_TIMEOUT * 2;
     state.worker_seen("v", state.workers["v"].session, later);
     let mut outbox = Outbox::default();
     state.expire_leases(later, &mut outbox);
-    let reserved = |state: &State| state.experiments[0].ledger.as_ref().unwrap().reserved();
-    assert_eq!(reserved(&state), Usd::charge(1.2), "lost, still charged");
-    assert_eq!(counts(&state).pending, 3);
-    connect(&mut state, "x", 2, later);
-    assert!(
-        assign(&mut state).is_empty(),
-        "no room while the lost runs stay charged"
-    );
-    // v's run settles at $0.10: $0.30 left fits no $0.40 run and nothing
-    // runs that could free room: the budget is exhausted, and the end
-    // releases what the lost worker never settled.
-    let mut outbox = Outbox::default();
-    state.apply_results("v", vec![costing(&kept[0], 0.1)], 0, &mut outbox);
-    assert_eq!(outbox.finalize, vec![0]);
-    assert_eq!(
-        state.experiments[0].finalizing,
-        Some(ExperimentState::BudgetExhausted)
-    );
-    let released = outbox
+    let freed: Vec<Usd> = outbox
         .ledger
         .iter()
-        .filter(|(_, e)| matches!(e, LedgerEvent::Released { .. }))
-        .count();
-    assert_eq!(released, 2);
-    assert_eq!(reserved(&state), Usd::ZERO);
-    // The lost worker's result arriving afterwards is still spending.
+        .filter_map(|(_, e)| match e {
+            LedgerEvent::Fenced { freed, .. } => Some(*freed),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(freed.iter().copied().sum::<Usd>(), Usd::charge(0.65));
+    assert_eq!(reserved(&state), Usd::charge(0.55));
+    assert_eq!(counts(&state).pending, 3);
+    // $0.65 left: another worker gets a $0.40 run at once.
+    connect(&mut state, "x", 2, later);
+    assert_eq!(assign(&mut state)[0].1.len(), 1);
+    // A top-up asked under a lost lease is refused.
     let mut outbox = Outbox::default();
-    state.apply_results("w", vec![costing(&lost[0], 0.1)], 0, &mut outbox);
+    let request = SpendRequest {
+        request_id: 2,
+        lease_id: lost[1].lease_id,
+        amount: Usd::charge(0.01),
+    };
+    state.spend_request("w", request, &mut outbox);
+    assert!(matches!(
+        outbox.grants[0].1.answer,
+        SpendAnswer::Refused { .. }
+    ));
+    // The lost worker comes back and reports what its run really spent: it
+    // is settled once, in place of what stayed charged.
+    let mut outbox = Outbox::default();
+    state.apply_results("w", vec![costing(&lost[0], 0.08)], 0, &mut outbox);
+    let ledger = state.experiments[0].ledger.as_ref().unwrap();
+    assert_eq!(ledger.spent(), Usd::charge(0.08));
+    assert_eq!(ledger.reserved(), Usd::charge(0.85));
+    let mut outbox = Outbox::default();
+    state.apply_results("w", vec![costing(&lost[0], 0.08)], 0, &mut outbox);
     assert_eq!(
         state.experiments[0].ledger.as_ref().unwrap().spent(),
-        Usd::charge(0.2)
+        Usd::charge(0.08),
+        "settled once"
     );
+    let _ = kept;
+}
+
+#[test]
+fn restored_reservations_wait_a_lease_timeout_for_their_workers() {
+    let mut state = state_with(BUDGETED);
+    let start = Instant::now();
+    connect(&mut state, "w", 1, start);
+    let lease_id = assign(&mut state)[0].1[0].lease_id;
+    // As after a restart: the reservation is in the ledger, the lease is not live.
+    state.release_lease(lease_id);
+    let restarted = start + LEASE_TIMEOUT * 5;
+    state.worker_seen("w", state.workers["w"].session, restarted);
+    let mut outbox = Outbox::default();
+    state.expire_leases(restarted, &mut outbox);
+    assert!(outbox.ledger.is_empty(), "its worker may still report it");
+    let mut outbox = Outbox::default();
+    state.worker_seen("w", state.workers["w"].session, restarted + LEASE_TIMEOUT);
+    state.expire_leases(restarted + LEASE_TIMEOUT, &mut outbox);
+    assert!(matches!(
+        outbox.ledger[..],
+        [(_, LedgerEvent::Fenced { .. })]
+    ));
 }
 
 #[test]
@@ -946,7 +1006,13 @@ proptest::proptest! {
             // Some of the running runs end, each costing at most its reservation.
             let ending = ((running.len() as f64 * finish_share).ceil() as usize).max(1);
             for (worker, assignment) in running.drain(..ending) {
-                let reserved = assignment.budget.as_ref().unwrap().reserved.dollars();
+                let reserved = state.experiments[0]
+                    .ledger
+                    .as_ref()
+                    .unwrap()
+                    .reservation(assignment.lease_id)
+                    .unwrap()
+                    .dollars();
                 let cost = (costs[assignment.run.variation as usize - 1] * reserved).min(reserved);
                 let mut outbox = Outbox::default();
                 state.apply_results(&worker, vec![costing(&assignment, cost)], 0, &mut outbox);

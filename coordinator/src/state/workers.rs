@@ -58,12 +58,14 @@ impl State {
                 finished: 0,
                 capabilities: Capabilities::default(),
                 draining: false,
+                silent: false,
             });
         entry.slots = slots;
         entry.capabilities = capabilities;
         entry.connected = true;
         // A worker still draining says so again on its new connection.
         entry.draining = false;
+        entry.silent = false;
         entry.session = session;
         entry.last_seen = now;
 

@@ -13,7 +13,9 @@ use serde::Serialize;
 /// One entry of the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LedgerEntry {
-    /// `reserved`, `topped_up`, `settled` or `released`.
+    /// `reserved`, `granted` (a slice of the reservation let out to the
+    /// worker), `topped_up`, `fenced` (the lease was lost: what was never
+    /// let out is freed), `settled` or `released`.
     pub kind: String,
     /// For a release, what it gave back: the lease's reservation and
     /// top-ups, none of which was settled.
@@ -41,6 +43,8 @@ pub struct LedgerAudit {
     /// What the settled attempts cost: the budget's spending.
     pub settled_usd: f64,
     pub released_usd: f64,
+    /// Freed when leases were lost: the parts of their reservations never let out.
+    pub fenced_usd: f64,
     /// Reservations and top-ups neither settled nor released yet.
     pub outstanding_usd: f64,
     pub leases: Vec<LeaseLedger>,
@@ -80,6 +84,8 @@ pub fn ledger_audit(root: &Path, name: &str) -> Result<LedgerAudit> {
         });
         let held = match kind.as_str() {
             "reserved" | "topped_up" => held + amount,
+            "granted" => held,
+            "fenced" => held - amount,
             "released" => {
                 // A release gives back whatever the lease still held.
                 amount = held;
@@ -109,6 +115,7 @@ pub fn ledger_audit(root: &Path, name: &str) -> Result<LedgerAudit> {
         topped_up_usd: sum("topped_up"),
         settled_usd: sum("settled"),
         released_usd: sum("released"),
+        fenced_usd: sum("fenced"),
         outstanding_usd: open.values().map(|(_, held)| *held).sum::<Usd>().dollars(),
         leases,
     })

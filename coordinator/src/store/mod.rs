@@ -369,7 +369,9 @@ pub(crate) fn ledger_row(
             variation,
             amount,
         } => ("reserved", lease_id, Some(variation), amount),
+        LedgerEvent::Granted { lease_id, amount } => ("granted", lease_id, None, amount),
         LedgerEvent::ToppedUp { lease_id, amount } => ("topped_up", lease_id, None, amount),
+        LedgerEvent::Fenced { lease_id, freed } => ("fenced", lease_id, None, freed),
         LedgerEvent::Settled {
             lease_id,
             variation,
@@ -421,7 +423,12 @@ fn load_ledger(
                 variation,
                 amount,
             },
+            "granted" => LedgerEvent::Granted { lease_id, amount },
             "topped_up" => LedgerEvent::ToppedUp { lease_id, amount },
+            "fenced" => LedgerEvent::Fenced {
+                lease_id,
+                freed: amount,
+            },
             "settled" => LedgerEvent::Settled {
                 lease_id,
                 variation,
@@ -430,7 +437,7 @@ fn load_ledger(
             "released" => LedgerEvent::Released { lease_id },
             other => {
                 return Err(Error::Internal(format!(
-                    "unknown ledger event kind '{other}'; expected one of: reserved, topped_up, settled, released"
+                    "unknown ledger event kind '{other}'; expected one of: reserved, granted, topped_up, fenced, settled, released"
                 )))
             }
         };

@@ -36,7 +36,7 @@ impl ApiShape for Anthropic {
             Refusal::UnknownModel(_) => "not_found_error",
             Refusal::OverBudget(_) => "billing_error",
             Refusal::RateLimited(_) => "rate_limit_error",
-            Refusal::Unreachable(_) | Refusal::ServerError(_) => "api_error",
+            Refusal::Unreachable(_) | Refusal::ServerError(_) | Refusal::Fenced(_) => "api_error",
         };
         json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": null})
     }

@@ -78,11 +78,12 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         Refusal::Unreachable(_) => StatusCode::BAD_GATEWAY,
         Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         Refusal::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Refusal::Fenced(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
-/// `refusal` in API `A`'s error shape. A refused key, an exhausted budget or
-/// a replay with no recorded answer must not be retried: the official clients honour `x-should-retry: false`
+/// `refusal` in API `A`'s error shape. A refused key, an exhausted budget,
+/// a replay with no recorded answer or a fenced worker must not be retried: the official clients honour `x-should-retry: false`
 /// over the status.
 pub fn refuse<A: ApiShape>(refusal: &Refusal) -> Response {
     let message = match refusal {
@@ -93,7 +94,10 @@ pub fn refuse<A: ApiShape>(refusal: &Refusal) -> Response {
     let mut response = (status, Json(A::error_body(refusal, &message))).into_response();
     if matches!(
         refusal,
-        Refusal::Unauthorized | Refusal::OverBudget(_) | Refusal::NotRecorded(_)
+        Refusal::Unauthorized
+            | Refusal::OverBudget(_)
+            | Refusal::NotRecorded(_)
+            | Refusal::Fenced(_)
     ) {
         response
             .headers_mut()

@@ -37,6 +37,7 @@ impl ApiShape for OpenAi {
             Refusal::RateLimited(_) => ("requests", "rate_limit_exceeded"),
             Refusal::ServerError(_) => ("api_error", "server_error"),
             Refusal::NotRecorded(_) => ("invalid_request_error", "not_recorded"),
+            Refusal::Fenced(_) => ("api_error", "coordinator_unreachable"),
         };
         json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     }

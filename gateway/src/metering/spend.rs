@@ -1,8 +1,10 @@
 //! Each run's spending, held to what the coordinator's ledger granted it
-//! (ARCHITECTURE.md, invariant 1). Before a call goes out, its worst case is
-//! held; if the run's grant cannot cover it, the run asks the coordinator for
-//! a top-up through the worker's session, within the per-run cap. When the
-//! call ends, the hold becomes what the call cost.
+//! (ARCHITECTURE.md, invariant 1): a slice of its reservation at first, more
+//! slices (or a top-up past the reservation) when its calls need them.
+//! Before a call goes out, its worst case is held; if the run's grant cannot
+//! cover it, the run asks the coordinator for more through the worker's
+//! session, within the per-run cap. When the call ends, the hold becomes what
+//! the call cost.
 
 use std::sync::Mutex;
 
@@ -69,7 +71,7 @@ impl std::fmt::Display for BudgetRefusal {
 /// What a run may spend and has spent.
 #[derive(Debug, Default)]
 struct Spending {
-    /// Reserved for the run in the ledger: assigned plus top-ups.
+    /// What the coordinator has let the run spend: its first slice plus later grants.
     granted: Usd,
     /// Cost of the calls that ended.
     spent: Usd,
@@ -104,7 +106,7 @@ impl RunBudget {
             per_run_declared: assigned.per_run_declared,
             top_ups,
             spending: Mutex::new(Spending {
-                granted: assigned.reserved,
+                granted: assigned.granted,
                 ..Spending::default()
             }),
         }
@@ -154,7 +156,8 @@ impl RunBudget {
             };
             let mut spending = self.spending.lock().expect("not poisoned");
             match answer {
-                Some(SpendAnswer::Granted) => spending.granted += need,
+                // At least what was asked; a whole slice of the reservation when it has one.
+                Some(SpendAnswer::Granted { amount }) => spending.granted += amount.max(need),
                 Some(SpendAnswer::Refused { left, total }) => {
                     let refusal = BudgetRefusal::Exhausted {
                         experiment: self.experiment.clone(),
@@ -290,7 +293,7 @@ mod tests {
     ) {
         let (top_ups, requests) = mpsc::unbounded_channel();
         let assigned = AssignedBudget {
-            reserved: Usd::charge(reserved),
+            granted: Usd::charge(reserved),
             per_run_cap: Usd::charge(cap),
             per_run_declared: declared,
         };
@@ -320,7 +323,12 @@ mod tests {
             let request = requests.recv().await.unwrap();
             assert_eq!(request.lease_id, 7);
             assert_eq!(request.amount, Usd::charge(0.3));
-            request.reply.send(SpendAnswer::Granted).unwrap();
+            request
+                .reply
+                .send(SpendAnswer::Granted {
+                    amount: request.amount,
+                })
+                .unwrap();
             let request = requests.recv().await.unwrap();
             request
                 .reply

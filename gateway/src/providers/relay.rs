@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::respond::{respond_streaming, respond_whole, Metering};
-use super::retry::send;
+use super::retry::{send, NotAnswered};
 use super::Provider;
 use crate::apis::refuse_in;
 use crate::cache::Ticket;
@@ -22,7 +22,24 @@ use crate::call::{Api, Call, Operation, Refusal, Usage, OUTPUT_BOUND};
 use crate::metering::runs::RunLedger;
 use crate::metering::spend::SpendHold;
 use crate::pricing::Prices;
+use crate::spend_lease::{CallStop, CALL_BOUND};
 use crate::state::GatewayState;
+
+/// Cuts a relayed answer off when the worker's spend lease runs out or the
+/// call reaches its bound (ARCHITECTURE.md, invariant 8).
+pub struct CallStopper {
+    gateway: Arc<GatewayState>,
+    started: std::time::Instant,
+}
+
+impl CallStopper {
+    pub async fn wait(&self) -> CallStop {
+        self.gateway
+            .spend_lease
+            .call_must_stop(self.started, CALL_BOUND)
+            .await
+    }
+}
 
 /// A call made ready for its provider.
 pub struct Prepared {
@@ -52,7 +69,7 @@ pub async fn relay(
     assemble: fn(&[Value]) -> Option<Value>,
 ) -> Result<Response, Refusal> {
     let prepared = prepare(ledger, provider, model, &call).await?;
-    let sent = send(gateway, &prepared, ledger.seed).await;
+    let sent = send(gateway, &prepared, ledger.seed, call.started).await;
     let Prepared {
         provider,
         model,
@@ -73,14 +90,28 @@ pub async fn relay(
         hold,
     )
     .with_ticket(ticket, assemble);
+    let stop = CallStopper {
+        gateway: gateway.clone(),
+        started: call.started,
+    };
     Ok(match sent.response {
-        Err(error) => {
+        Err(NotAnswered::Unreachable(error)) => {
             let message = format!("cannot reach provider '{}': {error}", provider.name);
             metering.record(None, Some(message.clone()), 0.0);
             refuse_in(call.api(), &Refusal::Unreachable(message))
         }
+        Err(NotAnswered::Fenced(why)) => {
+            // Never sent: it cost nothing and is not recorded as a call.
+            drop(metering);
+            return Err(Refusal::Fenced(why));
+        }
+        Err(NotAnswered::Stopped(why)) => {
+            // Sent and cut off: the provider may bill it, so it is charged its worst case.
+            metering.record_cut_off(why.to_string());
+            refuse_in(call.api(), &Refusal::Fenced(why.to_string()))
+        }
         Ok(response) if !response.status().is_success() || !streams => {
-            respond_whole(response, call.api(), metering).await
+            respond_whole(response, call.api(), metering, stop).await
         }
         Ok(response) => respond_streaming(
             response,
@@ -88,6 +119,7 @@ pub async fn relay(
             call.wants_stream_usage,
             metering,
             sent.permit,
+            stop,
         ),
     })
 }

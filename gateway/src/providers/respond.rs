@@ -14,7 +14,10 @@ use tokio_stream::StreamExt;
 use flotilla_shared::calls::CacheUse;
 
 use super::limits::Permit;
+use super::relay::CallStopper;
+use crate::apis::refuse_in;
 use crate::cache::{cache_use, Ticket};
+use crate::call::Refusal;
 use crate::call::{Api, Call, Usage};
 use crate::metering::calls::{CallRecord, CallStatus};
 use crate::metering::runs::RunLedger;
@@ -194,6 +197,12 @@ impl Metering {
         self.record_as(usage, error, time_to_first_token_ms, unmetered, None);
     }
 
+    /// A call cut off in flight: the provider may bill it, so it is charged
+    /// its worst case unless usage was read.
+    pub fn record_cut_off(&self, why: String) {
+        self.record_as(None, Some(why), 0.0, Unmetered::WorstCase, None);
+    }
+
     /// Records the call as [`Metering::record`] does; a call that succeeded
     /// with its usage read records `whole`, its answer, in the cache.
     fn record_as(
@@ -251,11 +260,22 @@ impl Metering {
     }
 }
 
-pub async fn respond_whole(upstream: reqwest::Response, api: Api, metering: Metering) -> Response {
+pub async fn respond_whole(
+    upstream: reqwest::Response,
+    api: Api,
+    metering: Metering,
+    stop: CallStopper,
+) -> Response {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = relayed_headers(upstream.headers());
-    let bytes = upstream.bytes().await.unwrap_or_default();
+    let bytes = tokio::select! {
+        bytes = upstream.bytes() => bytes.unwrap_or_default(),
+        why = stop.wait() => {
+            metering.record_cut_off(why.to_string());
+            return refuse_in(api, &Refusal::Fenced(why.to_string()));
+        }
+    };
     if status.is_success() {
         let mut meter = Meter::default();
         if let Ok(object) = serde_json::from_slice::<Value>(&bytes) {
@@ -289,6 +309,7 @@ pub fn respond_streaming(
     client_wants_usage: bool,
     metering: Metering,
     permit: Permit,
+    stop: CallStopper,
 ) -> Response {
     let headers = relayed_headers(upstream.headers());
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
@@ -303,7 +324,15 @@ pub fn respond_streaming(
         let mut failure = None;
         // Kept for the cache only when it missed.
         let mut events: Option<Vec<Value>> = metering.wants_answer().then(Vec::new);
-        while let Some(chunk) = chunks.next().await {
+        loop {
+            let chunk = tokio::select! {
+                chunk = chunks.next() => chunk,
+                why = stop.wait() => {
+                    failure = Some(why.to_string());
+                    break;
+                }
+            };
+            let Some(chunk) = chunk else { break };
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(error) => {

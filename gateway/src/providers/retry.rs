@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use super::limits::{PauseCause, Permit};
 use super::relay::Prepared;
 use super::Provider;
+use crate::spend_lease::{CallStop, CALL_BOUND};
 use crate::state::GatewayState;
 
 /// Attempts after the first when the provider answers 429 or 5xx, or cannot be reached.
@@ -55,13 +56,32 @@ fn jitter() -> f64 {
 /// The last attempt's outcome, the retries it took, and the rate-limit
 /// permit (held until a stream ends).
 pub struct Sent {
-    pub response: Result<reqwest::Response, reqwest::Error>,
+    pub response: Result<reqwest::Response, NotAnswered>,
     pub retries: u32,
     pub permit: Permit,
 }
 
-/// Sends `prepared`, retrying as the module says.
-pub async fn send(gateway: &Arc<GatewayState>, prepared: &Prepared, seed: u64) -> Sent {
+/// Why a call has no answer from its provider.
+#[derive(Debug)]
+pub enum NotAnswered {
+    /// The provider could not be reached: nothing was billed.
+    Unreachable(reqwest::Error),
+    /// The worker's spend lease ran out before the call went out: nothing
+    /// was sent (ARCHITECTURE.md, invariant 8).
+    Fenced(String),
+    /// Cut off in flight: the provider may bill it.
+    Stopped(CallStop),
+}
+
+/// Sends `prepared`, retrying as the module says; an attempt goes out only
+/// while the worker's spend lease holds, and is cut off when it runs out or
+/// the call reaches its bound (ARCHITECTURE.md, invariant 8).
+pub async fn send(
+    gateway: &Arc<GatewayState>,
+    prepared: &Prepared,
+    seed: u64,
+    started: Instant,
+) -> Sent {
     let provider = &prepared.provider;
     let estimated_tokens = (prepared.payload.len() as u64).div_ceil(4).max(1);
     let backoff = Backoff::default();
@@ -85,9 +105,22 @@ pub async fn send(gateway: &Arc<GatewayState>, prepared: &Prepared, seed: u64) -
                 .header("x-flotilla-seed", seed.to_string())
                 .body(prepared.payload.clone()),
         );
-        let response = request.send().await;
+        if let Err(why) = gateway.spend_lease.check() {
+            return Sent {
+                response: Err(NotAnswered::Fenced(why)),
+                retries,
+                permit,
+            };
+        }
+        let response = tokio::select! {
+            response = request.send() => response.map_err(NotAnswered::Unreachable),
+            stop = gateway.spend_lease.call_must_stop(started, CALL_BOUND) => {
+                Err(NotAnswered::Stopped(stop))
+            }
+        };
         let retryable = match &response {
-            Err(_) => true,
+            Err(NotAnswered::Unreachable(_)) => true,
+            Err(_) => false,
             Ok(response) => heed_limits(gateway, provider, &prepared.model, response),
         };
         if !retryable || retries >= RETRIES {

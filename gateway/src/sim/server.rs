@@ -141,6 +141,9 @@ pub struct SimServer {
     /// Calls answered with 429, for benchmarks.
     pub refused: AtomicU64,
     pub served: AtomicU64,
+    /// Calls admitted within the limits, counted as they begin: a provider
+    /// bills a call whose client went away before the answer.
+    pub billed: AtomicU64,
 }
 
 struct ModelLimiters {
@@ -174,14 +177,17 @@ impl SimServer {
             in_flight: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             served: AtomicU64::new(0),
+            billed: AtomicU64::new(0),
         }
     }
 
-    /// `{"served": N, "refused": M}`: calls answered, and refused with 429.
+    /// `{"served": N, "refused": M, "billed": B}`: calls answered, refused
+    /// with 429, and begun within the limits (answered or not).
     pub fn stats(&self) -> serde_json::Value {
         serde_json::json!({
             "served": self.served.load(Ordering::Relaxed),
             "refused": self.refused.load(Ordering::Relaxed),
+            "billed": self.billed.load(Ordering::Relaxed),
         })
     }
 
@@ -294,6 +300,20 @@ fn too_many(api: Api, over: &OverLimit) -> Response {
 }
 
 impl SimServer {
+    /// A call admitted within the limits begins: a POST is billed from here,
+    /// then the model's latency and simulated failures follow.
+    async fn begin(
+        &self,
+        method: &axum::http::Method,
+        model: &str,
+        request: &[u8],
+    ) -> Option<Refusal> {
+        if method == axum::http::Method::POST {
+            self.billed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.simulate(model, request).await
+    }
+
     /// Waits the model's latency and draws whether the call fails as the
     /// model's `--config` says (a 429 or a 500); failures are drawn from the
     /// request itself, so a run repeats them.
@@ -381,7 +401,7 @@ pub async fn enforce(
             server.refused.fetch_add(1, Ordering::Relaxed);
             too_many(api, &over)
         }
-        Ok((remaining, reset)) => match server.simulate(&model, &bytes).await {
+        Ok((remaining, reset)) => match server.begin(&parts.method, &model, &bytes).await {
             Some(refusal) => refuse_simulated(api, refusal, &server),
             None => {
                 server.served.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 //! coordinator acknowledges it — across reconnects (ARCHITECTURE.md, invariant 2).
 
 use flotilla_wire::status::error_of;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,23 @@ pub struct Session {
     /// Runs stopped because the drain timed out: their results say handed back.
     handing_back: HashSet<u64>,
     drain_timed_out: bool,
+    /// How long after a heartbeat the coordinator acknowledged this worker
+    /// may go on spending: the lease timeout less the fence margin
+    /// (ARCHITECTURE.md, invariant 8).
+    spend_term: Duration,
+    /// Heartbeats sent and not yet answered, by number, with when they went.
+    heartbeats_sent: VecDeque<(u64, Instant)>,
+    next_heartbeat: u64,
+}
+
+/// The share of the lease timeout by which a worker's spend lease is
+/// shorter: it stops spending this long before the coordinator can give its
+/// runs to others (ARCHITECTURE.md, invariant 8).
+pub const FENCE_MARGIN_SHARE: u32 = 4;
+
+/// A worker's spend lease for a coordinator's lease timeout.
+pub fn spend_term(lease_timeout: Duration) -> Duration {
+    lease_timeout - lease_timeout / FENCE_MARGIN_SHARE
 }
 
 /// How long a drained worker waits for the coordinator to acknowledge what
@@ -77,6 +94,9 @@ const DEMAND_INTERVAL: Duration = Duration::from_millis(500);
 enum Disconnect {
     /// The connection broke: reconnect.
     Lost(String),
+    /// The spend lease ran out: calls are refused until a new connection
+    /// renews it (ARCHITECTURE.md, invariant 8).
+    Fenced,
     /// Told to stop.
     Shutdown,
 }
@@ -112,6 +132,9 @@ impl Session {
             drain_deadline: None,
             handing_back: HashSet::new(),
             drain_timed_out: false,
+            spend_term: Duration::from_secs(1),
+            heartbeats_sent: VecDeque::new(),
+            next_heartbeat: 1,
         }
     }
 
@@ -200,6 +223,13 @@ impl Session {
                         "lost the coordinator; reconnecting"
                     )
                 }
+                Disconnect::Fenced => warn!(
+                    coordinator = self.link.address(),
+                    spend_lease = ?self.spend_term,
+                    running = self.running.len(),
+                    "no word from the coordinator for longer than the spend lease: runs' calls are refused \
+                     and calls in flight cancelled until it answers again; reconnecting"
+                ),
             }
         }
     }
@@ -212,6 +242,8 @@ impl Session {
     )> {
         let mut client = self.link.worker_client().await?;
         let (outbound, outbound_stream) = mpsc::unbounded_channel();
+        // The coordinator hears Hello after this: the lease may run from here.
+        let hello_sent = Instant::now();
         outbound
             .send(FromWorker::Hello(self.hello()))
             .expect("receiver alive");
@@ -232,6 +264,13 @@ impl Session {
                     "joined"
                 );
                 self.heartbeat = welcome.heartbeat_interval.max(Duration::from_millis(50));
+                self.spend_term = spend_term(welcome.lease_timeout);
+                self.heartbeats_sent.clear();
+                self.context
+                    .gateway
+                    .state
+                    .spend_lease
+                    .renew(hello_sent + self.spend_term);
             }
             other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
         }
@@ -369,12 +408,23 @@ impl Session {
                         }
                     }
                 }
+                _ = self.context.gateway.state.spend_lease.lost() => return Disconnect::Fenced,
                 _ = heartbeat.tick() => {
+                    if !self.context.gateway.state.spend_lease.holds() {
+                        return Disconnect::Fenced;
+                    }
+                    let number = self.next_heartbeat;
+                    self.next_heartbeat += 1;
+                    if self.heartbeats_sent.len() >= 64 {
+                        self.heartbeats_sent.pop_front();
+                    }
+                    self.heartbeats_sent.push_back((number, Instant::now()));
                     let message = FromWorker::Heartbeat {
                         running: self.running.len() as u32,
                         demand: Vec::new(),
                         usage: self.usage_report(),
                         spend: self.spend_report(),
+                        number,
                     };
                     if outbound.send(message).is_err() {
                         return Disconnect::Lost("stream closed".into());
@@ -463,6 +513,27 @@ impl Session {
             ToWorker::ExperimentEnded(experiment) => {
                 self.hooks.experiment_ended(&experiment, &self.context);
             }
+            ToWorker::Renewed(number) => self.renewed(number),
+        }
+    }
+
+    /// The coordinator heard heartbeat `number`: the spend lease runs from
+    /// when it was sent. A lease that already ran out is renewed only by a
+    /// new connection, whose Hello tells the coordinator what still runs.
+    fn renewed(&mut self, number: u64) {
+        let mut sent_at = None;
+        while let Some(&(sent, at)) = self.heartbeats_sent.front() {
+            if sent > number {
+                break;
+            }
+            self.heartbeats_sent.pop_front();
+            if sent == number {
+                sent_at = Some(at);
+            }
+        }
+        let lease = &self.context.gateway.state.spend_lease;
+        if let (Some(at), true) = (sent_at, lease.holds()) {
+            lease.renew(at + self.spend_term);
         }
     }
 
@@ -479,6 +550,7 @@ impl Session {
             demand,
             usage: Vec::new(),
             spend: Vec::new(),
+            number: 0,
         })
     }
 
@@ -517,6 +589,21 @@ impl Session {
     /// An assigned run starts, or waits for its experiment's setup, or is declined.
     fn start_run(&mut self, assignment: Assignment) {
         if self.running.contains_key(&assignment.lease_id) {
+            return;
+        }
+        if !self.context.gateway.state.spend_lease.holds() {
+            // Sent before the worker lost contact: it is handed back, not started
+            // (ARCHITECTURE.md, invariant 8).
+            let lease_id = assignment.lease_id;
+            self.launch_run(assignment);
+            if let Some(cancel) = self
+                .running
+                .get_mut(&lease_id)
+                .and_then(|r| r.cancel.take())
+            {
+                self.handing_back.insert(lease_id);
+                let _ = cancel.send(());
+            }
             return;
         }
         let mut effects = hooks::HookEffects::default();

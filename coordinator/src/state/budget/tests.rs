@@ -180,23 +180,27 @@ proptest! {
                 }
                 Step::TopUp(i, amount) if !running.is_empty() => {
                     let (lease, _) = running[i % running.len()];
-                    if let Ok(event) = ledger.top_up(lease, usd(amount)) {
+                    if let Ok((event, _)) = ledger.grant(lease, usd(amount)) {
                         events.push(event);
                     }
                 }
                 Step::Report(i, share) if !running.is_empty() => {
                     let (lease, variation) = running.remove(i % running.len());
-                    // The gateway holds a run to what it was granted.
-                    let cost = ledger.reservation(lease).unwrap_or(Usd::ZERO).scaled(share);
+                    // The gateway holds a run to what it was let spend.
+                    let cost = ledger.granted(lease).unwrap_or(Usd::ZERO).scaled(share);
                     events.extend(ledger.settle(lease, variation, cost));
                     reported.push((lease, variation, cost));
                 }
                 Step::Lose(i) if !running.is_empty() => {
-                    lost.push(running.remove(i % running.len()));
+                    let (lease, variation) = running.remove(i % running.len());
+                    events.extend(ledger.fence(lease));
+                    // Fenced: it holds just what it was let out.
+                    prop_assert_eq!(ledger.reservation(lease), ledger.granted(lease));
+                    lost.push((lease, variation));
                 }
                 Step::LateReport(i, share) if !lost.is_empty() => {
                     let (lease, variation) = lost.remove(i % lost.len());
-                    let cost = ledger.reservation(lease).unwrap_or(Usd::ZERO).scaled(share);
+                    let cost = ledger.granted(lease).unwrap_or(Usd::ZERO).scaled(share);
                     events.extend(ledger.settle(lease, variation, cost));
                     reported.push((lease, variation, cost));
                 }
@@ -220,6 +224,7 @@ proptest! {
             for (lease, _) in running.iter().chain(&lost) {
                 let held = ledger.reservation(*lease).unwrap_or(Usd::ZERO);
                 prop_assert!(held <= ledger.per_run_cap());
+                prop_assert!(ledger.granted(*lease).unwrap_or(Usd::ZERO) <= held);
             }
         }
         // The experiment ends: the lost runs that never reported are released.
