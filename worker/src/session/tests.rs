@@ -53,6 +53,8 @@ struct FakeCoordinator {
     /// Connection attempts refused before the first is accepted.
     refusals: Arc<Mutex<u32>>,
     attempts: Arc<Mutex<Vec<Instant>>>,
+    /// The lease timeout its Welcome gives.
+    lease_timeout: Duration,
 }
 
 type MessageStream = Pin<Box<dyn Stream<Item = Result<proto::CoordinatorMessage, Status>> + Send>>;
@@ -83,7 +85,7 @@ impl WorkerService for FakeCoordinator {
             .send(ToWorker::Welcome(Welcome {
                 worker_id: hello.name.clone(),
                 heartbeat_interval: Duration::from_millis(50),
-                lease_timeout: Duration::from_secs(10),
+                lease_timeout: self.lease_timeout,
             }))
             .unwrap();
         let _ = self.connections.send(Connection {
@@ -114,6 +116,10 @@ struct Harness {
 
 impl Harness {
     async fn start(refusals: u32) -> Harness {
+        Harness::start_with(refusals, Duration::from_secs(10)).await
+    }
+
+    async fn start_with(refusals: u32, lease_timeout: Duration) -> Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (connections_sender, connections) = mpsc::unbounded_channel();
@@ -122,6 +128,7 @@ impl Harness {
             connections: connections_sender,
             refusals: Arc::new(Mutex::new(refusals)),
             attempts: attempts.clone(),
+            lease_timeout,
         };
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -286,5 +293,39 @@ async fn unacknowledged_results_are_resent_and_running_leases_announced_after_a_
         (cancelled[0].lease_id, cancelled[0].outcome),
         (2, Outcome::Cancelled)
     );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_heartbeats_go_unanswered_fences_itself_and_joins_again() {
+    // A lease timeout of 2 s: the worker may spend for 1.5 s after a heartbeat
+    // the coordinator answered (ARCHITECTURE.md, invariant 8).
+    let mut harness = Harness::start_with(0, Duration::from_secs(2)).await;
+    let mut first = harness.connection().await;
+    let answered_until = Instant::now() + Duration::from_secs(3);
+    let mut renewals = 0;
+    while Instant::now() < answered_until {
+        let message = tokio::time::timeout(DEADLINE, first.inbound.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let FromWorker::Heartbeat { number, .. } = FromWorker::try_from(message).unwrap() {
+            if number != 0 {
+                first.send(ToWorker::Renewed(number));
+                renewals += 1;
+            }
+        }
+    }
+    assert!(renewals > 0, "regular heartbeats are numbered");
+    assert!(
+        harness.connections.try_recv().is_err(),
+        "renewed past its first spend lease, it stays connected"
+    );
+    // Heartbeats go unanswered: once the lease runs out the worker fences
+    // itself, drops the connection and says Hello again.
+    let second = harness.connection().await;
+    assert_eq!(second.hello.name, "w1");
+    drop(first);
     harness.stop().await;
 }
