@@ -14,9 +14,11 @@ target: a budget does not cut it below 50,000 runs/s.
 
 (d) The whole budget through faults: a $2.00 budget (per_run_usd 0.50) over
 three workers x 2 slots (`flotilla coordinator start --lease-timeout 3s` and
-three `flotilla worker join`), 80 runs of four calls of about $0.01 each
-through the official `openai` client to a provider (a `flotilla sim-server`,
-300 ms a call). Without faults (the baseline), with one worker killed -9 at a
+three `flotilla worker join`), 80 runs of $0.04 each through the official
+`openai` client to a provider (a `flotilla sim-server`, 300 ms a call): four
+calls of 4,000 bytes, then sixteen of 1,000 (a call in flight is held at its
+worst case, its bytes counted as tokens: the smaller the calls, the less a
+lost run holds beyond what it spent). Without faults (the baseline), with one worker killed -9 at a
 third of the budget, and with that worker and then the coordinator killed -9
 (the coordinator restarted on the same address). Reported: the share of the
 budget used (settled in the ledger; target >= 95%) and what the provider
@@ -91,10 +93,11 @@ FAULT_CALLER = r'''
 import json, sys
 from openai import OpenAI
 client = OpenAI(max_retries=0)
-for _ in range(4):
+calls, size = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(calls):
     client.chat.completions.create(model="remote/sim/echo", max_tokens=1,
-                                   messages=[{"role": "user", "content": "x" * 4000}])
-print(json.dumps({"calls": 4}))
+                                   messages=[{"role": "user", "content": "x" * size}])
+print(json.dumps({"calls": calls}))
 '''
 
 
@@ -124,10 +127,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def faults_sweep(work, scenario):
-    """One (d) sweep; `scenario` is none, worker or worker+coordinator."""
+def faults_sweep(work, scenario, calls, size):
+    """One (d) sweep of runs of `calls` calls of `size` bytes; `scenario` is
+    none, worker or worker+coordinator."""
     python = ROOT / "target" / "python-clients" / "bin" / "python"
-    base = work / f"faults-{scenario.replace('+', '-')}"
+    base = work / f"faults-{scenario.replace('+', '-')}-{calls}x{size}"
     base.mkdir()
     (base / "caller.py").write_text(FAULT_CALLER)
     (base / "token").write_text("bench-token\n")
@@ -138,7 +142,7 @@ def faults_sweep(work, scenario):
         "providers:\n- {name: remote, api: openai, base_url: 'http://%s/v1', api_key_env: REMOTE_KEY,\n"
         "   prices: {'sim/echo': {input: 10, output: 10}}}\n" % provider)
     (base / "faults.yaml").write_text(
-        f"name: faults\nrun:\n  kind: command\n  command: [{str(python)!r}, caller.py]\n"
+        f"name: faults\nrun:\n  kind: command\n  command: [{str(python)!r}, caller.py, '{calls}', '{size}']\n"
         "runs_per_variation: 80\nretries: {max_attempts: 3}\ncache: off\n"
         "budget: {total_usd: 2.00, per_run_usd: 0.50}\n")
     listen = f"127.0.0.1:{free_port()}"
@@ -207,19 +211,20 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="flotilla-budget-", dir=os.environ.get("BENCH_DIR", ROOT / "target")))
     rows = []
     try:
-        baseline = None
-        for scenario in ["none", "worker", "worker+coordinator"]:
-            state, used, billed, fenced, elapsed = faults_sweep(work, scenario)
-            baseline = baseline or used
-            rows.append((
-                f"(d) $2.00 over 3 workers, faults: {scenario}",
-                f"{used / 2.0:.1%} of the budget used (${used:.4f}); provider billed ${billed:.4f}",
-                f"{state}; {elapsed:.1f} s; freed from lost leases ${fenced:.4f}; "
-                f"{used / baseline:.3f} x the sweep without faults; targets: billed <= $2.00 "
-                f"{'met' if billed <= 2.0 + 1e-9 else 'NOT met'}, >= 95% used "
-                f"{'met' if used >= 1.90 else 'NOT met'}",
-            ))
-            log(rows[-1])
+        for calls, size in [(4, 4000), (16, 1000)]:
+            baseline = None
+            for scenario in ["none", "worker", "worker+coordinator"]:
+                state, used, billed, fenced, elapsed = faults_sweep(work, scenario, calls, size)
+                baseline = baseline or used
+                rows.append((
+                    f"(d) $2.00 over 3 workers, runs of {calls} calls of {size} bytes, faults: {scenario}",
+                    f"{used / 2.0:.1%} of the budget used (${used:.4f}); provider billed ${billed:.4f}",
+                    f"{state}; {elapsed:.1f} s; freed from lost leases ${fenced:.4f}; "
+                    f"{used / baseline:.3f} x the sweep without faults; targets: billed <= $2.00 "
+                    f"{'met' if billed <= 2.0 + 1e-9 else 'NOT met'}, >= 95% used "
+                    f"{'met' if used >= 1.90 else 'NOT met'}",
+                ))
+                log(rows[-1])
         if args.only == "faults":
             raise SystemExit(print_rows(rows))
         code, spent, runs = binding_budget(work)
