@@ -108,10 +108,10 @@ impl State {
                 .collect();
             for lease_id in lost {
                 if let Some(event) = ledger.fence(lease_id) {
-                    info!(experiment = experiment.config.name, lease_id, freed = %match &event {
-                        LedgerEvent::Fenced { freed, .. } => *freed,
-                        _ => flotilla_shared::money::Usd::ZERO,
-                    }, "a lost lease keeps charged only what its worker was let spend");
+                    if let LedgerEvent::Fenced { freed, .. } = &event {
+                        info!(experiment = experiment.config.name, lease_id, freed = %freed,
+                            "a lost lease keeps charged only what its worker was let spend");
+                    }
                     outbox.ledger.push((experiment.db_id, event));
                 }
             }
