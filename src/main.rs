@@ -95,8 +95,9 @@ enum Command {
     /// off, read_only, replay; max_age).
     #[command(subcommand)]
     Cache(commands::cache::CacheCommand),
-    /// An experiment's budget ledger: per run attempt, what was reserved, topped up, settled
-    /// and released, and when — why a budget ended where it did. Read from --root.
+    /// An experiment's budget ledger: per run attempt, what was reserved, let out to its
+    /// worker (granted), topped up, freed when its lease was lost (fenced), settled and
+    /// released, and when — why a budget ended where it did. Read from --root.
     Ledger(commands::ledger::LedgerArgs),
 }
 
