@@ -189,119 +189,46 @@ struct Network {
     near: String,
     far: String,
     far_link: String,
+    /// The near side's address on the link: the coordinator and provider listen there.
+    near_address: String,
 }
 
 impl Network {
-    /// `None` (with the reason) where the machine allows no namespaces.
+    /// Why not, where the machine allows no namespaces.
     fn create() -> Result<Network, String> {
         let id = std::process::id() % 100_000;
+        let subnet = 10 + id % 200;
         let network = Network {
             near: format!("fl-near-{id}"),
             far: format!("fl-far-{id}"),
             far_link: format!("flf{id}"),
+            near_address: format!("10.250.{subnet}.1"),
         };
+        let (near, far, far_link) = (&network.near, &network.far, &network.far_link);
         let near_link = format!("fln{id}");
-        let subnet = 10 + id % 200;
-        let steps: Vec<Vec<String>> = vec![
-            vec!["netns".into(), "add".into(), network.near.clone()],
-            vec!["netns".into(), "add".into(), network.far.clone()],
-            vec![
-                "link",
-                "add",
-                &near_link,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &network.far_link,
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-            vec![
-                "link".into(),
-                "set".into(),
-                near_link.clone(),
-                "netns".into(),
-                network.near.clone(),
-            ],
-            vec![
-                "link".into(),
-                "set".into(),
-                network.far_link.clone(),
-                "netns".into(),
-                network.far.clone(),
-            ],
-            vec![
-                "-n".into(),
-                network.near.clone(),
-                "addr".into(),
-                "add".into(),
-                format!("10.250.{subnet}.1/30"),
-                "dev".into(),
-                near_link.clone(),
-            ],
-            vec![
-                "-n".into(),
-                network.far.clone(),
-                "addr".into(),
-                "add".into(),
-                format!("10.250.{subnet}.2/30"),
-                "dev".into(),
-                network.far_link.clone(),
-            ],
-            vec![
-                "-n".into(),
-                network.near.clone(),
-                "link".into(),
-                "set".into(),
-                near_link.clone(),
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                network.far.clone(),
-                "link".into(),
-                "set".into(),
-                network.far_link.clone(),
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                network.near.clone(),
-                "link".into(),
-                "set".into(),
-                "lo".into(),
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                network.far.clone(),
-                "link".into(),
-                "set".into(),
-                "lo".into(),
-                "up".into(),
-            ],
+        let steps = [
+            format!("netns add {near}"),
+            format!("netns add {far}"),
+            format!("link add {near_link} type veth peer name {far_link}"),
+            format!("link set {near_link} netns {near}"),
+            format!("link set {far_link} netns {far}"),
+            format!("-n {near} addr add 10.250.{subnet}.1/30 dev {near_link}"),
+            format!("-n {far} addr add 10.250.{subnet}.2/30 dev {far_link}"),
+            format!("-n {near} link set {near_link} up"),
+            format!("-n {far} link set {far_link} up"),
+            format!("-n {near} link set lo up"),
+            format!("-n {far} link set lo up"),
         ];
         for step in steps {
             let output = Command::new("ip")
-                .args(&step)
+                .args(step.split_whitespace())
                 .output()
                 .map_err(|e| format!("cannot run ip: {e}"))?;
             if !output.status.success() {
-                return Err(format!(
-                    "ip {} failed: {}",
-                    step.join(" "),
-                    text(&output.stderr)
-                ));
+                return Err(format!("ip {step} failed: {}", text(&output.stderr)));
             }
         }
         Ok(network)
-    }
-
-    fn near_address(&self) -> String {
-        let id = std::process::id() % 100_000;
-        format!("10.250.{}.1", 10 + id % 200)
     }
 
     fn link(&self, state: &str) {
@@ -342,7 +269,7 @@ fn a_worker_whose_network_is_cut_fences_itself_and_the_budget_is_used_to_the_end
     let root = dir.path().join("root");
     let near = ["ip", "netns", "exec", network.near.as_str()];
     let far = ["ip", "netns", "exec", network.far.as_str()];
-    let host = network.near_address();
+    let host = network.near_address.clone();
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", &network.near])
