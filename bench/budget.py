@@ -24,7 +24,17 @@ third of the budget, and with that worker and then the coordinator killed -9
 budget used (settled in the ledger; target >= 95%) and what the provider
 billed (every call it began, at one call's price; must be <= $2.00).
 
-Usage: python3 bench/budget.py [--noop-runs 100000] [--only faults]
+(e) Half-price tiers: 40 runs of four calls (1,000 bytes, up to 50 output
+tokens) through the official `openai` client to a provider (a
+`flotilla sim-server` offering the model at the flex tier: standard answers
+take 200-400 ms, flex answers 400-800 ms, and 10% of flex calls are refused
+for capacity), priced $2/$8 per million tokens at standard and $1/$4 at flex;
+`flotilla run` with 2 workers x 4 slots. The same sweep at the standard tier,
+with `tier: flex` (refusals fall back to standard) and with `tier: flex,
+fallback: wait`. Reported: cost per call against standard (target 0.5x) and
+the wall-time penalty.
+
+Usage: python3 bench/budget.py [--noop-runs 100000] [--only faults|flex]
 """
 import json
 import socket
@@ -99,6 +109,83 @@ for _ in range(calls):
                                    messages=[{"role": "user", "content": "x" * size}])
 print(json.dumps({"calls": calls}))
 '''
+
+
+FLEX_CALLER = r'''
+import json, os
+from openai import OpenAI
+client = OpenAI(max_retries=0)
+seed = os.environ["FLOTILLA_SEED"]
+for number in range(4):
+    client.chat.completions.create(model="remote/small", max_tokens=50, messages=[
+        {"role": "user", "content": f"{seed} {number} " + "x" * 1000}])
+print(json.dumps({"calls": 4}))
+'''
+
+FLEX_SIM = """models:
+  - {name: small, answers: echo, latency: 200ms, latency_max: 400ms,
+     flex: {latency: 400ms, latency_max: 800ms, refusal_rate: 0.1}}
+"""
+
+
+def flex_sweep(work, tier_lines):
+    """One sweep of (e); returns (cost per call, calls, seconds, refusals, fell back)."""
+    python = ROOT / "target" / "python-clients" / "bin" / "python"
+    base = work / f"flex-{len(list(work.glob('flex-*')))}"
+    base.mkdir()
+    (base / "caller.py").write_text(FLEX_CALLER)
+    (base / "sim.yaml").write_text(FLEX_SIM)
+    server = spawn([BIN, "sim-server", "--listen", "127.0.0.1:0", "--config", base / "sim.yaml"],
+                   base / "sim.log")
+    try:
+        address = address_in(wait_for(base / "sim.log", "sim-server listening"))
+        (base / "providers.yaml").write_text(
+            f"providers:\n  - name: remote\n    api: openai\n    base_url: http://{address}/v1\n"
+            "    prices: {small: {input: 2, output: 8}}\n"
+            "    tiers: {flex: {small: {input: 1, output: 4}}}\n")
+        (base / "flex.yaml").write_text(
+            f"name: flex\nrun:\n  kind: command\n  command: [{str(python)!r}, caller.py]\n"
+            f"runs_per_variation: 40\ncache: off\n{tier_lines}")
+        started = time.time()
+        subprocess.run([BIN, "run", base / "flex.yaml", "--root", base / "root", "--workers", "2",
+                        "--slots", "4", "--providers", base / "providers.yaml"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        elapsed = time.time() - started
+    finally:
+        server.kill()
+        server.wait()
+    db = sqlite3.connect(base / "root" / "flotilla.db")
+    calls, cost, refusals, fell_back = db.execute(
+        "SELECT COUNT(*), SUM(cost_usd), SUM(tier_refusals), "
+        "SUM(tier = 'standard' AND tier_refusals > 0) FROM calls").fetchone()
+    flex_calls, flex_cost = db.execute("SELECT COUNT(*), SUM(cost_usd) FROM calls WHERE tier = 'flex'").fetchone()
+    db.close()
+    return cost / calls, calls, elapsed, refusals, fell_back, (flex_cost / flex_calls if flex_calls else None)
+
+
+def flex_rows():
+    work = Path(tempfile.mkdtemp(prefix="flotilla-flex-", dir=os.environ.get("BENCH_DIR", ROOT / "target")))
+    rows = []
+    try:
+        standard, calls, standard_s, _, _, _ = flex_sweep(work, "")
+        rows.append(("(e) 40 runs x 4 calls at the standard tier",
+                     f"${standard * 1000:.4f} per 1,000 calls", f"{calls} calls; {standard_s:.1f} s; baseline"))
+        log(rows[-1])
+        for label, lines in [("tier: flex (fallback: standard)", "tier: flex\n"),
+                             ("tier: flex, fallback: wait", "tier: flex\nfallback: wait\n")]:
+            per_call, calls, seconds, refusals, fell_back, per_flex_call = flex_sweep(work, lines)
+            rows.append((
+                f"(e) 40 runs x 4 calls, {label}",
+                f"${per_call * 1000:.4f} per 1,000 calls: {per_call / standard:.3f} x standard",
+                f"{calls} calls; {seconds:.1f} s: {seconds / standard_s:.2f} x the standard sweep's wall time; "
+                f"{refusals} flex refusals, {fell_back} calls fell back to standard; "
+                f"calls served at flex: {per_flex_call / standard:.3f} x standard; target 0.5 x: "
+                f"{'met' if per_call / standard <= 0.5 + 1e-9 else 'met by the calls flex served; the mean is above it by the calls that fell back to standard'}",
+            ))
+            log(rows[-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
 
 
 def spawn(args, log_path, env=None):
@@ -205,9 +292,12 @@ def faults_sweep(work, scenario, calls, size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--noop-runs", type=int, default=100000)
-    parser.add_argument("--only", choices=["faults"], help="run only (d), the sweeps through faults")
+    parser.add_argument("--only", choices=["faults", "flex"],
+                        help="run only (d), the sweeps through faults, or (e), the flex tier")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    if args.only == "flex":
+        raise SystemExit(print_rows(flex_rows()))
     work = Path(tempfile.mkdtemp(prefix="flotilla-budget-", dir=os.environ.get("BENCH_DIR", ROOT / "target")))
     rows = []
     try:
@@ -248,6 +338,7 @@ def main():
         ))
         log(rows[-2])
         log(rows[-1])
+        rows.extend(flex_rows())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_rows(rows)

@@ -127,6 +127,7 @@ fn open_run(gateway: &GatewayState, mode: CacheMode, name: &str) -> String {
                 "bench".into(),
                 name.into(),
             ),
+            Default::default(),
         )
         .unwrap()
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path};
 
 use flotilla_shared::atomic_file::write_atomic;
-use flotilla_shared::calls::CacheSavings;
+use flotilla_shared::calls::{CacheSavings, TierSpend};
 use flotilla_shared::clock::rfc3339;
 use flotilla_shared::config::ExperimentConfig;
 use flotilla_shared::naming::{run_id, variation_name};
@@ -348,10 +348,20 @@ pub struct CallCost {
     pub saved_usd: f64,
 }
 
+/// What an experiment's metered LLM calls cost: by model, what the response
+/// cache saved, and what each service tier spent and saved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallSpending {
+    pub by_model: Vec<CallCost>,
+    pub cache: CacheSavings,
+    pub tiers: TierSpend,
+}
+
 /// batch-costs.json: dollars spent in total, by variation, by run (runs with
-/// no cost are left out), the metered LLM calls by model and by provider, and
-/// what the response cache saved.
-pub fn costs_json(rows: &[ResultRow], calls: &[CallCost], cache: &CacheSavings) -> String {
+/// no cost are left out), the metered LLM calls by model, by provider and by
+/// service tier, and what the response cache and the flex tier saved.
+pub fn costs_json(rows: &[ResultRow], spending: &CallSpending) -> String {
+    let (calls, cache, tiers) = (&spending.by_model, &spending.cache, &spending.tiers);
     let mut by_variation: BTreeMap<u32, (f64, u64, u64)> = BTreeMap::new(); // (usd, runs with cost, succeeded)
     let mut per_run = Map::new();
     for row in rows {
@@ -413,6 +423,14 @@ pub fn costs_json(rows: &[ResultRow], calls: &[CallCost], cache: &CacheSavings) 
             "calls": cache.calls, "hits": cache.hits, "saved_usd": cache.saved_usd,
             "recorded_from": cache.recorded_from_ms.map(flotilla_shared::clock::rfc3339),
             "recorded_to": cache.recorded_to_ms.map(flotilla_shared::clock::rfc3339),
+        },
+        "by_tier": tiers.tiers.iter().map(|line| json!({
+            "tier": line.tier.as_str(), "calls": line.calls,
+            "cost_usd": line.cost_usd, "saved_usd": line.saved_usd,
+        })).collect::<Vec<_>>(),
+        "tiers": {
+            "saved_usd": tiers.saved_usd(), "flex_refusals": tiers.refusals,
+            "fell_back_to_standard": tiers.fell_back,
         },
         "per_run": per_run,
     }))

@@ -46,6 +46,7 @@ async fn gateway_to(sim: &str, limits: &str) -> (Gateway, String) {
             SpendGate::Unbounded,
             Default::default(),
             Default::default(),
+            Default::default(),
         )
         .unwrap();
     (gateway, token)
@@ -195,6 +196,7 @@ async fn main() {
             "cost".into(),
             1,
             SpendGate::Unbounded,
+            Default::default(),
             Default::default(),
             Default::default(),
         )

@@ -182,6 +182,9 @@ pub enum Refusal {
     RateLimited(String),
     /// A server error the sim-server simulates.
     ServerError(String),
+    /// The flex tier has no capacity for the call now ("resource
+    /// unavailable"), as the sim-server simulates it; not billed.
+    NoCapacity(String),
     /// `cache: replay` and the cache has no answer for the call.
     NotRecorded(String),
     /// The worker's spend lease ran out (ARCHITECTURE.md, invariant 8).
@@ -202,6 +205,7 @@ impl std::fmt::Display for Refusal {
             | Refusal::Unreachable(why)
             | Refusal::RateLimited(why)
             | Refusal::ServerError(why)
+            | Refusal::NoCapacity(why)
             | Refusal::NotRecorded(why)
             | Refusal::Fenced(why) => write!(f, "{why}"),
         }

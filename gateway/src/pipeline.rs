@@ -24,6 +24,7 @@ use crate::providers::routing::Route;
 use crate::sim::answers::answer;
 use crate::state::GatewayState;
 use flotilla_shared::calls::CacheUse;
+use flotilla_shared::tier::Tier;
 
 /// The handler of endpoint `E`.
 pub async fn serve<E: Endpoint>(
@@ -135,6 +136,9 @@ fn unanswered(call: &Call, to: Addressee<'_>, error: Option<String>) -> CallReco
         cache: CacheUse::Off,
         would_cost_usd: 0.0,
         cached_from: None,
+        tier: Tier::Standard,
+        tier_saved_usd: 0.0,
+        tier_refusals: 0,
         error,
     }
 }

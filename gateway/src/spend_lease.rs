@@ -16,6 +16,10 @@ use tokio::sync::Notify;
 /// 8): as long as the official clients wait for an answer by default.
 pub const CALL_BOUND: Duration = Duration::from_secs(600);
 
+/// A call at the flex tier may take longer, waits for capacity included:
+/// its answers are slower, and OpenAI advises clients to wait 15 minutes.
+pub const FLEX_CALL_BOUND: Duration = Duration::from_secs(900);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Term {
     /// No coordinator binds this gateway.

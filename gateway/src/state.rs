@@ -39,8 +39,9 @@ impl GatewayState {
             routing: Routing::new(providers),
             limits: RateLimitManager::default(),
             http: reqwest::Client::builder()
-                // As long as the official clients wait for an answer.
-                .read_timeout(std::time::Duration::from_secs(600))
+                // As long as the longest call may last: each call is cut
+                // off at its own bound (ARCHITECTURE.md, invariant 8).
+                .read_timeout(crate::spend_lease::FLEX_CALL_BOUND)
                 .build()
                 .expect("an HTTP client builds"),
             sim_server,
@@ -65,6 +66,7 @@ impl GatewayState {
                 SpendGate::Unbounded,
                 Default::default(),
                 RunCache::default(),
+                Default::default(),
             )));
         }
         let bearer = headers

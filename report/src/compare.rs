@@ -92,6 +92,10 @@ pub fn combine(experiments: Vec<ExperimentData>) -> Result<(ExperimentData, Vec<
                 .max();
             all
         }),
+        tiers: experiments.iter().fold(Default::default(), |mut all, e| {
+            all.merge(&e.tiers);
+            all
+        }),
         variations,
         runs,
         metric_names,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use flotilla_shared::calls::CacheSavings;
+use flotilla_shared::calls::{CacheSavings, TierSpend};
 use flotilla_shared::config::{Axis, ExperimentConfig, MetricSpec};
 use flotilla_shared::naming::{run_id, variation_name};
 use flotilla_shared::status::{ExperimentState, RunStatus};
@@ -126,6 +126,8 @@ pub struct ExperimentData {
     pub metric_names: Vec<String>,
     /// How its calls used the response cache: a replay is not fresh samples.
     pub cache: CacheSavings,
+    /// What its calls spent at each service tier, and what flex saved.
+    pub tiers: TierSpend,
 }
 
 impl ExperimentData {
@@ -180,6 +182,7 @@ impl ExperimentDataBuilder {
                 runs: Vec::new(),
                 metric_names: Vec::new(),
                 cache: CacheSavings::default(),
+                tiers: TierSpend::default(),
             },
             metric_ids: HashMap::new(),
         }
@@ -208,6 +211,10 @@ impl ExperimentDataBuilder {
             duration_s: record.duration_s,
             cost_usd: record.cost_usd,
         });
+    }
+
+    pub fn tiers(&mut self, tiers: TierSpend) {
+        self.data.tiers = tiers;
     }
 
     pub fn cache(&mut self, cache: CacheSavings) {

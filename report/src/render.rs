@@ -433,6 +433,27 @@ fn failure_modes(out: &mut String, analysis: &Analysis) {
     let _ = writeln!(out);
 }
 
+/// Spend by service tier, and what the flex tier saved, when any call asked for it.
+fn tier_spend(out: &mut String, tiers: &flotilla_shared::calls::TierSpend) {
+    let Some(sentence) = tiers.sentence() else {
+        return;
+    };
+    let _ = writeln!(out, "{sentence}.\n");
+    let _ = writeln!(out, "| tier | calls | spent | saved against standard |");
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    for line in &tiers.tiers {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            line.tier.as_str(),
+            line.calls,
+            money(line.cost_usd),
+            money(line.saved_usd)
+        );
+    }
+    let _ = writeln!(out);
+}
+
 fn cost_efficiency(out: &mut String, analysis: &Analysis) {
     let _ = writeln!(out, "## Cost efficiency\n");
     let cache = &analysis.cache;
@@ -445,6 +466,7 @@ fn cost_efficiency(out: &mut String, analysis: &Analysis) {
             money(cache.saved_usd)
         );
     }
+    tier_spend(out, &analysis.tiers);
     if !analysis.has_cost {
         let _ = writeln!(
             out,

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tier::Tier;
+
 /// The API a program spoke, or a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -106,6 +108,17 @@ pub struct CallRecord {
     /// For a hit, the call that recorded the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<CachedFrom>,
+    /// The tier that served the call, as its answer said (a call the flex
+    /// tier refused for good: flex).
+    #[serde(default)]
+    pub tier: Tier,
+    /// What the tier saved against the standard price of the same usage.
+    #[serde(default)]
+    pub tier_saved_usd: f64,
+    /// How many times the flex tier refused the call for capacity before it
+    /// was served (at flex after waiting, or at standard after falling back).
+    #[serde(default)]
+    pub tier_refusals: u32,
     /// Why the call failed, in words; absent on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -170,6 +183,114 @@ impl CacheSavings {
     }
 }
 
+/// What an experiment's calls spent at each tier and what the flex tier
+/// saved against standard prices. Cache hits were served by no tier and are
+/// left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TierSpend {
+    /// By the tier that served the calls, standard first.
+    pub tiers: Vec<TierLine>,
+    /// Times the flex tier refused a call for capacity.
+    pub refusals: u64,
+    /// Calls served at standard after a flex refusal.
+    pub fell_back: u64,
+}
+
+/// The calls one tier served.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TierLine {
+    pub tier: Tier,
+    pub calls: u64,
+    pub cost_usd: f64,
+    /// What the same usage would have cost at standard prices, less `cost_usd`.
+    pub saved_usd: f64,
+}
+
+impl TierSpend {
+    pub fn add(&mut self, call: &CallRecord) {
+        if call.cache == CacheUse::Hit {
+            return;
+        }
+        self.refusals += u64::from(call.tier_refusals);
+        if call.tier == Tier::Standard && call.tier_refusals > 0 {
+            self.fell_back += 1;
+        }
+        let line = self.line_mut(call.tier);
+        line.calls += 1;
+        line.cost_usd += call.cost_usd;
+        line.saved_usd += call.tier_saved_usd;
+    }
+
+    /// Another experiment's spending added to this one's (comparisons).
+    pub fn merge(&mut self, other: &TierSpend) {
+        for theirs in &other.tiers {
+            let line = self.line_mut(theirs.tier);
+            line.calls += theirs.calls;
+            line.cost_usd += theirs.cost_usd;
+            line.saved_usd += theirs.saved_usd;
+        }
+        self.refusals += other.refusals;
+        self.fell_back += other.fell_back;
+    }
+
+    /// The line of `tier`, begun empty in its place (standard first) if there is none.
+    fn line_mut(&mut self, tier: Tier) -> &mut TierLine {
+        if self.line(tier).is_none() {
+            self.tiers.push(TierLine {
+                tier,
+                calls: 0,
+                cost_usd: 0.0,
+                saved_usd: 0.0,
+            });
+            self.tiers.sort_by_key(|line| line.tier);
+        }
+        self.tiers
+            .iter_mut()
+            .find(|line| line.tier == tier)
+            .expect("present")
+    }
+
+    pub fn line(&self, tier: Tier) -> Option<&TierLine> {
+        self.tiers.iter().find(|line| line.tier == tier)
+    }
+
+    pub fn saved_usd(&self) -> f64 {
+        self.tiers.iter().map(|line| line.saved_usd).sum()
+    }
+
+    /// Whether any call asked for the flex tier.
+    pub fn used_flex(&self) -> bool {
+        self.line(Tier::Flex).is_some() || self.refusals > 0
+    }
+
+    /// "The flex tier served 180 of 200 calls for $0.4500, saving $0.4500
+    /// against standard prices; it refused 25 times and 20 calls fell back
+    /// to standard", or `None` when no call asked for it.
+    pub fn sentence(&self) -> Option<String> {
+        if !self.used_flex() {
+            return None;
+        }
+        let calls: u64 = self.tiers.iter().map(|line| line.calls).sum();
+        let (flex_calls, flex_cost) = self
+            .line(Tier::Flex)
+            .map_or((0, 0.0), |line| (line.calls, line.cost_usd));
+        let mut sentence = format!(
+            "The flex tier served {flex_calls} of {calls} calls for ${flex_cost:.4}, saving ${:.4} against standard prices",
+            self.saved_usd()
+        );
+        if self.refusals > 0 {
+            sentence.push_str(&format!(
+                "; it refused {} time{} for capacity and {} call{} fell back to standard",
+                self.refusals,
+                if self.refusals == 1 { "" } else { "s" },
+                self.fell_back,
+                if self.fell_back == 1 { "" } else { "s" },
+            ));
+        }
+        Some(sentence)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,8 +322,40 @@ mod tests {
                 run: "var-001-run-001".into(),
                 recorded_at_ms,
             }),
+            tier: Tier::Standard,
+            tier_saved_usd: 0.0,
+            tier_refusals: 0,
             error: None,
         }
+    }
+
+    #[test]
+    fn tier_spend_splits_calls_by_the_tier_that_served_them() {
+        let mut spend = TierSpend::default();
+        assert_eq!(spend.sentence(), None);
+        let served = |tier: Tier, cost: f64, saved: f64, refusals: u32| CallRecord {
+            tier,
+            tier_saved_usd: saved,
+            tier_refusals: refusals,
+            ..call(CacheUse::Miss, cost, 0)
+        };
+        spend.add(&served(Tier::Flex, 0.5, 0.5, 0));
+        spend.add(&served(Tier::Flex, 0.25, 0.25, 2));
+        spend.add(&served(Tier::Standard, 1.0, 0.0, 1));
+        spend.add(&call(CacheUse::Hit, 3.0, 0));
+        assert_eq!(spend.tiers[0].tier, Tier::Standard, "standard comes first");
+        let mut both = spend.clone();
+        both.merge(&spend);
+        assert_eq!(both.line(Tier::Flex).unwrap().calls, 4);
+        assert_eq!((both.refusals, both.fell_back), (6, 2));
+        assert_eq!(spend.line(Tier::Flex).unwrap().calls, 2);
+        assert_eq!(spend.line(Tier::Flex).unwrap().cost_usd, 0.75);
+        assert_eq!(spend.saved_usd(), 0.75);
+        assert_eq!((spend.refusals, spend.fell_back), (3, 1));
+        assert_eq!(
+            spend.sentence().unwrap(),
+            "The flex tier served 2 of 3 calls for $0.7500, saving $0.7500 against standard prices; it refused 3 times for capacity and 1 call fell back to standard"
+        );
     }
 
     #[test]

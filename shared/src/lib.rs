@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod rate;
 pub mod run;
 pub mod status;
+pub mod tier;
 pub mod view;
 pub mod workdir;
 

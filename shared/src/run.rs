@@ -63,6 +63,8 @@ pub struct Assignment {
     pub budget: Option<AssignedBudget>,
     /// How its calls use the response cache (`cache:` of its experiment).
     pub cache: crate::cache::CachePolicy,
+    /// The service tier its calls ask for (`tier:` and `fallback:`).
+    pub tier: crate::tier::TierPolicy,
 }
 
 /// A run's part of its experiment's budget (ARCHITECTURE.md, invariant 1).

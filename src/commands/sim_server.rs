@@ -33,7 +33,8 @@ pub struct SimServerArgs {
     pub latency: Duration,
     /// Models served under names of their own, as a provider or an Ollama host would
     /// (YAML: models: [{name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms,
-    /// error_rate: 0.01, rate_limit_rate: 0.02, bytes_per_token: 4}]).
+    /// error_rate: 0.01, rate_limit_rate: 0.02, bytes_per_token: 4}]); `flex: {latency: 400ms,
+    /// latency_max: 800ms, refusal_rate: 0.1}` offers a model at the flex tier (`service_tier`).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }

@@ -156,6 +156,9 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
         );
     }
     println!("{}", worst_case(&config));
+    if let Some(line) = tier_line(&config.tier) {
+        println!("{line}");
+    }
     for line in cache_lines(&config, &observed).await? {
         println!("{line}");
     }
@@ -170,6 +173,23 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
         }
     }
     Ok(0)
+}
+
+/// What `tier: flex` does, or nothing at the standard tier.
+fn tier_line(tier: &flotilla_shared::tier::TierPolicy) -> Option<String> {
+    use flotilla_shared::tier::{Tier, TierFallback};
+    if tier.tier == Tier::Standard {
+        return None;
+    }
+    let refused = match tier.fallback {
+        TierFallback::Standard => "is sent again at once at the standard tier and price",
+        TierFallback::Wait => "waits and asks the flex tier again, for up to 15 minutes in all",
+    };
+    Some(format!(
+        "tier: flex; chat calls to models the worker's providers file lists under tiers.flex go at \
+         the flex tier (slower, priced at its flex prices, as each answer reports its tier); \
+         a call the tier refuses for capacity {refused}; other calls go at the standard tier"
+    ))
 }
 
 /// What the response cache holds of the planned calls (ARCHITECTURE.md,

@@ -35,6 +35,7 @@ use flotilla_shared::workdir::BundleFile;
 
 pub mod cache;
 mod spending;
+mod tier;
 
 fn missing(field: &str) -> Error {
     Error::Protocol(format!("message lacks {field}"))
@@ -122,6 +123,8 @@ impl From<Assignment> for proto::RunAssignment {
             budget: assignment.budget.map(Into::into),
             cache_mode: cache::mode_to_proto(assignment.cache.mode).into(),
             cache_max_age_ms: assignment.cache.max_age_ms.unwrap_or(0),
+            tier: tier::tier_to_proto(assignment.tier.tier).into(),
+            tier_fallback: tier::fallback_to_proto(assignment.tier.fallback).into(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl TryFrom<proto::RunAssignment> for Assignment {
             mode: cache::mode_from_proto(message.cache_mode())?,
             max_age_ms: (message.cache_max_age_ms > 0).then_some(message.cache_max_age_ms),
         };
+        let tier = tier::policy_from_proto(message.tier(), message.tier_fallback());
         let spec = message.spec.ok_or_else(|| missing("RunAssignment.spec"))?;
         let kind = match spec.kind.ok_or_else(|| missing("RunSpec.kind"))? {
             proto::run_spec::Kind::Command(command) => RunSpec::Command {
@@ -150,6 +154,7 @@ impl TryFrom<proto::RunAssignment> for Assignment {
         };
         Ok(Assignment {
             cache,
+            tier,
             lease_id: message.lease_id,
             run: message
                 .run
@@ -331,6 +336,9 @@ impl From<CallRecord> for proto::LlmCall {
             cache: cache::use_to_proto(call.cache).into(),
             would_cost_usd: call.would_cost_usd,
             cached_from: call.cached_from.map(cache::from_to_proto),
+            tier: tier::tier_to_proto(call.tier).into(),
+            tier_saved_usd: call.tier_saved_usd,
+            tier_refusals: call.tier_refusals,
         }
     }
 }
@@ -356,6 +364,7 @@ impl TryFrom<proto::LlmCall> for CallRecord {
             )));
         }
         let cache = cache::use_from_proto(call.cache())?;
+        let served_tier = tier::tier_from_proto(call.tier());
         Ok(CallRecord {
             cache,
             started_at_ms: call.started_at_ms,
@@ -374,6 +383,9 @@ impl TryFrom<proto::LlmCall> for CallRecord {
             status,
             would_cost_usd: call.would_cost_usd,
             cached_from: call.cached_from.map(cache::from_from_proto),
+            tier: served_tier,
+            tier_saved_usd: call.tier_saved_usd,
+            tier_refusals: call.tier_refusals,
             error: (!call.error.is_empty()).then_some(call.error),
         })
     }
@@ -759,6 +771,9 @@ mod tests {
                 mode: flotilla_shared::cache::CacheMode::Replay,
                 max_age_ms: Some(86_400_000),
             },
+            tier: flotilla_shared::tier::TierPolicy::flex(
+                flotilla_shared::tier::TierFallback::Wait,
+            ),
         };
         let message: proto::RunAssignment = assignment.clone().into();
         assert_eq!(Assignment::try_from(message).unwrap(), assignment);
@@ -785,6 +800,7 @@ mod tests {
                     prices: Default::default(),
                     budget: None,
                     cache: Default::default(),
+                    tier: Default::default(),
                 },
                 String::new(),
                 0,

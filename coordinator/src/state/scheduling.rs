@@ -114,6 +114,7 @@ impl State {
                 prices: experiment.config.prices.clone(),
                 budget,
                 cache: experiment.config.cache,
+                tier: experiment.config.tier,
             };
             outbox.event(self.events_wanted, &assignment.run.experiment, || {
                 EventKind::RunStarted(RunRef {

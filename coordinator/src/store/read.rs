@@ -159,6 +159,7 @@ fn read_with(connection: &Connection, root: &Path, name: &str) -> Result<Experim
     // A root no coordinator of this version opened has no cache columns: its
     // calls never used the cache.
     builder.cache(super::writes::cache_savings(connection, id).unwrap_or_default());
+    builder.tiers(super::writes::tier_spend(connection, id).unwrap_or_default());
     Ok(builder.finish())
 }
 

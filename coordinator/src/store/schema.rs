@@ -33,10 +33,15 @@ const MIGRATIONS: &[Migration] = &[
         what: "calls say how they used the response cache",
         apply: version_4,
     },
+    Migration {
+        version: 5,
+        what: "calls say which service tier served them",
+        apply: version_5,
+    },
 ];
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: u32 = 4;
+pub const LATEST_VERSION: u32 = 5;
 
 /// The tables as of version 1. Roots made before versions were recorded
 /// (user_version 0) may have them without the cost columns.
@@ -176,6 +181,17 @@ fn version_4(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
         ALTER TABLE calls ADD COLUMN cached_from_experiment TEXT;
         ALTER TABLE calls ADD COLUMN cached_from_run TEXT;
         ALTER TABLE calls ADD COLUMN cached_recorded_at_ms INTEGER;",
+    )
+}
+
+fn version_5(transaction: &Transaction<'_>) -> rusqlite::Result<()> {
+    transaction.execute_batch(
+        "-- standard | flex: the tier that served the call; calls before tiers were standard.
+        ALTER TABLE calls ADD COLUMN tier TEXT NOT NULL DEFAULT 'standard';
+        -- What the tier saved against the standard price of the same usage.
+        ALTER TABLE calls ADD COLUMN tier_saved_usd REAL NOT NULL DEFAULT 0;
+        -- Refusals of the flex tier for capacity before the call was served.
+        ALTER TABLE calls ADD COLUMN tier_refusals INTEGER NOT NULL DEFAULT 0;",
     )
 }
 

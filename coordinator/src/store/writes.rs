@@ -6,7 +6,9 @@ use serde_json::{Map, Value};
 
 use std::path::Path;
 
+use flotilla_shared::calls::{TierLine, TierSpend};
 use flotilla_shared::config::ExperimentConfig;
+use flotilla_shared::tier::Tier;
 
 use super::columns::parse_column;
 use super::{ExperimentRow, Write};
@@ -200,11 +202,7 @@ fn running_results(
     outputs::write_results(dir, config, &rows)?;
     outputs::write_costs(
         dir,
-        &outputs::costs_json(
-            &rows,
-            &call_costs(transaction, experiment_id)?,
-            &cache_savings(transaction, experiment_id)?,
-        ),
+        &outputs::costs_json(&rows, &call_spending(transaction, experiment_id)?),
     )?;
     Ok(())
 }
@@ -228,11 +226,7 @@ fn finalize(
     outputs::write_results(dir, config, &rows)?;
     outputs::write_costs(
         dir,
-        &outputs::costs_json(
-            &rows,
-            &call_costs(transaction, experiment_id)?,
-            &cache_savings(transaction, experiment_id)?,
-        ),
+        &outputs::costs_json(&rows, &call_spending(transaction, experiment_id)?),
     )?;
     outputs::write_summary(dir, &summary)?;
     transaction
@@ -314,8 +308,8 @@ fn insert_calls(transaction: &Transaction<'_>, record: &AttemptRecord) -> Applie
         "INSERT OR REPLACE INTO calls (experiment_id, variation, repetition, attempt, call, started_at_ms, provider, \
          model, api, streamed, input_tokens, output_tokens, cached_input_tokens, cost_usd, cost_is_worst_case, \
          latency_ms, time_to_first_token_ms, retries, status, error, cache, would_cost_usd, \
-         cached_from_experiment, cached_from_run, cached_recorded_at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         cached_from_experiment, cached_from_run, cached_recorded_at_ms, tier, tier_saved_usd, tier_refusals) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for (number, call) in result.calls.iter().enumerate() {
         insert.execute(params![
@@ -347,6 +341,9 @@ fn insert_calls(transaction: &Transaction<'_>, record: &AttemptRecord) -> Applie
             call.cached_from.as_ref().map(|from| &from.experiment),
             call.cached_from.as_ref().map(|from| &from.run),
             call.cached_from.as_ref().map(|from| from.recorded_at_ms),
+            call.tier.as_str(),
+            call.tier_saved_usd,
+            call.tier_refusals,
         ])?;
     }
     Ok(())
@@ -374,6 +371,53 @@ pub(crate) fn cache_savings(
             })
         },
     )
+}
+
+/// What an experiment's calls spent at each service tier, and what the flex
+/// tier saved; cache hits were served by no tier.
+pub(crate) fn tier_spend(
+    connection: &rusqlite::Connection,
+    experiment_id: i64,
+) -> rusqlite::Result<TierSpend> {
+    let mut query = connection.prepare_cached(
+        "SELECT tier, COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(tier_saved_usd), 0), \
+         COALESCE(SUM(tier_refusals), 0), COALESCE(SUM(tier = 'standard' AND tier_refusals > 0), 0) \
+         FROM calls WHERE experiment_id = ? AND cache != 'hit' GROUP BY tier",
+    )?;
+    let mut spend = TierSpend::default();
+    let rows = query.query_map([experiment_id], |row| {
+        let tier: String = row.get(0)?;
+        Ok((
+            TierLine {
+                tier: Tier::parse(&tier).unwrap_or_default(),
+                calls: row.get::<_, i64>(1)? as u64,
+                cost_usd: row.get(2)?,
+                saved_usd: row.get(3)?,
+            },
+            row.get::<_, i64>(4)? as u64,
+            row.get::<_, i64>(5)? as u64,
+        ))
+    })?;
+    for row in rows {
+        let (line, refusals, fell_back) = row?;
+        spend.tiers.push(line);
+        spend.refusals += refusals;
+        spend.fell_back += fell_back;
+    }
+    spend.tiers.sort_by_key(|line| line.tier);
+    Ok(spend)
+}
+
+/// What an experiment's calls cost, by model, through the cache and by tier.
+fn call_spending(
+    transaction: &Transaction<'_>,
+    experiment_id: i64,
+) -> rusqlite::Result<outputs::CallSpending> {
+    Ok(outputs::CallSpending {
+        by_model: call_costs(transaction, experiment_id)?,
+        cache: cache_savings(transaction, experiment_id)?,
+        tiers: tier_spend(transaction, experiment_id)?,
+    })
 }
 
 /// What an experiment's calls cost by provider and model.

@@ -36,6 +36,7 @@ impl ApiShape for Anthropic {
             Refusal::UnknownModel(_) => "not_found_error",
             Refusal::OverBudget(_) => "billing_error",
             Refusal::RateLimited(_) => "rate_limit_error",
+            Refusal::NoCapacity(_) => "overloaded_error",
             Refusal::Unreachable(_) | Refusal::ServerError(_) | Refusal::Fenced(_) => "api_error",
         };
         json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": null})

@@ -76,7 +76,7 @@ pub fn status_of(refusal: &Refusal) -> StatusCode {
         Refusal::UnknownModel(_) => StatusCode::NOT_FOUND,
         Refusal::OverBudget(_) => StatusCode::PAYMENT_REQUIRED,
         Refusal::Unreachable(_) => StatusCode::BAD_GATEWAY,
-        Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::RateLimited(_) | Refusal::NoCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
         Refusal::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Refusal::Fenced(_) => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -36,6 +36,7 @@ impl ApiShape for OpenAi {
             Refusal::Unreachable(_) => ("api_error", "upstream_unreachable"),
             Refusal::RateLimited(_) => ("requests", "rate_limit_exceeded"),
             Refusal::ServerError(_) => ("api_error", "server_error"),
+            Refusal::NoCapacity(_) => ("resource_unavailable", "resource_unavailable"),
             Refusal::NotRecorded(_) => ("invalid_request_error", "not_recorded"),
             Refusal::Fenced(_) => ("api_error", "coordinator_unreachable"),
         };
@@ -82,7 +83,7 @@ impl Endpoint for ChatCompletions {
             "chatcmpl-{}",
             RESPONSE_NUMBER.fetch_add(1, Ordering::Relaxed)
         );
-        json!({
+        let mut whole = json!({
             "id": id, "object": "chat.completion", "created": call.started_at_ms / 1000,
             "model": call.model,
             "choices": [{
@@ -92,7 +93,12 @@ impl Endpoint for ChatCompletions {
                 "finish_reason": "stop",
             }],
             "usage": usage_json(usage),
-        })
+        });
+        // Asked for a tier, the answer says which served it, as OpenAI's do.
+        if let Some(asked) = call.body.get("service_tier").and_then(Value::as_str) {
+            whole["service_tier"] = json!(if asked == "flex" { "flex" } else { "default" });
+        }
+        whole
     }
 
     /// Per choice: the role, the words, each tool call, the finish; then —
@@ -104,8 +110,10 @@ impl Endpoint for ChatCompletions {
                 "model": whole["model"],
                 "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
             });
-            if let Some(fingerprint) = whole.get("system_fingerprint") {
-                chunk["system_fingerprint"] = fingerprint.clone();
+            for field in ["system_fingerprint", "service_tier"] {
+                if let Some(value) = whole.get(field) {
+                    chunk[field] = value.clone();
+                }
             }
             chunk
         };
@@ -216,8 +224,10 @@ fn gather(
         "model": first["model"], "choices": choices.into_values().collect::<Vec<_>>(),
         "usage": usage,
     });
-    if let Some(fingerprint) = first.get("system_fingerprint") {
-        whole["system_fingerprint"] = fingerprint.clone();
+    for field in ["system_fingerprint", "service_tier"] {
+        if let Some(value) = first.get(field) {
+            whole[field] = value.clone();
+        }
     }
     Some(whole)
 }

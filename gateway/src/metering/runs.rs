@@ -7,6 +7,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use flotilla_shared::money::Usd;
+use flotilla_shared::tier::TierPolicy;
 
 use super::calls::CallRecord;
 use super::spend::SpendGate;
@@ -25,6 +26,8 @@ pub struct RunLedger {
     pub prices: BTreeMap<String, Prices>,
     /// How its calls use the response cache.
     pub cache: RunCache,
+    /// The service tier its calls ask for, where their provider offers it.
+    pub tier: TierPolicy,
     calls: Mutex<Vec<CallRecord>>,
 }
 
@@ -35,6 +38,7 @@ impl RunLedger {
         spend: SpendGate,
         prices: BTreeMap<String, Prices>,
         cache: RunCache,
+        tier: TierPolicy,
     ) -> Self {
         RunLedger {
             label,
@@ -42,6 +46,7 @@ impl RunLedger {
             spend,
             prices,
             cache,
+            tier,
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -66,9 +71,10 @@ impl RunRegistry {
         spend: SpendGate,
         prices: BTreeMap<String, Prices>,
         cache: RunCache,
+        tier: TierPolicy,
     ) -> std::io::Result<String> {
         let token = new_token()?;
-        let ledger = Arc::new(RunLedger::new(label, seed, spend, prices, cache));
+        let ledger = Arc::new(RunLedger::new(label, seed, spend, prices, cache, tier));
         self.runs
             .lock()
             .expect("not poisoned")

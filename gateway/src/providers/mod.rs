@@ -34,6 +34,9 @@ pub struct Provider {
     pub prices: BTreeMap<String, Prices>,
     /// The price of models `prices` does not list (the built-in Ollama's: free).
     pub unlisted_price: Option<Prices>,
+    /// Models served at the flex tier (`service_tier: "flex"`), by the
+    /// provider's own name, at these prices (`tiers: {flex: …}`).
+    pub flex_prices: BTreeMap<String, Prices>,
     pub default: bool,
     /// Its limits hold for the whole cluster and are shared among workers
     /// (ARCHITECTURE.md, invariant 6); the worker's own Ollama's are its own.
@@ -59,12 +62,12 @@ impl Provider {
             },
             prices: BTreeMap::new(),
             unlisted_price: Some(Prices::new(0.0, 0.0, 0.0)),
+            flex_prices: BTreeMap::new(),
             default: false,
             shares_limits: false,
         }
     }
 
-    /// What `model` costs here, if anyone knows.
     /// The provider's key on a request, as its API expects it.
     pub fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let request = match self.api {
@@ -78,12 +81,18 @@ impl Provider {
         }
     }
 
+    /// What `model` costs here at the standard tier, if anyone knows.
     pub fn price_of(&self, model: &str) -> Option<Prices> {
         self.prices
             .get(model)
             .copied()
             .or(self.unlisted_price)
             .or_else(|| crate::pricing::hosted_price(model))
+    }
+
+    /// What `model` costs at the flex tier, when the providers file says it offers it.
+    pub fn flex_price_of(&self, model: &str) -> Option<Prices> {
+        self.flex_prices.get(model).copied()
     }
 }
 
@@ -130,6 +139,9 @@ struct RawProvider {
     limits: RawLimits,
     #[serde(default)]
     prices: BTreeMap<String, RawPrices>,
+    /// Tiers beyond the standard one: `flex`, with its prices per model.
+    #[serde(default)]
+    tiers: BTreeMap<String, BTreeMap<String, RawPrices>>,
     #[serde(default)]
     default: bool,
 }
@@ -241,20 +253,8 @@ fn validated(
             },
         )?),
     };
-    let mut prices = BTreeMap::new();
-    for (model, price) in raw.prices {
-        let values = [
-            price.input,
-            price.output,
-            price.cached_input.unwrap_or(price.input),
-        ];
-        if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(format!(
-                "prices of '{model}' must be non-negative dollars per million tokens"
-            ));
-        }
-        prices.insert(model, Prices::new(values[0], values[1], values[2]));
-    }
+    let prices = validated_prices(raw.prices, "prices")?;
+    let flex_prices = validated_tiers(raw.tiers, raw.api)?;
     for (what, value) in [
         ("rpm", raw.limits.rpm),
         ("tpm", raw.limits.tpm),
@@ -277,10 +277,59 @@ fn validated(
         },
         prices,
         unlisted_price: None,
+        flex_prices,
         default: raw.default,
         shares_limits: raw.limits.scope == LimitScope::Cluster,
         name: raw.name,
     })
+}
+
+/// Dollars per million tokens by model, each checked; `what` names them in errors.
+fn validated_prices(
+    raw: BTreeMap<String, RawPrices>,
+    what: &str,
+) -> Result<BTreeMap<String, Prices>, String> {
+    let mut prices = BTreeMap::new();
+    for (model, price) in raw {
+        let values = [
+            price.input,
+            price.output,
+            price.cached_input.unwrap_or(price.input),
+        ];
+        if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(format!(
+                "{what} of '{model}' must be non-negative dollars per million tokens"
+            ));
+        }
+        prices.insert(model, Prices::new(values[0], values[1], values[2]));
+    }
+    Ok(prices)
+}
+
+/// `tiers:`: the flex tier's prices per model. Flex is asked for with the
+/// OpenAI API's `service_tier` field (OpenAI, Azure, Gemini and Groq take it),
+/// so only providers speaking that API can offer it. Prices are stated, never
+/// assumed half: Groq's flex costs what its standard tier does.
+fn validated_tiers(
+    raw: BTreeMap<String, BTreeMap<String, RawPrices>>,
+    api: Api,
+) -> Result<BTreeMap<String, Prices>, String> {
+    let mut flex = BTreeMap::new();
+    for (tier, prices) in raw {
+        if tier != "flex" {
+            return Err(format!(
+                "tiers.{tier} is not a tier Flotilla can ask for; valid: flex (the standard tier's prices are under prices)"
+            ));
+        }
+        if api != Api::Openai {
+            return Err(format!(
+                "tiers.flex needs api: openai: the flex tier is asked for with the OpenAI API's service_tier field, which the {} API does not have",
+                api.as_str()
+            ));
+        }
+        flex = validated_prices(prices, "tiers.flex prices")?;
+    }
+    Ok(flex)
 }
 
 #[cfg(test)]
@@ -344,5 +393,42 @@ mod tests {
             |_| Some("k".into()),
         );
         assert!(unknown_field.unwrap_err().contains("defualt"));
+    }
+
+    #[test]
+    fn flex_prices_are_read_for_openai_providers_only() {
+        let flex = FILE.replace(
+            "    default: true\n",
+            "    tiers:\n      flex:\n        small: {input: 0.05, output: 0.1}\n    default: true\n",
+        );
+        let providers = parse_providers(&flex, "p.yaml", |_| Some("k".into())).unwrap();
+        assert_eq!(
+            providers[0].flex_price_of("small"),
+            Some(Prices::new(0.05, 0.1, 0.05))
+        );
+        assert_eq!(providers[0].flex_price_of("large"), None);
+        let anthropic = parse_providers(
+            &flex.replace("api: openai", "api: anthropic"),
+            "p.yaml",
+            |_| Some("k".into()),
+        );
+        assert!(
+            anthropic
+                .unwrap_err()
+                .contains("tiers.flex needs api: openai"),
+            "Anthropic's API has no flex tier"
+        );
+        let priority = parse_providers(
+            &flex.replace("      flex:", "      priority:"),
+            "p.yaml",
+            |_| Some("k".into()),
+        );
+        assert!(priority.unwrap_err().contains("valid: flex"));
+        let negative = parse_providers(&flex.replace("input: 0.05", "input: -1"), "p.yaml", |_| {
+            Some("k".into())
+        });
+        assert!(negative
+            .unwrap_err()
+            .contains("tiers.flex prices of 'small' must be non-negative"));
     }
 }

@@ -8,6 +8,7 @@
 //! its worst case, and marked so, when that cannot be read).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::response::Response;
@@ -22,23 +23,65 @@ use crate::call::{Api, Call, Operation, Refusal, Usage, OUTPUT_BOUND};
 use crate::metering::runs::RunLedger;
 use crate::metering::spend::SpendHold;
 use crate::pricing::Prices;
-use crate::spend_lease::{CallStop, CALL_BOUND};
+use crate::spend_lease::{CallStop, CALL_BOUND, FLEX_CALL_BOUND};
 use crate::state::GatewayState;
+use flotilla_shared::tier::{Tier, TierFallback};
 
 /// Cuts a relayed answer off when the worker's spend lease runs out or the
 /// call reaches its bound (ARCHITECTURE.md, invariant 8).
 pub struct CallStopper {
     gateway: Arc<GatewayState>,
     started: std::time::Instant,
+    bound: Duration,
 }
 
 impl CallStopper {
     pub async fn wait(&self) -> CallStop {
         self.gateway
             .spend_lease
-            .call_must_stop(self.started, CALL_BOUND)
+            .call_must_stop(self.started, self.bound)
             .await
     }
+}
+
+/// The prices a call is metered at, by the tier its answer says served it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierPrices {
+    pub standard: Prices,
+    /// Where the providers file says the model is offered at the flex tier.
+    pub flex: Option<Prices>,
+}
+
+impl TierPrices {
+    /// The prices of `tier`; the standard ones where the flex tier has none
+    /// (no saving is counted that the providers file does not state).
+    pub fn at(&self, tier: Tier) -> Prices {
+        match (tier, self.flex) {
+            (Tier::Flex, Some(flex)) => flex,
+            _ => self.standard,
+        }
+    }
+
+    /// What `usage` costs at the dearest tier that may serve it: the hold
+    /// must cover the call whichever tier its provider answers at.
+    pub fn dearest_cost(&self, usage: &Usage) -> f64 {
+        let standard = self.standard.cost(usage);
+        self.flex
+            .map_or(standard, |flex| standard.max(flex.cost(usage)))
+    }
+}
+
+/// How a call asks for its tier.
+pub enum TierPlan {
+    /// As the program sent it.
+    AsSent,
+    /// At the flex tier first (`service_tier: "flex"` added); on a refusal
+    /// for capacity, as `fallback` says, with the request as the program
+    /// sent it at hand for the standard tier.
+    Flex {
+        fallback: TierFallback,
+        standard_payload: Bytes,
+    },
 }
 
 /// A call made ready for its provider.
@@ -47,8 +90,12 @@ pub struct Prepared {
     /// The model by the provider's own name.
     pub model: String,
     pub url: String,
+    /// The request as it goes out first.
     pub payload: Bytes,
-    pub prices: Prices,
+    pub tier: TierPlan,
+    pub prices: TierPrices,
+    /// How long the call may last, waits included (ARCHITECTURE.md, invariant 8).
+    pub bound: Duration,
     pub worst_case: f64,
     pub streams: bool,
     /// Held until the call is metered (ARCHITECTURE.md, invariant 1).
@@ -74,6 +121,7 @@ pub async fn relay(
         provider,
         model,
         prices,
+        bound,
         worst_case,
         streams,
         hold,
@@ -89,10 +137,12 @@ pub async fn relay(
         sent.retries,
         hold,
     )
-    .with_ticket(ticket, assemble);
+    .with_ticket(ticket, assemble)
+    .with_tier(sent.tier_asked, sent.tier_refusals);
     let stop = CallStopper {
         gateway: gateway.clone(),
         started: call.started,
+        bound,
     };
     Ok(match sent.response {
         Err(NotAnswered::Unreachable(error)) => {
@@ -141,12 +191,16 @@ async fn prepare(
         )));
     }
     // The experiment's price first, then the providers file's, then the table's.
-    let prices = ledger.prices.get(&call.model).copied().or_else(|| provider.price_of(&model)).ok_or_else(|| {
+    let standard = ledger.prices.get(&call.model).copied().or_else(|| provider.price_of(&model)).ok_or_else(|| {
         Refusal::Unservable(format!(
             "no price is known for {}/{model}; add it under the provider's prices in the providers file (dollars per million tokens)",
             provider.name
         ))
     })?;
+    let prices = TierPrices {
+        standard,
+        flex: provider.flex_price_of(&model),
+    };
     let mut body = call.body.clone();
     body["model"] = Value::from(model.clone());
     cap_output(call.operation, &mut body, &provider);
@@ -155,9 +209,20 @@ async fn prepare(
         // the program asked for it, so a streamed call costs what it would unstreamed.
         body["stream_options"]["include_usage"] = Value::Bool(true);
     }
-    let payload = Bytes::from(body.to_string());
+    let standard_payload = Bytes::from(body.to_string());
+    let (payload, tier, bound) = match flex_fallback(ledger, call, &body, &prices) {
+        None => (standard_payload, TierPlan::AsSent, CALL_BOUND),
+        Some(fallback) => {
+            body["service_tier"] = Value::from(Tier::Flex.as_str());
+            let plan = TierPlan::Flex {
+                fallback,
+                standard_payload,
+            };
+            (Bytes::from(body.to_string()), plan, FLEX_CALL_BOUND)
+        }
+    };
     // Bytes bound the prompt's tokens for byte-level tokenizers.
-    let worst_case = prices.cost(&Usage {
+    let worst_case = prices.dearest_cost(&Usage {
         input_tokens: payload.len() as u64,
         output_tokens: call.operation.output_cap(&body).unwrap_or(OUTPUT_BOUND),
         cached_input_tokens: 0,
@@ -172,11 +237,30 @@ async fn prepare(
         provider,
         model,
         payload,
+        tier,
         prices,
+        bound,
         worst_case,
         streams: call.streamed,
         hold,
     })
+}
+
+/// The fallback of a call that goes out at the flex tier: its run asks for
+/// flex, it is a chat completion (the one endpoint of the OpenAI API served
+/// here that takes `service_tier`), the providers file prices the model at
+/// flex, and the program did not choose a tier itself.
+fn flex_fallback(
+    ledger: &RunLedger,
+    call: &Call,
+    body: &Value,
+    prices: &TierPrices,
+) -> Option<TierFallback> {
+    let asks = ledger.tier.tier == Tier::Flex
+        && call.operation == Operation::OpenAiChat
+        && prices.flex.is_some()
+        && body.get("service_tier").is_none_or(Value::is_null);
+    asks.then_some(ledger.tier.fallback)
 }
 
 /// Sets the output cap on a request that has none, so that the worst case

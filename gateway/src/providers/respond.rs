@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 use flotilla_shared::calls::CacheUse;
 
 use super::limits::Permit;
-use super::relay::CallStopper;
+use super::relay::{CallStopper, TierPrices};
 use crate::apis::refuse_in;
 use crate::cache::{cache_use, Ticket};
 use crate::call::Refusal;
@@ -22,12 +22,14 @@ use crate::call::{Api, Call, Usage};
 use crate::metering::calls::{CallRecord, CallStatus};
 use crate::metering::runs::RunLedger;
 use crate::metering::spend::SpendHold;
-use crate::pricing::Prices;
+use flotilla_shared::tier::Tier;
 
-/// What the provider's answer said it used, read as it streams by.
+/// What the provider's answer said it used, and the tier that served it,
+/// read as it streams by.
 #[derive(Default)]
 struct Meter {
     usage: Option<Usage>,
+    service_tier: Option<String>,
 }
 
 impl Meter {
@@ -37,6 +39,10 @@ impl Meter {
         let number = |pointer: &str| object.pointer(pointer).and_then(Value::as_u64);
         match api {
             Api::Openai => {
+                // Top level of a whole answer, and on a stream's chunks.
+                if let Some(tier) = object.get("service_tier").and_then(Value::as_str) {
+                    self.service_tier = Some(tier.to_string());
+                }
                 if let Some(prompt) = number("/usage/prompt_tokens") {
                     self.usage = Some(Usage {
                         input_tokens: prompt,
@@ -112,7 +118,10 @@ pub struct Metering {
     provider: String,
     model: String,
     api: Api,
-    prices: Prices,
+    prices: TierPrices,
+    /// The tier the last attempt asked for, and how often the flex tier refused the call.
+    tier_asked: Tier,
+    tier_refusals: u32,
     worst_case: f64,
     started: Instant,
     started_at_ms: i64,
@@ -143,7 +152,7 @@ impl Metering {
         provider: &str,
         model: String,
         call: &Call,
-        prices: Prices,
+        prices: TierPrices,
         worst_case: f64,
         retries: u32,
         hold: SpendHold,
@@ -154,6 +163,8 @@ impl Metering {
             model,
             api: call.api(),
             prices,
+            tier_asked: Tier::Standard,
+            tier_refusals: 0,
             worst_case,
             started: call.started,
             started_at_ms: call.started_at_ms,
@@ -177,6 +188,13 @@ impl Metering {
         self
     }
 
+    /// The tier the call's last attempt asked for, and the flex tier's refusals before it.
+    pub fn with_tier(mut self, asked: Tier, refusals: u32) -> Self {
+        self.tier_asked = asked;
+        self.tier_refusals = refusals;
+        self
+    }
+
     fn cache_use(&self) -> CacheUse {
         cache_use(&self.ticket.lock().expect("not poisoned"))
     }
@@ -194,20 +212,22 @@ impl Metering {
         } else {
             Unmetered::WorstCase
         };
-        self.record_as(usage, error, time_to_first_token_ms, unmetered, None);
+        self.record_as(usage, None, error, time_to_first_token_ms, unmetered, None);
     }
 
     /// A call cut off in flight: the provider may bill it, so it is charged
     /// its worst case unless usage was read.
     pub fn record_cut_off(&self, why: String) {
-        self.record_as(None, Some(why), 0.0, Unmetered::WorstCase, None);
+        self.record_as(None, None, Some(why), 0.0, Unmetered::WorstCase, None);
     }
 
-    /// Records the call as [`Metering::record`] does; a call that succeeded
+    /// Records the call as [`Metering::record`] does, priced at the tier
+    /// `service_tier` (the answer's) says served it; a call that succeeded
     /// with its usage read records `whole`, its answer, in the cache.
     fn record_as(
         &self,
         usage: Option<Usage>,
+        service_tier: Option<&str>,
         error: Option<String>,
         time_to_first_token_ms: f64,
         unmetered: Unmetered,
@@ -215,10 +235,19 @@ impl Metering {
     ) {
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let failed = error.is_some();
-        let (usage, cost_usd, worst) = match usage {
-            Some(usage) => (usage, self.prices.cost(&usage), false),
-            None if unmetered == Unmetered::Free => (Usage::default(), 0.0, false),
-            None => (Usage::default(), self.worst_case, true),
+        // An answer says which tier served it; one that does not is priced
+        // at standard. A call with no answer is recorded at the tier it asked.
+        let tier = match (&usage, service_tier) {
+            (Some(_), served) => Tier::served(served),
+            (None, _) => self.tier_asked,
+        };
+        let (usage, cost_usd, tier_saved_usd, worst) = match usage {
+            Some(usage) => {
+                let cost = self.prices.at(tier).cost(&usage);
+                (usage, cost, self.prices.standard.cost(&usage) - cost, false)
+            }
+            None if unmetered == Unmetered::Free => (Usage::default(), 0.0, 0.0, false),
+            None => (Usage::default(), self.worst_case, 0.0, true),
         };
         if let Some(hold) = self.hold.lock().expect("not poisoned").take() {
             hold.settle(cost_usd);
@@ -255,6 +284,9 @@ impl Metering {
             cache,
             would_cost_usd: cost_usd,
             cached_from: None,
+            tier,
+            tier_saved_usd,
+            tier_refusals: self.tier_refusals,
             error,
         });
     }
@@ -283,6 +315,7 @@ pub async fn respond_whole(
         }
         metering.record_as(
             meter.usage,
+            meter.service_tier.as_deref(),
             None,
             0.0,
             Unmetered::WorstCase,
@@ -382,6 +415,7 @@ pub fn respond_streaming(
         let failed = failure.is_some();
         metering.record_as(
             meter.usage,
+            meter.service_tier.as_deref(),
             failure.filter(|_| meter.usage.is_none()),
             first_token_ms,
             Unmetered::WorstCase,

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 
 use super::limits::{PauseCause, Permit};
-use super::relay::Prepared;
+use super::relay::{Prepared, TierPlan};
 use super::Provider;
-use crate::spend_lease::{CallStop, CALL_BOUND};
+use crate::spend_lease::CallStop;
 use crate::state::GatewayState;
+use flotilla_shared::tier::{Tier, TierFallback};
 
 /// Attempts after the first when the provider answers 429 or 5xx, or cannot be reached.
 const RETRIES: u32 = 4;
@@ -53,11 +54,14 @@ fn jitter() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
-/// The last attempt's outcome, the retries it took, and the rate-limit
-/// permit (held until a stream ends).
+/// The last attempt's outcome, the retries it took, the tier it asked for
+/// and how often the flex tier refused it, and the rate-limit permit (held
+/// until a stream ends).
 pub struct Sent {
     pub response: Result<reqwest::Response, NotAnswered>,
     pub retries: u32,
+    pub tier_asked: Tier,
+    pub tier_refusals: u32,
     pub permit: Permit,
 }
 
@@ -73,9 +77,17 @@ pub enum NotAnswered {
     Stopped(CallStop),
 }
 
+/// The request going out: at which tier, as which bytes.
+struct Attempt {
+    tier: Tier,
+    payload: axum::body::Bytes,
+}
+
 /// Sends `prepared`, retrying as the module says; an attempt goes out only
 /// while the worker's spend lease holds, and is cut off when it runs out or
-/// the call reaches its bound (ARCHITECTURE.md, invariant 8).
+/// the call reaches its bound (ARCHITECTURE.md, invariant 8). A call at the
+/// flex tier that the provider refuses for capacity falls back to the
+/// standard tier at once, or waits and asks again, as its run says.
 pub async fn send(
     gateway: &Arc<GatewayState>,
     prepared: &Prepared,
@@ -86,6 +98,14 @@ pub async fn send(
     let estimated_tokens = (prepared.payload.len() as u64).div_ceil(4).max(1);
     let backoff = Backoff::default();
     let mut retries = 0u32;
+    let mut attempt = Attempt {
+        tier: match prepared.tier {
+            TierPlan::AsSent => Tier::Standard,
+            TierPlan::Flex { .. } => Tier::Flex,
+        },
+        payload: prepared.payload.clone(),
+    };
+    let mut tier_refusals = 0u32;
     loop {
         let permit = gateway
             .limits
@@ -103,20 +123,64 @@ pub async fn send(
                 .post(&prepared.url)
                 .header("content-type", "application/json")
                 .header("x-flotilla-seed", seed.to_string())
-                .body(prepared.payload.clone()),
+                .body(attempt.payload.clone()),
         );
         if let Err(why) = gateway.spend_lease.check() {
             return Sent {
                 response: Err(NotAnswered::Fenced(why)),
                 retries,
+                tier_asked: attempt.tier,
+                tier_refusals,
                 permit,
             };
         }
+        let stop = gateway.spend_lease.call_must_stop(started, prepared.bound);
         let response = tokio::select! {
             response = request.send() => response.map_err(NotAnswered::Unreachable),
-            stop = gateway.spend_lease.call_must_stop(started, CALL_BOUND) => {
-                Err(NotAnswered::Stopped(stop))
+            stop = stop => Err(NotAnswered::Stopped(stop)),
+        };
+        let response = match (&prepared.tier, attempt.tier, response) {
+            (
+                TierPlan::Flex {
+                    fallback,
+                    standard_payload,
+                },
+                Tier::Flex,
+                Ok(answer),
+            ) => {
+                let (answer, refused) = read_tier_refusal(answer).await;
+                if refused {
+                    tier_refusals += 1;
+                    let wait =
+                        FLEX_WAIT.wait(tier_refusals - 1, retry_after(answer.headers()), jitter());
+                    match fallback {
+                        TierFallback::Standard => {
+                            attempt = Attempt {
+                                tier: Tier::Standard,
+                                payload: standard_payload.clone(),
+                            };
+                            continue;
+                        }
+                        TierFallback::Wait if started.elapsed() + wait < prepared.bound => {
+                            drop(permit);
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        TierFallback::Wait => {
+                            // No capacity within the call's bound: the refusal goes to the program.
+                            return Sent {
+                                response: Ok(answer),
+                                retries,
+                                tier_asked: Tier::Flex,
+                                tier_refusals,
+                                permit,
+                            };
+                        }
+                    }
+                }
+                Ok(answer)
             }
+            (_, _, response) => response,
         };
         let retryable = match &response {
             Err(NotAnswered::Unreachable(_)) => true,
@@ -127,6 +191,8 @@ pub async fn send(
             return Sent {
                 response,
                 retries,
+                tier_asked: attempt.tier,
+                tier_refusals,
                 permit,
             };
         }
@@ -138,6 +204,42 @@ pub async fn send(
         tokio::time::sleep(backoff.wait(retries, hinted, jitter())).await;
         retries += 1;
     }
+}
+
+/// Waits between asks of a flex tier that has no capacity: from a second,
+/// doubling to half a minute, unless the provider says how long.
+const FLEX_WAIT: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
+
+/// Whether a flex answer is a refusal for capacity — OpenAI's 429 "resource
+/// unavailable", Groq's 498 `capacity_exceeded` — rather than a rate limit
+/// or an answer. Such a refusal is not billed. The answer comes back whole,
+/// its body read if it may be one.
+async fn read_tier_refusal(answer: reqwest::Response) -> (reqwest::Response, bool) {
+    let status = answer.status();
+    if status.as_u16() != 498 && status != StatusCode::TOO_MANY_REQUESTS {
+        return (answer, false);
+    }
+    let mut rebuilt = axum::http::Response::builder().status(status.as_u16());
+    for (name, value) in answer.headers() {
+        rebuilt = rebuilt.header(name.as_str(), value.as_bytes());
+    }
+    let body = answer.bytes().await.unwrap_or_default();
+    let refused = status.as_u16() == 498 || names_no_capacity(&body);
+    let rebuilt = rebuilt
+        .body(body)
+        .expect("a received answer's status and headers are valid");
+    (reqwest::Response::from(rebuilt), refused)
+}
+
+/// A 429's body that says the tier has no capacity, not that a limit was reached.
+fn names_no_capacity(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    ["resource_unavailable", "resource unavailable", "capacity"]
+        .iter()
+        .any(|words| text.contains(words))
 }
 
 /// Pauses the key when the answer says the provider's window is spent or
@@ -232,6 +334,19 @@ mod tests {
         );
         let hint = Some(Duration::from_millis(1234));
         assert_eq!(backoff.wait(3, hint, 0.5), Duration::from_millis(1234));
+    }
+
+    #[test]
+    fn capacity_refusals_are_told_from_rate_limits() {
+        assert!(names_no_capacity(
+            br#"{"error": {"message": "Resource unavailable, try again later", "type": "resource_unavailable"}}"#
+        ));
+        assert!(names_no_capacity(
+            br#"{"error": {"code": "capacity_exceeded"}}"#
+        ));
+        assert!(!names_no_capacity(
+            br#"{"error": {"message": "Rate limit reached for requests", "code": "rate_limit_exceeded"}}"#
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! then priced and recorded in the run's ledger.
 
 use flotilla_shared::calls::CacheUse;
+use flotilla_shared::tier::Tier;
 
 use crate::call::{Answer, Call, Input, Refusal, Usage};
 use crate::metering::calls::{CallRecord, CallStatus};
@@ -109,6 +110,9 @@ fn record(
         cache,
         would_cost_usd: cost_usd,
         cached_from: None,
+        tier: Tier::Standard,
+        tier_saved_usd: 0.0,
+        tier_refusals: 0,
         error: None,
     });
 }

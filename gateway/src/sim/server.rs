@@ -45,6 +45,18 @@ pub struct ServedModel {
     pub rate_limit_rate: f64,
     /// How it counts tokens: one per this many bytes.
     pub bytes_per_token: u64,
+    /// Offered at the flex tier (`service_tier: "flex"`), and how.
+    pub flex: Option<FlexOffer>,
+}
+
+/// How a served model answers at the flex tier: slower, and refusing a
+/// share of calls for capacity ("resource unavailable", not billed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlexOffer {
+    /// Each flex answer takes a time drawn evenly from this range, instead of the model's.
+    pub latency: (Duration, Duration),
+    /// Share of flex calls refused, drawn afresh for every attempt.
+    pub refusal_rate: f64,
 }
 
 #[derive(serde::Deserialize)]
@@ -68,6 +80,19 @@ struct RawModel {
     rate_limit_rate: f64,
     #[serde(default)]
     bytes_per_token: Option<u64>,
+    #[serde(default)]
+    flex: Option<RawFlex>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlex {
+    #[serde(default)]
+    latency: Option<String>,
+    #[serde(default)]
+    latency_max: Option<String>,
+    #[serde(default)]
+    refusal_rate: f64,
 }
 
 /// Reads a sim-server `--config` file:
@@ -75,7 +100,8 @@ struct RawModel {
 /// ```yaml
 /// models:
 ///   - {name: llama3.2, answers: tit-for-tat, latency: 20ms, latency_max: 40ms,
-///      error_rate: 0.01, rate_limit_rate: 0.02, bytes_per_token: 3}
+///      error_rate: 0.01, rate_limit_rate: 0.02, bytes_per_token: 3,
+///      flex: {latency: 60ms, latency_max: 120ms, refusal_rate: 0.1}}
 /// ```
 pub fn parse_config(yaml: &str, file: &str) -> Result<Vec<ServedModel>, String> {
     let raw: RawConfig = serde_saphyr::from_str(yaml).map_err(|e| format!("{file}: {e}"))?;
@@ -99,18 +125,34 @@ pub fn parse_config(yaml: &str, file: &str) -> Result<Vec<ServedModel>, String> 
                     .map(Option::unwrap_or_default)
                     .map_err(|e| at(format!("latency: {e}")))
             };
-            let low = duration(&model.latency)?;
-            let high = if model.latency_max.is_some() {
-                duration(&model.latency_max)?
-            } else {
-                low
+            let range = |low: &Option<String>, high: &Option<String>, what: &str| {
+                let low = duration(low)?;
+                let high = if high.is_some() { duration(high)? } else { low };
+                if high < low {
+                    return Err(at(format!(
+                        "{what}latency_max must not be below {what}latency"
+                    )));
+                }
+                Ok((low, high))
             };
-            if high < low {
-                return Err(at("latency_max must not be below latency".into()));
-            }
+            let latency = range(&model.latency, &model.latency_max, "")?;
+            let flex = model
+                .flex
+                .as_ref()
+                .map(|flex| {
+                    range(&flex.latency, &flex.latency_max, "flex.").map(|latency| FlexOffer {
+                        latency,
+                        refusal_rate: flex.refusal_rate,
+                    })
+                })
+                .transpose()?;
             for (what, rate) in [
                 ("error_rate", model.error_rate),
                 ("rate_limit_rate", model.rate_limit_rate),
+                (
+                    "flex.refusal_rate",
+                    flex.as_ref().map_or(0.0, |f| f.refusal_rate),
+                ),
             ] {
                 if !(0.0..=1.0).contains(&rate) {
                     return Err(at(format!(
@@ -124,7 +166,8 @@ pub fn parse_config(yaml: &str, file: &str) -> Result<Vec<ServedModel>, String> 
             Ok(ServedModel {
                 name: model.name.clone(),
                 answers,
-                latency: (low, high),
+                latency,
+                flex,
                 error_rate: model.error_rate,
                 rate_limit_rate: model.rate_limit_rate,
                 bytes_per_token: model.bytes_per_token.unwrap_or(4),
@@ -144,6 +187,11 @@ pub struct SimServer {
     /// Calls admitted within the limits, counted as they begin: a provider
     /// bills a call whose client went away before the answer.
     pub billed: AtomicU64,
+    /// Of those, calls at the flex tier; and flex calls refused for capacity.
+    pub billed_flex: AtomicU64,
+    pub refused_flex: AtomicU64,
+    /// Numbers each flex attempt, so that a call asked again may be served.
+    flex_attempts: AtomicU64,
 }
 
 struct ModelLimiters {
@@ -178,16 +226,23 @@ impl SimServer {
             refused: AtomicU64::new(0),
             served: AtomicU64::new(0),
             billed: AtomicU64::new(0),
+            billed_flex: AtomicU64::new(0),
+            refused_flex: AtomicU64::new(0),
+            flex_attempts: AtomicU64::new(0),
         }
     }
 
-    /// `{"served": N, "refused": M, "billed": B}`: calls answered, refused
-    /// with 429, and begun within the limits (answered or not).
+    /// `{"served": N, "refused": M, "billed": B, "billed_flex": F,
+    /// "refused_flex": R}`: calls answered, refused with 429 for a limit,
+    /// begun within the limits (answered or not), begun at the flex tier,
+    /// and refused by the flex tier for capacity.
     pub fn stats(&self) -> serde_json::Value {
         serde_json::json!({
             "served": self.served.load(Ordering::Relaxed),
             "refused": self.refused.load(Ordering::Relaxed),
             "billed": self.billed.load(Ordering::Relaxed),
+            "billed_flex": self.billed_flex.load(Ordering::Relaxed),
+            "refused_flex": self.refused_flex.load(Ordering::Relaxed),
         })
     }
 
@@ -300,30 +355,60 @@ fn too_many(api: Api, over: &OverLimit) -> Response {
 }
 
 impl SimServer {
-    /// A call admitted within the limits begins: a POST is billed from here,
-    /// then the model's latency and simulated failures follow.
+    /// A call admitted within the limits begins: a POST is billed from here
+    /// (unless the flex tier refuses it first), then the model's latency and
+    /// simulated failures follow.
     async fn begin(
         &self,
         method: &axum::http::Method,
         model: &str,
         request: &[u8],
+        flex: bool,
     ) -> Option<Refusal> {
+        let served = self.settings.models.iter().find(|m| m.name == model);
+        let offer = match (flex, served.and_then(|m| m.flex.as_ref())) {
+            (false, _) => None,
+            (true, Some(offer)) => Some(offer),
+            (true, None) => {
+                return Some(Refusal::BadRequest(format!(
+                    "the model {model} is not offered at service_tier 'flex'"
+                )))
+            }
+        };
+        if let Some(offer) = offer {
+            let attempt = self.flex_attempts.fetch_add(1, Ordering::Relaxed);
+            let text = format!("{attempt} {}", String::from_utf8_lossy(request));
+            let draw = (sim::draw_text(&text) % 1_000_000) as f64 / 1_000_000.0;
+            if draw < offer.refusal_rate {
+                self.refused_flex.fetch_add(1, Ordering::Relaxed);
+                return Some(Refusal::NoCapacity(
+                    "Resource unavailable: the flex tier has no capacity for this request now; retry later or send it without service_tier 'flex'".into(),
+                ));
+            }
+            self.billed_flex.fetch_add(1, Ordering::Relaxed);
+        }
         if method == axum::http::Method::POST {
             self.billed.fetch_add(1, Ordering::Relaxed);
         }
-        self.simulate(model, request).await
+        self.simulate(served, offer, request).await
     }
 
-    /// Waits the model's latency and draws whether the call fails as the
-    /// model's `--config` says (a 429 or a 500); failures are drawn from the
-    /// request itself, so a run repeats them.
-    async fn simulate(&self, model: &str, request: &[u8]) -> Option<Refusal> {
-        let served = self.settings.models.iter().find(|m| m.name == model);
+    /// Waits the model's latency (its flex latency at the flex tier) and
+    /// draws whether the call fails as the model's `--config` says (a 429 or
+    /// a 500); failures are drawn from the request itself, so a run repeats them.
+    async fn simulate(
+        &self,
+        served: Option<&ServedModel>,
+        flex: Option<&FlexOffer>,
+        request: &[u8],
+    ) -> Option<Refusal> {
         let draw =
             (sim::draw_text(&String::from_utf8_lossy(request)) % 1_000_000) as f64 / 1_000_000.0;
-        let latency = match served {
-            Some(m) => m.latency.0 + (m.latency.1 - m.latency.0).mul_f64(draw),
-            None => self.settings.latency,
+        let within = |(low, high): (Duration, Duration)| low + (high - low).mul_f64(draw);
+        let latency = match (served, flex) {
+            (_, Some(offer)) => within(offer.latency),
+            (Some(m), None) => within(m.latency),
+            (None, None) => self.settings.latency,
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -353,9 +438,17 @@ fn refuse_simulated(api: Api, refusal: Refusal, server: &SimServer) -> Response 
                 },
             )
         }
+        Refusal::NoCapacity(_) => {
+            let mut response = refuse_in(api, &refusal);
+            retry_headers(&mut response, FLEX_RETRY_AFTER);
+            response
+        }
         other => refuse_in(api, &other),
     }
 }
+
+/// When a flex call refused for capacity is told to come back.
+const FLEX_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// Runs before every API handler of a sim-server (and only there: the
 /// sim-server's router has it, a worker's gateway does not): limits, then latency.
@@ -375,6 +468,7 @@ pub async fn enforce(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    let flex = parsed.get("service_tier").and_then(Value::as_str) == Some("flex");
     // What the call will cost in tokens, counted as the sim counts them.
     let tokens = (bytes.len() as u64).div_ceil(4).max(1);
     if let Some(cap) = server.settings.limits.concurrency {
@@ -401,7 +495,7 @@ pub async fn enforce(
             server.refused.fetch_add(1, Ordering::Relaxed);
             too_many(api, &over)
         }
-        Ok((remaining, reset)) => match server.begin(&parts.method, &model, &bytes).await {
+        Ok((remaining, reset)) => match server.begin(&parts.method, &model, &bytes, flex).await {
             Some(refusal) => refuse_simulated(api, refusal, &server),
             None => {
                 server.served.fetch_add(1, Ordering::Relaxed);
@@ -422,6 +516,36 @@ pub async fn enforce(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_offered_at_flex_says_how_slow_and_how_often_refused() {
+        let models = parse_config(
+            "models:\n  - {name: small, answers: echo, latency: 10ms,\n     flex: {latency: 40ms, latency_max: 80ms, refusal_rate: 0.25}}\n",
+            "sim.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            models[0].flex,
+            Some(FlexOffer {
+                latency: (Duration::from_millis(40), Duration::from_millis(80)),
+                refusal_rate: 0.25,
+            })
+        );
+        let share = parse_config(
+            "models:\n  - {name: small, answers: echo, flex: {refusal_rate: 2}}\n",
+            "sim.yaml",
+        );
+        assert!(share
+            .unwrap_err()
+            .contains("flex.refusal_rate must be a share from 0 to 1"));
+        let slower = parse_config(
+            "models:\n  - {name: small, answers: echo, flex: {latency: 2s, latency_max: 1s}}\n",
+            "sim.yaml",
+        );
+        assert!(slower
+            .unwrap_err()
+            .contains("flex.latency_max must not be below flex.latency"));
+    }
 
     #[test]
     fn durations_read_as_openai_writes_them() {

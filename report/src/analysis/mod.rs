@@ -43,6 +43,7 @@ pub struct Analysis {
     pub has_cost: bool,
     /// How the calls used the response cache.
     pub cache: flotilla_shared::calls::CacheSavings,
+    pub tiers: flotilla_shared::calls::TierSpend,
     pub cost_frontiers: Vec<CostFrontier>,
     /// `flotilla compare`: each pair of experiments on each metric, pooled
     /// over the matched variations (paired by variation and seed).
@@ -100,6 +101,7 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         failure_modes: failures::failure_modes(data),
         has_cost: variations.iter().any(|v| v.cost.is_some()),
         cache: data.cache,
+        tiers: data.tiers.clone(),
         cost_frontiers: cost::cost_frontiers(&metrics, &variations),
         metrics,
         skipped_metrics,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheMode, CachePolicy};
+use crate::tier::{Tier, TierFallback, TierPolicy};
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
@@ -201,6 +202,10 @@ pub struct ExperimentConfig {
     /// is left out of the canonical form, so older experiments hash alike.
     #[serde(default, skip_serializing_if = "CachePolicy::is_default")]
     pub cache: CachePolicy,
+    /// The service tier the runs' calls ask for (`tier:`, `fallback:`);
+    /// the default is left out of the canonical form.
+    #[serde(default, skip_serializing_if = "TierPolicy::is_default")]
+    pub tier: TierPolicy,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -353,6 +358,12 @@ struct RawExperiment {
     /// `{mode: …, max_age: 30d}`.
     #[serde(default)]
     cache: Option<Spanned<Value>>,
+    /// `standard` (the default) or `flex`.
+    #[serde(default)]
+    tier: Option<Spanned<String>>,
+    /// With `tier: flex`: `standard` (the default) or `wait`.
+    #[serde(default)]
+    fallback: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -581,6 +592,7 @@ fn validate(
             validate_cache(&cache.value).map_err(|m| at.at(&cache.referenced, "cache", m))?
         }
     };
+    let tier = validate_tier(raw.tier.as_ref(), raw.fallback.as_ref(), at)?;
     Ok(ExperimentConfig {
         name: raw.name.value,
         description: raw.description.unwrap_or_default(),
@@ -598,6 +610,57 @@ fn validate(
         models,
         prices,
         cache,
+        tier,
+    })
+}
+
+/// `tier:` and `fallback:`; a fallback only means something for `tier: flex`.
+fn validate_tier(
+    tier: Option<&Spanned<String>>,
+    fallback: Option<&Spanned<String>>,
+    at: &Locator<'_>,
+) -> Result<TierPolicy, ConfigError> {
+    let tier_value = match tier {
+        None => Tier::Standard,
+        Some(tier) => Tier::parse(&tier.value).ok_or_else(|| {
+            at.at(
+                &tier.referenced,
+                "tier",
+                format!(
+                    "'{}' is not a service tier; valid: {}",
+                    tier.value,
+                    Tier::SPELLINGS
+                ),
+            )
+        })?,
+    };
+    let fallback_value = match fallback {
+        None => TierFallback::default(),
+        Some(fallback) => {
+            let value = TierFallback::parse(&fallback.value).ok_or_else(|| {
+                at.at(
+                    &fallback.referenced,
+                    "fallback",
+                    format!(
+                        "'{}' is no fallback for a refused flex call; valid: {}",
+                        fallback.value,
+                        TierFallback::SPELLINGS
+                    ),
+                )
+            })?;
+            if tier_value != Tier::Flex {
+                return Err(at.at(
+                    &fallback.referenced,
+                    "fallback",
+                    "fallback says what a call refused by the flex tier does; it needs tier: flex",
+                ));
+            }
+            value
+        }
+    };
+    Ok(TierPolicy {
+        tier: tier_value,
+        fallback: fallback_value,
     })
 }
 

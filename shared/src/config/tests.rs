@@ -330,3 +330,39 @@ fn the_cache_is_a_mode_or_a_mode_with_a_maximum_age() {
         "{unknown}"
     );
 }
+
+#[test]
+fn the_tier_is_standard_unless_flex_is_asked_for_with_its_fallback() {
+    use crate::tier::{TierFallback, TierPolicy};
+    let tier_of = |lines: &str| {
+        parse_experiment(&format!("name: e\nrun: {{kind: noop}}\n{lines}"), "e.yaml")
+            .unwrap()
+            .tier
+    };
+    let default = parse_experiment("name: e\nrun: {kind: noop}\n", "e.yaml").unwrap();
+    assert!(default.tier.is_default());
+    assert!(
+        !default.canonical_json().contains("tier"),
+        "the default leaves the hash of older experiments alone"
+    );
+    assert_eq!(
+        tier_of("tier: flex\n"),
+        TierPolicy::flex(TierFallback::Standard)
+    );
+    assert_eq!(
+        tier_of("tier: flex\nfallback: wait\n"),
+        TierPolicy::flex(TierFallback::Wait)
+    );
+    assert_eq!(tier_of("tier: standard\n"), TierPolicy::default());
+    let wrong = error_of("name: e\nrun: {kind: noop}\ntier: batch\n");
+    assert_eq!((wrong.field.as_str(), wrong.line), ("tier", 3));
+    assert!(wrong.message.contains("valid: standard, flex"), "{wrong}");
+    let fallback = error_of("name: e\nrun: {kind: noop}\ntier: flex\nfallback: later\n");
+    assert_eq!((fallback.field.as_str(), fallback.line), ("fallback", 4));
+    assert!(
+        fallback.message.contains("valid: standard, wait"),
+        "{fallback}"
+    );
+    let alone = error_of("name: e\nrun: {kind: noop}\nfallback: wait\n");
+    assert!(alone.message.contains("needs tier: flex"), "{alone}");
+}

@@ -129,6 +129,7 @@ fn open_gateway_run(assignment: &Assignment, context: &RunContext) -> Result<Str
                 assignment.run.experiment.clone(),
                 assignment.run.run_id(),
             ),
+            assignment.tier,
         )
         .map_err(|e| format!("cannot make the run's gateway token: {e}"))
 }

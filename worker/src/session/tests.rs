@@ -189,6 +189,7 @@ fn assignment(lease_id: u64, repetition: u32, spec: RunSpec) -> Assignment {
         prices: Default::default(),
         budget: None,
         cache: Default::default(),
+        tier: Default::default(),
     }
 }
 
