@@ -12,6 +12,7 @@ pub mod forecast;
 mod format;
 mod plots;
 mod render;
+pub mod sequential;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
