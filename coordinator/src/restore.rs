@@ -57,6 +57,7 @@ pub fn restore(
             }
             experiment.spent_usd = ledger.spent().dollars();
         }
+        let mut ended = Vec::new();
         for run in runs {
             // A lease lives in memory only: a run recorded as running lost
             // its lease with the restart, unless its worker reports it (then
@@ -70,7 +71,22 @@ pub fn restore(
             entry.attempts_recorded = run.attempts;
             entry.handed_back = run.handed_back;
             entry.worker = run.worker.map(Into::into);
-            experiment.add_run(entry);
+            let slot = experiment.add_run(entry);
+            if status.is_final() {
+                ended.push((slot, run.metrics_json));
+            }
+        }
+        // Adaptive sampling's decisions, read back from the ended runs.
+        let mut decided = experiment.sample_adaptively(None);
+        for (slot, metrics_json) in &ended {
+            decided.extend(experiment.sample_adaptively(Some((*slot, metrics_json.as_deref()))));
+        }
+        if !decided.is_empty() {
+            outbox.writes.push(crate::store::Write::RunStatus {
+                experiment_id: experiment.db_id,
+                runs: decided,
+                status: RunStatus::Decided,
+            });
         }
         // The pace starts over from the restart: the time it was down says nothing of it.
         experiment.pace = Pace::new(outbox.now_ms, experiment.counts.ended());

@@ -65,6 +65,8 @@ pub fn combine(experiments: Vec<ExperimentData>) -> Result<(ExperimentData, Vec<
             baseline: None,
             seed: experiments[0].design.seed,
             compare_only_across: Some(experiment_axis.to_string()),
+            sampling: None,
+            runs_per_variation: 0,
         },
         constants: BTreeMap::new(),
         state: if any_running {
@@ -388,6 +390,7 @@ fn shared_metrics(
             goals.get(name.as_str()).map(|(goal, _)| MetricSpec {
                 name: name.clone(),
                 goal: *goal,
+                range: None,
             })
         })
         .collect();

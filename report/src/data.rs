@@ -23,6 +23,9 @@ pub struct Design {
     /// When set, only variations that differ on this axis alone are compared
     /// (the same parameters in different experiments).
     pub compare_only_across: Option<String>,
+    /// Adaptive sampling, and the most runs a variation could get.
+    pub sampling: Option<flotilla_shared::config::Sampling>,
+    pub runs_per_variation: u32,
 }
 
 impl Design {
@@ -42,6 +45,8 @@ impl Design {
             baseline: config.baseline.clone(),
             seed: config.seed,
             compare_only_across: None,
+            sampling: config.sampling.clone(),
+            runs_per_variation: config.runs_per_variation,
         }
     }
 }

@@ -13,6 +13,7 @@ pub fn markdown(analysis: &Analysis, plots: &[(String, String)]) -> String {
     let mut out = String::new();
     title(&mut out, analysis);
     summary(&mut out, analysis);
+    adaptive_sampling(&mut out, analysis);
     experiments_overall(&mut out, analysis);
     for metric in &analysis.metrics {
         metric_section(&mut out, analysis, metric);
@@ -288,6 +289,69 @@ fn ranking_table(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
 }
 
 /// Significant and baseline comparisons in words; the others counted.
+/// An adaptive experiment's decisions, from its confidence sequences.
+fn adaptive_sampling(out: &mut String, analysis: &Analysis) {
+    let Some(adaptive) = &analysis.adaptive else {
+        return;
+    };
+    let _ = writeln!(out, "## Adaptive sampling\n");
+    let _ = writeln!(
+        out,
+        "Question: {} on {}. Decisions come from confidence sequences, valid at every look: \
+         α = {} over the family of {} sequences (a union bound, α/{} each). \
+         The fixed-sample tests further down are not valid after adaptive stopping: read them as description, not decisions.\n",
+        adaptive.question,
+        adaptive.metric,
+        adaptive.alpha,
+        adaptive.family,
+        adaptive.family
+    );
+    let _ = writeln!(
+        out,
+        "| variation | standing | runs | mean | interval (α/K) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    for line in &adaptive.variations {
+        let interval = line
+            .interval
+            .map(|[low, high]| format!("[{}, {}]", optional(Some(low)), optional(Some(high))))
+            .unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {interval} |",
+            line.variation,
+            line.standing,
+            line.runs,
+            optional(line.mean)
+        );
+    }
+    let saved = match adaptive.dollars_saved {
+        Some(dollars) => format!(" and about {}", money(dollars)),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "\n{} runs ran; stopping early saved {} runs{saved} against running every variation to runs_per_variation.",
+        adaptive.runs_sampled, adaptive.runs_saved
+    );
+    let open: Vec<&str> = adaptive
+        .variations
+        .iter()
+        .filter(|l| l.open)
+        .map(|l| l.variation.as_str())
+        .collect();
+    if !open.is_empty() && adaptive.question == "best" && open.len() > 1 {
+        let _ = writeln!(
+            out,
+            "Still tied for best: {}; more runs per variation would be needed to separate them.",
+            open.join(", ")
+        );
+    } else if open.iter().any(|_| adaptive.question != "best") {
+        let _ = writeln!(out, "Questions still open: {}.", open.join(", "));
+    }
+    let _ = writeln!(out);
+}
+
 fn comparisons(out: &mut String, analysis: &Analysis, metric: &MetricInfo) {
     let _ = writeln!(out, "\n### Comparisons\n");
     let _ = writeln!(

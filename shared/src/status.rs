@@ -61,6 +61,10 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Cancelled,
+    /// Never started: adaptive sampling decided its variation's question
+    /// first (ARCHITECTURE.md, "Adaptive sampling"). Not a failure, and not
+    /// cancelled by anyone.
+    Decided,
 }
 
 spelled_enum!(RunStatus, "run status", {
@@ -69,13 +73,14 @@ spelled_enum!(RunStatus, "run status", {
     Succeeded => "succeeded",
     Failed => "failed",
     Cancelled => "cancelled",
+    Decided => "decided",
 });
 
 impl RunStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Decided
         )
     }
 }
@@ -169,7 +174,7 @@ mod tests {
         let error = "runing".parse::<RunStatus>().unwrap_err();
         assert_eq!(
             error.to_string(),
-            "unknown run status 'runing'; expected one of: pending, running, succeeded, failed, cancelled"
+            "unknown run status 'runing'; expected one of: pending, running, succeeded, failed, cancelled, decided"
         );
         assert!("".parse::<ExperimentState>().is_err());
         assert!("lost".parse::<AttemptOutcome>().is_ok());

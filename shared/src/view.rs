@@ -18,6 +18,8 @@ pub struct Counts {
     pub succeeded: u64,
     pub failed: u64,
     pub cancelled: u64,
+    /// Never started: adaptive sampling had decided their variation.
+    pub decided: u64,
 }
 
 impl Counts {
@@ -28,6 +30,7 @@ impl Counts {
             RunStatus::Succeeded => &mut self.succeeded,
             RunStatus::Failed => &mut self.failed,
             RunStatus::Cancelled => &mut self.cancelled,
+            RunStatus::Decided => &mut self.decided,
         }
     }
 
@@ -41,11 +44,11 @@ impl Counts {
 
     /// Runs that ended in any way.
     pub fn ended(&self) -> u64 {
-        self.succeeded + self.failed + self.cancelled
+        self.succeeded + self.failed + self.cancelled + self.decided
     }
 
     pub fn total(&self) -> u64 {
-        self.pending + self.running + self.succeeded + self.failed + self.cancelled
+        self.pending + self.running + self.ended()
     }
 }
 

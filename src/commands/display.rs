@@ -48,8 +48,14 @@ pub fn one_line(e: &ExperimentView) -> String {
             "\n  setup failed on {failure}; that worker takes no runs of it"
         ));
     }
+    // Adaptive sampling: runs its decisions made unnecessary.
+    let decided = if c.decided > 0 {
+        format!(", {} decided", c.decided)
+    } else {
+        String::new()
+    };
     format!(
-        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled, {} running, {} pending  ({}{spent}){notes}",
+        "{}  {}  {} runs: {} succeeded, {} failed, {} cancelled{decided}, {} running, {} pending  ({}{spent}){notes}",
         e.name,
         e.state,
         c.total(),

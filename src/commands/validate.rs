@@ -159,6 +159,9 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
     if let Some(line) = tier_line(&config.tier) {
         println!("{line}");
     }
+    if let Some(line) = sampling_line(&config) {
+        println!("{line}");
+    }
     for line in cache_lines(&config, &observed).await? {
         println!("{line}");
     }
@@ -173,6 +176,33 @@ pub async fn validate(file: &Path, as_json: bool, observed: Observed) -> anyhow:
         }
     }
     Ok(0)
+}
+
+/// What adaptive sampling does, and the most it can run; nothing for a fixed sweep.
+fn sampling_line(config: &ExperimentConfig) -> Option<String> {
+    use flotilla_shared::config::SamplingQuestion;
+    let sampling = config.sampling.as_ref()?;
+    let stops = match sampling.question {
+        SamplingQuestion::Best => "a variation once another is shown better on it, until one remains".to_string(),
+        SamplingQuestion::Baseline { min_effect: None } => {
+            "each variation once it is shown better or worse than the baseline".to_string()
+        }
+        SamplingQuestion::Baseline { min_effect: Some(d) } => format!(
+            "each variation once it is shown better or worse than the baseline by more than {d}, or within {d} of it"
+        ),
+        SamplingQuestion::Precision { width } => {
+            format!("each variation once its mean is known to ± {width}")
+        }
+    };
+    Some(format!(
+        "sampling: adaptive on {} (question: {}, alpha {} over all decisions, at least {} runs each); \
+         stops sampling {stops}; at most {} runs, as a fixed sweep, the worst case above",
+        sampling.metric,
+        sampling.question.name(),
+        sampling.alpha,
+        sampling.min_runs,
+        config.total_runs()
+    ))
 }
 
 /// What `tier: flex` does, or nothing at the standard tier.

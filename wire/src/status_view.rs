@@ -22,6 +22,7 @@ impl From<Counts> for proto::StateCounts {
             succeeded: counts.succeeded,
             failed: counts.failed,
             cancelled: counts.cancelled,
+            decided: counts.decided,
         }
     }
 }
@@ -34,6 +35,7 @@ impl From<proto::StateCounts> for Counts {
             succeeded: counts.succeeded,
             failed: counts.failed,
             cancelled: counts.cancelled,
+            decided: counts.decided,
         }
     }
 }

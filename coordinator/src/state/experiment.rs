@@ -197,6 +197,8 @@ pub struct Experiment {
     pub finished_at_ms: Option<i64>,
     /// How fast its runs end: one pace for every screen (`flotilla_shared::pace`).
     pub pace: Pace,
+    /// Adaptive sampling, when the config asks for it (ARCHITECTURE.md, "Adaptive sampling").
+    pub adaptive: Option<super::adaptive::Adaptive>,
 }
 
 impl Experiment {
@@ -213,7 +215,9 @@ impl Experiment {
         started_at_ms: i64,
     ) -> Self {
         let ledger = config.budget.as_ref().map(Ledger::new);
+        let adaptive = super::adaptive::Adaptive::new(&config);
         Experiment {
+            adaptive,
             db_id,
             config,
             config_yaml,

@@ -5,6 +5,7 @@
 //! happen next into an [`Outbox`]; the coordinator actor carries it out. Unit
 //! tests drive these functions directly, with no runtime and no sockets.
 
+mod adaptive;
 mod budget;
 pub mod events;
 mod experiment;

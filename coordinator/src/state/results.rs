@@ -236,6 +236,17 @@ impl State {
                 outbox,
             );
         }
+        if !keeps_running {
+            let decided =
+                experiment.sample_adaptively(Some((slot, result.metrics_json.as_deref())));
+            if !decided.is_empty() {
+                outbox.writes.push(Write::RunStatus {
+                    experiment_id: experiment.db_id,
+                    runs: decided,
+                    status: RunStatus::Decided,
+                });
+            }
+        }
         let budget_refused = result.budget_stop == Some(BudgetStop::Exhausted);
         persist_attempt(experiment, slot, worker, result, now_ms, outbox);
         if let Some(entry) = self.workers.get_mut(worker) {
@@ -376,7 +387,9 @@ fn note_run_ended(
             run,
             error: error(),
         },
-        RunStatus::Cancelled | RunStatus::Running => EventKind::RunCancelled(run),
+        RunStatus::Cancelled | RunStatus::Decided | RunStatus::Running => {
+            EventKind::RunCancelled(run)
+        }
     });
 }
 

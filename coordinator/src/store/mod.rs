@@ -104,6 +104,8 @@ pub struct LoadedRun {
     /// Attempts handed back by draining workers: not counted against max_attempts.
     pub handed_back: u32,
     pub worker: Option<String>,
+    /// The metrics of an ended run: adaptive sampling reads its decisions back from them.
+    pub metrics_json: Option<String>,
 }
 
 /// Everything read back at start-up.
@@ -335,7 +337,7 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
             .prepare(
                 "SELECT r.variation, r.repetition, r.status, r.attempts, r.worker, \
                  (SELECT COUNT(*) FROM attempts a WHERE a.experiment_id = r.experiment_id AND a.variation = r.variation \
-                  AND a.repetition = r.repetition AND a.outcome = 'handed_back') \
+                  AND a.repetition = r.repetition AND a.outcome = 'handed_back'), r.metrics_json \
                  FROM runs r WHERE r.experiment_id = ? ORDER BY r.repetition, r.variation",
             )
             .map_err(|e| sql("cannot read runs", e))?;
@@ -348,6 +350,7 @@ fn load(connection: &Connection, root: &Path) -> Result<Loaded> {
                     attempts: r.get(3)?,
                     worker: r.get(4)?,
                     handed_back: r.get(5)?,
+                    metrics_json: r.get(6)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())

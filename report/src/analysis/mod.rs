@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::data::ExperimentData;
 use crate::stats::Interval;
 
+pub mod adaptive;
 pub use comparisons::{Comparison, PowerTest, PrimaryTest, TestFigures};
 pub use cost::{CostFrontier, CostStatistics};
 pub use effects::{Interaction, IntervalMethod, Level, MainEffect};
@@ -56,6 +57,8 @@ pub struct Analysis {
     pub min_effect: Option<f64>,
     /// Runs per variation to detect `min_effect`: (two-sample t, paired t).
     pub runs_needed_for_min_effect: Option<(Option<u64>, Option<u64>)>,
+    /// An adaptive experiment's decisions (ARCHITECTURE.md, "Adaptive sampling").
+    pub adaptive: Option<adaptive::AdaptiveSummary>,
 }
 
 fn interval(interval: Option<Interval>) -> Option<[f64; 2]> {
@@ -113,6 +116,7 @@ pub fn analyse(data: &ExperimentData, min_effect: Option<f64>) -> Analysis {
         notes: Vec::new(),
         min_effect,
         runs_needed_for_min_effect: min_effect.map(comparisons::runs_needed_for_min_effect),
+        adaptive: adaptive::adaptive_summary(data, baseline),
     }
 }
 

@@ -55,6 +55,44 @@ pub struct Plan {
     pub range: Option<(f64, f64)>,
 }
 
+impl Plan {
+    /// The plan of an experiment's `sampling:` on `metric`, over
+    /// `variations` variations with the baseline at index `baseline`.
+    pub fn of(
+        sampling: &flotilla_shared::config::Sampling,
+        metric: &flotilla_shared::config::MetricSpec,
+        variations: usize,
+        runs_per_variation: u32,
+        baseline: Option<usize>,
+    ) -> Plan {
+        use flotilla_shared::config::{Goal, SamplingQuestion};
+        Plan {
+            question: match sampling.question {
+                SamplingQuestion::Best => Question::Best,
+                SamplingQuestion::Baseline { min_effect } => Question::Baseline {
+                    baseline: baseline.unwrap_or(0),
+                    min_effect,
+                },
+                SamplingQuestion::Precision { width } => Question::Precision { width },
+            },
+            variations,
+            alpha: sampling.alpha,
+            min_runs: sampling.min_runs,
+            max_runs: runs_per_variation,
+            maximize: metric.goal == Goal::Maximize,
+            range: metric.range.map(|[low, high]| (low, high)),
+        }
+    }
+
+    /// A boolean metric is a rate: bounded in [0, 1] unless a range was declared.
+    pub fn with_flags(mut self, flags: bool) -> Plan {
+        if flags && self.range.is_none() {
+            self.range = Some((0.0, 1.0));
+        }
+        self
+    }
+}
+
 /// One variation's result in a repetition.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Slot {

@@ -172,7 +172,51 @@ pub enum Goal {
 pub struct MetricSpec {
     pub name: String,
     pub goal: Goal,
+    /// `range: [lo, hi]`: every value lies in it, so adaptive sampling can
+    /// use the tighter bounded confidence sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f64; 2]>,
 }
+
+/// How an experiment samples (`sampling:`): absent, every variation gets
+/// `runs_per_variation` runs; adaptive, runs go to questions still open
+/// (ARCHITECTURE.md, "Adaptive sampling").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// A declared metric; its goal says which way is better.
+    pub metric: String,
+    pub question: SamplingQuestion,
+    /// Error rate over the whole family of decisions.
+    pub alpha: f64,
+    /// Runs per variation before any decision.
+    pub min_runs: u32,
+}
+
+/// What adaptive sampling decides.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingQuestion {
+    /// Which variation is best: the others are eliminated.
+    Best,
+    /// Each variation against the baseline; with `min_effect`, differences
+    /// smaller than it do not count.
+    Baseline { min_effect: Option<f64> },
+    /// Every variation's mean to ± `width`.
+    Precision { width: f64 },
+}
+
+impl SamplingQuestion {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SamplingQuestion::Best => "best",
+            SamplingQuestion::Baseline { .. } => "baseline",
+            SamplingQuestion::Precision { .. } => "precision",
+        }
+    }
+}
+
+pub const DEFAULT_SAMPLING_ALPHA: f64 = 0.05;
+pub const DEFAULT_MIN_RUNS: u32 = 5;
 
 /// A validated experiment. Its serde form is the canonical form that is hashed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +250,10 @@ pub struct ExperimentConfig {
     /// the default is left out of the canonical form.
     #[serde(default, skip_serializing_if = "TierPolicy::is_default")]
     pub tier: TierPolicy,
+    /// Adaptive sampling; `None` (the default, left out of the canonical
+    /// form): a fixed `runs_per_variation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -364,6 +412,27 @@ struct RawExperiment {
     /// With `tier: flex`: `standard` (the default) or `wait`.
     #[serde(default)]
     fallback: Option<Spanned<String>>,
+    #[serde(default)]
+    sampling: Option<Spanned<RawSampling>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSampling {
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    metric: Option<Spanned<String>>,
+    #[serde(default)]
+    question: Option<Spanned<String>>,
+    #[serde(default)]
+    alpha: Option<Spanned<f64>>,
+    #[serde(default)]
+    min_runs: Option<Spanned<i64>>,
+    #[serde(default)]
+    width: Option<Spanned<f64>>,
+    #[serde(default)]
+    min_effect: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -442,6 +511,8 @@ struct RawRetries {
 struct RawMetric {
     name: Spanned<String>,
     goal: Spanned<String>,
+    #[serde(default)]
+    range: Option<Spanned<Vec<f64>>>,
 }
 
 /// Builds errors that point into one file.
@@ -593,6 +664,17 @@ fn validate(
         }
     };
     let tier = validate_tier(raw.tier.as_ref(), raw.fallback.as_ref(), at)?;
+    let sampling = match &raw.sampling {
+        None => None,
+        Some(sampling) => validate_sampling(
+            sampling,
+            &metrics,
+            &variations,
+            runs_per_variation,
+            baseline.is_some(),
+            at,
+        )?,
+    };
     Ok(ExperimentConfig {
         name: raw.name.value,
         description: raw.description.unwrap_or_default(),
@@ -611,7 +693,192 @@ fn validate(
         prices,
         cache,
         tier,
+        sampling,
     })
+}
+
+/// `sampling:`; `mode: fixed` is the same as leaving it out.
+fn validate_sampling(
+    raw: &Spanned<RawSampling>,
+    metrics: &[MetricSpec],
+    variations: &[Axis],
+    runs_per_variation: u32,
+    has_baseline: bool,
+    at: &Locator<'_>,
+) -> Result<Option<Sampling>, ConfigError> {
+    let whole = &raw.referenced;
+    let raw = &raw.value;
+    match raw.mode.as_ref().map(|m| m.value.as_str()) {
+        Some("adaptive") => {}
+        None | Some("fixed") => {
+            let adaptive_only = [
+                ("metric", raw.metric.as_ref().map(|m| &m.referenced)),
+                ("question", raw.question.as_ref().map(|m| &m.referenced)),
+                ("alpha", raw.alpha.as_ref().map(|m| &m.referenced)),
+                ("min_runs", raw.min_runs.as_ref().map(|m| &m.referenced)),
+                ("width", raw.width.as_ref().map(|m| &m.referenced)),
+                ("min_effect", raw.min_effect.as_ref().map(|m| &m.referenced)),
+            ];
+            if let Some((field, location)) = adaptive_only
+                .into_iter()
+                .find_map(|(field, location)| location.map(|l| (field, l)))
+            {
+                return Err(at.at(
+                    location,
+                    format!("sampling.{field}"),
+                    "applies to mode: adaptive; a fixed sweep gives every variation runs_per_variation runs",
+                ));
+            }
+            return Ok(None);
+        }
+        Some(other) => {
+            return Err(at.at(
+                &raw.mode.as_ref().expect("given").referenced,
+                "sampling.mode",
+                format!("'{other}' is not a sampling mode; valid: fixed, adaptive"),
+            ))
+        }
+    }
+    let metric = match &raw.metric {
+        Some(metric) => {
+            if !metrics.iter().any(|m| m.name == metric.value) {
+                let declared: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+                return Err(at.at(
+                    &metric.referenced,
+                    "sampling.metric",
+                    format!(
+                        "'{}' is not a declared metric; declared: {}",
+                        metric.value,
+                        if declared.is_empty() {
+                            "none (add it under metrics: with its goal)".to_string()
+                        } else {
+                            declared.join(", ")
+                        }
+                    ),
+                ));
+            }
+            metric.value.clone()
+        }
+        None => match metrics {
+            [only] => only.name.clone(),
+            _ => return Err(at.at(
+                whole,
+                "sampling.metric",
+                "name the metric that decides (one of metrics:, whose goal gives the direction)",
+            )),
+        },
+    };
+    let question_name = raw.question.as_ref().map_or("best", |q| q.value.as_str());
+    let question_at = raw.question.as_ref().map_or(whole, |q| &q.referenced);
+    let only_for = |field: &str, given: Option<&Location>, question: &str| match given {
+        Some(location) if question_name != question => Err(at.at(
+            location,
+            format!("sampling.{field}"),
+            format!("applies to question: {question}"),
+        )),
+        _ => Ok(()),
+    };
+    only_for(
+        "width",
+        raw.width.as_ref().map(|w| &w.referenced),
+        "precision",
+    )?;
+    only_for(
+        "min_effect",
+        raw.min_effect.as_ref().map(|w| &w.referenced),
+        "baseline",
+    )?;
+    let variation_count: usize = variations.iter().map(|a| a.values.len()).product();
+    let question = match question_name {
+        "best" | "baseline" if variation_count < 2 => {
+            return Err(at.at(
+                question_at,
+                "sampling.question",
+                format!(
+                    "question: {question_name} compares variations, and this experiment has one"
+                ),
+            ))
+        }
+        "best" => SamplingQuestion::Best,
+        "baseline" => {
+            if !has_baseline {
+                return Err(at.at(
+                    question_at,
+                    "sampling.question",
+                    "question: baseline needs baseline: (one value per axis) to compare against",
+                ));
+            }
+            let min_effect = match &raw.min_effect {
+                Some(effect) if !(effect.value.is_finite() && effect.value > 0.0) => {
+                    return Err(at.at(
+                        &effect.referenced,
+                        "sampling.min_effect",
+                        "must be a positive difference in the metric's units",
+                    ))
+                }
+                other => other.as_ref().map(|e| e.value),
+            };
+            SamplingQuestion::Baseline { min_effect }
+        }
+        "precision" => match &raw.width {
+            Some(width) if width.value.is_finite() && width.value > 0.0 => {
+                SamplingQuestion::Precision { width: width.value }
+            }
+            Some(width) => {
+                return Err(at.at(
+                    &width.referenced,
+                    "sampling.width",
+                    "must be a positive half-width in the metric's units",
+                ))
+            }
+            None => return Err(at.at(
+                question_at,
+                "sampling.width",
+                "question: precision needs width: the half-width each mean's interval should reach",
+            )),
+        },
+        other => {
+            return Err(at.at(
+                question_at,
+                "sampling.question",
+                format!("'{other}' is not a question; valid: best, baseline, precision"),
+            ))
+        }
+    };
+    let alpha = match &raw.alpha {
+        None => DEFAULT_SAMPLING_ALPHA,
+        Some(alpha) if alpha.value > 0.0 && alpha.value < 0.5 => alpha.value,
+        Some(alpha) => {
+            return Err(at.at(
+                &alpha.referenced,
+                "sampling.alpha",
+                format!(
+                    "{} is no error rate; give one between 0 and 0.5, such as 0.05",
+                    alpha.value
+                ),
+            ))
+        }
+    };
+    let min_runs = match &raw.min_runs {
+        None => DEFAULT_MIN_RUNS.min(runs_per_variation),
+        Some(min) if min.value >= 2 && min.value <= i64::from(runs_per_variation) => min.value as u32,
+        Some(min) => {
+            return Err(at.at(
+                &min.referenced,
+                "sampling.min_runs",
+                format!(
+                    "must be from 2 to runs_per_variation ({runs_per_variation}), the most any variation gets; got {}",
+                    min.value
+                ),
+            ))
+        }
+    };
+    Ok(Some(Sampling {
+        metric,
+        question,
+        alpha,
+        min_runs,
+    }))
 }
 
 /// `tier:` and `fallback:`; a fallback only means something for `tier: flex`.
@@ -1139,9 +1406,25 @@ fn validate_metrics(
                 ))
             }
         };
+        let range = match &metric.value.range {
+            None => None,
+            Some(range) => match range.value[..] {
+                [low, high] if low.is_finite() && high.is_finite() && low < high => {
+                    Some([low, high])
+                }
+                _ => {
+                    return Err(at.at(
+                        &range.referenced,
+                        format!("metrics[{index}].range"),
+                        "must be [lowest, highest], two numbers with the lowest first",
+                    ))
+                }
+            },
+        };
         metrics.push(MetricSpec {
             name: name.value.clone(),
             goal,
+            range,
         });
     }
     Ok(metrics)

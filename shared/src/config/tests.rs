@@ -366,3 +366,95 @@ fn the_tier_is_standard_unless_flex_is_asked_for_with_its_fallback() {
     let alone = error_of("name: e\nrun: {kind: noop}\nfallback: wait\n");
     assert!(alone.message.contains("needs tier: flex"), "{alone}");
 }
+
+#[test]
+fn adaptive_sampling_names_its_metric_question_and_error_rate() {
+    use super::{Sampling, SamplingQuestion};
+    const BASE: &str = "name: e\nrun: {kind: noop}\nvariations:\n  - {param: p, values: [1, 2, 3]}\n\
+                        runs_per_variation: 200\nmetrics:\n  - {name: score, goal: maximize, range: [0, 10]}\n  - {name: cost, goal: minimize}\n";
+    let sampling_of = |lines: &str| {
+        parse_experiment(&format!("{BASE}{lines}"), "e.yaml")
+            .unwrap()
+            .sampling
+    };
+    let fixed = parse_experiment(BASE, "e.yaml").unwrap();
+    assert_eq!(fixed.sampling, None);
+    assert!(!fixed.canonical_json().contains("sampling"));
+    assert_eq!(fixed.metrics[0].range, Some([0.0, 10.0]));
+    assert_eq!(sampling_of("sampling: {mode: fixed}\n"), None);
+    assert_eq!(
+        sampling_of("sampling: {mode: adaptive, metric: score}\n"),
+        Some(Sampling {
+            metric: "score".into(),
+            question: SamplingQuestion::Best,
+            alpha: 0.05,
+            min_runs: 5,
+        })
+    );
+    assert_eq!(
+        sampling_of(
+            "sampling: {mode: adaptive, metric: cost, question: precision, width: 0.1, alpha: 0.01, min_runs: 10}\n"
+        )
+        .unwrap(),
+        Sampling {
+            metric: "cost".into(),
+            question: SamplingQuestion::Precision { width: 0.1 },
+            alpha: 0.01,
+            min_runs: 10,
+        }
+    );
+    let with_baseline = format!(
+        "{BASE}baseline: {{p: 1}}\nsampling: {{mode: adaptive, metric: score, question: baseline, min_effect: 0.5}}\n"
+    );
+    assert_eq!(
+        parse_experiment(&with_baseline, "e.yaml")
+            .unwrap()
+            .sampling
+            .unwrap()
+            .question,
+        SamplingQuestion::Baseline {
+            min_effect: Some(0.5)
+        }
+    );
+    let wrong = |lines: &str| error_of(&format!("{BASE}{lines}"));
+    let unknown = wrong("sampling: {mode: adaptive, metric: accuracy}\n");
+    assert_eq!(unknown.field, "sampling.metric");
+    assert!(
+        unknown.message.contains("declared: score, cost"),
+        "{unknown}"
+    );
+    let unnamed = wrong("sampling: {mode: adaptive}\n");
+    assert!(unnamed.message.contains("name the metric"), "{unnamed}");
+    let no_width = wrong("sampling: {mode: adaptive, metric: score, question: precision}\n");
+    assert!(no_width.message.contains("needs width"), "{no_width}");
+    let stray = wrong("sampling: {mode: adaptive, metric: score, width: 0.1}\n");
+    assert!(
+        stray.message.contains("applies to question: precision"),
+        "{stray}"
+    );
+    let no_baseline = wrong("sampling: {mode: adaptive, metric: score, question: baseline}\n");
+    assert!(
+        no_baseline.message.contains("needs baseline:"),
+        "{no_baseline}"
+    );
+    let alpha = wrong("sampling: {mode: adaptive, metric: score, alpha: 5}\n");
+    assert!(alpha.message.contains("between 0 and 0.5"), "{alpha}");
+    let min_runs = wrong("sampling: {mode: adaptive, metric: score, min_runs: 500}\n");
+    assert!(
+        min_runs.message.contains("runs_per_variation (200)"),
+        "{min_runs}"
+    );
+    let mode = wrong("sampling: {mode: clever}\n");
+    assert!(mode.message.contains("valid: fixed, adaptive"), "{mode}");
+    let fixed_with = wrong("sampling: {metric: score}\n");
+    assert!(
+        fixed_with.message.contains("applies to mode: adaptive"),
+        "{fixed_with}"
+    );
+    let range = error_of(&BASE.replace("range: [0, 10]", "range: [10, 0]"));
+    assert_eq!(range.field, "metrics[0].range");
+    let one = error_of(
+        "name: e\nrun: {kind: noop}\nmetrics: [{name: s, goal: maximize}]\nsampling: {mode: adaptive}\n",
+    );
+    assert!(one.message.contains("has one"), "{one}");
+}
