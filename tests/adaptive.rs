@@ -126,3 +126,44 @@ fn a_fixed_sweep_and_a_boolean_metric_are_sampled_as_asked() {
         "{rows:?}"
     );
 }
+
+#[test]
+fn status_shows_each_variation_live_eliminated_or_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let token = write_token(dir.path(), "adaptive-token");
+    let coordinator = CoordinatorProcess::start(&root, &token, "127.0.0.1:0", "10s");
+    let file = experiment(
+        dir.path(),
+        "watched",
+        "sampling: {mode: adaptive, metric: score}\n",
+    );
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let _worker = coordinator.join_worker("w1", 2, dir.path());
+    wait_until("the sweep to end", || {
+        coordinator.status_json("watched")["experiments"][0]["state"] == "completed"
+    });
+    let status = coordinator.status_json("watched");
+    let experiment = &status["experiments"][0];
+    assert!(
+        experiment["counts"]["decided"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let standings: Vec<&str> = experiment["variations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["standing"].as_str().unwrap())
+        .collect();
+    assert!(
+        standings[0].starts_with("eliminated by var-003"),
+        "{standings:?}"
+    );
+    assert!(standings[2].starts_with("best"), "{standings:?}");
+    let table = run_ok(&mut coordinator.cli(&["status", "watched"]));
+    assert!(
+        text(&table.stdout).contains("decided"),
+        "{}",
+        text(&table.stdout)
+    );
+}

@@ -86,6 +86,11 @@ pub fn experiment(
                 index: variation.index,
                 axis_json: variation.axis_json.clone(),
                 counts,
+                standing: experiment
+                    .adaptive
+                    .as_ref()
+                    .map(|adaptive| adaptive.standing_words(variation.index))
+                    .unwrap_or_default(),
             })
             .collect()
     } else {

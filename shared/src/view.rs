@@ -103,6 +103,9 @@ pub struct VariationView {
     pub index: u32,
     pub axis_json: String,
     pub counts: Counts,
+    /// With adaptive sampling: live, eliminated (by which), or decided, in
+    /// words; empty for a fixed sweep.
+    pub standing: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -239,37 +239,44 @@ fn print_experiment_details(experiment: &ExperimentView) {
     if experiment.variations.is_empty() {
         return;
     }
+    // Adaptive sampling: each variation's standing, and the runs its decisions spared.
+    let adaptive = experiment.variations.iter().any(|v| !v.standing.is_empty());
     let rows: Vec<Vec<String>> = experiment
         .variations
         .iter()
         .map(|variation| {
             let c = variation.counts;
-            vec![
+            let mut row = vec![
                 flotilla_shared::naming::variation_name(variation.index),
                 c.succeeded.to_string(),
                 c.failed.to_string(),
                 c.cancelled.to_string(),
                 c.running.to_string(),
                 c.pending.to_string(),
-                variation.axis_json.clone(),
-            ]
+            ];
+            if adaptive {
+                row.extend([c.decided.to_string(), variation.standing.clone()]);
+            }
+            row.push(variation.axis_json.clone());
+            row
         })
         .collect();
+    let mut header = vec![
+        "variation",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "running",
+        "pending",
+    ];
+    if adaptive {
+        header.extend(["decided", "standing"]);
+    }
+    header.push("parameters");
     println!(
         "variations of {}:\n{}",
         experiment.name,
-        table(
-            &[
-                "variation",
-                "succeeded",
-                "failed",
-                "cancelled",
-                "running",
-                "pending",
-                "parameters"
-            ],
-            &rows
-        )
+        table(&header, &rows)
     );
 }
 
@@ -299,7 +306,7 @@ fn workers_table(workers: &[WorkerView]) -> String {
 }
 
 fn counts_json(c: Counts) -> serde_json::Value {
-    json!({"pending": c.pending, "running": c.running, "succeeded": c.succeeded, "failed": c.failed, "cancelled": c.cancelled})
+    json!({"pending": c.pending, "running": c.running, "succeeded": c.succeeded, "failed": c.failed, "cancelled": c.cancelled, "decided": c.decided})
 }
 
 pub fn experiment_json(e: &ExperimentView) -> serde_json::Value {
@@ -337,6 +344,7 @@ pub fn experiment_json(e: &ExperimentView) -> serde_json::Value {
             "index": v.index,
             "axis_values": serde_json::from_str::<serde_json::Value>(&v.axis_json).unwrap_or_default(),
             "counts": counts_json(v.counts),
+            "standing": (!v.standing.is_empty()).then_some(&v.standing),
         })).collect::<Vec<_>>(),
     })
 }

@@ -91,8 +91,13 @@ pub fn variations_to_show(variations: &[VariationView], room: usize) -> Vec<&Var
 fn variation_line(variation: &VariationView) -> String {
     let c = variation.counts;
     let total = c.total();
+    let standing = if variation.standing.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", variation.standing)
+    };
     format!(
-        "  {}  {:>4}/{:<4} ended  {:>3} running  {:>3} failed  {:>4} ok  {}",
+        "  {}  {:>4}/{:<4} ended  {:>3} running  {:>3} failed  {:>4} ok  {}{standing}",
         variation_name(variation.index),
         c.ended(),
         total,
@@ -265,6 +270,7 @@ mod tests {
         VariationView {
             index,
             axis_json: "{}".into(),
+            standing: String::new(),
             counts: Counts {
                 succeeded: ended - failed,
                 failed,

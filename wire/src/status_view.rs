@@ -85,6 +85,7 @@ impl From<ExperimentView> for proto::ExperimentStatus {
                     index: v.index,
                     params_json: v.axis_json,
                     counts: Some(v.counts.into()),
+                    standing: v.standing,
                 })
                 .collect(),
             started_at_ms: view.started_at_ms,
@@ -138,6 +139,7 @@ impl TryFrom<proto::ExperimentStatus> for ExperimentView {
                     index: v.index,
                     axis_json: v.params_json,
                     counts: v.counts.unwrap_or_default().into(),
+                    standing: v.standing,
                 })
                 .collect(),
             started_at_ms: status.started_at_ms,

@@ -222,8 +222,13 @@ pub fn variations_table(
         let c = variation.counts;
         let _ = write!(
             out,
-            "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            "<tr><td>{}{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
             variation_name(variation.index),
+            if variation.standing.is_empty() {
+                String::new()
+            } else {
+                format!("<br><small class=\"standing\">{}</small>", esc(&variation.standing))
+            },
             esc(&variation.axis_json),
             c.succeeded,
             c.failed,

@@ -128,6 +128,23 @@ impl Adaptive {
     pub fn analysis(&self) -> Option<&SequentialAnalysis> {
         self.analysis.as_ref()
     }
+
+    /// Variation `variation`'s (1-based) standing in words, for screens.
+    pub fn standing_words(&self, variation: u32) -> String {
+        let v = variation as usize - 1;
+        match &self.analysis {
+            None => "live".to_string(),
+            Some(analysis) if v < self.plan.variations => {
+                let standing = analysis.standings()[v];
+                let capped = standing.is_live() && !analysis.wants_runs(v);
+                standing.words(
+                    |other| flotilla_shared::naming::variation_name(other as u32 + 1),
+                    capped.then_some(self.plan.max_runs),
+                )
+            }
+            Some(_) => String::new(),
+        }
+    }
 }
 
 impl Experiment {

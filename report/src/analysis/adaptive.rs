@@ -9,7 +9,7 @@ use flotilla_shared::status::RunStatus;
 
 use super::interval;
 use crate::data::ExperimentData;
-use crate::sequential::{Plan, Question, SequentialAnalysis, Slot, Standing};
+use crate::sequential::{Plan, Question, SequentialAnalysis, Slot};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AdaptiveSummary {
@@ -102,28 +102,7 @@ pub fn adaptive_summary(data: &ExperimentData, baseline: Option<u32>) -> Option<
             let capped = standing.is_live() && !analysis.wants_runs(v);
             AdaptiveLine {
                 variation: name(v),
-                standing: match standing {
-                    Standing::Live if capped => format!(
-                        "open: reached runs_per_variation ({}) undecided",
-                        plan.max_runs
-                    ),
-                    Standing::Live => "live".to_string(),
-                    Standing::Eliminated { by, at } => {
-                        format!("eliminated by {} after {at} paired runs", name(by))
-                    }
-                    Standing::Best { at } => format!("best, the last standing after {at} runs"),
-                    Standing::Better { at } => {
-                        format!("better than the baseline after {at} paired runs")
-                    }
-                    Standing::Worse { at } => {
-                        format!("worse than the baseline after {at} paired runs")
-                    }
-                    Standing::Equivalent { at } => {
-                        format!("within min_effect of the baseline after {at} paired runs")
-                    }
-                    Standing::Precise { at } => format!("to the width after {at} runs"),
-                    Standing::Baseline => "the baseline".to_string(),
-                },
+                standing: standing.words(name, capped.then_some(plan.max_runs)),
                 open: standing.is_live(),
                 runs: analysis.runs()[v],
                 mean,

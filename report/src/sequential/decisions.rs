@@ -137,6 +137,28 @@ pub enum Standing {
 }
 
 impl Standing {
+    /// In words for reports and screens, naming variations with `name`;
+    /// `capped` when a live one reached `runs_per_variation` (`max_runs`).
+    pub fn words(self, name: impl Fn(usize) -> String, capped: Option<u32>) -> String {
+        match self {
+            Standing::Live => match capped {
+                Some(max) => format!("open: reached runs_per_variation ({max}) undecided"),
+                None => "live".to_string(),
+            },
+            Standing::Eliminated { by, at } => {
+                format!("eliminated by {} after {at} paired runs", name(by))
+            }
+            Standing::Best { at } => format!("best, the last standing after {at} runs"),
+            Standing::Better { at } => format!("better than the baseline after {at} paired runs"),
+            Standing::Worse { at } => format!("worse than the baseline after {at} paired runs"),
+            Standing::Equivalent { at } => {
+                format!("within min_effect of the baseline after {at} paired runs")
+            }
+            Standing::Precise { at } => format!("to the width after {at} runs"),
+            Standing::Baseline => "the baseline".to_string(),
+        }
+    }
+
     pub fn is_live(self) -> bool {
         self == Standing::Live
     }
