@@ -330,3 +330,40 @@ fn the_experiment_page_says_what_the_response_cache_saved() {
     );
     browser.shot("experiment-cache");
 }
+
+#[test]
+fn the_experiment_page_shows_each_variation_live_eliminated_or_decided() {
+    if !system_tool("chromium", &["--version"], "chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, port) = coordinator_with_http(dir.path(), "127.0.0.1:0");
+    let _worker = coordinator.join_worker("w1", 2, &dir.path().join("w1"));
+    // The sim judge scores echoes of a word far above random answers.
+    let file = write_experiment(
+        dir.path(),
+        "adaptive.yaml",
+        "name: adaptive\nrun:\n  kind: chat\n  model: \"{model}\"\n  prompt: \"Say {word}.\"\n\
+         \x20 score:\n    - {metric: said, regex: \"{word}\"}\n\
+         params: {word: alpha}\nvariations:\n  - param: model\n    values: [sim/echo, sim/always-defect]\n\
+         runs_per_variation: 40\ncache: off\nmetrics:\n  - {name: said, goal: maximize}\n\
+         sampling: {mode: adaptive, metric: said}\n",
+    );
+    run_ok(
+        coordinator
+            .cli(&["submit", "--wait", "--no-progress"])
+            .arg(&file),
+    );
+    let mut browser = Browser::start();
+    browser.goto(&format!("http://127.0.0.1:{port}/experiments/adaptive"));
+    let standings = browser.eval(
+        "Array.from(document.querySelectorAll('.standing')).map(e => e.textContent).join(' | ')",
+    );
+    let standings = standings.as_str().unwrap_or_default().to_string();
+    assert!(
+        standings.starts_with("best, the last standing")
+            && standings.contains("eliminated by var-001"),
+        "{standings}"
+    );
+    browser.shot("experiment-adaptive");
+}

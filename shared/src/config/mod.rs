@@ -739,6 +739,13 @@ fn validate_sampling(
             ))
         }
     }
+    if runs_per_variation < 2 {
+        return Err(at.at(
+            whole,
+            "sampling.mode",
+            "adaptive sampling decides from repeated runs of each variation; set runs_per_variation to the most any variation may get (at least 2)",
+        ));
+    }
     let metric = match &raw.metric {
         Some(metric) => {
             if !metrics.iter().any(|m| m.name == metric.value) {

@@ -454,7 +454,12 @@ fn adaptive_sampling_names_its_metric_question_and_error_rate() {
     let range = error_of(&BASE.replace("range: [0, 10]", "range: [10, 0]"));
     assert_eq!(range.field, "metrics[0].range");
     let one = error_of(
-        "name: e\nrun: {kind: noop}\nmetrics: [{name: s, goal: maximize}]\nsampling: {mode: adaptive}\n",
+        "name: e\nrun: {kind: noop}\nruns_per_variation: 10\nmetrics: [{name: s, goal: maximize}]\nsampling: {mode: adaptive}\n",
     );
     assert!(one.message.contains("has one"), "{one}");
+    let single = error_of(&format!(
+        "{}sampling: {{mode: adaptive, metric: score}}\n",
+        BASE.replace("runs_per_variation: 200", "runs_per_variation: 1")
+    ));
+    assert!(single.message.contains("at least 2"), "{single}");
 }
