@@ -37,13 +37,27 @@ pub fn render(view: &MetricsView) -> String {
 
 /// Runs by state, spend and budgets, per experiment, and run durations.
 fn experiments(out: &mut Exposition, view: &MetricsView) {
-    let states = ["pending", "running", "succeeded", "failed", "cancelled"];
+    let states = [
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "decided",
+    ];
     let runs: Vec<(Vec<(&str, &str)>, f64)> = view
         .experiments
         .iter()
         .flat_map(|e| {
             let c = e.counts;
-            let values = [c.pending, c.running, c.succeeded, c.failed, c.cancelled];
+            let values = [
+                c.pending,
+                c.running,
+                c.succeeded,
+                c.failed,
+                c.cancelled,
+                c.decided,
+            ];
             states.iter().zip(values).map(move |(state, value)| {
                 (
                     vec![("experiment", e.name.as_str()), ("state", *state)],
