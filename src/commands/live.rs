@@ -295,4 +295,20 @@ mod tests {
         assert!(shown.iter().all(|i| *i == 7 || i % 5 == 0), "{shown:?}");
         assert_eq!(variations_to_show(&variations[..3], 4).len(), 3);
     }
+
+    #[test]
+    fn an_adaptive_variation_line_says_where_it_stands() {
+        let plain = variation(3, 5, 0);
+        assert!(
+            !variation_line(&plain).contains('['),
+            "a fixed sweep shows no standing"
+        );
+        let eliminated = VariationView {
+            standing: "eliminated by var-001 after 12 paired runs".into(),
+            ..variation(3, 5, 0)
+        };
+        assert!(
+            variation_line(&eliminated).ends_with("  [eliminated by var-001 after 12 paired runs]")
+        );
+    }
 }
