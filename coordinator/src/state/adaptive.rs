@@ -29,6 +29,9 @@ pub struct Adaptive {
     analysis: Option<SequentialAnalysis>,
     /// `outcomes[r - 1][v - 1]`: how repetition r of variation v ended.
     outcomes: Vec<Vec<Option<Observed>>>,
+    /// Variations whose runs not yet started were ended `decided`: each is
+    /// swept once, so that a result costs no more than the variations it decides.
+    swept: Vec<bool>,
 }
 
 impl Adaptive {
@@ -57,6 +60,7 @@ impl Adaptive {
             ),
             analysis: None,
             outcomes: Vec::new(),
+            swept: vec![false; variations],
         })
     }
 
@@ -91,7 +95,7 @@ impl Adaptive {
     }
 
     /// Feeds every repetition whose runs have all ended, in order; returns
-    /// the variations (1-based) that want no more runs.
+    /// the variations (1-based) that want no more runs and were not returned before.
     pub fn advance(&mut self) -> Vec<u32> {
         loop {
             let next = self.analysis.as_ref().map_or(0, |a| a.repetitions()) as usize;
@@ -116,13 +120,16 @@ impl Adaptive {
                 .collect();
             analysis.add(&slots);
         }
-        match &self.analysis {
-            None => Vec::new(),
-            Some(analysis) => (0..self.plan.variations)
-                .filter(|&v| !analysis.wants_runs(v))
-                .map(|v| v as u32 + 1)
-                .collect(),
+        let Some(analysis) = &self.analysis else {
+            return Vec::new();
+        };
+        let done: Vec<usize> = (0..self.plan.variations)
+            .filter(|&v| !self.swept[v] && !analysis.wants_runs(v))
+            .collect();
+        for &v in &done {
+            self.swept[v] = true;
         }
+        done.into_iter().map(|v| v as u32 + 1).collect()
     }
 
     pub fn analysis(&self) -> Option<&SequentialAnalysis> {
