@@ -295,10 +295,7 @@ impl SequentialAnalysis {
             let Some(difference) = self.decidable(&pair.sequence) else {
                 continue;
             };
-            let flipped = Interval {
-                low: -difference.high,
-                high: -difference.low,
-            };
+            let flipped = negated(difference);
             let at = pair.sequence.n();
             let (first, second) = (pair.first, pair.second);
             if self.first_better(difference, 0.0) && self.standings[second].is_live() {
@@ -327,10 +324,7 @@ impl SequentialAnalysis {
             let Some(difference) = self.decidable(&pair.sequence) else {
                 continue;
             };
-            let flipped = Interval {
-                low: -difference.high,
-                high: -difference.low,
-            };
+            let flipped = negated(difference);
             let at = pair.sequence.n();
             self.standings[variation] = if self.first_better(difference, band) {
                 Standing::Better { at }
@@ -396,12 +390,7 @@ impl SequentialAnalysis {
             if (pair.first, pair.second) == (first, second) {
                 pair.sequence.interval().map(interval)
             } else if (pair.first, pair.second) == (second, first) {
-                pair.sequence.interval().map(|i| {
-                    interval(Interval {
-                        low: -i.high,
-                        high: -i.low,
-                    })
-                })
+                pair.sequence.interval().map(|i| interval(negated(i)))
             } else {
                 None
             }
@@ -424,5 +413,13 @@ impl SequentialAnalysis {
             .filter_map(|v| self.means[v].mean().map(|m| (v, sign * m)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(v, _)| v)
+    }
+}
+
+/// The interval of `second − first` from that of `first − second`.
+fn negated(interval: Interval) -> Interval {
+    Interval {
+        low: -interval.high,
+        high: -interval.low,
     }
 }
