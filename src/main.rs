@@ -2,13 +2,22 @@
 
 mod commands;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use flotilla_shared::error::exit_code;
+
+/// The version `--version` prints: the package's, and the commit it was built
+/// from (`build.rs`), so that a bug report names the exact source.
+const FLOTILLA_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FLOTILLA_COMMIT"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "flotilla",
-    version,
+    version = FLOTILLA_VERSION,
     about = "Run experiment sweeps: a scenario over a grid of parameter variations, on one machine or many.",
     long_about = "Run experiment sweeps: a scenario (any program, usually one that drives LLM agents) is run many \
                   times over a grid of parameter variations, on one machine or on many, with results organised \
@@ -99,6 +108,12 @@ enum Command {
     /// worker (granted), topped up, freed when its lease was lost (fenced), settled and
     /// released, and when — why a budget ended where it did. Read from --root.
     Ledger(commands::ledger::LedgerArgs),
+    /// Print a shell completion script: `flotilla completions bash > ~/.local/share/bash-completion/completions/flotilla`,
+    /// `flotilla completions zsh > "${fpath[1]}/_flotilla"`, `flotilla completions fish > ~/.config/fish/completions/flotilla.fish`.
+    Completions(commands::conventions::CompletionsArgs),
+    /// Print the manual page (roff), or with --out-dir write one page per subcommand:
+    /// `flotilla man | man -l -`.
+    Man(commands::conventions::ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -135,6 +150,8 @@ fn main() {
             | Command::Compare(_)
             | Command::Cache(_)
             | Command::Ledger(_)
+            | Command::Completions(_)
+            | Command::Man(_)
     ) {
         end_quietly_when_stdout_closes();
     }
@@ -194,6 +211,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run(args) => commands::run::run(args).await,
         Command::Validate(args) => commands::validate::main(args).await,
         Command::Cache(command) => commands::cache::main(command),
+        Command::Completions(args) => commands::conventions::completions(args, Cli::command()),
+        Command::Man(args) => commands::conventions::man(args, Cli::command()),
         Command::Ledger(args) => commands::ledger::main(args),
         Command::SimServer(args) => commands::sim_server::main(args).await,
         Command::Coordinator(CoordinatorCommand::Start(args)) => {

@@ -5,6 +5,7 @@ pub mod args;
 pub mod cache;
 pub mod client;
 pub mod control;
+pub mod conventions;
 pub mod display;
 pub mod export;
 pub mod health;
