@@ -185,7 +185,7 @@ fn run_writes_organised_outputs() {
         .to_string();
     assert!(
         header.starts_with(
-            "run_id,variation,repetition,attempt,status,worker,duration_s,cost_usd,a,b,base,value,"
+            "run_id,variation,repetition,seed,attempt,status,worker,duration_s,cost_usd,a,b,base,value,"
         ),
         "{header}"
     );

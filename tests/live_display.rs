@@ -171,6 +171,13 @@ fn the_terminal_display_shows_progress_limits_that_bind_and_an_eta_that_comes_tr
         "{all}"
     );
     assert!(binding_seen, "no screen showed a limit binding:\n{all}");
+    // Variation lines carry the primary metric with its 95% interval as runs
+    // finish, and one of them is marked as leading.
+    let scored =
+        regex::Regex::new(r"var-00\d .* ok  cooperation_rate [0-9.]+ \[-?[0-9.e-]+, [0-9.e-]+\]")
+            .unwrap();
+    assert!(screens.iter().any(|s| scored.is_match(s)), "{all}");
+    assert!(screens.iter().any(|s| s.contains("◀ leads")), "{all}");
     // The ETA came true within a factor of three (the sweep runs at the limit's pace).
     let (at, eta) =
         forecast.unwrap_or_else(|| panic!("no ETA while a third of the runs had ended:\n{all}"));

@@ -362,10 +362,26 @@ impl proto::control_service_server::ControlService for ControlApi {
                 )))
             }
         };
-        let content = crate::reports::export_blocking(self.root.clone(), request.name, format)
-            .await
-            .or_status()?;
-        Ok(Response::new(proto::ExportReply { content }))
+        let table = match proto::ExportTable::try_from(request.table) {
+            Ok(proto::ExportTable::Runs) => crate::reports::ExportTable::Runs,
+            Ok(proto::ExportTable::Calls) => crate::reports::ExportTable::Calls,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown export table {}; expected runs or calls",
+                    request.table
+                )))
+            }
+        };
+        let exported =
+            crate::reports::export_blocking(self.root.clone(), request.name, table, format)
+                .await
+                .or_status()?;
+        let columns_json = serde_json::to_string(&exported.columns)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::ExportReply {
+            content: exported.content,
+            columns_json,
+        }))
     }
 
     async fn report(

@@ -8,6 +8,7 @@ use flotilla_shared::atomic_file::write_atomic;
 use flotilla_shared::calls::{CacheSavings, TierSpend};
 use flotilla_shared::clock::rfc3339;
 use flotilla_shared::config::ExperimentConfig;
+use flotilla_shared::grid::run_seed;
 use flotilla_shared::naming::{run_id, variation_name};
 use flotilla_shared::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -195,6 +196,57 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
         .map_err(io(format!("cannot write {}", path.display())))
 }
 
+/// A run's metrics in the order reported, their names shared among the rows
+/// of an export: a million rows hold a few names, not a million maps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunMetrics(Vec<(std::sync::Arc<str>, Value)>);
+
+impl RunMetrics {
+    /// The metrics of a JSON object (anything else holds none); names are
+    /// shared through `names`.
+    pub fn parse(text: &str, names: &mut BTreeSet<std::sync::Arc<str>>) -> RunMetrics {
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
+            return RunMetrics::default();
+        };
+        RunMetrics(
+            map.into_iter()
+                .map(|(name, value)| {
+                    let shared = match names.get(name.as_str()) {
+                        Some(shared) => shared.clone(),
+                        None => {
+                            let shared: std::sync::Arc<str> = name.into();
+                            names.insert(shared.clone());
+                            shared
+                        }
+                    };
+                    (shared, value)
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| &**n)
+    }
+
+    fn to_object(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
+}
+
+impl FromIterator<(String, Value)> for RunMetrics {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(items: I) -> Self {
+        RunMetrics(items.into_iter().map(|(n, v)| (n.into(), v)).collect())
+    }
+}
+
 /// One row of results.csv, as read from the database.
 #[derive(Debug, Clone)]
 pub struct ResultRow {
@@ -204,8 +256,9 @@ pub struct ResultRow {
     pub status: RunStatus,
     pub worker: Option<String>,
     pub duration_s: Option<f64>,
-    pub params: Map<String, Value>,
-    pub metrics: Map<String, Value>,
+    /// Its variation's parameters, shared by the variation's rows.
+    pub params: std::sync::Arc<Map<String, Value>>,
+    pub metrics: RunMetrics,
     pub cost_usd: Option<f64>,
     /// Why its last attempt failed, if it did.
     pub error: Option<String>,
@@ -221,21 +274,22 @@ pub fn write_hook_log(path: &Path, content: &[u8]) -> Result<()> {
 
 /// results.jsonl: one object per run, its parameters and metrics as objects
 /// with their names as written (`actors.regulator.model` stays one key).
-pub fn results_jsonl(rows: &[ResultRow]) -> String {
+pub fn results_jsonl(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
     let mut out = String::with_capacity(rows.len() * 160);
     for row in rows {
         let line = json!({
             "run_id": run_id(row.variation, row.repetition),
             "variation": row.variation,
             "repetition": row.repetition,
+            "seed": run_seed(config.seed, row.repetition),
             "attempt": row.attempt,
             "status": row.status,
             "worker": row.worker,
             "duration_s": row.duration_s,
             "cost_usd": row.cost_usd,
             "error": row.error.as_deref().filter(|e| !e.is_empty()),
-            "params": row.params,
-            "metrics": row.metrics,
+            "params": *row.params,
+            "metrics": row.metrics.to_object(),
         });
         out.push_str(&line.to_string());
         out.push('\n');
@@ -247,68 +301,211 @@ pub fn results_jsonl(rows: &[ResultRow]) -> String {
 pub fn write_results(dir: &Path, config: &ExperimentConfig, rows: &[ResultRow]) -> Result<()> {
     write_results_csv(dir, &results_csv(config, rows))?;
     let path = dir.join("results.jsonl");
-    write_atomic(&path, results_jsonl(rows).as_bytes())
+    write_atomic(&path, results_jsonl(config, rows).as_bytes())
         .map_err(io(format!("cannot write {}", path.display())))
 }
 
-/// results.csv: `run_id, variation, repetition, attempt, status, worker,
-/// duration_s, cost_usd`, then one column per parameter and one per metric (declared
-/// metrics first, then the others alphabetically).
-pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
-    let params: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
-    let declared: Vec<&String> = config.metrics.iter().map(|m| &m.name).collect();
-    let mut metrics: Vec<&String> = declared.clone();
-    let others: BTreeSet<&String> = rows
-        .iter()
-        .flat_map(|r| r.metrics.keys())
-        .filter(|k| !declared.contains(k))
-        .collect();
-    metrics.extend(others);
+/// The run's own columns of results.csv, before its parameters and metrics,
+/// with what each holds.
+const RUN_COLUMNS: [(&str, ColumnKind); 9] = [
+    ("run_id", ColumnKind::Text),
+    ("variation", ColumnKind::Int),
+    ("repetition", ColumnKind::Int),
+    ("seed", ColumnKind::Int),
+    ("attempt", ColumnKind::Int),
+    ("status", ColumnKind::Text),
+    ("worker", ColumnKind::Text),
+    ("duration_s", ColumnKind::Float),
+    ("cost_usd", ColumnKind::Float),
+];
 
-    let mut out = String::with_capacity(rows.len() * 96);
-    let mut header: Vec<String> = [
-        "run_id",
-        "variation",
-        "repetition",
-        "attempt",
-        "status",
-        "worker",
-        "duration_s",
-        "cost_usd",
-    ]
-    .map(String::from)
-    .to_vec();
-    // A metric named like a parameter gets a prefix so that columns stay unique.
-    header.extend(params.iter().map(|p| p.to_string()));
-    header.extend(metrics.iter().map(|m| {
-        if params.contains(m) {
-            format!("metric.{m}")
-        } else {
-            m.to_string()
+/// What a column of an export holds, for readers that want types rather
+/// than text (`flotilla export --schema`, the Python module's DataFrame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnKind {
+    Int,
+    Float,
+    Bool,
+    /// Strings, and values that are not all of one kind (JSON text).
+    Text,
+}
+
+impl ColumnKind {
+    /// The kind of one JSON value; None for a missing one.
+    fn of(value: &Value) -> Option<ColumnKind> {
+        match value {
+            Value::Null => None,
+            Value::Bool(_) => Some(ColumnKind::Bool),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(ColumnKind::Int),
+            Value::Number(_) => Some(ColumnKind::Float),
+            _ => Some(ColumnKind::Text),
         }
-    }));
-    push_row(&mut out, header.iter().map(String::as_str));
+    }
+
+    /// The kind of a column holding values of both kinds: integers among
+    /// decimals are decimals; anything else mixed is text.
+    fn join(self, other: ColumnKind) -> ColumnKind {
+        use ColumnKind::*;
+        match (self, other) {
+            (a, b) if a == b => a,
+            (Int, Float) | (Float, Int) => Float,
+            _ => Text,
+        }
+    }
+
+    /// The kind of a column of these values; decimal when none is there yet
+    /// (a declared metric no run has reported).
+    fn of_values<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> ColumnKind {
+        values
+            .flatten()
+            .filter_map(ColumnKind::of)
+            .reduce(ColumnKind::join)
+            .unwrap_or(ColumnKind::Float)
+    }
+}
+
+/// One column of an export: its name as in the header, what it holds and
+/// which part of the run it comes from (`run`, `param` or `metric`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Column {
+    pub name: String,
+    pub kind: ColumnKind,
+    pub part: &'static str,
+}
+
+/// The columns of results.csv: the run's own (`run_id, variation,
+/// repetition, seed, attempt, status, worker, duration_s, cost_usd`), then
+/// one per parameter and one per metric (declared metrics first, then the
+/// others alphabetically). Names stay unique: a parameter named like a run
+/// column gets a `param.` prefix, a metric named like either a `metric.` one.
+struct ResultColumns<'a> {
+    params: Vec<&'a String>,
+    metrics: Vec<&'a str>,
+    columns: Vec<Column>,
+}
+
+impl<'a> ResultColumns<'a> {
+    fn of(config: &'a ExperimentConfig, rows: &'a [ResultRow]) -> ResultColumns<'a> {
+        // Inserted one by one: a million rows name the same few keys, and
+        // collecting them all first would sort millions of duplicates.
+        let mut params: BTreeSet<&String> = BTreeSet::new();
+        let mut previous: Option<&std::sync::Arc<Map<String, Value>>> = None;
+        for row in rows {
+            // Rows of one variation share their map: look at each map once.
+            if previous.is_some_and(|p| std::sync::Arc::ptr_eq(p, &row.params)) {
+                continue;
+            }
+            previous = Some(&row.params);
+            for key in row.params.keys() {
+                if !params.contains(key) {
+                    params.insert(key);
+                }
+            }
+        }
+        let declared: Vec<&str> = config.metrics.iter().map(|m| m.name.as_str()).collect();
+        let mut others: BTreeSet<&str> = BTreeSet::new();
+        for key in rows.iter().flat_map(|r| r.metrics.names()) {
+            if !declared.contains(&key) && !others.contains(key) {
+                others.insert(key);
+            }
+        }
+        let mut metrics: Vec<&str> = declared.clone();
+        metrics.extend(others);
+
+        let mut columns: Vec<Column> = RUN_COLUMNS
+            .iter()
+            .map(|(name, kind)| Column {
+                name: name.to_string(),
+                kind: *kind,
+                part: "run",
+            })
+            .collect();
+        let is_run_column = |name: &str| RUN_COLUMNS.iter().any(|(run, _)| *run == name);
+        columns.extend(params.iter().map(|p| Column {
+            name: if is_run_column(p) {
+                format!("param.{p}")
+            } else {
+                p.to_string()
+            },
+            kind: ColumnKind::of_values(rows.iter().map(|r| r.params.get(*p))),
+            part: "param",
+        }));
+        columns.extend(metrics.iter().map(|m| Column {
+            name: if params.iter().any(|p| p.as_str() == *m) || is_run_column(m) {
+                format!("metric.{m}")
+            } else {
+                m.to_string()
+            },
+            kind: ColumnKind::of_values(rows.iter().map(|r| r.metrics.get(m))),
+            part: "metric",
+        }));
+        ResultColumns {
+            params: params.into_iter().collect(),
+            metrics,
+            columns,
+        }
+    }
+}
+
+/// The columns `results_csv` writes for these rows, with their kinds.
+pub fn results_columns(config: &ExperimentConfig, rows: &[ResultRow]) -> Vec<Column> {
+    ResultColumns::of(config, rows).columns
+}
+
+/// results.csv: one row per run under the header `ResultColumns` describes;
+/// a missing value is an empty cell.
+pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
+    use std::fmt::Write as _;
+    let layout = ResultColumns::of(config, rows);
+    let mut out = String::with_capacity(rows.len() * 96);
+    push_row(&mut out, layout.columns.iter().map(|c| c.name.as_str()));
+    let mut cell_text = String::new();
     for row in rows {
-        let mut cells: Vec<String> = vec![
+        // Cells are written straight into the output: no text per cell
+        // but for values that may need quoting.
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{},",
             run_id(row.variation, row.repetition),
-            row.variation.to_string(),
-            row.repetition.to_string(),
-            row.attempt.to_string(),
-            row.status.to_string(),
-            row.worker.clone().unwrap_or_default(),
-            row.duration_s
-                .map(|d| format!("{d:.3}"))
-                .unwrap_or_default(),
-            row.cost_usd.map(|c| c.to_string()).unwrap_or_default(),
-        ];
-        cells.extend(params.iter().map(|p| cell(row.params.get(*p))));
-        cells.extend(metrics.iter().map(|m| cell(row.metrics.get(*m))));
-        push_row(&mut out, cells.iter().map(String::as_str));
+            row.variation,
+            row.repetition,
+            run_seed(config.seed, row.repetition),
+            row.attempt,
+            row.status,
+        );
+        push_cell(&mut out, row.worker.as_deref().unwrap_or_default());
+        out.push(',');
+        if let Some(duration) = row.duration_s {
+            let _ = write!(out, "{duration:.3}");
+        }
+        out.push(',');
+        if let Some(cost) = row.cost_usd {
+            let _ = write!(out, "{cost}");
+        }
+        let values = layout
+            .params
+            .iter()
+            .map(|p| row.params.get(*p))
+            .chain(layout.metrics.iter().map(|m| row.metrics.get(m)));
+        for value in values {
+            out.push(',');
+            cell_text.clear();
+            match value {
+                None | Some(Value::Null) => {}
+                Some(Value::String(text)) => push_cell(&mut out, text),
+                Some(other) => {
+                    let _ = write!(cell_text, "{other}");
+                    push_cell(&mut out, &cell_text);
+                }
+            }
+        }
+        out.push('\n');
     }
     out
 }
 
-fn cell(value: Option<&Value>) -> String {
+pub(crate) fn cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(text)) => text.clone(),
@@ -316,18 +513,23 @@ fn cell(value: Option<&Value>) -> String {
     }
 }
 
-fn push_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>) {
+/// One CSV cell, quoted when it holds a separator, a quote or a line break.
+fn push_cell(out: &mut String, cell: &str) {
+    if cell.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&cell.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(cell);
+    }
+}
+
+pub(crate) fn push_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>) {
     for (i, cell) in cells.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        if cell.contains([',', '"', '\n', '\r']) {
-            out.push('"');
-            out.push_str(&cell.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(cell);
-        }
+        push_cell(out, cell);
     }
     out.push('\n');
 }
@@ -477,8 +679,8 @@ mod tests {
             status: RunStatus::Succeeded,
             worker: Some("w1".into()),
             duration_s: Some(0.25),
-            params,
-            metrics,
+            params: std::sync::Arc::new(params),
+            metrics: metrics.into_iter().collect(),
             cost_usd: Some(0.0125),
             error: None,
         }];
@@ -486,11 +688,41 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "run_id,variation,repetition,attempt,status,worker,duration_s,cost_usd,strategy,score,extra"
+            "run_id,variation,repetition,seed,attempt,status,worker,duration_s,cost_usd,strategy,score,extra"
         );
+        let seed = run_seed(config.seed, 2);
         assert_eq!(
             lines[1],
-            "var-001-run-002,1,2,1,succeeded,w1,0.250,0.0125,\"tit, for tat\",3.5,true"
+            format!(
+                "var-001-run-002,1,2,{seed},1,succeeded,w1,0.250,0.0125,\"tit, for tat\",3.5,true"
+            )
         );
+        let kinds: Vec<(String, ColumnKind, &str)> = results_columns(&config, &rows)
+            .into_iter()
+            .map(|c| (c.name, c.kind, c.part))
+            .collect();
+        assert_eq!(kinds[3], ("seed".into(), ColumnKind::Int, "run"));
+        assert_eq!(
+            kinds[9..],
+            [
+                ("strategy".into(), ColumnKind::Text, "param"),
+                ("score".into(), ColumnKind::Float, "metric"),
+                ("extra".into(), ColumnKind::Bool, "metric"),
+            ]
+        );
+    }
+
+    #[test]
+    fn column_kinds_join_integers_into_decimals_and_mixtures_into_text() {
+        let kind = |values: &[Value]| ColumnKind::of_values(values.iter().map(Some));
+        assert_eq!(kind(&[json!(1), json!(2)]), ColumnKind::Int);
+        assert_eq!(
+            kind(&[json!(1), Value::Null, json!(2.5)]),
+            ColumnKind::Float
+        );
+        assert_eq!(kind(&[json!(true), Value::Null]), ColumnKind::Bool);
+        assert_eq!(kind(&[json!(true), json!(1)]), ColumnKind::Text);
+        assert_eq!(kind(&[json!([1, 2])]), ColumnKind::Text);
+        assert_eq!(kind(&[Value::Null]), ColumnKind::Float);
     }
 }

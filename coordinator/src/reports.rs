@@ -7,25 +7,90 @@ use std::path::{Path, PathBuf};
 use flotilla_report::{Analysis, ReportOptions};
 use flotilla_shared::Result;
 
-pub use crate::store::read_experiment;
 pub use crate::store::{ledger_audit, LeaseLedger, LedgerAudit, LedgerEntry};
+pub use crate::store::{read_experiment, read_experiment_list};
 
-/// How `flotilla export` writes an experiment's runs.
+/// How `flotilla export` writes a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     Csv,
     Jsonl,
 }
 
-/// Experiment `name`'s runs as results.csv or results.jsonl would hold them
-/// now, read from the root's database (a coordinator may be writing it).
-pub fn export(root: &Path, name: &str, format: ExportFormat) -> flotilla_shared::Result<String> {
-    let (config, rows) = crate::store::read_results(root, name)?;
-    Ok(match format {
-        ExportFormat::Csv => crate::outputs::results_csv(&config, &rows),
-        ExportFormat::Jsonl => crate::outputs::results_jsonl(&rows),
-    })
+/// Which of an experiment's tables `flotilla export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportTable {
+    /// One row per run, as results.csv holds them.
+    Runs,
+    /// One row per LLM call of every attempt.
+    Calls,
 }
+
+/// An exported table: its content and what each column holds.
+pub struct Exported {
+    pub content: String,
+    pub columns: Vec<crate::outputs::Column>,
+}
+
+/// Experiment `name`'s runs (as results.csv or results.jsonl would hold
+/// them now) or calls, read from the root's database (a coordinator may be
+/// writing it).
+pub fn export(
+    root: &Path,
+    name: &str,
+    table: ExportTable,
+    format: ExportFormat,
+) -> flotilla_shared::Result<Exported> {
+    match table {
+        ExportTable::Runs => {
+            let (config, rows) = crate::store::read_results(root, name)?;
+            Ok(Exported {
+                content: match format {
+                    ExportFormat::Csv => crate::outputs::results_csv(&config, &rows),
+                    ExportFormat::Jsonl => crate::outputs::results_jsonl(&config, &rows),
+                },
+                columns: crate::outputs::results_columns(&config, &rows),
+            })
+        }
+        ExportTable::Calls => {
+            let table = crate::store::read_calls(root, name)?;
+            Ok(Exported {
+                content: match format {
+                    ExportFormat::Csv => table_csv(&table),
+                    ExportFormat::Jsonl => table_jsonl(&table),
+                },
+                columns: table.columns,
+            })
+        }
+    }
+}
+
+fn table_csv(table: &crate::store::Table) -> String {
+    use crate::outputs::{cell, push_row};
+    let mut out = String::with_capacity(table.rows.len() * 160);
+    push_row(&mut out, table.columns.iter().map(|c| c.name.as_str()));
+    for row in &table.rows {
+        let cells: Vec<String> = row.iter().map(|value| cell(Some(value))).collect();
+        push_row(&mut out, cells.iter().map(String::as_str));
+    }
+    out
+}
+
+fn table_jsonl(table: &crate::store::Table) -> String {
+    let mut out = String::with_capacity(table.rows.len() * 320);
+    for row in &table.rows {
+        let object: serde_json::Map<String, serde_json::Value> = table
+            .columns
+            .iter()
+            .zip(row)
+            .map(|(column, value)| (column.name.clone(), value.clone()))
+            .collect();
+        out.push_str(&serde_json::Value::Object(object).to_string());
+        out.push('\n');
+    }
+    out
+}
+
 use crate::store::read_experiments;
 
 /// Analyses experiment `name` and writes `<root>/<name>/analysis/`; returns that directory.
@@ -89,8 +154,13 @@ pub async fn write_and_read(
 }
 
 /// [`export`] on a blocking thread, for the control service.
-pub async fn export_blocking(root: PathBuf, name: String, format: ExportFormat) -> Result<String> {
-    tokio::task::spawn_blocking(move || export(&root, &name, format))
+pub async fn export_blocking(
+    root: PathBuf,
+    name: String,
+    table: ExportTable,
+    format: ExportFormat,
+) -> Result<Exported> {
+    tokio::task::spawn_blocking(move || export(&root, &name, table, format))
         .await
         .map_err(|e| flotilla_shared::Error::Internal(format!("export failed: {e}")))?
 }

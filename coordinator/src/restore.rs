@@ -79,6 +79,7 @@ pub fn restore(
         // Adaptive sampling's decisions, read back from the ended runs.
         let mut decided = experiment.sample_adaptively(None);
         for (slot, metrics_json) in &ended {
+            experiment.record_score(*slot, metrics_json.as_deref());
             decided.extend(experiment.sample_adaptively(Some((*slot, metrics_json.as_deref()))));
         }
         if !decided.is_empty() {

@@ -91,6 +91,10 @@ pub fn experiment(
                     .as_ref()
                     .map(|adaptive| adaptive.standing_words(variation.index))
                     .unwrap_or_default(),
+                score: experiment
+                    .scores
+                    .as_ref()
+                    .and_then(|scores| scores.view(variation.index)),
             })
             .collect()
     } else {

@@ -9,7 +9,7 @@ pub mod analysis;
 mod compare;
 pub mod data;
 pub mod forecast;
-mod format;
+pub mod format;
 mod plots;
 mod render;
 pub mod sequential;

@@ -106,6 +106,26 @@ pub struct VariationView {
     /// With adaptive sampling: live, eliminated (by which), or decided, in
     /// words; empty for a fixed sweep.
     pub standing: String,
+    /// The primary metric over the variation's succeeded runs so far.
+    pub score: Option<ScoreView>,
+}
+
+/// A variation's primary metric (the sampled one, else the first declared)
+/// over its succeeded runs so far: enough for a mean's t interval or a
+/// rate's Wilson interval on any screen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreView {
+    pub metric: String,
+    /// Runs that reported it.
+    pub n: u64,
+    /// The mean; for a boolean metric, the rate of `true`.
+    pub mean: f64,
+    /// The sample standard deviation (0 below two runs).
+    pub sd: f64,
+    /// A boolean metric: `mean` is a rate.
+    pub rate: bool,
+    /// Lower is better (`goal: minimize`).
+    pub minimize: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

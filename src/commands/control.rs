@@ -68,6 +68,10 @@ pub struct ListArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Read the experiments of --root on this machine (as `report --root` does) instead of
+    /// asking a coordinator; works while a coordinator runs there.
+    #[arg(long)]
+    pub from_root: bool,
 }
 
 #[derive(Args)]
@@ -123,7 +127,35 @@ pub async fn watch_command(args: WatchArgs) -> anyhow::Result<i32> {
 
 /// `flotilla ls`.
 pub async fn list_command(args: ListArgs) -> anyhow::Result<i32> {
+    if args.from_root {
+        return list_root(&args.coordinator.root.root, args.json);
+    }
     list(&args.coordinator.target(), args.json).await
+}
+
+/// `flotilla ls --from-root`: the experiments of a root on this machine.
+fn list_root(root: &Path, as_json: bool) -> anyhow::Result<i32> {
+    let experiments = flotilla_coordinator::reports::read_experiment_list(root)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&experiments)?);
+        return Ok(exit_code::OK);
+    }
+    if experiments.is_empty() {
+        println!("no experiments under {}", root.display());
+    }
+    for experiment in &experiments {
+        let count = |status: &str| experiment["counts"][status].as_i64().unwrap_or(0);
+        println!(
+            "{}  {}  {}/{} succeeded, {} failed  {}",
+            experiment["name"].as_str().unwrap_or_default(),
+            experiment["state"].as_str().unwrap_or_default(),
+            count("succeeded"),
+            experiment["total_runs"],
+            count("failed"),
+            flotilla_shared::money::dollars_words(experiment["cost_usd"].as_f64().unwrap_or(0.0)),
+        );
+    }
+    Ok(exit_code::OK)
 }
 
 /// `flotilla cancel`.

@@ -6,9 +6,13 @@
 
 use std::time::Duration;
 
+use flotilla_report::format;
+use flotilla_report::stats::{t_interval_from, wilson_interval};
 use flotilla_shared::duration::duration_words;
 use flotilla_shared::naming::variation_name;
-use flotilla_shared::view::{Counts, ExperimentView, KeyUseView, StatusView, VariationView};
+use flotilla_shared::view::{
+    Counts, ExperimentView, KeyUseView, ScoreView, StatusView, VariationView,
+};
 
 use super::display;
 
@@ -87,8 +91,53 @@ pub fn variations_to_show(variations: &[VariationView], room: usize) -> Vec<&Var
     shown
 }
 
-/// A variation's line: `var-003  4/10 ended, 1 failed, 75% ok  {"model": …}`.
-fn variation_line(variation: &VariationView) -> String {
+/// A score in words with its 95% interval, the same intervals the report
+/// uses: `score 3.21 [2.9, 3.52]`; a rate as percentages
+/// (`win 45.0% [31.2%, 59.6%]`, Wilson); one run gives no interval yet.
+pub fn score_words(score: &ScoreView) -> String {
+    if score.rate {
+        let successes = (score.mean * score.n as f64).round() as u64;
+        let interval = wilson_interval(successes, score.n)
+            .map(|i| format!(" [{}, {}]", format::percent(i.low), format::percent(i.high)))
+            .unwrap_or_default();
+        return format!("{} {}{interval}", score.metric, format::percent(score.mean));
+    }
+    let interval = t_interval_from(score.n as usize, score.mean, score.sd)
+        .map(|i| format!(" {}", format::interval(Some([i.low, i.high]))))
+        .unwrap_or_else(|| format!(" (n={})", score.n));
+    format!("{} {}{interval}", score.metric, format::number(score.mean))
+}
+
+/// The variation whose primary metric is best so far (by its goal), once
+/// two variations have one; ties go to the lower index.
+pub fn leader(variations: &[VariationView]) -> Option<&VariationView> {
+    let scored: Vec<(&VariationView, &ScoreView)> = variations
+        .iter()
+        .filter_map(|v| v.score.as_ref().map(|s| (v, s)))
+        .collect();
+    if scored.len() < 2 {
+        return None;
+    }
+    scored
+        .into_iter()
+        .reduce(|best, next| {
+            let better = if next.1.minimize {
+                next.1.mean < best.1.mean
+            } else {
+                next.1.mean > best.1.mean
+            };
+            if better {
+                next
+            } else {
+                best
+            }
+        })
+        .map(|(v, _)| v)
+}
+
+/// A variation's line: `var-003  4/10 ended, 1 failed, 75% ok  score 3.2 [2.9, 3.5]  {"model": …}`,
+/// marked when it leads.
+fn variation_line(variation: &VariationView, leads: bool) -> String {
     let c = variation.counts;
     let total = c.total();
     let standing = if variation.standing.is_empty() {
@@ -96,8 +145,19 @@ fn variation_line(variation: &VariationView) -> String {
     } else {
         format!("  [{}]", variation.standing)
     };
+    let score = variation
+        .score
+        .as_ref()
+        .map(|score| {
+            format!(
+                "{}{}  ",
+                score_words(score),
+                if leads { " ◀ leads" } else { "" }
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "  {}  {:>4}/{:<4} ended  {:>3} running  {:>3} failed  {:>4} ok  {}{standing}",
+        "  {}  {:>4}/{:<4} ended  {:>3} running  {:>3} failed  {:>4} ok  {score}{}{standing}",
         variation_name(variation.index),
         c.ended(),
         total,
@@ -153,13 +213,27 @@ pub fn detail_lines(
         .map(|w| w.slots)
         .sum();
     lines.push(format!("  workers: {connected} connected, {slots} slots"));
+    let leading = leader(&experiment.variations);
     let shown = variations_to_show(&experiment.variations, variation_room);
-    lines.extend(shown.iter().map(|v| variation_line(v)));
+    lines.extend(
+        shown
+            .iter()
+            .map(|v| variation_line(v, leading.is_some_and(|l| l.index == v.index))),
+    );
     if shown.len() < experiment.variations.len() {
         lines.push(format!(
             "  … {} more variations (the most failing and least advanced are shown)",
             experiment.variations.len() - shown.len()
         ));
+        // The leader is named even when its line is not among those shown.
+        if let Some(leading) = leading.filter(|l| !shown.iter().any(|v| v.index == l.index)) {
+            lines.push(format!(
+                "  leading: {}  {}  {}",
+                variation_name(leading.index),
+                leading.score.as_ref().map(score_words).unwrap_or_default(),
+                leading.axis_json
+            ));
+        }
     }
     lines
 }
@@ -222,6 +296,27 @@ mod tests {
         );
     }
 
+    fn experiment_view() -> ExperimentView {
+        ExperimentView {
+            name: "pd".into(),
+            description: String::new(),
+            state: ExperimentState::Running,
+            counts: Counts::default(),
+            variations: Vec::new(),
+            started_at_ms: 0,
+            finished_at_ms: None,
+            directory: "experiments/pd".into(),
+            spent_usd: 0.0,
+            pace: PaceEstimate::default(),
+            waiting: None,
+            budget: None,
+            end_reason: None,
+            setup_failures: Vec::new(),
+            cache: Default::default(),
+            running_spend_usd: 0.0,
+        }
+    }
+
     #[test]
     fn the_plain_line_adds_the_pace_and_the_limits_that_bind() {
         let counts = Counts {
@@ -231,26 +326,13 @@ mod tests {
             ..Default::default()
         };
         let experiment = ExperimentView {
-            name: "pd".into(),
-            description: String::new(),
-            state: ExperimentState::Running,
             counts,
-            variations: Vec::new(),
-            started_at_ms: 0,
-            finished_at_ms: None,
-            directory: "experiments/pd".into(),
-            spent_usd: 0.0,
             pace: PaceEstimate {
                 runs_per_minute: Some(6.0),
                 eta: Some(Duration::from_secs(180)),
                 remaining: 18,
             },
-            waiting: None,
-            budget: None,
-            end_reason: None,
-            setup_failures: Vec::new(),
-            cache: Default::default(),
-            running_spend_usd: 0.0,
+            ..experiment_view()
         };
         let status = StatusView {
             experiments: Vec::new(),
@@ -271,6 +353,7 @@ mod tests {
             index,
             axis_json: "{}".into(),
             standing: String::new(),
+            score: None,
             counts: Counts {
                 succeeded: ended - failed,
                 failed,
@@ -300,15 +383,117 @@ mod tests {
     fn an_adaptive_variation_line_says_where_it_stands() {
         let plain = variation(3, 5, 0);
         assert!(
-            !variation_line(&plain).contains('['),
+            !variation_line(&plain, false).contains('['),
             "a fixed sweep shows no standing"
         );
         let eliminated = VariationView {
             standing: "eliminated by var-001 after 12 paired runs".into(),
             ..variation(3, 5, 0)
         };
+        assert!(variation_line(&eliminated, false)
+            .ends_with("  [eliminated by var-001 after 12 paired runs]"));
+    }
+
+    fn scored(index: u32, mean: f64, minimize: bool) -> VariationView {
+        VariationView {
+            score: Some(ScoreView {
+                metric: "score".into(),
+                n: 5,
+                mean,
+                sd: 1.0,
+                rate: false,
+                minimize,
+            }),
+            ..variation(index, 5, 0)
+        }
+    }
+
+    #[test]
+    fn scores_show_the_reports_intervals_and_the_leader_by_its_goal() {
+        // The running tally's interval is the report's t interval of the values.
+        let values = [2.0, 3.5, 4.0, 1.5, 3.0];
+        let mean = values.iter().sum::<f64>() / 5.0;
+        let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+        let from_values = flotilla_report::stats::t_interval(&values).unwrap();
+        let score = ScoreView {
+            metric: "score".into(),
+            n: 5,
+            mean,
+            sd,
+            rate: false,
+            minimize: false,
+        };
+        assert_eq!(
+            score_words(&score),
+            format!(
+                "score 2.8 [{}, {}]",
+                format::number(from_values.low),
+                format::number(from_values.high)
+            )
+        );
+        assert_eq!(
+            score_words(&ScoreView {
+                n: 1,
+                ..score.clone()
+            }),
+            "score 2.8 (n=1)"
+        );
+        // A rate: Wilson's interval of 3 in 4, as percentages.
+        let rate = ScoreView {
+            metric: "won".into(),
+            n: 4,
+            mean: 0.75,
+            sd: 0.5,
+            rate: true,
+            minimize: false,
+        };
+        let wilson = wilson_interval(3, 4).unwrap();
+        assert_eq!(
+            score_words(&rate),
+            format!(
+                "won 75.0% [{}, {}]",
+                format::percent(wilson.low),
+                format::percent(wilson.high)
+            )
+        );
+
+        let maximize = [
+            scored(1, 2.0, false),
+            scored(2, 3.0, false),
+            scored(3, 1.0, false),
+        ];
+        assert_eq!(leader(&maximize).map(|v| v.index), Some(2));
+        let minimize = [
+            scored(1, 2.0, true),
+            scored(2, 3.0, true),
+            scored(3, 1.0, true),
+        ];
+        assert_eq!(leader(&minimize).map(|v| v.index), Some(3));
+        assert!(leader(&maximize[..1]).is_none(), "one score leads nothing");
+        assert!(variation_line(&maximize[1], true).contains("score 3 [1.7583, 4.2417] ◀ leads  {}"));
+
+        // Past the room for lines, the leader still gets one.
+        let mut many: Vec<VariationView> = (1..=12).map(|i| scored(i, 1.0, false)).collect();
+        many[0] = VariationView {
+            score: scored(1, 9.0, false).score,
+            ..variation(1, 9, 0)
+        };
+        let experiment = ExperimentView {
+            variations: many,
+            ..experiment_view()
+        };
+        let status = StatusView {
+            experiments: Vec::new(),
+            workers: Vec::new(),
+            store_problem: None,
+            limits: Vec::new(),
+        };
+        let lines = detail_lines(&status, &experiment, 4);
         assert!(
-            variation_line(&eliminated).ends_with("  [eliminated by var-001 after 12 paired runs]")
+            lines
+                .iter()
+                .any(|l| l.starts_with("  leading: var-001  score 9 [")),
+            "{lines:#?}"
         );
     }
 }

@@ -9,7 +9,8 @@ use flotilla_shared::error::Error;
 use flotilla_shared::pace::PaceEstimate;
 use flotilla_shared::status::ExperimentState;
 use flotilla_shared::view::{
-    BudgetView, Counts, ExperimentView, KeyUseView, StatusView, VariationView, WorkerView,
+    BudgetView, Counts, ExperimentView, KeyUseView, ScoreView, StatusView, VariationView,
+    WorkerView,
 };
 
 use super::{experiment_state, missing, proto};
@@ -86,6 +87,14 @@ impl From<ExperimentView> for proto::ExperimentStatus {
                     params_json: v.axis_json,
                     counts: Some(v.counts.into()),
                     standing: v.standing,
+                    score: v.score.map(|score| proto::Score {
+                        metric: score.metric,
+                        n: score.n,
+                        mean: score.mean,
+                        sd: score.sd,
+                        rate: score.rate,
+                        minimize: score.minimize,
+                    }),
                 })
                 .collect(),
             started_at_ms: view.started_at_ms,
@@ -140,6 +149,14 @@ impl TryFrom<proto::ExperimentStatus> for ExperimentView {
                     axis_json: v.params_json,
                     counts: v.counts.unwrap_or_default().into(),
                     standing: v.standing,
+                    score: v.score.map(|score| ScoreView {
+                        metric: score.metric,
+                        n: score.n,
+                        mean: score.mean,
+                        sd: score.sd,
+                        rate: score.rate,
+                        minimize: score.minimize,
+                    }),
                 })
                 .collect(),
             started_at_ms: status.started_at_ms,

@@ -199,6 +199,8 @@ pub struct Experiment {
     pub pace: Pace,
     /// Adaptive sampling, when the config asks for it (ARCHITECTURE.md, "Adaptive sampling").
     pub adaptive: Option<super::adaptive::Adaptive>,
+    /// The primary metric per variation so far, for screens.
+    pub scores: Option<super::scores::Scores>,
 }
 
 impl Experiment {
@@ -216,8 +218,10 @@ impl Experiment {
     ) -> Self {
         let ledger = config.budget.as_ref().map(Ledger::new);
         let adaptive = super::adaptive::Adaptive::new(&config);
+        let scores = super::scores::Scores::new(&config, variations.len());
         Experiment {
             adaptive,
+            scores,
             db_id,
             config,
             config_yaml,

@@ -16,6 +16,7 @@ mod rate_shares;
 mod rate_use;
 mod results;
 mod scheduling;
+mod scores;
 mod submission;
 pub mod telemetry;
 #[cfg(test)]

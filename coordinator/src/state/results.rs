@@ -237,6 +237,7 @@ impl State {
             );
         }
         if !keeps_running {
+            experiment.record_score(slot, result.metrics_json.as_deref());
             let decided =
                 experiment.sample_adaptively(Some((slot, result.metrics_json.as_deref())));
             if !decided.is_empty() {

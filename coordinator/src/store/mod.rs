@@ -13,6 +13,7 @@ mod columns;
 mod health;
 mod read;
 mod schema;
+mod tables;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use columns::parse_column;
 pub use audit::{ledger_audit, LeaseLedger, LedgerAudit, LedgerEntry};
 pub use health::{Backlog, StoreHealth};
 pub use read::{read_attempts, read_experiment, read_experiments, read_results, AttemptRow};
+pub use tables::{read_calls, read_experiment_list, Table};
 pub use writes::WriteError;
 
 /// The database file under the experiments root.

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::columns::parse_column;
 use super::DATABASE_FILE;
 
-fn sql(error: rusqlite::Error) -> Error {
+pub(super) fn sql(error: rusqlite::Error) -> Error {
     Error::Internal(format!("cannot read {DATABASE_FILE}: {error}"))
 }
 

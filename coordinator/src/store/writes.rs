@@ -4,7 +4,9 @@ use flotilla_shared::Error;
 use rusqlite::params;
 use serde_json::{Map, Value};
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use flotilla_shared::calls::{TierLine, TierSpend};
 use flotilla_shared::config::ExperimentConfig;
@@ -460,9 +462,25 @@ pub(crate) fn result_rows(
          FROM runs r JOIN variations v ON v.experiment_id = r.experiment_id AND v.variation = r.variation \
          WHERE r.experiment_id = ? ORDER BY r.variation, r.repetition",
     )?;
+    // A variation's parameters are read once and shared by its rows.
+    let mut variation_params: HashMap<u32, Arc<Map<String, Value>>> = HashMap::new();
+    let mut metric_names = std::collections::BTreeSet::new();
     let rows = query.query_map([experiment_id], |row| {
-        let params: String = row.get(6)?;
-        let metrics: Option<String> = row.get(7)?;
+        let variation: u32 = row.get(0)?;
+        let params = match variation_params.get(&variation) {
+            Some(params) => params.clone(),
+            None => {
+                let params = Arc::new(object(row.get_ref(6)?.as_str()?));
+                variation_params.insert(variation, params.clone());
+                params
+            }
+        };
+        let metrics = match row.get_ref(7)? {
+            rusqlite::types::ValueRef::Text(text) => {
+                outputs::RunMetrics::parse(&String::from_utf8_lossy(text), &mut metric_names)
+            }
+            _ => outputs::RunMetrics::default(),
+        };
         Ok(ResultRow {
             variation: row.get(0)?,
             repetition: row.get(1)?,
@@ -470,8 +488,8 @@ pub(crate) fn result_rows(
             status: parse_column(row, 3)?,
             worker: row.get(4)?,
             duration_s: row.get(5)?,
-            params: object(&params),
-            metrics: metrics.as_deref().map(object).unwrap_or_default(),
+            params,
+            metrics,
             cost_usd: row.get(8)?,
             error: row.get(9)?,
         })

@@ -65,6 +65,16 @@ pub fn t_interval(values: &[f64]) -> Option<Interval> {
     let n = values.len();
     let mean = mean(values);
     let sd = sample_variance(values, mean)?.sqrt();
+    t_interval_from(n, mean, sd)
+}
+
+/// Student-t interval of the mean at 95 % from a summary: the count, the
+/// mean and the sample standard deviation (running tallies keep no values).
+/// `None` for n < 2.
+pub fn t_interval_from(n: usize, mean: f64, sd: f64) -> Option<Interval> {
+    if n < 2 {
+        return None;
+    }
     let half = if sd == 0.0 {
         0.0
     } else {

@@ -14,7 +14,8 @@ mod rng;
 mod tests_two_sample;
 
 pub use descriptive::{
-    bootstrap_mean_ci, describe, t_interval, wilson_interval, Description, Interval,
+    bootstrap_mean_ci, describe, t_interval, t_interval_from, wilson_interval, Description,
+    Interval,
 };
 pub use effect::{cliffs_delta, cliffs_delta_sorted, cohens_d, hedges_g};
 pub use power::{
