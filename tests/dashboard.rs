@@ -367,3 +367,194 @@ fn the_experiment_page_shows_each_variation_live_eliminated_or_decided() {
     );
     browser.shot("experiment-adaptive");
 }
+
+/// 60 runs over two colours; a run's score is 100 × variation + repetition.
+const EXPLORED: &str = r#"name: explored
+run:
+  kind: command
+  command: ["sh", "-c", "echo \"{{\\\"score\\\": $((FLOTILLA_VARIATION * 100 + FLOTILLA_REPETITION))}}\""]
+variations:
+  - {param: color, values: [red, blue]}
+runs_per_variation: 30
+metrics:
+  - {name: score, goal: maximize}
+"#;
+
+#[test]
+fn the_runs_explorer_pages_sorts_filters_and_opens_runs() {
+    if !system_tool("chromium", &["--version"], "chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, port) = coordinator_with_http(dir.path(), "127.0.0.1:0");
+    let _worker = coordinator.join_worker("w1", 4, &dir.path().join("w1"));
+    let file = write_experiment(dir.path(), "explored.yaml", EXPLORED);
+    run_ok(
+        coordinator
+            .cli(&["submit", "--wait", "--no-progress"])
+            .arg(&file),
+    );
+    let mut browser = Browser::start();
+    let base = format!("http://127.0.0.1:{port}");
+    let rows = "document.querySelectorAll('#runs tr').length - 1";
+    let first_cell = |browser: &mut Browser, column: usize| -> String {
+        browser
+            .eval(&format!(
+                "document.querySelectorAll('#runs tr')[1].children[{column}].textContent"
+            ))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The experiment page shows its config and progress over time, and links
+    // to every run, 50 to a page.
+    browser.goto(&format!("{base}/experiments/explored"));
+    let config = browser.text("config");
+    assert!(
+        config.contains("name: explored") && config.contains("runs_per_variation: 30"),
+        "{config}"
+    );
+    let chart = browser.eval("document.querySelector('#progress-chart figcaption').textContent");
+    assert!(
+        chart
+            .as_str()
+            .unwrap()
+            .starts_with("■ runs ended: 60 of 60 · ■ spent: $0.00 · over "),
+        "{chart}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#progress-chart polyline').length"),
+        1
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#actions form').length"),
+        0,
+        "an ended experiment has nothing to cancel"
+    );
+    let href = browser.eval("document.getElementById('runs-link').href");
+    browser.goto(href.as_str().unwrap());
+    let seen = browser.eval("location.href + ' ' + document.body.innerText.slice(0, 300)");
+    assert_eq!(browser.text("matching"), "60 runs match", "{seen}");
+    assert_eq!(browser.eval(rows), 50);
+    assert_eq!(first_cell(&mut browser, 0), "var-001-run-001");
+    browser.shot("runs-explorer");
+    let next = browser.eval("document.getElementById('next').href");
+    browser.goto(next.as_str().unwrap());
+    assert_eq!(browser.text("page"), "2");
+    assert_eq!(browser.eval(rows), 10);
+
+    // The score column's header sorts by it; a second click reverses.
+    let score_header = "[...document.querySelectorAll('#runs th a')].find(a => a.textContent.startsWith('score')).href";
+    let ascending = browser.eval(score_header);
+    browser.goto(ascending.as_str().unwrap());
+    assert_eq!(first_cell(&mut browser, 0), "var-001-run-001");
+    let descending = browser.eval(score_header);
+    browser.goto(descending.as_str().unwrap());
+    assert_eq!(first_cell(&mut browser, 0), "var-002-run-030");
+    assert_eq!(first_cell(&mut browser, 7), "230");
+
+    // The filter form keeps the sort: blue's runs only, best first.
+    browser.eval(
+        "document.querySelector('select[name=\"p.color\"]').value = 'blue'; \
+         document.getElementById('filters').submit(); true",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while browser.text("matching") != "30 runs match" {
+        assert!(Instant::now() < deadline, "the filter did not apply");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(first_cell(&mut browser, 6), "blue");
+    assert_eq!(first_cell(&mut browser, 7), "230");
+
+    // A variation's row on the experiment page opens its runs; a run's row opens the run.
+    browser.goto(&format!("{base}/experiments/explored"));
+    let variation =
+        browser.eval("document.querySelector('#variations a[href$=\"runs?variation=1\"]').href");
+    browser.goto(variation.as_str().unwrap());
+    assert_eq!(browser.text("matching"), "30 runs match");
+    // A variation's page shows each metric's distribution over all its runs.
+    let caption = browser.eval("document.querySelector('figure.distribution[data-metric=\"score\"] figcaption').textContent");
+    assert_eq!(
+        caption,
+        "score: n=30, mean 115.5, median 115.5, from 101 to 130"
+    );
+    browser.shot("runs-of-a-variation");
+    let run = browser.eval("document.querySelector('#runs tr:nth-child(2) a').href");
+    browser.goto(run.as_str().unwrap());
+    let heading = browser.eval("document.querySelector('h1').textContent");
+    assert!(
+        heading.as_str().unwrap().contains("var-001-run-001"),
+        "{heading}"
+    );
+
+    // A bad query says what was wrong and what would be valid.
+    browser.goto(&format!("{base}/experiments/explored/runs?sort=colour"));
+    let error = browser.text("error");
+    assert!(error.contains("sort 'colour' is not a column"), "{error}");
+}
+
+#[test]
+fn the_experiment_page_cancels_and_resumes() {
+    if !system_tool("chromium", &["--version"], "chromium") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, port) = coordinator_with_http(dir.path(), "127.0.0.1:0");
+    let _worker = coordinator.join_worker("w1", 1, &dir.path().join("w1"));
+    let file = write_experiment(
+        dir.path(),
+        "slow.yaml",
+        "name: slow\nrun: {kind: command, command: [sh, -c, \"sleep 0.2; echo '{{\\\"score\\\": 1}}'\"]}\n\
+         variations: [{param: i, values: [1, 2]}]\nruns_per_variation: 30\n",
+    );
+    run_ok(coordinator.cli(&["submit"]).arg(&file));
+    let mut browser = Browser::start();
+    let page = format!("http://127.0.0.1:{port}/experiments/slow");
+    browser.goto(&page);
+    assert_eq!(browser.text("state"), "running");
+    let wait_for_state = |browser: &mut Browser, state: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            browser.goto(&page);
+            if browser.text("state") == state {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the experiment never became {state}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    browser.eval("document.querySelector('#cancel button').click(); true");
+    // The form's POST and its redirect finish before the page is read again.
+    std::thread::sleep(Duration::from_secs(2));
+    wait_for_state(&mut browser, "cancelled");
+    let cancelled = coordinator.status_json("slow");
+    assert!(
+        cancelled["experiments"][0]["counts"]["cancelled"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{cancelled}"
+    );
+    browser.shot("experiment-cancelled");
+    browser.eval("document.querySelector('#resume button').click(); true");
+    std::thread::sleep(Duration::from_secs(2));
+    wait_for_state(&mut browser, "completed");
+    assert_eq!(browser.text("succeeded"), "60");
+
+    // A form posted from another site's page is refused.
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /experiments/slow/resume HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://elsewhere.example\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("cannot act on this dashboard"), "{answer}");
+}

@@ -8,7 +8,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -243,13 +243,26 @@ pub async fn experiment(
         })
         .unwrap_or_default();
     plots.sort();
+    let now = now_ms();
+    let elapsed_ms = view.finished_at_ms.unwrap_or(now) - view.started_at_ms;
+    let (root, owned, start) = (http.root.clone(), name.clone(), view.started_at_ms);
+    let bucket_ms = (elapsed_ms / pages::CHART_BUCKETS).max(1);
+    let progress = tokio::task::spawn_blocking(move || {
+        crate::store::read_progress(&root, &owned, start, bucket_ms)
+    })
+    .await
+    .map_err(|e| ApiError(Error::Internal(e.to_string())))?
+    .map_err(ApiError)?;
     Ok(Html(pages::experiment(ExperimentPage {
         view: &view,
-        now_ms: now_ms(),
+        now_ms: now,
         variations,
         failures,
         plots,
         has_report: analysis.join("analysis-report.md").exists(),
+        config: std::fs::read_to_string(PathBuf::from(&view.directory).join("config.yaml"))
+            .unwrap_or_default(),
+        chart: pages::progress_chart(&progress, view.counts.total(), elapsed_ms),
     })))
 }
 
@@ -437,6 +450,172 @@ pub async fn run(
         stdout: details.stdout_tail.clone(),
         stderr: details.stderr_tail.clone(),
         calls: details.calls.clone(),
+    })))
+}
+
+/// The experiment page's cancel form.
+#[derive(serde::Deserialize)]
+pub struct CancelForm {
+    /// Present when running runs are to be stopped too.
+    kill: Option<String>,
+}
+
+/// Refuses a form posted from another site's page: browsers name the page's
+/// origin on a POST, and it must be this dashboard's. (Beyond loopback the
+/// login cookie is SameSite=Strict as well.)
+fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        None => Ok(()),
+        Some(origin) if host.is_some_and(|host| origin.split("://").nth(1) == Some(host)) => Ok(()),
+        Some(origin) => Err(ApiError(Error::InvalidInput(format!(
+            "a form from {origin} cannot act on this dashboard"
+        )))),
+    }
+}
+
+/// The cancel button: pending runs are cancelled (with `kill`, running ones
+/// are stopped too); back to the experiment page.
+pub async fn cancel(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<CancelForm>,
+) -> Result<Redirect, PageError> {
+    same_origin(&headers)?;
+    http.handle
+        .cancel(name.clone(), form.kill.is_some())
+        .await
+        .map_err(ApiError)?;
+    Ok(Redirect::to(&format!("/experiments/{}", pages::url(&name))))
+}
+
+/// The resume button: a cancelled or budget-exhausted experiment runs its
+/// cancelled runs; back to the experiment page.
+pub async fn resume(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Redirect, PageError> {
+    same_origin(&headers)?;
+    http.handle
+        .resume(name.clone(), false)
+        .await
+        .map_err(ApiError)?;
+    Ok(Redirect::to(&format!("/experiments/{}", pages::url(&name))))
+}
+
+/// Runs per page of the explorer unless `per_page` says otherwise.
+const RUNS_PER_PAGE: u64 = 50;
+
+/// Reads the explorer's query: `status`, `variation`, `p.NAME=value`,
+/// `sort` (run, status, attempts, worker, duration, cost, param.NAME,
+/// metric.NAME), `order` (asc, desc), `page` (from 1), `per_page`.
+fn runs_query(
+    pairs: &[(String, String)],
+) -> Result<(crate::store::RunsQuery, Vec<(String, String)>), ApiError> {
+    use crate::store::{RunsQuery, RunsSort};
+    let invalid = |what: String| ApiError(Error::InvalidInput(what));
+    let mut query = RunsQuery {
+        per_page: RUNS_PER_PAGE,
+        ..RunsQuery::default()
+    };
+    let mut filters = Vec::new();
+    for (key, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        match key.as_str() {
+            "status" => {
+                query.status = Some(value.parse().map_err(|_| {
+                    invalid(format!(
+                        "status '{value}' is not a run status; expected one of {}",
+                        flotilla_shared::status::RunStatus::ALL
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?);
+                filters.push((key.clone(), value.clone()));
+            }
+            "variation" => {
+                let index = value.trim_start_matches("var-").parse::<u32>().map_err(|_| {
+                    invalid(format!("variation '{value}' is not a variation number such as 3 or var-003"))
+                })?;
+                query.variation = Some(index);
+                filters.push((key.clone(), index.to_string()));
+            }
+            "sort" => {
+                query.sort = match value.as_str() {
+                    "run" => RunsSort::Run,
+                    "status" => RunsSort::Status,
+                    "attempts" => RunsSort::Attempts,
+                    "worker" => RunsSort::Worker,
+                    "duration" => RunsSort::Duration,
+                    "cost" => RunsSort::Cost,
+                    other => match (other.strip_prefix("param."), other.strip_prefix("metric.")) {
+                        (Some(name), _) => RunsSort::Param(name.to_string()),
+                        (_, Some(name)) => RunsSort::Metric(name.to_string()),
+                        _ => {
+                            return Err(invalid(format!(
+                                "sort '{other}' is not a column; expected run, status, attempts, worker, \
+                                 duration, cost, param.NAME or metric.NAME"
+                            )))
+                        }
+                    },
+                }
+            }
+            "order" => {
+                query.descending = match value.as_str() {
+                    "asc" => false,
+                    "desc" => true,
+                    other => return Err(invalid(format!("order '{other}': expected asc or desc"))),
+                }
+            }
+            "page" => {
+                let page = value.parse::<u64>().ok().filter(|p| *p >= 1).ok_or_else(|| {
+                    invalid(format!("page '{value}' is not a page number (from 1)"))
+                })?;
+                query.page = page - 1;
+            }
+            "per_page" => {
+                query.per_page = value.parse::<u64>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                    invalid(format!("per_page '{value}': expected a number from 1 to 1000"))
+                })?;
+                filters.push((key.clone(), value.clone()));
+            }
+            other => match other.strip_prefix("p.") {
+                Some(param) => {
+                    query.params.push((param.to_string(), value.clone()));
+                    filters.push((key.clone(), value.clone()));
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "unknown query parameter '{other}'; expected status, variation, p.NAME, sort, order, page or per_page"
+                    )))
+                }
+            },
+        }
+    }
+    Ok((query, filters))
+}
+
+/// The runs explorer: a page of runs, filtered and sorted by the store.
+pub async fn runs(
+    State(http): State<Http>,
+    Path(name): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Html<String>, PageError> {
+    let (query, filters) = runs_query(&pairs)?;
+    let (root, owned, asked) = (http.root.clone(), name.clone(), query.clone());
+    let page =
+        tokio::task::spawn_blocking(move || crate::store::read_runs_page(&root, &owned, &asked))
+            .await
+            .map_err(|e| ApiError(Error::Internal(e.to_string())))?
+            .map_err(ApiError)?;
+    Ok(Html(pages::runs_explorer(pages::RunsExplorerPage {
+        experiment: &name,
+        page: &page,
+        query: &query,
+        filters,
     })))
 }
 

@@ -20,7 +20,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use flotilla_shared::{Error, Result};
 use tokio::net::TcpListener;
@@ -74,6 +74,9 @@ pub fn serve(
         )
         .route("/experiments/{name}/report", get(dashboard::report))
         .route("/experiments/{name}/plots/{file}", get(dashboard::plot))
+        .route("/experiments/{name}/runs", get(dashboard::runs))
+        .route("/experiments/{name}/cancel", post(dashboard::cancel))
+        .route("/experiments/{name}/resume", post(dashboard::resume))
         .route("/experiments/{name}/runs/{run}", get(dashboard::run))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))

@@ -2,6 +2,7 @@
 //! small script (`dashboard.js`, embedded) only swaps in the fragments the
 //! experiment page's event stream sends.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -222,7 +223,9 @@ pub fn variations_table(
         let c = variation.counts;
         let _ = write!(
             out,
-            "<tr><td>{}{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            "<tr><td><a href=\"/experiments/{}/runs?variation={}\">{}</a>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            url(&view.name),
+            variation.index,
             variation_name(variation.index),
             if variation.standing.is_empty() {
                 String::new()
@@ -309,6 +312,10 @@ pub struct ExperimentPage<'a> {
     /// The report's plots, when the report was written.
     pub plots: Vec<String>,
     pub has_report: bool,
+    /// config.yaml as submitted.
+    pub config: String,
+    /// Progress and spend over time (`progress_chart`).
+    pub chart: String,
 }
 
 pub fn experiment(page: ExperimentPage) -> String {
@@ -352,13 +359,36 @@ pub fn experiment(page: ExperimentPage) -> String {
     } else {
         format!("<p id=\"description\">{}</p>", esc(&view.description))
     };
+    // Buttons act on the coordinator; pages are only served to who holds the token.
+    let actions = match view.state {
+        flotilla_shared::status::ExperimentState::Running => format!(
+            "<form id=\"cancel\" method=\"post\" action=\"/experiments/{name}/cancel\" style=\"display:inline\">\
+             <button>Cancel</button> <label><input type=\"checkbox\" name=\"kill\"> and stop running runs</label></form>"
+        ),
+        flotilla_shared::status::ExperimentState::Cancelled
+        | flotilla_shared::status::ExperimentState::BudgetExhausted => format!(
+            "<form id=\"resume\" method=\"post\" action=\"/experiments/{name}/resume\" style=\"display:inline\">\
+             <button>Resume</button></form>"
+        ),
+        _ => String::new(),
+    };
+    let config = if page.config.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<details id=\"config\"><summary>config.yaml</summary><pre>{}</pre></details>",
+            esc(&page.config)
+        )
+    };
     let body = format!(
-        "<h1>{}</h1>{description}<div id=\"live\"{live}><p>{figures}</p>{notes}\
-         <p><a href=\"/experiments/{name}/results.csv\" download>results.csv</a> · \
+        "<h1>{}</h1>{description}<p id=\"actions\">{actions}</p>{}{config}<div id=\"live\"{live}><p>{figures}</p>{notes}\
+         <p><a id=\"runs-link\" href=\"/experiments/{name}/runs\">every run</a> · \
+         <a href=\"/experiments/{name}/results.csv\" download>results.csv</a> · \
          <span class=\"muted\">{}</span></p>\
          <h2>Variations</h2><div id=\"variations\">{}</div>\
          <h2>Failures</h2><div id=\"failures\">{}</div></div>{report}",
         esc(&view.name),
+        page.chart,
         esc(&view.directory),
         page.variations,
         page.failures,
@@ -502,4 +532,347 @@ pub fn workers(status: &StatusView, limits: &[KeyUseView]) -> String {
     }
     body.push_str("</div>");
     layout("Workers", &body)
+}
+
+/// The runs explorer's page: filters, the page of runs and links to the
+/// pages before and after (`dashboard::runs` reads them from the store).
+pub struct RunsExplorerPage<'a> {
+    pub experiment: &'a str,
+    pub page: &'a crate::store::RunsPage,
+    pub query: &'a crate::store::RunsQuery,
+    /// The filters as query parameters, to keep them in sort and page links.
+    pub filters: Vec<(String, String)>,
+}
+
+fn query_string(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", url(k), url(v)))
+        .collect::<Vec<_>>()
+        .join("&amp;")
+}
+
+/// The `sort` parameter's spelling of a column.
+pub fn sort_name(sort: &crate::store::RunsSort) -> String {
+    use crate::store::RunsSort::*;
+    match sort {
+        Run => "run".into(),
+        Status => "status".into(),
+        Attempts => "attempts".into(),
+        Worker => "worker".into(),
+        Duration => "duration".into(),
+        Cost => "cost".into(),
+        Param(name) => format!("param.{name}"),
+        Metric(name) => format!("metric.{name}"),
+    }
+}
+
+pub fn runs_explorer(page: RunsExplorerPage) -> String {
+    use crate::store::RunsSort;
+    let name = url(page.experiment);
+    let base = format!("/experiments/{name}/runs");
+    let data = page.page;
+    let query = page.query;
+    let param_names: BTreeSet<&String> =
+        data.variations.iter().flat_map(|(_, p)| p.keys()).collect();
+
+    // Filters: status, variation and each parameter's values.
+    let mut form = format!("<form id=\"filters\" method=\"get\" action=\"{base}\"><label>status <select name=\"status\"><option value=\"\">any</option>");
+    for status in flotilla_shared::status::RunStatus::ALL {
+        let _ = write!(
+            form,
+            "<option{}>{status}</option>",
+            if query.status == Some(*status) {
+                " selected"
+            } else {
+                ""
+            }
+        );
+    }
+    form.push_str("</select></label> <label>variation <select name=\"variation\"><option value=\"\">any</option>");
+    for (index, params) in &data.variations {
+        let _ = write!(
+            form,
+            "<option value=\"{index}\"{}>{} {}</option>",
+            if query.variation == Some(*index) {
+                " selected"
+            } else {
+                ""
+            },
+            variation_name(*index),
+            esc(&serde_json::Value::Object(params.clone()).to_string())
+        );
+    }
+    form.push_str("</select></label>");
+    for param in &param_names {
+        let values: BTreeSet<String> = data
+            .variations
+            .iter()
+            .filter_map(|(_, p)| p.get(*param))
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        if values.len() < 2 {
+            continue;
+        }
+        let chosen = query
+            .params
+            .iter()
+            .find(|(n, _)| n == *param)
+            .map(|(_, v)| v);
+        let _ = write!(
+            form,
+            " <label>{} <select name=\"p.{}\"><option value=\"\">any</option>",
+            esc(param),
+            esc(param)
+        );
+        for value in values {
+            let _ = write!(
+                form,
+                "<option{}>{}</option>",
+                if chosen == Some(&value) {
+                    " selected"
+                } else {
+                    ""
+                },
+                esc(&value)
+            );
+        }
+        form.push_str("</select></label>");
+    }
+    let _ = write!(
+        form,
+        "<input type=\"hidden\" name=\"sort\" value=\"{}\"><input type=\"hidden\" name=\"order\" value=\"{}\"> <button>Filter</button></form>",
+        esc(&sort_name(&query.sort)),
+        if query.descending { "desc" } else { "asc" }
+    );
+
+    // Column headers sort; a second click reverses.
+    let header = |label: &str, sort: RunsSort| {
+        let descending = query.sort == sort && !query.descending;
+        let mut pairs = page.filters.clone();
+        pairs.push(("sort".into(), sort_name(&sort)));
+        pairs.push((
+            "order".into(),
+            if descending { "desc" } else { "asc" }.into(),
+        ));
+        let arrow = if query.sort == sort {
+            if query.descending {
+                " ▼"
+            } else {
+                " ▲"
+            }
+        } else {
+            ""
+        };
+        format!(
+            "<th><a href=\"{base}?{}\">{}{arrow}</a></th>",
+            query_string(&pairs),
+            esc(label)
+        )
+    };
+    let mut table = String::from("<table id=\"runs\"><tr>");
+    for (label, sort) in [
+        ("run", RunsSort::Run),
+        ("status", RunsSort::Status),
+        ("attempts", RunsSort::Attempts),
+        ("worker", RunsSort::Worker),
+        ("duration (s)", RunsSort::Duration),
+        ("cost", RunsSort::Cost),
+    ] {
+        table.push_str(&header(label, sort));
+    }
+    for param in &param_names {
+        table.push_str(&header(param, RunsSort::Param((*param).clone())));
+    }
+    for metric in &data.metrics {
+        table.push_str(&header(metric, RunsSort::Metric(metric.clone())));
+    }
+    table.push_str("</tr>");
+    let cell = |value: Option<&serde_json::Value>| match value {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => esc(s),
+        Some(serde_json::Value::Number(n)) => n.as_f64().map(short).unwrap_or_default(),
+        Some(other) => esc(&other.to_string()),
+    };
+    for run in &data.runs {
+        let id = flotilla_shared::naming::run_id(run.variation, run.repetition);
+        let params = data
+            .variations
+            .iter()
+            .find(|(i, _)| *i == run.variation)
+            .map(|(_, p)| p);
+        let _ = write!(
+            table,
+            "<tr><td><a href=\"/experiments/{name}/runs/{id}\">{id}</a></td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            esc(&run.status),
+            run.attempts,
+            esc(run.worker.as_deref().unwrap_or("")),
+            run.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
+            run.cost_usd.map(flotilla_shared::money::dollars_words).unwrap_or_default(),
+        );
+        for param in &param_names {
+            let _ = write!(
+                table,
+                "<td>{}</td>",
+                cell(params.and_then(|p| p.get(*param)))
+            );
+        }
+        for metric in &data.metrics {
+            let _ = write!(
+                table,
+                "<td class=\"n\">{}</td>",
+                cell(run.metrics.get(metric))
+            );
+        }
+        table.push_str("</tr>");
+    }
+    table.push_str("</table>");
+
+    let per_page = query.per_page.max(1);
+    let pages = data.matching.div_ceil(per_page).max(1);
+    let link = |number: u64, label: &str| {
+        let mut pairs = page.filters.clone();
+        pairs.push(("sort".into(), sort_name(&query.sort)));
+        pairs.push((
+            "order".into(),
+            if query.descending { "desc" } else { "asc" }.into(),
+        ));
+        pairs.push(("page".into(), (number + 1).to_string()));
+        format!(
+            "<a id=\"{}\" href=\"{base}?{}\">{label}</a>",
+            label.to_lowercase(),
+            query_string(&pairs)
+        )
+    };
+    let mut pager = format!(
+        "<p><span id=\"matching\">{} runs match</span> · page <span id=\"page\">{}</span> of {pages}",
+        data.matching,
+        query.page + 1
+    );
+    if query.page > 0 {
+        let _ = write!(pager, " · {}", link(query.page - 1, "Previous"));
+    }
+    if query.page + 1 < pages {
+        let _ = write!(pager, " · {}", link(query.page + 1, "Next"));
+    }
+    pager.push_str("</p>");
+    let distributions: String = data.distributions.iter().map(distribution_figure).collect();
+    let distributions = if distributions.is_empty() {
+        String::new()
+    } else {
+        format!("<h2>Distributions over its succeeded runs</h2><div id=\"distributions\">{distributions}</div>")
+    };
+    let body = format!(
+        "<h1><a href=\"/experiments/{name}\">{}</a>: runs</h1>{form}{distributions}{pager}{table}{pager}",
+        esc(page.experiment)
+    );
+    layout(&format!("{} runs", page.experiment), &body)
+}
+
+/// Points per line of the progress chart.
+pub const CHART_BUCKETS: i64 = 60;
+
+/// Runs ended and dollars spent over time, cumulative, as a small SVG: one
+/// line for each, each scaled to its own end (the legend gives both).
+pub fn progress_chart(buckets: &[(i64, u64, f64)], total_runs: u64, elapsed_ms: i64) -> String {
+    if buckets.is_empty() || total_runs == 0 {
+        return String::new();
+    }
+    let (width, height) = (480.0, 90.0);
+    let (mut runs, mut spent) = (0_u64, 0.0_f64);
+    let mut points = vec![(0.0, 0_u64, 0.0)];
+    for (bucket, ended, dollars) in buckets {
+        runs += ended;
+        spent += dollars;
+        points.push(((*bucket + 1) as f64 / CHART_BUCKETS as f64, runs, spent));
+    }
+    let x = |share: f64| share.min(1.0) * width;
+    let line = |value: &dyn Fn(&(f64, u64, f64)) -> f64| {
+        points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.0), height - value(p) * height))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let runs_line = line(&|p| p.1 as f64 / total_runs as f64);
+    let spend_line = if spent > 0.0 {
+        format!(
+            "<polyline fill=\"none\" stroke=\"#c0792b\" stroke-width=\"2\" points=\"{}\"/>",
+            line(&|p| p.2 / spent)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<figure id=\"progress-chart\" style=\"margin:.6em 0\"><svg width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" style=\"background:#fff;border:1px solid #dde1e7\" role=\"img\">\
+         <polyline fill=\"none\" stroke=\"#2f8f5b\" stroke-width=\"2\" points=\"{runs_line}\"/>{spend_line}</svg>\
+         <figcaption class=\"muted\"><span style=\"color:#2f8f5b\">■</span> runs ended: {runs} of {total_runs} \
+         · <span style=\"color:#c0792b\">■</span> spent: {} · over {}</figcaption></figure>",
+        dollars_words(spent),
+        duration_words(Duration::from_millis(elapsed_ms.max(0) as u64)),
+    )
+}
+
+/// One metric's distribution: a histogram of 12 bins with n, mean and
+/// median, or a rate for a boolean metric.
+fn distribution_figure(distribution: &crate::store::Distribution) -> String {
+    let values = &distribution.values;
+    let n = values.len();
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if distribution.boolean {
+        return format!(
+            "<figure class=\"distribution\" data-metric=\"{}\"><figcaption>{}: {} true of {n} ({:.1}%)</figcaption></figure>",
+            esc(&distribution.metric),
+            esc(&distribution.metric),
+            values.iter().filter(|v| **v > 0.5).count(),
+            mean * 100.0
+        );
+    }
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    let (low, high) = (values[0], values[n - 1]);
+    const BINS: usize = 12;
+    let mut counts = [0_usize; BINS];
+    for value in values {
+        let share = if high > low {
+            (value - low) / (high - low)
+        } else {
+            0.0
+        };
+        counts[((share * BINS as f64) as usize).min(BINS - 1)] += 1;
+    }
+    let tallest = *counts.iter().max().unwrap_or(&1) as f64;
+    let (width, height) = (240.0, 60.0);
+    let bar = width / BINS as f64;
+    let bars: String = counts
+        .iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let h = *count as f64 / tallest * height;
+            format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"#2f8f5b\"><title>{count}</title></rect>",
+                i as f64 * bar + 1.0,
+                height - h,
+                bar - 2.0
+            )
+        })
+        .collect();
+    format!(
+        "<figure class=\"distribution\" data-metric=\"{}\" style=\"display:inline-block;margin:.4em 1.2em .4em 0\">\
+         <svg width=\"{width}\" height=\"{height}\" style=\"background:#fff;border:1px solid #dde1e7\">{bars}</svg>\
+         <figcaption>{}: n={n}, mean {}, median {}, from {} to {}</figcaption></figure>",
+        esc(&distribution.metric),
+        esc(&distribution.metric),
+        flotilla_report::format::number(mean),
+        flotilla_report::format::number(median),
+        flotilla_report::format::number(low),
+        flotilla_report::format::number(high)
+    )
 }

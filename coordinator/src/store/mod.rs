@@ -35,7 +35,10 @@ use columns::parse_column;
 pub use audit::{ledger_audit, LeaseLedger, LedgerAudit, LedgerEntry};
 pub use health::{Backlog, StoreHealth};
 pub use read::{read_attempts, read_experiment, read_experiments, read_results, AttemptRow};
-pub use tables::{read_calls, read_experiment_list, Table};
+pub use tables::{
+    read_calls, read_experiment_list, read_progress, read_runs_page, Distribution, RunsPage,
+    RunsQuery, RunsSort, Table,
+};
 pub use writes::WriteError;
 
 /// The database file under the experiments root.

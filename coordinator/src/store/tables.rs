@@ -168,3 +168,282 @@ pub fn read_experiment_list(root: &Path) -> Result<Vec<Value>> {
     }
     Ok(list)
 }
+
+/// What the runs explorer asks for: a page of an experiment's runs, filtered
+/// and sorted in SQL so that a million runs cost one indexed range and a
+/// sort, never a million rows sent.
+#[derive(Debug, Clone, Default)]
+pub struct RunsQuery {
+    pub status: Option<RunStatus>,
+    pub variation: Option<u32>,
+    /// Parameter name and value as written in a cell (`0.1`, `grim`).
+    pub params: Vec<(String, String)>,
+    pub sort: RunsSort,
+    pub descending: bool,
+    /// From 0.
+    pub page: u64,
+    pub per_page: u64,
+}
+
+/// A column the explorer sorts by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RunsSort {
+    #[default]
+    Run,
+    Status,
+    Attempts,
+    Worker,
+    Duration,
+    Cost,
+    Param(String),
+    Metric(String),
+}
+
+/// One run on a page of the explorer.
+#[derive(Debug, Clone)]
+pub struct RunLine {
+    pub variation: u32,
+    pub repetition: u32,
+    pub status: String,
+    pub attempts: u32,
+    pub worker: Option<String>,
+    pub duration_s: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub metrics: Map<String, Value>,
+}
+
+/// A page of runs, how many match in all, and each variation's parameters.
+#[derive(Debug, Clone)]
+pub struct RunsPage {
+    pub matching: u64,
+    pub runs: Vec<RunLine>,
+    pub variations: Vec<(u32, Map<String, Value>)>,
+    /// Declared metrics first, then the others the page's runs report.
+    pub metrics: Vec<String>,
+    /// With one variation asked for: each metric's values over its
+    /// succeeded runs (all of them, not only the page's), sorted.
+    pub distributions: Vec<Distribution>,
+}
+
+/// One metric's values over a variation's succeeded runs.
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    pub metric: String,
+    /// Numbers (booleans as 0 and 1), sorted.
+    pub values: Vec<f64>,
+    pub boolean: bool,
+}
+
+fn distributions(
+    connection: &rusqlite::Connection,
+    id: i64,
+    variation: u32,
+    metrics: &[String],
+) -> Result<Vec<Distribution>> {
+    let mut by_metric: Vec<Distribution> = metrics
+        .iter()
+        .map(|metric| Distribution {
+            metric: metric.clone(),
+            values: Vec::new(),
+            boolean: true,
+        })
+        .collect();
+    let mut statement = connection
+        .prepare(
+            "SELECT metrics_json FROM runs WHERE experiment_id = ? AND variation = ? \
+             AND status = 'succeeded' AND metrics_json IS NOT NULL",
+        )
+        .map_err(sql)?;
+    let mut rows = statement
+        .query(rusqlite::params![id, variation])
+        .map_err(sql)?;
+    while let Some(row) = rows.next().map_err(sql)? {
+        let text: String = row.get(0).map_err(sql)?;
+        let Ok(Value::Object(reported)) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        for distribution in &mut by_metric {
+            match reported.get(&distribution.metric) {
+                Some(Value::Bool(flag)) => distribution.values.push(f64::from(u8::from(*flag))),
+                Some(value) => {
+                    if let Some(number) = value.as_f64().filter(|x| x.is_finite()) {
+                        distribution.boolean = false;
+                        distribution.values.push(number);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    for distribution in &mut by_metric {
+        distribution.values.sort_by(f64::total_cmp);
+    }
+    by_metric.retain(|d| !d.values.is_empty());
+    Ok(by_metric)
+}
+
+/// A JSON path naming one key, for json_extract: `$."name"`.
+fn json_path(key: &str) -> String {
+    format!("$.\"{}\"", key.replace('"', "\\\""))
+}
+
+/// The text a filter compares with: strings bare, the rest as JSON.
+fn cell_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A page of experiment `name`'s runs as `query` asks.
+pub fn read_runs_page(root: &Path, name: &str, query: &RunsQuery) -> Result<RunsPage> {
+    let connection = open_read_only(root)?;
+    let (id, config) = stored_config(&connection, root, name)?;
+    let variations: Vec<(u32, Map<String, Value>)> = connection
+        .prepare("SELECT variation, params_json FROM variations WHERE experiment_id = ? ORDER BY variation")
+        .map_err(sql)?
+        .query_map([id], |row| {
+            let params: String = row.get(1)?;
+            Ok((row.get::<_, u32>(0)?, serde_json::from_str(&params).unwrap_or_default()))
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    // Parameter filters pick variations: their parameters are the variations'.
+    let chosen: Vec<u32> = variations
+        .iter()
+        .filter(|(index, params)| {
+            query.variation.is_none_or(|v| v == *index)
+                && query
+                    .params
+                    .iter()
+                    .all(|(name, value)| params.get(name).is_some_and(|p| &cell_text(p) == value))
+        })
+        .map(|(index, _)| *index)
+        .collect();
+    let mut conditions = format!(
+        "r.experiment_id = ?1 AND r.variation IN ({})",
+        if chosen.is_empty() {
+            "NULL".to_string()
+        } else {
+            chosen
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    );
+    let mut arguments: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(id)];
+    if let Some(status) = query.status {
+        arguments.push(Box::new(status.to_string()));
+        conditions.push_str(&format!(" AND r.status = ?{}", arguments.len()));
+    }
+    let matching = connection
+        .query_row(
+            &format!("SELECT COUNT(*) FROM runs r WHERE {conditions}"),
+            rusqlite::params_from_iter(arguments.iter()),
+            |row| row.get::<_, i64>(0),
+        )
+        .map_err(sql)? as u64;
+    let key = match &query.sort {
+        RunsSort::Run => "r.variation".to_string(),
+        RunsSort::Status => "r.status".to_string(),
+        RunsSort::Attempts => "r.attempts".to_string(),
+        RunsSort::Worker => "r.worker".to_string(),
+        RunsSort::Duration => "r.duration_s".to_string(),
+        RunsSort::Cost => "r.cost_usd".to_string(),
+        RunsSort::Param(name) => {
+            arguments.push(Box::new(json_path(name)));
+            format!("json_extract(v.params_json, ?{})", arguments.len())
+        }
+        RunsSort::Metric(name) => {
+            arguments.push(Box::new(json_path(name)));
+            format!("json_extract(r.metrics_json, ?{})", arguments.len())
+        }
+    };
+    let direction = if query.descending { "DESC" } else { "ASC" };
+    // Missing values last either way; ties in run order.
+    let order = if query.sort == RunsSort::Run {
+        format!("r.variation {direction}, r.repetition {direction}")
+    } else {
+        format!("({key}) IS NULL, {key} {direction}, r.variation, r.repetition")
+    };
+    let per_page = query.per_page.clamp(1, 1000);
+    let offset = query.page.saturating_mul(per_page);
+    let mut statement = connection
+        .prepare(&format!(
+            "SELECT r.variation, r.repetition, r.status, r.attempts, r.worker, r.duration_s, r.cost_usd, r.metrics_json \
+             FROM runs r JOIN variations v ON v.experiment_id = r.experiment_id AND v.variation = r.variation \
+             WHERE {conditions} ORDER BY {order} LIMIT {per_page} OFFSET {offset}"
+        ))
+        .map_err(sql)?;
+    let runs = statement
+        .query_map(rusqlite::params_from_iter(arguments.iter()), |row| {
+            let metrics: Option<String> = row.get(7)?;
+            Ok(RunLine {
+                variation: row.get(0)?,
+                repetition: row.get(1)?,
+                status: row.get(2)?,
+                attempts: row.get(3)?,
+                worker: row.get(4)?,
+                duration_s: row.get(5)?,
+                cost_usd: row.get(6)?,
+                metrics: metrics
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default(),
+            })
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    let mut metrics: Vec<String> = config.metrics.iter().map(|m| m.name.clone()).collect();
+    for run in &runs {
+        for name in run.metrics.keys() {
+            if !metrics.contains(name) {
+                metrics.push(name.clone());
+            }
+        }
+    }
+    let distributions = match query.variation {
+        Some(variation) => distributions(&connection, id, variation, &metrics)?,
+        None => Vec::new(),
+    };
+    Ok(RunsPage {
+        matching,
+        runs,
+        variations,
+        metrics,
+        distributions,
+    })
+}
+
+/// Runs that ended and what they cost, per `bucket_ms` since `start_ms`:
+/// `(bucket, runs, dollars)`, for the experiment page's chart. Grouped in
+/// SQL, so a million runs give at most a few dozen rows.
+pub fn read_progress(
+    root: &Path,
+    name: &str,
+    start_ms: i64,
+    bucket_ms: i64,
+) -> Result<Vec<(i64, u64, f64)>> {
+    let connection = open_read_only(root)?;
+    let (id, _) = stored_config(&connection, root, name)?;
+    let mut statement = connection
+        .prepare(
+            "SELECT MAX(0, (finished_at_ms - ?2) / ?3) AS bucket, COUNT(*), TOTAL(cost_usd) FROM runs \
+             WHERE experiment_id = ?1 AND finished_at_ms IS NOT NULL GROUP BY bucket ORDER BY bucket",
+        )
+        .map_err(sql)?;
+    let rows = statement
+        .query_map(rusqlite::params![id, start_ms, bucket_ms.max(1)], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)? as u64,
+                row.get::<_, f64>(2)?,
+            ))
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    Ok(rows)
+}
