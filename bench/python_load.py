@@ -15,10 +15,11 @@ Usage: python3 bench/python_load.py [--root ROOT_WITH_big] [--runs-per-variation
 import argparse
 import json
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path
+
+from report_bench import build_big_root
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "target" / "python-bench"
@@ -43,33 +44,6 @@ print(json.dumps({"seconds": elapsed, "rows": len(frame),
                   "python_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "export_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
-
-
-def build_root(work: Path, runs_per_variation: int) -> Path:
-    binary = ROOT / "target" / "release" / "flotilla"
-    experiment = work / "big.yaml"
-    experiment.write_text(
-        "name: big\nrun: {kind: noop}\n"
-        "variations:\n  - {param: model, values: [m1, m2, m3, m4, m5, m6]}\n"
-        "  - {param: temperature, values: [0.1, 0.4, 0.7, 1.0]}\n"
-        f"runs_per_variation: {runs_per_variation}\nseed: 7\n"
-        "metrics:\n  - {name: score, goal: maximize}\n  - {name: latency, goal: minimize}\n"
-        "  - {name: success, goal: maximize}\n"
-    )
-    root = work / "root"
-    subprocess.run([binary, "run", experiment, "--root", root, "--workers", "2", "--slots", "256", "--no-progress"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = sqlite3.connect(root / "flotilla.db")
-    db.execute(
-        "UPDATE runs SET metrics_json = json_object("
-        "'score', variation * 0.1 + (abs(random()) % 1000) / 100.0, "
-        "'latency', 2.0 + (abs(random()) % 500) / 100.0 - variation * 0.01, "
-        "'success', json(CASE WHEN abs(random()) % 100 < 50 + variation THEN 'true' ELSE 'false' END)), "
-        "cost_usd = 0.001 + variation * 0.0001 + (abs(random()) % 100) / 1000000.0"
-    )
-    db.commit()
-    db.close()
-    return root
 
 
 def install(scratch: Path) -> Path:
@@ -98,7 +72,7 @@ def main():
         python = install(work)
         if args.root is None:
             subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-            root = build_root(work, args.runs_per_variation)
+            root = build_big_root(work, args.runs_per_variation)
         else:
             root = args.root
         figures = {}

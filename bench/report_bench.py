@@ -22,6 +22,34 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "flotilla"
 
 
+def build_big_root(work, runs_per_variation):
+    """The benchmarks' big experiment under WORK/root: `flotilla run` of 24
+    noop variations x RUNS_PER_VARIATION runs, then three metrics (two
+    numbers and a boolean, differing by variation) and a cost per run set
+    with SQL. Needs the release binary built. Returns the root."""
+    experiment = work / "big.yaml"
+    experiment.write_text(
+        "name: big\nrun: {kind: noop}\n"
+        "variations:\n  - {param: model, values: [m1, m2, m3, m4, m5, m6]}\n  - {param: temperature, values: [0.1, 0.4, 0.7, 1.0]}\n"
+        f"runs_per_variation: {runs_per_variation}\nseed: 7\n"
+        "metrics:\n  - {name: score, goal: maximize}\n  - {name: latency, goal: minimize}\n  - {name: success, goal: maximize}\n"
+    )
+    root = work / "root"
+    subprocess.run([BIN, "run", experiment, "--root", root, "--workers", "2", "--slots", "256"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = sqlite3.connect(root / "flotilla.db")
+    db.execute(
+        "UPDATE runs SET metrics_json = json_object("
+        "'score', variation * 0.1 + (abs(random()) % 1000) / 100.0, "
+        "'latency', 2.0 + (abs(random()) % 500) / 100.0 - variation * 0.01, "
+        "'success', json(CASE WHEN abs(random()) % 100 < 50 + variation THEN 'true' ELSE 'false' END)), "
+        "cost_usd = 0.001 + variation * 0.0001 + (abs(random()) % 100) / 1000000.0"
+    )
+    db.commit()
+    db.close()
+    return root
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs-per-variation", type=int, default=41667)
@@ -30,25 +58,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     work = Path(tempfile.mkdtemp(prefix="flotilla-report-bench-", dir=ROOT / "target"))
     try:
-        experiment = work / "big.yaml"
-        experiment.write_text(
-            "name: big\nrun: {kind: noop}\n"
-            "variations:\n  - {param: model, values: [m1, m2, m3, m4, m5, m6]}\n  - {param: temperature, values: [0.1, 0.4, 0.7, 1.0]}\n"
-            f"runs_per_variation: {args.runs_per_variation}\nseed: 7\n"
-            "metrics:\n  - {name: score, goal: maximize}\n  - {name: latency, goal: minimize}\n  - {name: success, goal: maximize}\n"
-        )
-        root = work / "root"
-        subprocess.run([BIN, "run", experiment, "--root", root, "--workers", "2", "--slots", "256"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        root = build_big_root(work, args.runs_per_variation)
         db = sqlite3.connect(root / "flotilla.db")
-        db.execute(
-            "UPDATE runs SET metrics_json = json_object("
-            "'score', variation * 0.1 + (abs(random()) % 1000) / 100.0, "
-            "'latency', 2.0 + (abs(random()) % 500) / 100.0 - variation * 0.01, "
-            "'success', json(CASE WHEN abs(random()) % 100 < 50 + variation THEN 'true' ELSE 'false' END)), "
-            "cost_usd = 0.001 + variation * 0.0001 + (abs(random()) % 100) / 1000000.0"
-        )
-        db.commit()
         runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         db.close()
         start = time.perf_counter()

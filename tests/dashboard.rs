@@ -527,8 +527,22 @@ fn the_experiment_page_cancels_and_resumes() {
         }
     };
     browser.eval("document.querySelector('#cancel button').click(); true");
-    // The form's POST and its redirect finish before the page is read again.
-    std::thread::sleep(Duration::from_secs(2));
+    // The coordinator has the click before the page is read again (a new
+    // navigation would abort the form's POST).
+    let state = |coordinator: &CoordinatorProcess| {
+        coordinator
+            .try_status_json("slow")
+            .map(|s| {
+                s["experiments"][0]["state"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    wait_until("the cancel button's POST", || {
+        state(&coordinator) == "cancelled"
+    });
     wait_for_state(&mut browser, "cancelled");
     let cancelled = coordinator.status_json("slow");
     assert!(
@@ -540,7 +554,9 @@ fn the_experiment_page_cancels_and_resumes() {
     );
     browser.shot("experiment-cancelled");
     browser.eval("document.querySelector('#resume button').click(); true");
-    std::thread::sleep(Duration::from_secs(2));
+    wait_until("the resume button's POST", || {
+        state(&coordinator) != "cancelled"
+    });
     wait_for_state(&mut browser, "completed");
     assert_eq!(browser.text("succeeded"), "60");
 

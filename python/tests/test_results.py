@@ -3,6 +3,8 @@ machine: typed DataFrames from a sweep whose program uses the helpers."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -98,10 +100,10 @@ def test_polars_backend_has_the_same_rows_and_types(workspace: Path) -> None:
 
 def test_load_reads_an_experiment_while_it_runs(workspace: Path) -> None:
     experiment = sweep("py-live", runs=3)
-    (workspace / "live.yaml").write_text(__import__("json").dumps(experiment))
+    (workspace / "live.yaml").write_text(json.dumps(experiment))
     running = subprocess.Popen(
         [flotilla.binary(), "run", "live.yaml", "--root", "roots", "--workers", "1", "--slots", "1", "--no-progress"],
-        env={**__import__("os").environ, "SCENARIO_SLEEP": "0.4"},
+        env={**os.environ, "SCENARIO_SLEEP": "0.4"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

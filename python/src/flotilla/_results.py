@@ -118,6 +118,11 @@ def _table(
     return _pandas_frame(content, columns)
 
 
+def _is_categorical(column: dict[str, str]) -> bool:
+    """Text parameters, status and worker: few distinct values in many rows."""
+    return column["part"] == "param" or (column["part"] == "run" and column["name"] in _CATEGORICAL_RUN_COLUMNS)
+
+
 def _pandas_dtype(column: dict[str, str]) -> str:
     kind = column["kind"]
     if kind == "int":
@@ -126,7 +131,7 @@ def _pandas_dtype(column: dict[str, str]) -> str:
         return "float64"
     if kind == "bool":
         return "boolean"
-    if column["part"] == "param" or (column["part"] == "run" and column["name"] in _CATEGORICAL_RUN_COLUMNS):
+    if _is_categorical(column):
         return "category"
     return "string"
 
@@ -163,7 +168,7 @@ def _polars_frame(content: bytes, columns: list[dict[str, str]]) -> Any:
             return pl.Float64
         if kind == "bool":
             return pl.Boolean
-        if column["part"] == "param" or (column["part"] == "run" and column["name"] in _CATEGORICAL_RUN_COLUMNS):
+        if _is_categorical(column):
             return pl.Categorical
         return pl.String
 
