@@ -38,6 +38,15 @@ const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
 /// results.csv of running experiments is rewritten this often, when something changed:
 /// it reads every run back from the database, so less often than the summary.
 const RESULTS_INTERVAL: Duration = Duration::from_secs(3);
+/// ... and once per interval per this many runs for larger experiments: a
+/// rewrite reads every run, and ten million runs take the store many seconds
+/// (ARCHITECTURE.md, "Scale").
+const RESULTS_RUNS_PER_INTERVAL: usize = 100_000;
+
+/// How long after its last rewrite a running experiment's results.csv is due again.
+fn results_interval(runs: usize) -> Duration {
+    RESULTS_INTERVAL * (runs / RESULTS_RUNS_PER_INTERVAL).max(1) as u32
+}
 
 enum Msg {
     WorkerHello {
@@ -101,6 +110,9 @@ pub struct CoordinatorHandle {
     events: broadcast::Sender<Arc<Vec<Event>>>,
     /// Counts the actor's changes of state: watchers wake on it instead of polling.
     changes: watch::Receiver<u64>,
+    /// Counts experiments whose state turned final, after the change is counted
+    /// in `changes`: watchers tell an ending at once instead of at their next interval.
+    endings: watch::Receiver<u64>,
 }
 
 fn gone() -> Error {
@@ -199,6 +211,11 @@ impl CoordinatorHandle {
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
     }
+
+    /// Changes when an experiment's state has turned final.
+    pub fn endings(&self) -> watch::Receiver<u64> {
+        self.endings.clone()
+    }
 }
 
 /// Event batches a slow watcher may fall behind by before it misses some.
@@ -212,10 +229,13 @@ struct Actor {
     last_summary: Instant,
     last_results: Instant,
     /// Counts each experiment's results.csv was last written with.
-    results_written: HashMap<usize, crate::state::Counts>,
+    results_written: HashMap<usize, (crate::state::Counts, Instant)>,
     report_root: Option<std::path::PathBuf>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
     changes: watch::Sender<u64>,
+    endings: watch::Sender<u64>,
+    /// An experiment ended while handling the current message.
+    ended: bool,
 }
 
 /// Starts the actor over restored state; `initial` holds writes the restore decided.
@@ -229,9 +249,12 @@ pub fn spawn(
     let (sender, receiver) = mpsc::unbounded_channel();
     let (events, _) = broadcast::channel(EVENT_BACKLOG);
     let (changes, changes_seen) = watch::channel(0);
+    let (endings, endings_seen) = watch::channel(0);
     let mut actor = Actor {
         events: events.clone(),
         changes,
+        endings,
+        ended: false,
         state,
         store: store.clone(),
         outbound: HashMap::new(),
@@ -248,6 +271,7 @@ pub fn spawn(
         store,
         events,
         changes: changes_seen,
+        endings: endings_seen,
     }
 }
 
@@ -265,6 +289,9 @@ impl Actor {
                         self.handle(message);
                         if changes {
                             self.changes.send_modify(|version| *version += 1);
+                        }
+                        if std::mem::take(&mut self.ended) {
+                            self.endings.send_modify(|count| *count += 1);
                         }
                     }
                     None => break,
@@ -376,6 +403,7 @@ impl Actor {
     fn on_finalized(&mut self, index: usize, finished_at_ms: i64) {
         self.state.finalized(index, finished_at_ms);
         let experiment = &self.state.experiments[index];
+        self.ended |= experiment.state.is_final();
         if self.state.events_wanted && experiment.state.is_final() {
             let event = Event {
                 at_ms: finished_at_ms,
@@ -601,7 +629,7 @@ impl Actor {
                 .iter()
                 .filter(|e| !e.state.is_final() && e.finalizing.is_none())
                 .map(|e| Write::Summary {
-                    dir: e.dir.clone(),
+                    dir: e.dir.to_path_buf(),
                     summary: summary(e, e.state, None, now),
                 })
                 .collect();
@@ -620,10 +648,18 @@ impl Actor {
             if experiment.state.is_final() || experiment.finalizing.is_some() {
                 continue;
             }
-            if self.results_written.get(&index) == Some(&experiment.counts) {
+            let unchanged_or_recent =
+                self.results_written
+                    .get(&index)
+                    .is_some_and(|(counts, at)| {
+                        *counts == experiment.counts
+                            || at.elapsed() < results_interval(experiment.runs.len())
+                    });
+            if unchanged_or_recent {
                 continue;
             }
-            self.results_written.insert(index, experiment.counts);
+            self.results_written
+                .insert(index, (experiment.counts, Instant::now()));
             let running = experiment
                 .runs
                 .iter()
@@ -632,7 +668,7 @@ impl Actor {
                 .collect();
             writes.push(Write::ResultsCsv {
                 experiment_id: experiment.db_id,
-                dir: experiment.dir.clone(),
+                dir: experiment.dir.to_path_buf(),
                 config: Box::new(experiment.config.clone()),
                 running,
             });
@@ -699,7 +735,7 @@ impl Actor {
             let sender = self.self_sender.clone();
             writes.push(Write::Finalize {
                 experiment_id: experiment.db_id,
-                dir: experiment.dir.clone(),
+                dir: experiment.dir.to_path_buf(),
                 summary: summary(experiment, final_state, Some(now), now),
                 config: Box::new(experiment.config.clone()),
             });

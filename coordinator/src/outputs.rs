@@ -1,4 +1,5 @@
-//! The files of an experiment directory (ARCHITECTURE.md, "Storage"), all written atomically:
+//! The files of an experiment directory (ARCHITECTURE.md, "Storage"), written atomically (a
+//! new run's result.json in place, see `write_run_files`):
 //! config.yaml, .meta/config.hash, runs/<run-id>/*, batch-summary.json, results.csv.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,29 +37,79 @@ pub fn write_config_files(dir: &Path, config_yaml: &str, hash: &str) -> Result<(
         .map_err(io(format!("cannot write {}", hash_path.display())))
 }
 
+/// Experiments with more runs than this group their run directories.
+pub const FLAT_RUNS_LIMIT: usize = 10_000;
+/// Repetitions per group of a variation's run directories.
+const REPETITIONS_PER_GROUP: u32 = 10_000;
+
+/// Where a run's directory goes (ARCHITECTURE.md, "Storage"):
+/// `runs/<run-id>/` while the experiment has at most [`FLAT_RUNS_LIMIT`]
+/// runs; beyond, `runs/<variation>/<group>/<run-id>/`, a group per 10,000
+/// repetitions, so that no directory holds more than about 10,000 entries
+/// (`runs/var-003/000/var-003-run-007/`). A run that already has a flat
+/// directory (its experiment grew past the limit) keeps it.
+pub fn run_dir_for(
+    experiment_dir: &Path,
+    variation: u32,
+    repetition: u32,
+    experiment_runs: usize,
+) -> std::path::PathBuf {
+    let flat = experiment_dir
+        .join("runs")
+        .join(run_id(variation, repetition));
+    if experiment_runs <= FLAT_RUNS_LIMIT || flat.is_dir() {
+        return flat;
+    }
+    grouped_run_dir(experiment_dir, variation, repetition)
+}
+
+fn grouped_run_dir(experiment_dir: &Path, variation: u32, repetition: u32) -> std::path::PathBuf {
+    experiment_dir
+        .join("runs")
+        .join(variation_name(variation))
+        .join(format!(
+            "{:03}",
+            (repetition.max(1) - 1) / REPETITIONS_PER_GROUP
+        ))
+        .join(run_id(variation, repetition))
+}
+
+/// The directory a run's files are in, for readers: its grouped place if
+/// it has one, else the flat one.
+pub fn find_run_dir(experiment_dir: &Path, variation: u32, repetition: u32) -> std::path::PathBuf {
+    let grouped = grouped_run_dir(experiment_dir, variation, repetition);
+    if grouped.is_dir() {
+        grouped
+    } else {
+        experiment_dir
+            .join("runs")
+            .join(run_id(variation, repetition))
+    }
+}
+
 /// params.json of a run is a hard link to its variation's params file under
 /// `.meta/params/`: parameters never change within a variation, and a link
-/// costs no inode (inode allocation dominated the cost of short runs).
-fn link_params(run_dir: &Path, record: &AttemptRecord) -> Result<()> {
+/// costs no inode (inode allocation dominated the cost of short runs). The
+/// link is tried first: one system call for every run but a variation's first.
+fn link_params(experiment_dir: &Path, run_dir: &Path, record: &AttemptRecord) -> Result<()> {
+    use std::io::ErrorKind;
     let target = run_dir.join("params.json");
-    if target.exists() {
-        return Ok(());
-    }
-    let experiment_dir = run_dir
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| Error::Internal("run dir has no experiment".into()))?;
     let shared = experiment_dir
         .join(".meta/params")
         .join(format!("{}.json", variation_name(record.variation)));
-    if !shared.exists() {
-        let dir = shared.parent().expect("params dir");
-        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-        write_atomic(&shared, record.params_json.as_bytes())
-            .map_err(io(format!("cannot write {}", shared.display())))?;
-    }
-    match std::fs::hard_link(&shared, &target) {
+    let linked = match std::fs::hard_link(&shared, &target) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let dir = shared.parent().expect("params dir");
+            std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+            write_atomic(&shared, record.params_json.as_bytes())
+                .map_err(io(format!("cannot write {}", shared.display())))?;
+            std::fs::hard_link(&shared, &target)
+        }
+        linked => linked,
+    };
+    match linked {
         Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         // File systems without hard links get a copy.
         Err(_) => write_atomic(&target, record.params_json.as_bytes())
             .map_err(io(format!("cannot write {}", target.display()))),
@@ -72,12 +123,12 @@ const LOGS: [&str; 2] = ["stdout.log", "stderr.log"];
 /// worker shipped (stdout.log and stderr.log when not empty, artifacts/ when
 /// the run wrote any). Nothing else is created: every inode costs time on a
 /// large sweep. The latest attempt's files replace an earlier attempt's.
-pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
+pub fn write_run_files(experiment_dir: &Path, record: &AttemptRecord) -> Result<()> {
     let (Some(run_dir), Some(result)) = (&record.run_dir, &record.result) else {
         return Ok(());
     };
-    std::fs::create_dir_all(run_dir).map_err(io(format!("cannot create {}", run_dir.display())))?;
-    link_params(run_dir, record)?;
+    let fresh = make_run_dir(run_dir)?;
+    link_params(experiment_dir, run_dir, record)?;
     if record.attempt > 1 {
         remove_stale_logs(run_dir, &result.files)?;
     }
@@ -127,8 +178,32 @@ pub fn write_run_files(record: &AttemptRecord) -> Result<()> {
         "metrics": metrics,
     });
     let path = run_dir.join("result.json");
-    write_atomic(&path, pretty(&document).as_bytes())
-        .map_err(io(format!("cannot write {}", path.display())))
+    let content = pretty(&document);
+    if fresh {
+        // A directory this call made holds no earlier result.json that a
+        // reader could see half replaced, and the run's row, committed after
+        // this returns, is what says its files are complete (ARCHITECTURE.md,
+        // invariant 4): no temp file and rename needed.
+        std::fs::write(&path, content.as_bytes())
+    } else {
+        write_atomic(&path, content.as_bytes())
+    }
+    .map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// Makes a run's directory (and its block's, the first time); true when it
+/// did not exist before.
+fn make_run_dir(run_dir: &Path) -> Result<bool> {
+    match std::fs::create_dir(run_dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(run_dir)
+                .map_err(io(format!("cannot create {}", run_dir.display())))?;
+            Ok(true)
+        }
+        Err(e) => Err(Error::io(format!("cannot create {}", run_dir.display()), e)),
+    }
 }
 
 /// An earlier attempt's log that this attempt did not write must not pass for its own.
@@ -277,6 +352,13 @@ pub fn write_hook_log(path: &Path, content: &[u8]) -> Result<()> {
 pub fn results_jsonl(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
     let mut out = String::with_capacity(rows.len() * 160);
     for row in rows {
+        push_jsonl_line(&mut out, config, row);
+    }
+    out
+}
+
+fn push_jsonl_line(out: &mut String, config: &ExperimentConfig, row: &ResultRow) {
+    {
         let line = json!({
             "run_id": run_id(row.variation, row.repetition),
             "variation": row.variation,
@@ -294,15 +376,6 @@ pub fn results_jsonl(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
         out.push_str(&line.to_string());
         out.push('\n');
     }
-    out
-}
-
-/// results.csv and results.jsonl, each written atomically.
-pub fn write_results(dir: &Path, config: &ExperimentConfig, rows: &[ResultRow]) -> Result<()> {
-    write_results_csv(dir, &results_csv(config, rows))?;
-    let path = dir.join("results.jsonl");
-    write_atomic(&path, results_jsonl(config, rows).as_bytes())
-        .map_err(io(format!("cannot write {}", path.display())))
 }
 
 /// The run's own columns of results.csv, before its parameters and metrics,
@@ -456,53 +529,215 @@ pub fn results_columns(config: &ExperimentConfig, rows: &[ResultRow]) -> Vec<Col
 /// results.csv: one row per run under the header `ResultColumns` describes;
 /// a missing value is an empty cell.
 pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
-    use std::fmt::Write as _;
     let layout = ResultColumns::of(config, rows);
     let mut out = String::with_capacity(rows.len() * 96);
     push_row(&mut out, layout.columns.iter().map(|c| c.name.as_str()));
-    let mut cell_text = String::new();
     for row in rows {
-        // Cells are written straight into the output: no text per cell
-        // but for values that may need quoting.
-        let _ = write!(
-            out,
-            "{},{},{},{},{},{},",
-            run_id(row.variation, row.repetition),
-            row.variation,
-            row.repetition,
-            run_seed(config.seed, row.repetition),
-            row.attempt,
-            row.status,
-        );
-        push_cell(&mut out, row.worker.as_deref().unwrap_or_default());
-        out.push(',');
-        if let Some(duration) = row.duration_s {
-            let _ = write!(out, "{duration:.3}");
-        }
-        out.push(',');
-        if let Some(cost) = row.cost_usd {
-            let _ = write!(out, "{cost}");
-        }
-        let values = layout
-            .params
-            .iter()
-            .map(|p| row.params.get(*p))
-            .chain(layout.metrics.iter().map(|m| row.metrics.get(m)));
-        for value in values {
-            out.push(',');
-            cell_text.clear();
-            match value {
-                None | Some(Value::Null) => {}
-                Some(Value::String(text)) => push_cell(&mut out, text),
-                Some(other) => {
-                    let _ = write!(cell_text, "{other}");
-                    push_cell(&mut out, &cell_text);
-                }
-            }
-        }
-        out.push('\n');
+        push_csv_line(&mut out, config, &layout.params, &layout.metrics, row);
     }
     out
+}
+
+/// One run's line of results.csv, its cells written straight into `out`: no
+/// text per cell but for values that may need quoting.
+fn push_csv_line(
+    out: &mut String,
+    config: &ExperimentConfig,
+    params: &[impl AsRef<str>],
+    metrics: &[impl AsRef<str>],
+    row: &ResultRow,
+) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "{},{},{},{},{},{},",
+        run_id(row.variation, row.repetition),
+        row.variation,
+        row.repetition,
+        run_seed(config.seed, row.repetition),
+        row.attempt,
+        row.status,
+    );
+    push_cell(out, row.worker.as_deref().unwrap_or_default());
+    out.push(',');
+    if let Some(duration) = row.duration_s {
+        let _ = write!(out, "{duration:.3}");
+    }
+    out.push(',');
+    if let Some(cost) = row.cost_usd {
+        let _ = write!(out, "{cost}");
+    }
+    let values = params
+        .iter()
+        .map(|p| row.params.get(p.as_ref()))
+        .chain(metrics.iter().map(|m| row.metrics.get(m.as_ref())));
+    for value in values {
+        out.push(',');
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) => push_cell(out, text),
+            Some(other) => push_cell(out, &other.to_string()),
+        }
+    }
+    out.push('\n');
+}
+
+/// The header of results.csv when the rows are not all in memory: the
+/// parameters of every variation and the metrics any run reported, in the
+/// order and with the names [`ResultColumns`] gives them.
+pub struct ResultsHeader {
+    params: Vec<String>,
+    metrics: Vec<String>,
+    names: Vec<String>,
+}
+
+impl ResultsHeader {
+    pub fn new(
+        config: &ExperimentConfig,
+        params: BTreeSet<String>,
+        reported_metrics: BTreeSet<String>,
+    ) -> ResultsHeader {
+        let mut metrics: Vec<String> = config.metrics.iter().map(|m| m.name.clone()).collect();
+        let others: Vec<String> = reported_metrics
+            .into_iter()
+            .filter(|m| !metrics.contains(m))
+            .collect();
+        metrics.extend(others);
+        let is_run_column = |name: &str| RUN_COLUMNS.iter().any(|(run, _)| *run == name);
+        let names = RUN_COLUMNS
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .chain(params.iter().map(|p| {
+                if is_run_column(p) {
+                    format!("param.{p}")
+                } else {
+                    p.clone()
+                }
+            }))
+            .chain(metrics.iter().map(|m| {
+                if params.contains(m) || is_run_column(m) {
+                    format!("metric.{m}")
+                } else {
+                    m.clone()
+                }
+            }))
+            .collect();
+        ResultsHeader {
+            params: params.into_iter().collect(),
+            metrics,
+            names,
+        }
+    }
+}
+
+/// Writes results.csv, results.jsonl and the figures of batch-costs.json one
+/// run at a time, so that a sweep of ten million runs is never in memory
+/// (ARCHITECTURE.md, "Scale"). Each file is written beside its final name
+/// and renamed over it by [`ResultsWriter::finish`]: a reader sees the old
+/// file or the new one, never a torn one.
+pub struct ResultsWriter<'a> {
+    config: &'a ExperimentConfig,
+    header: ResultsHeader,
+    csv: TempFile,
+    jsonl: TempFile,
+    line: String,
+    costs: CostTally,
+}
+
+/// A file being written under a temporary name beside `path`.
+struct TempFile {
+    path: std::path::PathBuf,
+    temp: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl TempFile {
+    fn create(path: std::path::PathBuf) -> Result<TempFile> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let temp = path.with_file_name(format!(".{name}.writing"));
+        let file =
+            std::fs::File::create(&temp).map_err(io(format!("cannot write {}", temp.display())))?;
+        Ok(TempFile {
+            path,
+            temp,
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    fn write(&mut self, text: &str) -> Result<()> {
+        use std::io::Write;
+        self.out
+            .write_all(text.as_bytes())
+            .map_err(io(format!("cannot write {}", self.temp.display())))
+    }
+
+    fn finish(mut self) -> Result<()> {
+        use std::io::Write;
+        self.out
+            .flush()
+            .map_err(io(format!("cannot write {}", self.temp.display())))?;
+        std::fs::rename(&self.temp, &self.path)
+            .map_err(io(format!("cannot write {}", self.path.display())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // Renamed away when finished; a writer dropped half way leaves nothing.
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+impl<'a> ResultsWriter<'a> {
+    pub fn create(
+        dir: &Path,
+        config: &'a ExperimentConfig,
+        header: ResultsHeader,
+    ) -> Result<ResultsWriter<'a>> {
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let mut writer = ResultsWriter {
+            config,
+            csv: TempFile::create(dir.join("results.csv"))?,
+            jsonl: TempFile::create(dir.join("results.jsonl"))?,
+            header,
+            line: String::with_capacity(1024),
+            costs: CostTally::default(),
+        };
+        writer.line.clear();
+        push_row(
+            &mut writer.line,
+            writer.header.names.iter().map(String::as_str),
+        );
+        writer.csv.write(&writer.line)?;
+        Ok(writer)
+    }
+
+    pub fn push(&mut self, row: &ResultRow) -> Result<()> {
+        self.line.clear();
+        push_csv_line(
+            &mut self.line,
+            self.config,
+            &self.header.params,
+            &self.header.metrics,
+            row,
+        );
+        self.csv.write(&self.line)?;
+        self.line.clear();
+        push_jsonl_line(&mut self.line, self.config, row);
+        self.jsonl.write(&self.line)?;
+        self.costs.add(row);
+        Ok(())
+    }
+
+    /// Puts both files in place; what batch-costs.json needs of the rows.
+    pub fn finish(self) -> Result<CostTally> {
+        let ResultsWriter {
+            csv, jsonl, costs, ..
+        } = self;
+        csv.finish()?;
+        jsonl.finish()?;
+        Ok(costs)
+    }
 }
 
 pub(crate) fn cell(value: Option<&Value>) -> String {
@@ -562,21 +797,42 @@ pub struct CallSpending {
 /// batch-costs.json: dollars spent in total, by variation, by run (runs with
 /// no cost are left out), the metered LLM calls by model, by provider and by
 /// service tier, and what the response cache and the flex tier saved.
-pub fn costs_json(rows: &[ResultRow], spending: &CallSpending) -> String {
-    let (calls, cache, tiers) = (&spending.by_model, &spending.cache, &spending.tiers);
-    let mut by_variation: BTreeMap<u32, (f64, u64, u64)> = BTreeMap::new(); // (usd, runs with cost, succeeded)
-    let mut per_run = Map::new();
-    for row in rows {
-        let entry = by_variation.entry(row.variation).or_default();
+/// What batch-costs.json needs of the rows, gathered one row at a time: 16
+/// bytes a run that reported a cost, nothing for the others.
+#[derive(Debug, Default)]
+pub struct CostTally {
+    /// (dollars, runs with a cost, runs that succeeded) by variation.
+    by_variation: BTreeMap<u32, (f64, u64, u64)>,
+    per_run: Vec<(u32, u32, f64)>,
+}
+
+impl CostTally {
+    pub fn add(&mut self, row: &ResultRow) {
+        let entry = self.by_variation.entry(row.variation).or_default();
         if row.status == RunStatus::Succeeded {
             entry.2 += 1;
         }
         if let Some(cost) = row.cost_usd {
             entry.0 += cost;
             entry.1 += 1;
-            per_run.insert(run_id(row.variation, row.repetition), json!(cost));
+            self.per_run.push((row.variation, row.repetition, cost));
         }
     }
+
+    /// batch-costs.json of the rows added.
+    pub fn json(&self, spending: &CallSpending) -> String {
+        costs_document(self, spending)
+    }
+}
+
+fn costs_document(tally: &CostTally, spending: &CallSpending) -> String {
+    let (calls, cache, tiers) = (&spending.by_model, &spending.cache, &spending.tiers);
+    let by_variation = &tally.by_variation;
+    let per_run: Map<String, Value> = tally
+        .per_run
+        .iter()
+        .map(|(variation, repetition, cost)| (run_id(*variation, *repetition), json!(cost)))
+        .collect();
     let total: f64 = by_variation.values().map(|(usd, _, _)| usd).sum();
     let variations: Vec<Value> = by_variation
         .iter()
@@ -643,12 +899,6 @@ pub fn write_costs(dir: &Path, content: &str) -> Result<()> {
     write_atomic(&path, content.as_bytes()).map_err(io(format!("cannot write {}", path.display())))
 }
 
-pub fn write_results_csv(dir: &Path, content: &str) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    let path = dir.join("results.csv");
-    write_atomic(&path, content.as_bytes()).map_err(io(format!("cannot write {}", path.display())))
-}
-
 fn pretty(value: &Value) -> String {
     let mut text = serde_json::to_string_pretty(value).expect("json serialises");
     text.push('\n');
@@ -658,6 +908,39 @@ fn pretty(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_directories_are_flat_up_to_the_limit_and_grouped_beyond_keeping_flat_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let experiment = dir.path();
+        assert_eq!(
+            run_dir_for(experiment, 3, 7, FLAT_RUNS_LIMIT),
+            experiment.join("runs/var-003-run-007")
+        );
+        assert_eq!(
+            run_dir_for(experiment, 3, 7, FLAT_RUNS_LIMIT + 1),
+            experiment.join("runs/var-003/000/var-003-run-007")
+        );
+        assert_eq!(
+            run_dir_for(experiment, 3, 10_001, 1_000_000),
+            experiment.join("runs/var-003/001/var-003-run-10001")
+        );
+        // A run written flat before its experiment grew stays where it is.
+        std::fs::create_dir_all(experiment.join("runs/var-001-run-002")).unwrap();
+        assert_eq!(
+            run_dir_for(experiment, 1, 2, 1_000_000),
+            experiment.join("runs/var-001-run-002")
+        );
+        assert_eq!(
+            find_run_dir(experiment, 1, 2),
+            experiment.join("runs/var-001-run-002")
+        );
+        std::fs::create_dir_all(experiment.join("runs/var-003/001/var-003-run-10001")).unwrap();
+        assert_eq!(
+            find_run_dir(experiment, 3, 10_001),
+            experiment.join("runs/var-003/001/var-003-run-10001")
+        );
+    }
     use flotilla_shared::config::parse_experiment;
 
     #[test]

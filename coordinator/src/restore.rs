@@ -40,7 +40,7 @@ pub fn restore(
             config,
             row.config_yaml,
             row.config_hash,
-            row.dir,
+            row.dir.into(),
             workdir,
             variations,
             row.started_at_ms,
@@ -58,6 +58,7 @@ pub fn restore(
             experiment.spent_usd = ledger.spent().dollars();
         }
         let mut ended = Vec::new();
+        experiment.reserve_runs(runs.len());
         for run in runs {
             // A lease lives in memory only: a run recorded as running lost
             // its lease with the restart, unless its worker reports it (then

@@ -44,12 +44,13 @@ impl Snapshots {
         handle: &CoordinatorHandle,
         name: &str,
         version: u64,
+        urgent: bool,
     ) -> Result<Arc<Snapshot>> {
-        if let Some(cached) = self.fresh(name, version) {
+        if let Some(cached) = self.fresh(name, version, urgent) {
             return Ok(cached);
         }
         let _making = self.making.lock().await;
-        if let Some(cached) = self.fresh(name, version) {
+        if let Some(cached) = self.fresh(name, version, urgent) {
             return Ok(cached);
         }
         let view = handle.status(Some(name.to_string())).await?;
@@ -66,10 +67,13 @@ impl Snapshots {
         Ok(snapshot)
     }
 
-    fn fresh(&self, name: &str, version: u64) -> Option<Arc<Snapshot>> {
+    /// A snapshot of `version` or later; unless `urgent`, also one made
+    /// less than an interval ago.
+    fn fresh(&self, name: &str, version: u64, urgent: bool) -> Option<Arc<Snapshot>> {
         let by_name = self.by_name.lock().expect("not poisoned");
         let cached = by_name.get(name)?;
-        (cached.version >= version || cached.at.elapsed() < WATCH_INTERVAL).then(|| cached.clone())
+        let recent = !urgent && cached.at.elapsed() < WATCH_INTERVAL;
+        (cached.version >= version || recent).then(|| cached.clone())
     }
 }
 
@@ -84,12 +88,17 @@ pub async fn stream(
     sender: mpsc::Sender<std::result::Result<proto::StatusReply, Status>>,
 ) {
     let mut changes = handle.changes();
+    // An ending is sent at once: `submit --wait` returns when the last
+    // result is durable, not up to an interval later.
+    let mut endings = handle.endings();
+    endings.borrow_and_update();
     let mut pending: Vec<proto::WatchEvent> = Vec::new();
     let mut missed = 0u64;
     let mut last_sent: Option<(Instant, Arc<proto::StatusReply>)> = None;
     let mut seen = 0u64;
     loop {
         // Wait for a change (or events), then for the interval since the last message.
+        let mut urgent = false;
         if last_sent.is_some() {
             let changed = changes.wait_for(|version| *version > seen);
             tokio::select! {
@@ -104,6 +113,10 @@ pub async fn stream(
                 loop {
                     tokio::select! {
                         _ = &mut due => break,
+                        _ = endings.changed() => {
+                            urgent = true;
+                            break;
+                        }
                         _ = sender.closed() => return,
                         batch = next_batch(&mut events) => collect(batch, &name, &mut pending, &mut missed),
                     }
@@ -111,7 +124,7 @@ pub async fn stream(
             }
         }
         let version = *changes.borrow_and_update();
-        let snapshot = match snapshots.get(&handle, &name, version).await {
+        let snapshot = match snapshots.get(&handle, &name, version, urgent).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 let _ = sender.send(Err(status_of(e))).await;

@@ -105,11 +105,13 @@ pub struct RunData {
     /// Runs with equal seeds pair up (ARCHITECTURE.md, "Experiments and runs").
     pub seed: u64,
     pub status: RunStatus,
-    /// (index into `ExperimentData::metric_names`, value).
-    pub metrics: Vec<(u16, MetricValue)>,
-    pub error: Option<String>,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i64>,
+    /// (index into `ExperimentData::metric_names`, value). Boxed slices
+    /// rather than vectors and strings: ten million runs are read into one
+    /// report (ARCHITECTURE.md, "Scale").
+    pub metrics: Box<[(u16, MetricValue)]>,
+    pub error: Option<Box<str>>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
     pub timed_out: bool,
     pub duration_s: Option<f64>,
     /// Dollars the run's attempts spent, when reported.
@@ -201,6 +203,11 @@ impl ExperimentDataBuilder {
         });
     }
 
+    /// Room for `runs` more runs, taken exactly.
+    pub fn reserve_runs(&mut self, runs: usize) {
+        self.data.runs.reserve_exact(runs);
+    }
+
     pub fn run(&mut self, record: RunRecord<'_>) {
         let metrics = self.compact_metrics(record.metrics_json);
         self.data.runs.push(RunData {
@@ -209,9 +216,9 @@ impl ExperimentDataBuilder {
             seed: record.seed,
             status: record.status,
             metrics,
-            error: record.error,
-            exit_code: record.exit_code,
-            signal: record.signal,
+            error: record.error.map(String::into_boxed_str),
+            exit_code: record.exit_code.and_then(|code| i32::try_from(code).ok()),
+            signal: record.signal.and_then(|signal| i32::try_from(signal).ok()),
             timed_out: record.timed_out,
             duration_s: record.duration_s,
             cost_usd: record.cost_usd,
@@ -232,9 +239,9 @@ impl ExperimentDataBuilder {
 
     /// Parses a run's metrics object, interning its keys. Null values are
     /// left out; more than 65,536 distinct names are not analysed.
-    fn compact_metrics(&mut self, text: Option<&str>) -> Vec<(u16, MetricValue)> {
+    fn compact_metrics(&mut self, text: Option<&str>) -> Box<[(u16, MetricValue)]> {
         let Some(Ok(Value::Object(map))) = text.map(serde_json::from_str::<Value>) else {
-            return Vec::new();
+            return Box::default();
         };
         map.into_iter()
             .filter(|(_, value)| !value.is_null())

@@ -6,6 +6,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// The process id in temp names, read once: `getpid` is a system call, and
+/// a large sweep writes a file per run.
+static PROCESS_ID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let dir = path
@@ -15,7 +18,7 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let temp = dir.join(format!(
         ".{file_name}.tmp-{}-{}",
-        std::process::id(),
+        PROCESS_ID.get_or_init(std::process::id),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {

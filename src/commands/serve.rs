@@ -76,6 +76,7 @@ pub async fn coordinator(args: CoordinatorStartArgs) -> anyhow::Result<i32> {
             }
         }
     };
+    raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {listen}"), e))?;
@@ -112,6 +113,36 @@ pub async fn coordinator(args: CoordinatorStartArgs) -> anyhow::Result<i32> {
 
 /// Beyond loopback without TLS, the token, prompts and results cross the
 /// network in the clear: said once, at start.
+/// Every worker holds a connection open, so the coordinator needs a file
+/// descriptor per worker: the soft limit many systems start a process with
+/// (1,024) would refuse the thousandth. Raised to the hard limit, as the
+/// system allows any process to do (ARCHITECTURE.md, "Scale").
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        // Linux refuses "unlimited" for this one; 2^20 is its usual ceiling.
+        let target = limit.rlim_max.min(1 << 20);
+        if limit.rlim_cur >= target {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = target;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            warn!(
+                soft,
+                "cannot raise the open-file limit; the coordinator may refuse workers beyond it"
+            );
+        }
+    }
+}
+
 fn warn_if_in_the_clear(listen: SocketAddr, http: Option<SocketAddr>, tls: bool) {
     if tls {
         return;

@@ -221,7 +221,12 @@ fn fragments(view: &ExperimentView, figures: Option<&Figures>) -> (String, Strin
     let failures = pages::failures_table(
         &view.name,
         figures.map(|f| f.2.as_slice()).unwrap_or_default(),
-        |run| tail(&directory.join("runs").join(run).join("stderr.log")),
+        |run| match flotilla_shared::naming::parse_run_id(run) {
+            Some((variation, repetition)) => tail(
+                &crate::outputs::find_run_dir(&directory, variation, repetition).join("stderr.log"),
+            ),
+            None => String::new(),
+        },
     );
     (variations, failures)
 }
@@ -406,7 +411,8 @@ async fn run_details(http: &Http, name: String, run: String) -> Result<RunDetail
         )))
     })?;
     let view = one(http, &name).await?;
-    let directory = PathBuf::from(&view.directory).join("runs").join(&run);
+    let directory =
+        crate::outputs::find_run_dir(FsPath::new(&view.directory), variation, repetition);
     let (root, owned) = (http.root.clone(), name.clone());
     let attempts = tokio::task::spawn_blocking(move || {
         crate::store::read_attempts(&root, &owned, variation, repetition)

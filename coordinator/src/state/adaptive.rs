@@ -173,7 +173,7 @@ impl Experiment {
             let mut more = false;
             for variation in adaptive.advance() {
                 for repetition in 1..=self.config.runs_per_variation {
-                    let Some(&slot) = self.run_slots.get(&(variation, repetition)) else {
+                    let Some(slot) = self.slot_of(variation, repetition) else {
                         continue;
                     };
                     if self.runs[slot].status == RunStatus::Pending {

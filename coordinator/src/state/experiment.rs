@@ -1,8 +1,7 @@
 //! One experiment's manifest in memory: its variations, every run's state,
 //! the queue of pending runs and running counts.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use flotilla_shared::config::ExperimentConfig;
@@ -46,7 +45,9 @@ impl VariationEntry {
 #[derive(Debug)]
 pub struct RunClass {
     pub requires: BTreeSet<String>,
-    pending: VecDeque<usize>,
+    /// Slots of runs, as u32: a ten-million-run sweep's queue is 40 MB, not 80
+    /// (ARCHITECTURE.md, "Scale").
+    pending: VecDeque<u32>,
     /// Runs put in `pending` so far: with the ledger's room version, says
     /// whether a search that found nothing fitting can be skipped.
     pushes: u64,
@@ -67,7 +68,7 @@ impl RunClass {
     }
 
     fn push_back(&mut self, slot: usize) {
-        self.pending.push_back(slot);
+        self.pending.push_back(slot as u32);
         self.pushes += 1;
     }
 }
@@ -162,7 +163,8 @@ pub struct Experiment {
     pub config: ExperimentConfig,
     pub config_yaml: String,
     pub hash: String,
-    pub dir: PathBuf,
+    /// Shared with every attempt record that writes under it.
+    pub dir: std::sync::Arc<std::path::Path>,
     pub workdir: Option<WorkdirRef>,
     pub state: ExperimentState,
     pub stopping: Option<StopReason>,
@@ -172,7 +174,9 @@ pub struct Experiment {
     /// `variations[i].index == i + 1`.
     pub variations: Vec<VariationEntry>,
     pub runs: Vec<RunEntry>,
-    pub run_slots: HashMap<(u32, u32), usize>,
+    /// `slots[v - 1][r - 1]`: the slot in `runs` of repetition `r` of
+    /// variation `v` (4 bytes a run, where a hash map took over 20).
+    slots: Vec<Vec<u32>>,
     /// Runs waiting for a worker, by what they need of one: variations that
     /// name the same models share a class. Entries whose run is no longer
     /// pending are skipped when popped.
@@ -211,7 +215,7 @@ impl Experiment {
         config: ExperimentConfig,
         config_yaml: String,
         hash: String,
-        dir: PathBuf,
+        dir: std::sync::Arc<std::path::Path>,
         workdir: Option<WorkdirRef>,
         variations: Vec<VariationEntry>,
         started_at_ms: i64,
@@ -233,7 +237,7 @@ impl Experiment {
             finalizing: None,
             variations,
             runs: Vec::new(),
-            run_slots: HashMap::new(),
+            slots: Vec::new(),
             classes: Vec::new(),
             class_of_variation: Vec::new(),
             counts: Counts::default(),
@@ -253,9 +257,33 @@ impl Experiment {
         &self.config.name
     }
 
+    /// Room for `runs` more runs, taken exactly: a sweep of millions of runs
+    /// would otherwise hold up to twice what it needs.
+    pub fn reserve_runs(&mut self, runs: usize) {
+        self.runs.reserve_exact(runs);
+    }
+
+    /// The slot of repetition `repetition` of variation `variation`, if it has one.
+    pub fn slot_of(&self, variation: u32, repetition: u32) -> Option<usize> {
+        let by_repetition = self.slots.get((variation as usize).checked_sub(1)?)?;
+        let slot = *by_repetition.get((repetition as usize).checked_sub(1)?)?;
+        (slot != u32::MAX).then_some(slot as usize)
+    }
+
     pub fn add_run(&mut self, run: RunEntry) -> usize {
         let slot = self.runs.len();
-        self.run_slots.insert((run.variation, run.repetition), slot);
+        assert!(slot < u32::MAX as usize, "more runs than a u32 counts");
+        let (v, r) = (run.variation as usize - 1, run.repetition as usize - 1);
+        if self.slots.len() <= v {
+            self.slots.resize_with(v + 1, Vec::new);
+        }
+        let by_repetition = &mut self.slots[v];
+        if by_repetition.len() <= r {
+            let wanted = (self.config.runs_per_variation as usize).max(r + 1);
+            by_repetition.reserve_exact(wanted - by_repetition.len());
+            by_repetition.resize(r + 1, u32::MAX);
+        }
+        by_repetition[r] = slot as u32;
         self.counts.add(run.status);
         let variation = run.variation;
         self.runs.push(run);
@@ -330,13 +358,13 @@ impl Experiment {
         let runs = &self.runs;
         let queue = &mut self.classes[class];
         while let Some(&slot) = queue.pending.front() {
-            if runs[slot].status == RunStatus::Pending {
+            if runs[slot as usize].status == RunStatus::Pending {
                 break;
             }
             queue.pending.pop_front();
         }
         let Some(ledger) = self.ledger.as_ref() else {
-            return queue.pending.pop_front();
+            return queue.pending.pop_front().map(|slot| slot as usize);
         };
         let seen = (ledger.room_version(), queue.pushes);
         if queue.nothing_fits_at == Some(seen) {
@@ -345,11 +373,11 @@ impl Experiment {
         // The front usually fits; past it, the search is over runs of
         // variations whose estimate is larger than what is left.
         let position = queue.pending.iter().position(|&slot| {
-            let run = &runs[slot];
+            let run = &runs[slot as usize];
             run.status == RunStatus::Pending && ledger.fits(run.variation)
         });
         match position {
-            Some(position) => queue.pending.remove(position),
+            Some(position) => queue.pending.remove(position).map(|slot| slot as usize),
             None => {
                 queue.nothing_fits_at = Some(seen);
                 None
@@ -364,7 +392,7 @@ impl Experiment {
         };
         self.classes.iter().any(|class| {
             class.pending.iter().any(|&slot| {
-                let run = &self.runs[slot];
+                let run = &self.runs[slot as usize];
                 run.status == RunStatus::Pending && ledger.fits(run.variation)
             })
         })
@@ -397,15 +425,16 @@ impl Experiment {
         self.classes
             .iter()
             .flat_map(|class| class.pending.iter())
-            .filter(|&&slot| self.runs[slot].status == RunStatus::Pending)
-            .map(|&slot| self.runs[slot].variation)
+            .map(|&slot| &self.runs[slot as usize])
+            .filter(|run| run.status == RunStatus::Pending)
+            .map(|run| run.variation)
             .collect()
     }
 
     fn pop_from(&mut self, class: usize) -> Option<usize> {
         while let Some(slot) = self.classes[class].pending.pop_front() {
-            if self.runs[slot].status == RunStatus::Pending {
-                return Some(slot);
+            if self.runs[slot as usize].status == RunStatus::Pending {
+                return Some(slot as usize);
             }
         }
         None
@@ -421,7 +450,7 @@ impl Experiment {
             let waiting = class
                 .pending
                 .iter()
-                .any(|&slot| self.runs[slot].status == RunStatus::Pending);
+                .any(|&slot| self.runs[slot as usize].status == RunStatus::Pending);
             if !waiting {
                 continue;
             }

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 
 use flotilla_shared::config::RunConfig;
 use flotilla_shared::grid::run_seed;
-use flotilla_shared::naming::run_id;
 use flotilla_shared::protocol::{Capabilities, SpendGrant, ToWorker};
 use flotilla_shared::run::{Assignment, RunResult};
 
@@ -99,6 +98,8 @@ pub struct AttemptRecord {
     pub experiment: String,
     /// Where the run's files go; `None` for runs that have no directory (noop).
     pub run_dir: Option<PathBuf>,
+    /// The experiment's directory, where its variations' params files are.
+    pub experiment_dir: Arc<std::path::Path>,
     pub variation: u32,
     pub repetition: u32,
     pub attempt: u32,
@@ -130,18 +131,21 @@ impl AttemptRecord {
         let run = &experiment.runs[slot];
         // Only attempts that report have files; noop runs have no directory.
         let run_dir = match (&experiment.config.run, &result) {
-            (RunConfig::Command { .. } | RunConfig::Chat { .. }, Some(_)) => Some(
-                experiment
-                    .dir
-                    .join("runs")
-                    .join(run_id(run.variation, run.repetition)),
-            ),
+            (RunConfig::Command { .. } | RunConfig::Chat { .. }, Some(_)) => {
+                Some(crate::outputs::run_dir_for(
+                    &experiment.dir,
+                    run.variation,
+                    run.repetition,
+                    experiment.runs.len(),
+                ))
+            }
             _ => None,
         };
         AttemptRecord {
             experiment_db_id: experiment.db_id,
             experiment: experiment.config.name.clone(),
             run_dir,
+            experiment_dir: experiment.dir.clone(),
             variation: run.variation,
             repetition: run.repetition,
             attempt,

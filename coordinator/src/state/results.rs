@@ -162,9 +162,7 @@ impl State {
     /// The experiment index and run slot of `key`.
     fn locate(&self, key: &RunKey) -> Option<(usize, usize)> {
         let index = *self.by_name.get(&key.experiment)?;
-        let slot = *self.experiments[index]
-            .run_slots
-            .get(&(key.variation, key.repetition))?;
+        let slot = self.experiments[index].slot_of(key.variation, key.repetition)?;
         Some((index, slot))
     }
 

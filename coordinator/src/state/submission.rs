@@ -138,20 +138,20 @@ impl State {
             config.clone(),
             submission.config_yaml,
             config.hash(),
-            self.root.join(&config.name),
+            self.root.join(&config.name).into(),
             submission.workdir,
             variations.clone(),
             now_ms,
         );
         // Repetition-major order: an interrupted sweep has every variation equally covered.
-        let mut runs = Vec::new();
-        for repetition in 1..=experiment.config.runs_per_variation {
+        let repetitions = experiment.config.runs_per_variation;
+        experiment.reserve_runs(variations.len() * repetitions as usize);
+        for repetition in 1..=repetitions {
             for variation in &variations {
                 experiment.add_run(RunEntry::pending(variation.index, repetition));
-                runs.push((variation.index, repetition));
             }
         }
-        let total = runs.len() as u64;
+        let total = experiment.runs.len() as u64;
         let index = self.insert_experiment(experiment);
         outbox
             .writes
@@ -162,9 +162,9 @@ impl State {
             experiment_id: db_id,
             variations,
         });
-        outbox.writes.push(Write::Runs {
+        outbox.writes.push(Write::RunGrid {
             experiment_id: db_id,
-            runs,
+            repetitions,
         });
         self.check_finished(index, outbox);
         Submitted {
@@ -196,10 +196,7 @@ impl State {
         for repetition in 1..=submission.config.runs_per_variation {
             for variation in 0..experiment.variations.len() {
                 let variation_index = experiment.variations[variation].index;
-                if !experiment
-                    .run_slots
-                    .contains_key(&(variation_index, repetition))
-                {
+                if experiment.slot_of(variation_index, repetition).is_none() {
                     experiment.add_run(RunEntry::pending(variation_index, repetition));
                     new_runs.push((variation_index, repetition));
                 }

@@ -903,7 +903,7 @@ fn a_run_that_fits_is_assigned_when_the_next_in_line_does_not() {
     let experiment = &mut state.experiments[0];
     for variation in 1..=3 {
         for repetition in 1..=3 {
-            let slot = experiment.run_slots[&(variation, repetition)];
+            let slot = experiment.slot_of(variation, repetition).unwrap();
             experiment.set_status(slot, RunStatus::Succeeded);
             let ledger = experiment.ledger.as_mut().unwrap();
             let lease_id = 100 * variation as u64 + repetition as u64;

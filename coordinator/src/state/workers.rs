@@ -104,7 +104,7 @@ impl State {
             return false;
         };
         let experiment = &mut self.experiments[index];
-        let Some(&slot) = experiment.run_slots.get(&(key.variation, key.repetition)) else {
+        let Some(slot) = experiment.slot_of(key.variation, key.repetition) else {
             return false;
         };
         if experiment.runs[slot].status != RunStatus::Pending || !experiment.accepts_assignments() {

@@ -95,7 +95,7 @@ impl ExperimentRow {
             finished_at_ms: experiment.finished_at_ms,
             spent_usd: experiment.spent_usd,
             cache: experiment.cache,
-            dir: experiment.dir.clone(),
+            dir: experiment.dir.to_path_buf(),
         }
     }
 }
@@ -132,6 +132,13 @@ pub enum Write {
     Runs {
         experiment_id: i64,
         runs: Vec<(u32, u32)>,
+    },
+    /// Every repetition 1..=`repetitions` of every variation stored for the
+    /// experiment, pending: a new experiment's runs, made by the database in
+    /// key order rather than sent to it one by one (ARCHITECTURE.md, "Scale").
+    RunGrid {
+        experiment_id: i64,
+        repetitions: u32,
     },
     Attempt(Box<AttemptRecord>),
     RunStatus {

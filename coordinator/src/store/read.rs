@@ -190,6 +190,14 @@ fn read_runs(
     seed: u64,
     builder: &mut ExperimentDataBuilder,
 ) -> Result<()> {
+    let count: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE experiment_id = ?",
+            [experiment_id],
+            |row| row.get(0),
+        )
+        .map_err(sql)?;
+    builder.reserve_runs(count.max(0) as usize);
     let mut statement = connection
         .prepare(
             "SELECT r.variation, r.repetition, r.status, r.metrics_json, r.error, a.exit_code, a.signal, a.timed_out, r.duration_s, r.cost_usd \

@@ -56,6 +56,10 @@ pub fn apply(transaction: &Transaction<'_>, write: &Write, committed_at_ms: i64)
             experiment_id,
             runs,
         } => new_runs(transaction, *experiment_id, runs),
+        Write::RunGrid {
+            experiment_id,
+            repetitions,
+        } => run_grid(transaction, *experiment_id, *repetitions),
         Write::Attempt(record) => apply_attempt(transaction, record),
         Write::RunStatus {
             experiment_id,
@@ -161,6 +165,20 @@ fn new_runs(transaction: &Transaction<'_>, experiment_id: i64, runs: &[(u32, u32
     Ok(())
 }
 
+fn run_grid(transaction: &Transaction<'_>, experiment_id: i64, repetitions: u32) -> Applied {
+    // CROSS JOIN keeps variations as the outer loop: rows arrive in the
+    // primary key's order, so the table is appended to, never split.
+    transaction
+        .prepare_cached(
+            "WITH RECURSIVE repetition(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM repetition WHERE n < ?2) \
+             INSERT OR IGNORE INTO runs (experiment_id, variation, repetition, status) \
+             SELECT ?1, v.variation, repetition.n, 'pending' FROM variations v CROSS JOIN repetition \
+             WHERE v.experiment_id = ?1",
+        )?
+        .execute(params![experiment_id, repetitions])?;
+    Ok(())
+}
+
 /// Runs cancelled, or reopened by a resubmission (pending again, attempts from zero).
 fn run_status(
     transaction: &Transaction<'_>,
@@ -193,20 +211,83 @@ fn running_results(
     config: &ExperimentConfig,
     running: &[(u32, u32)],
 ) -> Applied {
-    let mut rows = result_rows(transaction, experiment_id)?;
     let running: std::collections::HashSet<&(u32, u32)> = running.iter().collect();
-    for row in rows
-        .iter_mut()
-        .filter(|r| running.contains(&(r.variation, r.repetition)))
-    {
-        row.status = RunStatus::Running;
-    }
-    outputs::write_results(dir, config, &rows)?;
+    let costs = write_results_streaming(transaction, experiment_id, dir, config, |row| {
+        if running.contains(&(row.variation, row.repetition)) {
+            row.status = RunStatus::Running;
+        }
+    })?;
     outputs::write_costs(
         dir,
-        &outputs::costs_json(&rows, &call_spending(transaction, experiment_id)?),
+        &costs.json(&call_spending(transaction, experiment_id)?),
     )?;
     Ok(())
+}
+
+/// results.csv and results.jsonl from the database, a row at a time
+/// (ARCHITECTURE.md, "Scale"); `adjust` sees each row before it is written.
+fn write_results_streaming(
+    connection: &rusqlite::Connection,
+    experiment_id: i64,
+    dir: &Path,
+    config: &ExperimentConfig,
+    mut adjust: impl FnMut(&mut ResultRow),
+) -> Result<outputs::CostTally, WriteError> {
+    let header = results_header(connection, experiment_id, config)?;
+    let mut writer = outputs::ResultsWriter::create(dir, config, header)?;
+    let mut failed = None;
+    for_each_result_row(connection, experiment_id, |mut row| {
+        adjust(&mut row);
+        if failed.is_none() {
+            failed = writer.push(&row).err();
+        }
+    })?;
+    match failed {
+        Some(error) => Err(error.into()),
+        None => Ok(writer.finish()?),
+    }
+}
+
+/// The columns of results.csv: every variation's parameter names, and the
+/// metric names any run reported (read without keeping the rows).
+fn results_header(
+    connection: &rusqlite::Connection,
+    experiment_id: i64,
+    config: &ExperimentConfig,
+) -> rusqlite::Result<outputs::ResultsHeader> {
+    use serde::de::IgnoredAny;
+    let mut params = std::collections::BTreeSet::new();
+    let mut query =
+        connection.prepare_cached("SELECT params_json FROM variations WHERE experiment_id = ?")?;
+    let mut rows = query.query([experiment_id])?;
+    while let Some(row) = rows.next()? {
+        if let Ok(keys) =
+            serde_json::from_str::<HashMap<String, IgnoredAny>>(row.get_ref(0)?.as_str()?)
+        {
+            params.extend(keys.into_keys());
+        }
+    }
+    let mut metrics = std::collections::BTreeSet::new();
+    let mut query = connection.prepare_cached(
+        "SELECT metrics_json FROM runs WHERE experiment_id = ? AND metrics_json IS NOT NULL",
+    )?;
+    let mut rows = query.query([experiment_id])?;
+    while let Some(row) = rows.next()? {
+        let rusqlite::types::ValueRef::Text(text) = row.get_ref(0)? else {
+            continue;
+        };
+        // Only the names: the values are skipped, not built.
+        if let Ok(keys) = serde_json::from_slice::<HashMap<&str, IgnoredAny>>(text) {
+            for key in keys.into_keys() {
+                if !metrics.contains(key) {
+                    metrics.insert(key.to_string());
+                }
+            }
+        } else if let Ok(keys) = serde_json::from_slice::<HashMap<String, IgnoredAny>>(text) {
+            metrics.extend(keys.into_keys());
+        }
+    }
+    Ok(outputs::ResultsHeader::new(config, params, metrics))
 }
 
 /// The final files, then the final state. Finished when the last result is
@@ -219,16 +300,15 @@ fn finalize(
     config: &ExperimentConfig,
     committed_at_ms: i64,
 ) -> Applied {
-    let rows = result_rows(transaction, experiment_id)?;
     let summary = Summary {
         finished_at_ms: Some(committed_at_ms),
         now_ms: committed_at_ms,
         ..summary.clone()
     };
-    outputs::write_results(dir, config, &rows)?;
+    let costs = write_results_streaming(transaction, experiment_id, dir, config, |_| {})?;
     outputs::write_costs(
         dir,
-        &outputs::costs_json(&rows, &call_spending(transaction, experiment_id)?),
+        &costs.json(&call_spending(transaction, experiment_id)?),
     )?;
     outputs::write_summary(dir, &summary)?;
     transaction
@@ -245,7 +325,7 @@ fn finalize(
 fn apply_attempt(transaction: &Transaction<'_>, record: &AttemptRecord) -> Applied {
     // Files before the row: once the row is committed and acknowledged, the
     // run's directory is complete (ARCHITECTURE.md, invariant 4).
-    outputs::write_run_files(record)?;
+    outputs::write_run_files(&record.experiment_dir, record)?;
     insert_calls(transaction, record)?;
     let result = record.result.as_ref();
     let metrics = result.and_then(|r| r.metrics_json.clone());
@@ -455,6 +535,17 @@ pub(crate) fn result_rows(
     connection: &rusqlite::Connection,
     experiment_id: i64,
 ) -> rusqlite::Result<Vec<ResultRow>> {
+    let mut rows = Vec::new();
+    for_each_result_row(connection, experiment_id, |row| rows.push(row))?;
+    Ok(rows)
+}
+
+/// Every run of an experiment, in run order, handed to `each` one at a time.
+fn for_each_result_row(
+    connection: &rusqlite::Connection,
+    experiment_id: i64,
+    mut each: impl FnMut(ResultRow),
+) -> rusqlite::Result<()> {
     let mut query = connection.prepare_cached(
         "SELECT r.variation, r.repetition, r.attempts, r.status, r.worker, r.duration_s, v.params_json, r.metrics_json, r.cost_usd, \
          (SELECT a.error FROM attempts a WHERE a.experiment_id = r.experiment_id AND a.variation = r.variation \
@@ -494,7 +585,10 @@ pub(crate) fn result_rows(
             error: row.get(9)?,
         })
     })?;
-    rows.collect()
+    for row in rows {
+        each(row?);
+    }
+    Ok(())
 }
 
 fn object(text: &str) -> Map<String, Value> {

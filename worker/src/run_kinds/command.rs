@@ -72,12 +72,14 @@ pub async fn execute(
     let token = match super::open_gateway_run(&assignment, context) {
         Ok(token) => token,
         Err(error) => {
-            context.return_output_dir(paths.output_dir);
+            context.return_output_dir(paths.output_dir, true);
             return failed_to_start(&assignment, error, started_at_ms);
         }
     };
     let gateway_environment = context.gateway.environment(&token);
     let outcome = run_program(&assignment, context, &paths, &gateway_environment, cancel).await;
+    // Whether the run left its output directory empty, as far as this worker saw.
+    let mut output_left_empty = false;
     let (calls, budget_stop) = context.gateway.state.runs.close(&token);
     let mut result = RunResult::failed(&assignment, String::new(), started_at_ms);
     result.duration_s = started.elapsed().as_secs_f64();
@@ -87,7 +89,14 @@ pub async fn execute(
             result.exit_code = ending.exit_code;
             result.signal = ending.signal;
             result.timed_out = ending.timed_out;
-            let metrics = read_metrics(&paths.metrics, &ending.stdout).and_then(|mut map| {
+            let metrics_file = match std::fs::read_to_string(&paths.metrics) {
+                Ok(text) => {
+                    let _ = std::fs::remove_file(&paths.metrics);
+                    Some(text)
+                }
+                Err(_) => None,
+            };
+            let metrics = read_metrics(metrics_file, &ending.stdout).and_then(|mut map| {
                 result.cost_usd = take_cost(&mut map)?;
                 Ok(map)
             });
@@ -122,13 +131,15 @@ pub async fn execute(
             result.metrics_json = metrics.ok().map(|m| Value::Object(m).to_string());
             let tail_start = ending.stderr.len().saturating_sub(STDERR_TAIL_BYTES);
             result.stderr_tail = String::from_utf8_lossy(&ending.stderr[tail_start..]).into_owned();
-            result.files = collect_files(ending.stdout, ending.stderr, &paths.output_dir);
+            let (files, left_empty) =
+                collect_files(ending.stdout, ending.stderr, &paths.output_dir);
+            result.files = files;
+            output_left_empty = left_empty;
         }
     }
     super::add_calls(&mut result, calls);
     super::apply_budget_stop(&mut result, budget_stop);
-    let _ = std::fs::remove_file(&paths.metrics);
-    context.return_output_dir(paths.output_dir);
+    context.return_output_dir(paths.output_dir, output_left_empty);
     result
 }
 
@@ -229,22 +240,32 @@ async fn run_program(
         .spawn()
         .map_err(|e| format!("cannot start '{}': {e}", program.display()))?;
     let process_group = child.id().map(|id| id as i32);
-    let stdout = tokio::spawn(read_capped(child.stdout.take().expect("piped stdout")));
-    let stderr = tokio::spawn(read_capped(child.stderr.take().expect("piped stderr")));
+    // The pipes are read in this run's own task, beside the wait: no task
+    // per pipe to schedule (and wake on another thread) for every run.
+    let mut stdout = std::pin::pin!(read_capped(child.stdout.take().expect("piped stdout")));
+    let mut stderr = std::pin::pin!(read_capped(child.stderr.take().expect("piped stderr")));
+    let (mut stdout_read, mut stderr_read) = (None, None);
+    let deadline = tokio::time::sleep(assignment.timeout);
+    let mut deadline = std::pin::pin!(deadline);
+    let mut cancel = std::pin::pin!(cancel);
 
     let mut timed_out = false;
     let mut cancelled = false;
-    let status = tokio::select! {
-        status = child.wait() => status,
-        _ = tokio::time::sleep(assignment.timeout) => {
-            timed_out = true;
-            kill_group(process_group);
-            child.wait().await
-        }
-        _ = cancel => {
-            cancelled = true;
-            kill_group(process_group);
-            child.wait().await
+    let status = loop {
+        tokio::select! {
+            bytes = &mut stdout, if stdout_read.is_none() => stdout_read = Some(bytes),
+            bytes = &mut stderr, if stderr_read.is_none() => stderr_read = Some(bytes),
+            status = child.wait() => break status,
+            _ = &mut deadline => {
+                timed_out = true;
+                kill_group(process_group);
+                break child.wait().await;
+            }
+            _ = &mut cancel => {
+                cancelled = true;
+                kill_group(process_group);
+                break child.wait().await;
+            }
         }
     }
     .map_err(|e| format!("cannot wait for the program: {e}"))?;
@@ -258,8 +279,15 @@ async fn run_program(
         // counting it as failed (ARCHITECTURE.md, "Worker session").
         tokio::time::sleep(STOP_SIGNAL_GRACE).await;
     }
-    let stdout = drain(stdout).await;
-    let stderr = drain(stderr).await;
+    let drain_until = tokio::time::Instant::now() + PIPE_DRAIN_GRACE;
+    let stdout = match stdout_read {
+        Some(bytes) => bytes,
+        None => drain(stdout, drain_until).await,
+    };
+    let stderr = match stderr_read {
+        Some(bytes) => bytes,
+        None => drain(stderr, drain_until).await,
+    };
     Ok(Ending {
         exit_code: status.code(),
         signal: status.signal(),
@@ -270,10 +298,14 @@ async fn run_program(
     })
 }
 
-async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
-    match tokio::time::timeout(PIPE_DRAIN_GRACE, reader).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => Vec::new(),
+/// The rest of a pipe, unless something other than the program still holds
+/// it open at `until`.
+async fn drain(
+    reader: impl std::future::Future<Output = Vec<u8>>,
+    until: tokio::time::Instant,
+) -> Vec<u8> {
+    match tokio::time::timeout_at(until, reader).await {
+        Ok(bytes) => bytes,
         Err(_) => {
             b"[flotilla: output still open after the program ended; not read further]\n".to_vec()
         }
@@ -357,9 +389,10 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Metrics from $FLOTILLA_METRICS, or else the last non-empty stdout line.
-fn read_metrics(metrics_file: &Path, stdout: &[u8]) -> Result<Map<String, Value>, String> {
-    if let Ok(text) = std::fs::read_to_string(metrics_file) {
+/// Metrics from $FLOTILLA_METRICS (its content, when the program wrote it),
+/// or else the last non-empty stdout line.
+fn read_metrics(metrics_file: Option<String>, stdout: &[u8]) -> Result<Map<String, Value>, String> {
+    if let Some(text) = metrics_file {
         return match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => Ok(map),
             _ => Err("$FLOTILLA_METRICS does not hold a JSON object".to_string()),
@@ -388,8 +421,9 @@ fn take_cost(metrics: &mut Map<String, Value>) -> Result<Option<f64>, String> {
 }
 
 /// stdout.log and stderr.log (when the run wrote to them) and everything
-/// under the output directory (as artifacts/), to ship back.
-fn collect_files(stdout: Vec<u8>, stderr: Vec<u8>, output_dir: &Path) -> Vec<ShippedFile> {
+/// under the output directory (as artifacts/), to ship back; and whether
+/// the output directory was empty.
+fn collect_files(stdout: Vec<u8>, stderr: Vec<u8>, output_dir: &Path) -> (Vec<ShippedFile>, bool) {
     let mut files: Vec<ShippedFile> = [("stdout.log", stdout), ("stderr.log", stderr)]
         .into_iter()
         .filter(|(_, content)| !content.is_empty())
@@ -400,7 +434,7 @@ fn collect_files(stdout: Vec<u8>, stderr: Vec<u8>, output_dir: &Path) -> Vec<Shi
         .collect();
     let mut total = 0u64;
     let mut skipped = Vec::new();
-    collect_artifacts(
+    let had_entries = collect_artifacts(
         output_dir,
         "artifacts",
         &mut files,
@@ -418,7 +452,7 @@ fn collect_files(stdout: Vec<u8>, stderr: Vec<u8>, output_dir: &Path) -> Vec<Shi
             content: note.into_bytes(),
         });
     }
-    files
+    (files, !had_entries)
 }
 
 fn collect_artifacts(
@@ -427,11 +461,12 @@ fn collect_artifacts(
     files: &mut Vec<ShippedFile>,
     total: &mut u64,
     skipped: &mut Vec<String>,
-) {
+) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return true;
     };
     let mut entries: Vec<_> = entries.flatten().collect();
+    let had_entries = !entries.is_empty();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -456,6 +491,7 @@ fn collect_artifacts(
             }
         }
     }
+    had_entries
 }
 
 #[cfg(test)]

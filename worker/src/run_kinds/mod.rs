@@ -64,9 +64,11 @@ impl RunContext {
         Ok(dir)
     }
 
-    /// Empties `dir` and makes it available to the next run.
-    pub fn return_output_dir(&self, dir: PathBuf) {
-        let is_empty = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_none());
+    /// Empties `dir` and makes it available to the next run; `left_empty`
+    /// says the run's files were collected from it and there were none.
+    pub fn return_output_dir(&self, dir: PathBuf, left_empty: bool) {
+        let is_empty =
+            left_empty || std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_none());
         let emptied = is_empty
             || std::fs::remove_dir_all(&dir)
                 .and_then(|_| std::fs::create_dir(&dir))
