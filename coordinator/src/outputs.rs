@@ -447,22 +447,18 @@ pub struct Column {
     pub part: &'static str,
 }
 
-/// The columns of results.csv: the run's own (`run_id, variation,
-/// repetition, seed, attempt, status, worker, duration_s, cost_usd`), then
-/// one per parameter and one per metric (declared metrics first, then the
-/// others alphabetically). Names stay unique: a parameter named like a run
-/// column gets a `param.` prefix, a metric named like either a `metric.` one.
-struct ResultColumns<'a> {
-    params: Vec<&'a String>,
-    metrics: Vec<&'a str>,
+/// The columns of results.csv for rows held in memory: the names
+/// [`ResultsHeader`] gives them, with what each column holds.
+struct ResultColumns {
+    header: ResultsHeader,
     columns: Vec<Column>,
 }
 
-impl<'a> ResultColumns<'a> {
-    fn of(config: &'a ExperimentConfig, rows: &'a [ResultRow]) -> ResultColumns<'a> {
+impl ResultColumns {
+    fn of(config: &ExperimentConfig, rows: &[ResultRow]) -> ResultColumns {
         // Inserted one by one: a million rows name the same few keys, and
         // collecting them all first would sort millions of duplicates.
-        let mut params: BTreeSet<&String> = BTreeSet::new();
+        let mut params: BTreeSet<String> = BTreeSet::new();
         let mut previous: Option<&std::sync::Arc<Map<String, Value>>> = None;
         for row in rows {
             // Rows of one variation share their map: look at each map once.
@@ -472,52 +468,39 @@ impl<'a> ResultColumns<'a> {
             previous = Some(&row.params);
             for key in row.params.keys() {
                 if !params.contains(key) {
-                    params.insert(key);
+                    params.insert(key.clone());
                 }
             }
         }
-        let declared: Vec<&str> = config.metrics.iter().map(|m| m.name.as_str()).collect();
-        let mut others: BTreeSet<&str> = BTreeSet::new();
+        let mut metrics: BTreeSet<String> = BTreeSet::new();
         for key in rows.iter().flat_map(|r| r.metrics.names()) {
-            if !declared.contains(&key) && !others.contains(key) {
-                others.insert(key);
+            if !metrics.contains(key) {
+                metrics.insert(key.to_string());
             }
         }
-        let mut metrics: Vec<&str> = declared.clone();
-        metrics.extend(others);
-
-        let mut columns: Vec<Column> = RUN_COLUMNS
+        let header = ResultsHeader::new(config, params, metrics);
+        let kinds = RUN_COLUMNS
             .iter()
-            .map(|(name, kind)| Column {
-                name: name.to_string(),
-                kind: *kind,
-                part: "run",
+            .map(|(_, kind)| (*kind, "run"))
+            .chain(header.params.iter().map(|p| {
+                let kind = ColumnKind::of_values(rows.iter().map(|r| r.params.get(p)));
+                (kind, "param")
+            }))
+            .chain(header.metrics.iter().map(|m| {
+                let kind = ColumnKind::of_values(rows.iter().map(|r| r.metrics.get(m)));
+                (kind, "metric")
+            }));
+        let columns = header
+            .names
+            .iter()
+            .zip(kinds)
+            .map(|(name, (kind, part))| Column {
+                name: name.clone(),
+                kind,
+                part,
             })
             .collect();
-        let is_run_column = |name: &str| RUN_COLUMNS.iter().any(|(run, _)| *run == name);
-        columns.extend(params.iter().map(|p| Column {
-            name: if is_run_column(p) {
-                format!("param.{p}")
-            } else {
-                p.to_string()
-            },
-            kind: ColumnKind::of_values(rows.iter().map(|r| r.params.get(*p))),
-            part: "param",
-        }));
-        columns.extend(metrics.iter().map(|m| Column {
-            name: if params.iter().any(|p| p.as_str() == *m) || is_run_column(m) {
-                format!("metric.{m}")
-            } else {
-                m.to_string()
-            },
-            kind: ColumnKind::of_values(rows.iter().map(|r| r.metrics.get(m))),
-            part: "metric",
-        }));
-        ResultColumns {
-            params: params.into_iter().collect(),
-            metrics,
-            columns,
-        }
+        ResultColumns { header, columns }
     }
 }
 
@@ -533,7 +516,13 @@ pub fn results_csv(config: &ExperimentConfig, rows: &[ResultRow]) -> String {
     let mut out = String::with_capacity(rows.len() * 96);
     push_row(&mut out, layout.columns.iter().map(|c| c.name.as_str()));
     for row in rows {
-        push_csv_line(&mut out, config, &layout.params, &layout.metrics, row);
+        push_csv_line(
+            &mut out,
+            config,
+            &layout.header.params,
+            &layout.header.metrics,
+            row,
+        );
     }
     out
 }
@@ -582,9 +571,11 @@ fn push_csv_line(
     out.push('\n');
 }
 
-/// The header of results.csv when the rows are not all in memory: the
-/// parameters of every variation and the metrics any run reported, in the
-/// order and with the names [`ResultColumns`] gives them.
+/// The header of results.csv: the run's own columns (`run_id, variation,
+/// repetition, seed, attempt, status, worker, duration_s, cost_usd`), then
+/// one per parameter and one per metric (declared metrics first, then the
+/// others alphabetically). Names stay unique: a parameter named like a run
+/// column gets a `param.` prefix, a metric named like either a `metric.` one.
 pub struct ResultsHeader {
     params: Vec<String>,
     metrics: Vec<String>,
