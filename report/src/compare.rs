@@ -11,7 +11,7 @@ use flotilla_shared::status::ExperimentState;
 use flotilla_shared::{Error, Result};
 use serde_json::Value;
 
-use crate::data::{Design, ExperimentData, RunData, VariationData};
+use crate::data::{Design, ExperimentData, RunsWithMetrics, VariationData};
 
 /// The axis that tells the experiments apart (renamed if an experiment has an
 /// axis of that name).
@@ -47,7 +47,8 @@ pub fn combine(experiments: Vec<ExperimentData>) -> Result<(ExperimentData, Vec<
     } else {
         EXPERIMENT_AXIS
     };
-    let (variations, runs) = merge_runs(&experiments, &matching, &metric_names, experiment_axis);
+    let (variations, merged) = merge_runs(&experiments, &matching, &metric_names, experiment_axis);
+    let (runs, metric_entries) = merged.finish();
     let mut axes = vec![Axis {
         param: experiment_axis.to_string(),
         values: names.iter().map(|n| Value::from(n.clone())).collect(),
@@ -100,6 +101,7 @@ pub fn combine(experiments: Vec<ExperimentData>) -> Result<(ExperimentData, Vec<
         }),
         variations,
         runs,
+        metric_entries,
         metric_names,
     };
     Ok((combined, notes))
@@ -247,9 +249,9 @@ fn merge_runs(
     matching: &Matching,
     metric_names: &[String],
     experiment_axis: &str,
-) -> (Vec<VariationData>, Vec<RunData>) {
+) -> (Vec<VariationData>, RunsWithMetrics) {
     let mut variations = Vec::new();
-    let mut runs = Vec::new();
+    let mut runs = RunsWithMetrics::default();
     for key in &matching.matched {
         for (experiment, by_key) in experiments.iter().zip(&matching.keyed) {
             let source_index = by_key[key];
@@ -280,21 +282,14 @@ fn merge_runs(
                 .enumerate()
                 .filter_map(|(new, name)| Some((experiment.metric_index(name)?, new as u16)))
                 .collect();
-            runs.extend(
-                experiment
-                    .runs
-                    .iter()
-                    .filter(|r| r.variation == source.index)
-                    .map(|r| RunData {
-                        variation: index,
-                        metrics: r
-                            .metrics
-                            .iter()
-                            .filter_map(|(id, value)| Some((*renumber.get(id)?, *value)))
-                            .collect(),
-                        ..r.clone()
-                    }),
-            );
+            for run in experiment.runs_of(source.index) {
+                let metrics = experiment
+                    .metrics_of(run)
+                    .filter_map(|(id, value)| Some((*renumber.get(&id)?, value)));
+                let mut run = run.clone();
+                run.variation = index;
+                runs.push(run, metrics);
+            }
         }
     }
     (variations, runs)

@@ -78,7 +78,7 @@ impl VariationData {
     }
 }
 
-/// A metric value as analysis sees it; kept small because a report may hold a million runs.
+/// A metric value as analysis sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MetricValue {
     Number(f64),
@@ -98,6 +98,58 @@ impl MetricValue {
     }
 }
 
+/// One metric of one run in 12 bytes (a `(u16, MetricValue)` takes 24): a
+/// ten-million-run report holds thirty million of them (ARCHITECTURE.md, "Scale").
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
+pub struct MetricEntry {
+    number: f64,
+    id: u16,
+    kind: EntryKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum EntryKind {
+    Number,
+    Bool,
+    Other,
+}
+
+impl MetricEntry {
+    pub fn new(id: u16, value: MetricValue) -> Self {
+        let (number, kind) = match value {
+            MetricValue::Number(number) => (number, EntryKind::Number),
+            MetricValue::Bool(flag) => (f64::from(u8::from(flag)), EntryKind::Bool),
+            MetricValue::Other => (0.0, EntryKind::Other),
+        };
+        MetricEntry { number, id, kind }
+    }
+
+    /// Index into `ExperimentData::metric_names`.
+    pub fn id(self) -> u16 {
+        self.id
+    }
+
+    pub fn value(self) -> MetricValue {
+        match self.kind {
+            EntryKind::Number => MetricValue::Number(self.number),
+            EntryKind::Bool => MetricValue::Bool(self.number != 0.0),
+            EntryKind::Other => MetricValue::Other,
+        }
+    }
+}
+
+/// Why a run failed, as its last attempt recorded it; boxed because most runs succeed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailureDetails {
+    pub error: Option<Box<str>>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// One run in 48 bytes: its metrics live in `ExperimentData`'s shared list,
+/// failure details behind a box, absent figures as NaN (ARCHITECTURE.md, "Scale").
 #[derive(Debug, Clone)]
 pub struct RunData {
     pub variation: u32,
@@ -105,17 +157,36 @@ pub struct RunData {
     /// Runs with equal seeds pair up (ARCHITECTURE.md, "Experiments and runs").
     pub seed: u64,
     pub status: RunStatus,
-    /// (index into `ExperimentData::metric_names`, value). Boxed slices
-    /// rather than vectors and strings: ten million runs are read into one
-    /// report (ARCHITECTURE.md, "Scale").
-    pub metrics: Box<[(u16, MetricValue)]>,
-    pub error: Option<Box<str>>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
     pub timed_out: bool,
-    pub duration_s: Option<f64>,
+    /// Where its metrics start in `ExperimentData::metric_entries`, and how many.
+    metrics_start: u32,
+    metrics_len: u16,
+    failure: Option<Box<FailureDetails>>,
+    duration_s: f64,
+    cost_usd: f64,
+}
+
+impl RunData {
+    pub fn duration_s(&self) -> Option<f64> {
+        Some(self.duration_s).filter(|d| !d.is_nan())
+    }
+
     /// Dollars the run's attempts spent, when reported.
-    pub cost_usd: Option<f64>,
+    pub fn cost_usd(&self) -> Option<f64> {
+        Some(self.cost_usd).filter(|c| !c.is_nan())
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.failure.as_ref()?.error.as_deref()
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        self.failure.as_ref()?.exit_code
+    }
+
+    pub fn signal(&self) -> Option<i32> {
+        self.failure.as_ref()?.signal
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -128,8 +199,11 @@ pub struct ExperimentData {
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub variations: Vec<VariationData>,
+    /// In order of variation: `runs_of` relies on it.
     pub runs: Vec<RunData>,
-    /// Every metric name seen, indexed by `RunData::metrics`.
+    /// Every run's metrics, run after run.
+    pub(crate) metric_entries: Vec<MetricEntry>,
+    /// Every metric name seen, indexed by `MetricEntry::id`.
     pub metric_names: Vec<String>,
     /// How its calls used the response cache: a replay is not fresh samples.
     pub cache: CacheSavings,
@@ -144,6 +218,64 @@ impl ExperimentData {
             .position(|n| n == name)
             .map(|i| i as u16)
     }
+
+    /// A run's metrics, each as (index into `metric_names`, value).
+    pub fn metrics_of(&self, run: &RunData) -> impl Iterator<Item = (u16, MetricValue)> + '_ {
+        let start = run.metrics_start as usize;
+        self.metric_entries[start..start + usize::from(run.metrics_len)]
+            .iter()
+            .map(|entry| (entry.id(), entry.value()))
+    }
+
+    /// The value of metric number `metric` in a run.
+    pub fn metric_of(&self, run: &RunData, metric: Option<u16>) -> Option<MetricValue> {
+        let metric = metric?;
+        self.metrics_of(run)
+            .find(|(id, _)| *id == metric)
+            .map(|(_, value)| value)
+    }
+
+    /// The runs of one variation: a slice, as runs are kept in order of variation.
+    pub fn runs_of(&self, variation: u32) -> &[RunData] {
+        let start = self.runs.partition_point(|r| r.variation < variation);
+        let end = start + self.runs[start..].partition_point(|r| r.variation == variation);
+        &self.runs[start..end]
+    }
+}
+
+/// Appends runs to a shared metric list; `compare` builds one the same way.
+#[derive(Debug, Default)]
+pub(crate) struct RunsWithMetrics {
+    pub runs: Vec<RunData>,
+    pub metric_entries: Vec<MetricEntry>,
+}
+
+impl RunsWithMetrics {
+    /// Adds `run` (its own metric fields are replaced) with these metrics;
+    /// past 65,535 metrics in one run the rest are not analysed.
+    pub fn push(&mut self, mut run: RunData, metrics: impl Iterator<Item = (u16, MetricValue)>) {
+        let start = self.metric_entries.len();
+        self.metric_entries.extend(
+            metrics
+                .take(usize::from(u16::MAX))
+                .map(|(id, value)| MetricEntry::new(id, value)),
+        );
+        run.metrics_start = u32::try_from(start)
+            .expect("a report holds fewer than 2^32 metric values (48 GB of them)");
+        run.metrics_len = (self.metric_entries.len() - start) as u16;
+        self.runs.push(run);
+    }
+
+    /// Puts runs in order of variation (stable: repetitions keep theirs) and
+    /// gives back unused room.
+    pub fn finish(mut self) -> (Vec<RunData>, Vec<MetricEntry>) {
+        if !self.runs.is_sorted_by_key(|r| r.variation) {
+            self.runs.sort_by_key(|r| r.variation);
+        }
+        self.runs.shrink_to_fit();
+        self.metric_entries.shrink_to_fit();
+        (self.runs, self.metric_entries)
+    }
 }
 
 /// Builds an experiment's data one run at a time, interning metric names so
@@ -151,6 +283,7 @@ impl ExperimentData {
 #[derive(Debug)]
 pub struct ExperimentDataBuilder {
     data: ExperimentData,
+    runs: RunsWithMetrics,
     metric_ids: HashMap<String, u16>,
 }
 
@@ -187,10 +320,12 @@ impl ExperimentDataBuilder {
                 finished_at_ms,
                 variations: Vec::new(),
                 runs: Vec::new(),
+                metric_entries: Vec::new(),
                 metric_names: Vec::new(),
                 cache: CacheSavings::default(),
                 tiers: TierSpend::default(),
             },
+            runs: RunsWithMetrics::default(),
             metric_ids: HashMap::new(),
         }
     }
@@ -205,24 +340,29 @@ impl ExperimentDataBuilder {
 
     /// Room for `runs` more runs, taken exactly.
     pub fn reserve_runs(&mut self, runs: usize) {
-        self.data.runs.reserve_exact(runs);
+        self.runs.runs.reserve_exact(runs);
     }
 
     pub fn run(&mut self, record: RunRecord<'_>) {
         let metrics = self.compact_metrics(record.metrics_json);
-        self.data.runs.push(RunData {
+        let failure = FailureDetails {
+            error: record.error.map(String::into_boxed_str),
+            exit_code: record.exit_code.and_then(|code| i32::try_from(code).ok()),
+            signal: record.signal.and_then(|signal| i32::try_from(signal).ok()),
+        };
+        let run = RunData {
             variation: record.variation,
             repetition: record.repetition,
             seed: record.seed,
             status: record.status,
-            metrics,
-            error: record.error.map(String::into_boxed_str),
-            exit_code: record.exit_code.and_then(|code| i32::try_from(code).ok()),
-            signal: record.signal.and_then(|signal| i32::try_from(signal).ok()),
             timed_out: record.timed_out,
-            duration_s: record.duration_s,
-            cost_usd: record.cost_usd,
-        });
+            metrics_start: 0,
+            metrics_len: 0,
+            failure: (failure != FailureDetails::default()).then(|| Box::new(failure)),
+            duration_s: record.duration_s.unwrap_or(f64::NAN),
+            cost_usd: record.cost_usd.unwrap_or(f64::NAN),
+        };
+        self.runs.push(run, metrics.into_iter());
     }
 
     pub fn tiers(&mut self, tiers: TierSpend) {
@@ -233,15 +373,16 @@ impl ExperimentDataBuilder {
         self.data.cache = cache;
     }
 
-    pub fn finish(self) -> ExperimentData {
+    pub fn finish(mut self) -> ExperimentData {
+        (self.data.runs, self.data.metric_entries) = self.runs.finish();
         self.data
     }
 
     /// Parses a run's metrics object, interning its keys. Null values are
     /// left out; more than 65,536 distinct names are not analysed.
-    fn compact_metrics(&mut self, text: Option<&str>) -> Box<[(u16, MetricValue)]> {
+    fn compact_metrics(&mut self, text: Option<&str>) -> Vec<(u16, MetricValue)> {
         let Some(Ok(Value::Object(map))) = text.map(serde_json::from_str::<Value>) else {
-            return Box::default();
+            return Vec::new();
         };
         map.into_iter()
             .filter(|(_, value)| !value.is_null())
@@ -266,5 +407,83 @@ impl ExperimentDataBuilder {
                 Some((id, value))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(variation: u32, repetition: u32) -> RunData {
+        RunData {
+            variation,
+            repetition,
+            seed: u64::from(repetition),
+            status: RunStatus::Succeeded,
+            timed_out: false,
+            metrics_start: 0,
+            metrics_len: 0,
+            failure: None,
+            duration_s: f64::NAN,
+            cost_usd: 0.5,
+        }
+    }
+
+    /// What ten million runs cost in memory rests on these sizes (ARCHITECTURE.md, "Scale").
+    #[test]
+    fn a_run_takes_48_bytes_and_a_metric_12() {
+        assert_eq!(std::mem::size_of::<RunData>(), 48);
+        assert_eq!(std::mem::size_of::<MetricEntry>(), 12);
+    }
+
+    #[test]
+    fn metric_entries_give_back_their_values() {
+        for value in [
+            MetricValue::Number(-2.5),
+            MetricValue::Bool(true),
+            MetricValue::Bool(false),
+            MetricValue::Other,
+        ] {
+            let entry = MetricEntry::new(7, value);
+            assert_eq!((entry.id(), entry.value()), (7, value));
+        }
+    }
+
+    #[test]
+    fn runs_are_put_in_order_of_variation_with_their_own_metrics() {
+        let mut runs = RunsWithMetrics::default();
+        runs.push(run(2, 1), [(0, MetricValue::Number(1.0))].into_iter());
+        runs.push(run(1, 1), std::iter::empty());
+        runs.push(
+            run(2, 2),
+            [(1, MetricValue::Bool(true)), (0, MetricValue::Number(2.0))].into_iter(),
+        );
+        runs.push(run(1, 2), [(0, MetricValue::Number(3.0))].into_iter());
+        let (runs, metric_entries) = runs.finish();
+        let config =
+            flotilla_shared::config::parse_experiment("name: t\nrun: {kind: noop}\n", "t.yaml")
+                .expect("a minimal experiment");
+        let mut data =
+            ExperimentDataBuilder::new(&config, ExperimentState::Completed, 0, None).finish();
+        (data.runs, data.metric_entries) = (runs, metric_entries);
+        let order: Vec<(u32, u32)> = data
+            .runs
+            .iter()
+            .map(|r| (r.variation, r.repetition))
+            .collect();
+        assert_eq!(order, [(1, 1), (1, 2), (2, 1), (2, 2)]);
+        assert_eq!(data.runs_of(2).len(), 2);
+        assert!(data.runs_of(3).is_empty());
+        let second = &data.runs_of(2)[1];
+        assert_eq!(
+            data.metrics_of(second).collect::<Vec<_>>(),
+            [(1, MetricValue::Bool(true)), (0, MetricValue::Number(2.0))]
+        );
+        assert_eq!(
+            data.metric_of(&data.runs[1], Some(0)),
+            Some(MetricValue::Number(3.0))
+        );
+        assert_eq!(data.metric_of(&data.runs[0], Some(0)), None);
+        assert_eq!((second.cost_usd(), second.duration_s()), (Some(0.5), None));
     }
 }

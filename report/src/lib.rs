@@ -195,9 +195,7 @@ fn sorted_values_by_variation(
         .iter()
         .filter(|r| r.status == RunStatus::Succeeded)
     {
-        let value = index
-            .and_then(|i| run.metrics.iter().find(|(k, _)| *k == i))
-            .and_then(|(_, v)| v.as_number());
+        let value = data.metric_of(run, index).and_then(|v| v.as_number());
         if let (Some(value), Some(&slot)) = (value, position.get(&run.variation)) {
             values[slot].push(value);
         }

@@ -419,8 +419,8 @@ fn from_root(
             )
         })
         .collect();
-    let costs: Vec<f64> = finished.iter().filter_map(|r| r.cost_usd).collect();
-    let spent: f64 = data.runs.iter().filter_map(|r| r.cost_usd).sum();
+    let costs: Vec<f64> = finished.iter().filter_map(|r| r.cost_usd()).collect();
+    let spent: f64 = data.runs.iter().filter_map(|r| r.cost_usd()).sum();
     Ok(Some(Seen {
         observed: flotilla_report::forecast::ObservedCosts::of(&costs),
         finished_runs: finished.len() as u64,

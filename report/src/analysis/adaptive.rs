@@ -64,7 +64,7 @@ pub fn adaptive_summary(data: &ExperimentData, baseline: Option<u32>) -> Option<
         if v >= k || r >= repetitions {
             continue;
         }
-        if let Some(usd) = run.cost_usd {
+        if let Some(usd) = run.cost_usd() {
             cost[v].0 += usd;
             cost[v].1 += 1;
         }
@@ -73,11 +73,7 @@ pub fn adaptive_summary(data: &ExperimentData, baseline: Option<u32>) -> Option<
             RunStatus::Decided => Some(Slot::NotRun),
             RunStatus::Failed | RunStatus::Cancelled => Some(Slot::Missing),
             RunStatus::Succeeded => {
-                let value = run
-                    .metrics
-                    .iter()
-                    .find(|(i, _)| Some(*i) == index)
-                    .map(|(_, value)| *value);
+                let value = data.metric_of(run, index);
                 flags |= matches!(value, Some(crate::data::MetricValue::Bool(_)));
                 Some(
                     value

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::interval;
+use super::keyed::Keyed;
 use super::metrics::{MetricInfo, MetricKind};
 use super::variations::{sorted_values, trues, Values, VariationStatistics};
 use super::verdict::verdict;
@@ -204,29 +205,31 @@ pub fn pooled_comparisons(
     let mut comparisons = Vec::new();
     for metric in metrics {
         let start = comparisons.len();
-        let pooled = |level: &Value| -> BTreeMap<(u32, u64), f64> {
-            data.variations
-                .iter()
-                .filter(|v| v.axis_values.get(across) == Some(level))
-                .flat_map(|v| {
-                    let cell = cell_of[&v.index];
-                    values
-                        .get(&(v.index, metric.name.as_str()))
-                        .into_iter()
-                        .flat_map(move |by_seed| {
-                            by_seed
-                                .iter()
-                                .map(move |(seed, value)| ((cell, *seed), *value))
-                        })
-                })
-                .collect()
+        let pooled = |level: &Value| -> Keyed<(u32, u64)> {
+            Keyed::from_pairs(
+                data.variations
+                    .iter()
+                    .filter(|v| v.axis_values.get(across) == Some(level))
+                    .flat_map(|v| {
+                        let cell = cell_of[&v.index];
+                        values
+                            .get(&(v.index, metric.name.as_str()))
+                            .into_iter()
+                            .flat_map(move |by_seed| {
+                                by_seed
+                                    .iter()
+                                    .map(move |(seed, value)| ((cell, seed), value))
+                            })
+                    })
+                    .collect(),
+            )
         };
         for (i, level_a) in levels.iter().enumerate() {
             for level_b in &levels[i + 1..] {
                 let (values_a, values_b) = (pooled(level_a), pooled(level_b));
                 let (sorted_a, sorted_b) = (
-                    sorted_values(values_a.values().copied()),
-                    sorted_values(values_b.values().copied()),
+                    sorted_values(values_a.values()),
+                    sorted_values(values_b.values()),
                 );
                 comparisons.push(compare(
                     metric,
@@ -252,7 +255,7 @@ pub fn pooled_comparisons(
 /// One side of a comparison: values keyed for pairing, and the same sorted.
 struct Side<'a, K> {
     name: String,
-    values: &'a BTreeMap<K, f64>,
+    values: &'a Keyed<K>,
     sorted: &'a [f64],
 }
 
@@ -286,9 +289,9 @@ struct Samples<'a> {
 }
 
 impl<'a> Samples<'a> {
-    fn of<K: Ord>(a: &Side<'a, K>, b: &Side<'a, K>) -> Self {
+    fn of<K: Ord + Copy>(a: &Side<'a, K>, b: &Side<'a, K>) -> Self {
         // Order does not matter for the unpaired figures: the sorted lists serve.
-        let (pairs_a, pairs_b) = pair_by_key(a.values, b.values);
+        let (pairs_a, pairs_b) = a.values.pair_with(b.values);
         let differences = pairs_a.iter().zip(&pairs_b).map(|(x, y)| x - y).collect();
         Samples {
             a: a.sorted,
@@ -476,7 +479,7 @@ fn power(
     }
 }
 
-fn compare<K: Ord>(
+fn compare<K: Ord + Copy>(
     metric: &MetricInfo,
     a: Side<'_, K>,
     b: Side<'_, K>,
@@ -530,29 +533,6 @@ fn compare<K: Ord>(
     }
 }
 
-/// Values of the keys both sides have, matched by a merge of the two ordered maps.
-fn pair_by_key<K: Ord>(a: &BTreeMap<K, f64>, b: &BTreeMap<K, f64>) -> (Vec<f64>, Vec<f64>) {
-    let (mut pairs_a, mut pairs_b) = (Vec::new(), Vec::new());
-    let (mut left, mut right) = (a.iter().peekable(), b.iter().peekable());
-    while let (Some((key_a, value_a)), Some((key_b, value_b))) = (left.peek(), right.peek()) {
-        match key_a.cmp(key_b) {
-            std::cmp::Ordering::Less => {
-                left.next();
-            }
-            std::cmp::Ordering::Greater => {
-                right.next();
-            }
-            std::cmp::Ordering::Equal => {
-                pairs_a.push(**value_a);
-                pairs_b.push(**value_b);
-                left.next();
-                right.next();
-            }
-        }
-    }
-    (pairs_a, pairs_b)
-}
-
 /// Every pair of comparable variations on each metric; the baseline, when
 /// there is one, is always the second side so that differences read "other
 /// minus baseline".
@@ -563,11 +543,6 @@ pub fn pairwise_comparisons(
     values: &Values<'_>,
     baseline: Option<u32>,
 ) -> Vec<Comparison> {
-    // Each variation's values sorted once: rank tests and Cliff's delta then merge in linear time.
-    let sorted: BTreeMap<(u32, &str), Vec<f64>> = values
-        .iter()
-        .map(|(key, by_seed)| (*key, sorted_values(by_seed.values().copied())))
-        .collect();
     let displays: BTreeMap<String, String> = variations
         .iter()
         .map(|v| (v.name.clone(), format!("{} ({})", v.name, v.label)))
@@ -576,15 +551,24 @@ pub fn pairwise_comparisons(
     let mut comparisons = Vec::new();
     for metric in metrics {
         let start = comparisons.len();
-        let empty_values = BTreeMap::new();
+        // Each variation's values sorted once: rank tests and Cliff's delta
+        // then merge in linear time. One metric at a time, to hold less.
+        let sorted: BTreeMap<u32, Vec<f64>> = data
+            .variations
+            .iter()
+            .filter_map(|v| {
+                let by_seed = values.get(&(v.index, metric.name.as_str()))?;
+                Some((v.index, sorted_values(by_seed.values())))
+            })
+            .collect();
+        let empty_values = Keyed::default();
         let no_values = Vec::new();
-        let side = |variation: &VariationData| {
-            let key = (variation.index, metric.name.as_str());
-            Side {
-                name: variation.name(),
-                values: values.get(&key).unwrap_or(&empty_values),
-                sorted: sorted.get(&key).unwrap_or(&no_values),
-            }
+        let side = |variation: &VariationData| Side {
+            name: variation.name(),
+            values: values
+                .get(&(variation.index, metric.name.as_str()))
+                .unwrap_or(&empty_values),
+            sorted: sorted.get(&variation.index).unwrap_or(&no_values),
         };
         comparisons.extend(in_parallel(&pairs, |(a, b)| {
             compare(metric, side(a), side(b), Some(b.index) == baseline)

@@ -29,8 +29,8 @@ pub struct CostFrontier {
     pub variations: Vec<String>,
 }
 
-pub fn cost_statistics(runs: &[&RunData], succeeded: u64) -> Option<CostStatistics> {
-    let costs: Vec<f64> = runs.iter().filter_map(|r| r.cost_usd).collect();
+pub fn cost_statistics(runs: &[RunData], succeeded: u64) -> Option<CostStatistics> {
+    let costs: Vec<f64> = runs.iter().filter_map(RunData::cost_usd).collect();
     let description = stats::describe(&costs)?;
     let total: f64 = costs.iter().sum();
     Some(CostStatistics {

@@ -91,7 +91,7 @@ pub fn main_effects(
                     .iter()
                     .filter(|v| v.axis_values.get(&axis.param) == Some(level))
                     .filter_map(|v| values.get(&(v.index, metric.name.as_str())))
-                    .flat_map(|by_repetition| by_repetition.values().copied())
+                    .flat_map(|by_seed| by_seed.values())
                     .collect();
                 if let Some(level) = level_figures(level, &list, metric.kind) {
                     levels.push(level);
@@ -173,8 +173,12 @@ fn paired_by_case(
             let mut block = variation.axis_values.clone();
             block.remove(axis);
             let block = serde_json::to_string(&block).unwrap_or_default();
-            for (seed, value) in values.get(&(variation.index, metric)).into_iter().flatten() {
-                runs.insert((block.clone(), *seed), *value);
+            for (seed, value) in values
+                .get(&(variation.index, metric))
+                .into_iter()
+                .flat_map(|by_seed| by_seed.iter())
+            {
+                runs.insert((block.clone(), seed), value);
             }
         }
         runs
@@ -246,7 +250,7 @@ pub fn interaction(
                                 && v.axis_values.get(columns_axis) == Some(column)
                         })
                         .filter_map(|v| values.get(&(v.index, metric.name.as_str())))
-                        .flat_map(|by_repetition| by_repetition.values().copied())
+                        .flat_map(|by_seed| by_seed.values())
                         .collect();
                     (!cell.is_empty()).then(|| cell.iter().sum::<f64>() / cell.len() as f64)
                 })

@@ -59,14 +59,12 @@ pub fn failure_modes(data: &ExperimentData) -> Vec<FailureMode> {
         let mut parts = Vec::new();
         if run.timed_out {
             parts.push("timeout".to_string());
-        } else if let Some(signal) = run.signal {
+        } else if let Some(signal) = run.signal() {
             parts.push(format!("signal {signal}"));
-        } else if let Some(code) = run.exit_code {
+        } else if let Some(code) = run.exit_code() {
             parts.push(format!("exit {code}"));
         }
-        parts.push(normalise_error(
-            run.error.as_deref().unwrap_or("no error recorded"),
-        ));
+        parts.push(normalise_error(run.error().unwrap_or("no error recorded")));
         let signature = parts.join(": ");
         let mode = modes
             .entry(signature.clone())

@@ -66,9 +66,9 @@ pub fn metric_infos(data: &ExperimentData) -> (Vec<MetricInfo>, Vec<String>) {
         .iter()
         .filter(|r| r.status == RunStatus::Succeeded)
     {
-        for (key, value) in &run.metrics {
+        for (key, value) in data.metrics_of(run) {
             let entry = seen
-                .entry(data.metric_names[*key as usize].as_str())
+                .entry(data.metric_names[key as usize].as_str())
                 .or_default();
             match value {
                 MetricValue::Bool(_) => entry.1 = true,

@@ -5,6 +5,7 @@ mod comparisons;
 mod cost;
 mod effects;
 mod failures;
+mod keyed;
 mod metrics;
 mod variations;
 mod verdict;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::cost::{cost_statistics, CostStatistics};
 use super::interval;
+use super::keyed::Keyed;
 use super::metrics::{MetricInfo, MetricKind};
 use crate::data::{ExperimentData, RunData, VariationData};
 use crate::stats;
@@ -60,22 +61,19 @@ pub struct VariationStatistics {
 
 /// Values of metric number `metric` in succeeded runs, keyed by seed: runs
 /// with equal seeds pair up (ARCHITECTURE.md, "Experiments and runs").
-fn values_by_seed<'a>(
-    runs: impl Iterator<Item = &'a RunData>,
-    metric: Option<u16>,
-) -> BTreeMap<u64, f64> {
-    let Some(metric) = metric else {
-        return BTreeMap::new();
-    };
-    runs.filter(|r| r.status == RunStatus::Succeeded)
-        .filter_map(|r| {
-            r.metrics
-                .iter()
-                .find(|(key, _)| *key == metric)
-                .and_then(|(_, value)| value.as_number())
-                .map(|v| (r.seed, v))
-        })
-        .collect()
+fn values_by_seed(data: &ExperimentData, runs: &[RunData], metric: Option<u16>) -> Keyed<u64> {
+    if metric.is_none() {
+        return Keyed::default();
+    }
+    Keyed::from_pairs(
+        runs.iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .filter_map(|r| {
+                let value = data.metric_of(r, metric)?.as_number()?;
+                Some((r.seed, value))
+            })
+            .collect(),
+    )
 }
 
 pub fn label(axis_values: &BTreeMap<String, Value>) -> String {
@@ -90,7 +88,7 @@ pub fn label(axis_values: &BTreeMap<String, Value>) -> String {
 }
 
 /// Per (variation, metric): values keyed by seed.
-pub type Values<'m> = BTreeMap<(u32, &'m str), BTreeMap<u64, f64>>;
+pub type Values<'m> = BTreeMap<(u32, &'m str), Keyed<u64>>;
 
 pub fn trues(values: &[f64]) -> u64 {
     values.iter().filter(|v| **v > 0.5).count() as u64
@@ -114,21 +112,13 @@ pub fn variation_statistics<'m>(
     data: &ExperimentData,
     metrics: &'m [MetricInfo],
 ) -> (Vec<VariationStatistics>, Values<'m>) {
-    let mut runs_by_variation: BTreeMap<u32, Vec<&RunData>> = BTreeMap::new();
-    for run in &data.runs {
-        runs_by_variation
-            .entry(run.variation)
-            .or_default()
-            .push(run);
-    }
-    let no_runs = Vec::new();
     let mut values: Values = BTreeMap::new();
     let mut variations = Vec::new();
     for variation in &data.variations {
-        let runs = runs_by_variation.get(&variation.index).unwrap_or(&no_runs);
+        let runs = data.runs_of(variation.index);
         let mut per_metric = BTreeMap::new();
         for metric in metrics {
-            let by_seed = values_by_seed(runs.iter().copied(), data.metric_index(&metric.name));
+            let by_seed = values_by_seed(data, runs, data.metric_index(&metric.name));
             if let Some(figures) = metric_statistics(data, variation, metric, &by_seed) {
                 per_metric.insert(metric.name.clone(), figures);
             }
@@ -142,7 +132,7 @@ pub fn variation_statistics<'m>(
 fn one_variation(
     data: &ExperimentData,
     variation: &VariationData,
-    runs: &[&RunData],
+    runs: &[RunData],
     metrics: BTreeMap<String, MetricStatistics>,
 ) -> VariationStatistics {
     let count = |status: RunStatus| runs.iter().filter(|r| r.status == status).count() as u64;
@@ -180,9 +170,9 @@ fn metric_statistics(
     data: &ExperimentData,
     variation: &VariationData,
     metric: &MetricInfo,
-    by_seed: &BTreeMap<u64, f64>,
+    by_seed: &Keyed<u64>,
 ) -> Option<MetricStatistics> {
-    let list: Vec<f64> = by_seed.values().copied().collect();
+    let list: Vec<f64> = by_seed.values().collect();
     let description = stats::describe(&list)?;
     let bootstrap_seed =
         data.design.seed ^ (u64::from(variation.index) << 32) ^ hash_name(&metric.name);
