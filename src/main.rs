@@ -155,10 +155,12 @@ fn main() {
     ) {
         end_quietly_when_stdout_closes();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // The coordinator's own count (ARCHITECTURE.md, "Scale"); other commands use every core.
+    if let Command::Coordinator(CoordinatorCommand::Start(args)) = &cli.command {
+        runtime.worker_threads(usize::from(args.threads));
+    }
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
     let code = runtime.block_on(dispatch(cli));
     // Do not wait for lingering tasks (e.g. open streams) at exit.
     runtime.shutdown_background();

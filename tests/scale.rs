@@ -111,3 +111,40 @@ fn the_coordinator_raises_its_open_file_limit_to_what_the_system_allows() {
         "a thousand workers need more than 256 descriptors: {open_files}"
     );
 }
+
+/// One thread serves workers unless asked for more: a second only costs
+/// wake-ups while a thousand workers idle (ARCHITECTURE.md, "Scale").
+#[test]
+fn the_coordinator_serves_on_one_thread_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "threads-token");
+    for (extra, expected) in [(None, "threads=1"), (Some("3"), "threads=3")] {
+        let root = dir.path().join(format!("root-{expected}"));
+        let mut command = flotilla(&["coordinator", "start", "--listen", "127.0.0.1:0"]);
+        command
+            .arg("--root")
+            .arg(&root)
+            .arg("--token-file")
+            .arg(&token);
+        if let Some(threads) = extra {
+            command.args(["--threads", threads]);
+        }
+        let mut process = Process::spawn(command);
+        let line = process.wait_for_line("coordinator listening");
+        assert!(
+            line.split_whitespace().any(|word| word == expected),
+            "{expected} expected: {line}"
+        );
+    }
+    let refused = flotilla(&["coordinator", "start", "--threads", "0"])
+        .arg("--root")
+        .arg(dir.path().join("root-0"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("--threads") && said.contains("1..=1024"),
+        "the error names the flag and what is valid: {said}"
+    );
+}
