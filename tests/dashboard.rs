@@ -61,6 +61,25 @@ impl Browser {
         self.send(serde_json::json!({"op": "eval", "expr": expr}))["value"].clone()
     }
 
+    /// An element's text while the page may be navigating: `None` when the
+    /// browser answers that the page it was asked about went away meanwhile.
+    fn text_while_navigating(&mut self, id: &str) -> Option<String> {
+        let command = serde_json::json!({
+            "op": "eval",
+            "expr": format!("(document.getElementById({id:?}) || {{}}).textContent || ''"),
+        });
+        writeln!(self.input, "{command}").unwrap();
+        let answer = self.answer();
+        if let Some(error) = answer.get("error") {
+            assert!(
+                error.to_string().contains("navigated or closed"),
+                "{command}: {answer}"
+            );
+            return None;
+        }
+        Some(answer["value"].as_str().unwrap_or_default().to_string())
+    }
+
     fn text(&mut self, id: &str) -> String {
         self.eval(&format!(
             "(document.getElementById({id:?}) || {{}}).textContent || ''"
@@ -459,7 +478,8 @@ fn the_runs_explorer_pages_sorts_filters_and_opens_runs() {
          document.getElementById('filters').submit(); true",
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while browser.text("matching") != "30 runs match" {
+    // Polled while the submitted form navigates: an answer may come from the page leaving.
+    while browser.text_while_navigating("matching").as_deref() != Some("30 runs match") {
         assert!(Instant::now() < deadline, "the filter did not apply");
         std::thread::sleep(Duration::from_millis(100));
     }
