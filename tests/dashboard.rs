@@ -64,10 +64,7 @@ impl Browser {
     /// An element's text while the page may be navigating: `None` when the
     /// browser answers that the page it was asked about went away meanwhile.
     fn text_while_navigating(&mut self, id: &str) -> Option<String> {
-        let command = serde_json::json!({
-            "op": "eval",
-            "expr": format!("(document.getElementById({id:?}) || {{}}).textContent || ''"),
-        });
+        let command = serde_json::json!({"op": "eval", "expr": text_of(id)});
         writeln!(self.input, "{command}").unwrap();
         let answer = self.answer();
         if let Some(error) = answer.get("error") {
@@ -81,12 +78,10 @@ impl Browser {
     }
 
     fn text(&mut self, id: &str) -> String {
-        self.eval(&format!(
-            "(document.getElementById({id:?}) || {{}}).textContent || ''"
-        ))
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+        self.eval(&text_of(id))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     fn shot(&mut self, name: &str) {
@@ -114,6 +109,11 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The script that reads an element's text, empty when it is absent.
+fn text_of(id: &str) -> String {
+    format!("(document.getElementById({id:?}) || {{}}).textContent || ''")
 }
 
 fn artifacts() -> PathBuf {

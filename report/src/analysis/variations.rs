@@ -62,9 +62,6 @@ pub struct VariationStatistics {
 /// Values of metric number `metric` in succeeded runs, keyed by seed: runs
 /// with equal seeds pair up (ARCHITECTURE.md, "Experiments and runs").
 fn values_by_seed(data: &ExperimentData, runs: &[RunData], metric: Option<u16>) -> Keyed<u64> {
-    if metric.is_none() {
-        return Keyed::default();
-    }
     Keyed::from_pairs(
         runs.iter()
             .filter(|r| r.status == RunStatus::Succeeded)
